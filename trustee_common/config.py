@@ -1,0 +1,97 @@
+"""Strict configuration loading shared by every service.
+
+Files are TOML (or JSON, by extension, for upstream's AS and RVPS files).
+`ConfigTable` reads one table: each accessor checks the type and records
+the key, and `finish()` rejects every key nobody asked for, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from trustee_common.errors import ConfigError
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON (by `.json` suffix) file into a dict."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table")
+    return data
+
+
+class ConfigTable:
+    """Typed, strict access to one config table; `where` names it in errors."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a table")
+        self._data: dict[str, Any] = data
+        self._where = where
+        self._seen: set[str] = set()
+
+    def _get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self._seen.add(key)
+        if key not in self._data:
+            return default
+        value = self._data[key]
+        if isinstance(value, bool) and kind in (int, float):
+            raise ConfigError(f"{self._where}.{key} must be a number, not a boolean")
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise ConfigError(f"{self._where}.{key} must be {names}, got {type(value).__name__}")
+        return value
+
+    def str(self, key: str, default: str | None = None) -> str | None:
+        value: str | None = self._get(key, str, default)
+        return value
+
+    def required_str(self, key: str) -> str:
+        value = self.str(key)
+        if value is None:
+            raise ConfigError(f"{self._where}.{key} is required")
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value: bool = self._get(key, bool, default)
+        return value
+
+    def int(self, key: str, default: int, *, minimum: int | None = None) -> int:
+        value: int = self._get(key, int, default)
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{self._where}.{key} must be >= {minimum}, got {value}")
+        return value
+
+    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+        value = self._get(key, list, default if default is not None else [])
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{self._where}.{key} must be a list of strings")
+        return list(value)
+
+    def table(self, key: str) -> ConfigTable:
+        """A sub-table (an empty one when absent)."""
+        return ConfigTable(self._get(key, dict, {}), f"{self._where}.{key}")
+
+    def tables(self, key: str) -> list[ConfigTable]:
+        """An array of tables (`[[key]]`)."""
+        value = self._get(key, list, [])
+        return [ConfigTable(v, f"{self._where}.{key}[{i}]") for i, v in enumerate(value)]
+
+    def has(self, key: str) -> bool:
+        return key in self._data
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._data) - self._seen)
+        if unknown:
+            raise ConfigError(f"unknown key(s) in {self._where}: {', '.join(unknown)}")

@@ -1,0 +1,161 @@
+"""The one exception hierarchy of the project.
+
+Every error a component raises on purpose is a `TrusteeError`. Each class
+carries `variant`, the stable name that the KBS puts in its error `type`
+URL (`https://github.com/confidential-containers/kbs/errors/<variant>`) and
+that gRPC servers put in the `trustee-error-variant` trailer, so a client
+can rebuild the same class on its side (`error_from_variant`).
+
+Status codes are not decided here: each transport maps classes to its own
+codes in one table (`kbs.http.errors`, `trustee_common.grpc_errors`).
+Upstream's variant names are used where upstream has one; the others are
+listed in docs/errors.md.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
+
+
+class TrusteeError(Exception):
+    """Root of every deliberate error. `detail` is safe to show to the caller."""
+
+    variant: ClassVar[str] = "InternalError"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def to_json(self) -> dict[str, str]:
+        """The KBS error body: `{"type": <URL>, "detail": <text>}`."""
+        return {"type": ERROR_TYPE_PREFIX + self.variant, "detail": self.detail}
+
+
+# --- the caller sent something malformed -------------------------------------
+
+
+class MalformedRequestError(TrusteeError):
+    """Bad JSON, missing field, bad path segment, unknown TEE, bad version."""
+
+    variant = "MalformedRequest"
+
+
+class PayloadTooLargeError(TrusteeError):
+    variant = "PayloadTooLarge"
+
+
+class InvalidPolicyError(TrusteeError):
+    """A Rego policy that does not parse or compile, or a bad policy body."""
+
+    variant = "PolicyEngineError"
+
+
+class InvalidReferenceValueError(TrusteeError):
+    """A reference-value message that is not valid."""
+
+    variant = "RvpsError"
+
+
+# --- authentication and authorization ----------------------------------------
+
+
+class TokenNotFoundError(TrusteeError):
+    variant = "TokenNotFound"
+
+
+class TokenVerifierError(TrusteeError):
+    """An attestation token that is forged, expired, or lacks the TEE key."""
+
+    variant = "TokenVerifierError"
+
+
+class AttestationError(TrusteeError):
+    """Evidence rejected, not bound to the nonce and key, or session invalid."""
+
+    variant = "AttestationError"
+
+
+class EvidenceError(AttestationError):
+    """A verifier rejected the evidence itself (parse, signature, binding)."""
+
+
+class AdminAuthError(TrusteeError):
+    """Missing, forged, expired or unknown-key admin token (401)."""
+
+    variant = "AdminAuthAccess"
+
+
+class AdminForbiddenError(TrusteeError):
+    """A valid admin token whose role the ACL does not allow (403)."""
+
+    variant = "AdminAuthAccess"
+
+
+class PolicyDenyError(TrusteeError):
+    variant = "PolicyDeny"
+
+
+# --- not found ---------------------------------------------------------------
+
+
+class PluginNotFoundError(TrusteeError):
+    variant = "PluginNotFound"
+
+
+class ResourceNotFoundError(TrusteeError):
+    variant = "ResourceNotFound"
+
+
+class PolicyNotFoundError(TrusteeError):
+    variant = "PolicyNotFound"
+
+
+class ReferenceValueNotFoundError(TrusteeError):
+    variant = "ReferenceValueNotFound"
+
+
+# --- our side or our dependencies --------------------------------------------
+
+
+class UpstreamError(TrusteeError):
+    """A service this one depends on (AS, RVPS, KBS) is unreachable or failed."""
+
+    variant = "UpstreamUnavailable"
+
+
+class ConfigError(TrusteeError):
+    """A configuration file, key or flag that is not valid."""
+
+    variant = "ConfigError"
+
+
+class StorageError(TrusteeError):
+    variant = "StorageError"
+
+
+class InternalError(TrusteeError):
+    variant = "InternalError"
+
+
+def _all_subclasses(cls: type[TrusteeError]) -> list[type[TrusteeError]]:
+    found: list[type[TrusteeError]] = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+def error_from_variant(variant: str, detail: str, *, forbidden: bool = False) -> TrusteeError:
+    """Rebuild an error received over a transport from its variant name.
+
+    `AdminAuthAccess` is shared by the 401 and 403 cases; `forbidden`
+    selects the 403 one. An unknown variant becomes `UpstreamError`.
+    """
+    if variant == AdminAuthError.variant:
+        return AdminForbiddenError(detail) if forbidden else AdminAuthError(detail)
+    for cls in _all_subclasses(TrusteeError):
+        if cls.variant == variant and cls is not EvidenceError:
+            return cls(detail)
+    return UpstreamError(detail)

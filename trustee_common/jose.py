@@ -1,0 +1,160 @@
+"""TEE keys and the JWE envelope that carries resources to a guest.
+
+The KBS encrypts each released resource to the `tee-pubkey` the guest bound
+into its evidence (trustee-server.md 2.5.4): RFC 7516 flattened JSON,
+`enc` A256GCM, `alg` ECDH-ES+A256KW (P-256, P-521), RSA-OAEP-256, or the
+deprecated RSA1_5 (accepted with a logged warning). The JOSE work is done
+by jwcrypto; this module validates the JWKs and fixes the serialization so
+that `epk` sits in the protected header, where upstream guests read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwcrypto import jwe, jwk
+from jwcrypto.common import JWException
+
+from trustee_common.b64 import url_decode
+from trustee_common.errors import MalformedRequestError, TrusteeError
+
+logger = logging.getLogger(__name__)
+
+EC_ALG = "ECDH-ES+A256KW"
+RSA_ALGS = ("RSA-OAEP-256", "RSA1_5")
+EC_COORDINATE_BYTES = {"P-256": 32, "P-521": 66}
+CONTENT_ENCRYPTION = "A256GCM"
+
+#: The guest-side `tee_key_algorithm` names (guest-components.md 2.4).
+KEY_ALGORITHMS = ("ECDH-ES+A256KW-P256", "ECDH-ES+A256KW-P521", "RSA-OAEP-256")
+
+
+class JweError(TrusteeError):
+    variant = "JweError"
+
+
+@dataclass(frozen=True)
+class TeePubKey:
+    """A validated `tee-pubkey` JWK. `jwk` is the object exactly as received."""
+
+    jwk: dict[str, Any]
+
+    @property
+    def alg(self) -> str:
+        return str(self.jwk["alg"])
+
+    @classmethod
+    def from_json(cls, value: object, field: str = "tee-pubkey") -> TeePubKey:
+        if not isinstance(value, dict):
+            raise MalformedRequestError(f"{field}: must be a JWK object")
+        kty = value.get("kty")
+        if kty == "EC":
+            _check_ec(value, field)
+        elif kty == "RSA":
+            _check_rsa(value, field)
+        else:
+            raise MalformedRequestError(f"{field}: unsupported kty {kty!r} (EC or RSA)")
+        return cls(dict(value))
+
+    def encrypt(self, plaintext: bytes) -> dict[str, str]:
+        """Encrypt `plaintext` to this key; returns the flattened JWE JSON object."""
+        if self.alg == "RSA1_5":
+            logger.warning("encrypting to a deprecated RSA1_5 TEE key")
+        public = {k: v for k, v in self.jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
+        token = jwe.JWE(plaintext, protected=json.dumps({"alg": self.alg, "enc": CONTENT_ENCRYPTION}))
+        token.allowed_algs = [self.alg, CONTENT_ENCRYPTION]
+        try:
+            token.add_recipient(jwk.JWK(**public))
+            compact = token.serialize(compact=True)
+        except (JWException, ValueError, TypeError) as exc:
+            raise JweError(f"JWE encryption failed: {exc}") from exc
+        protected, encrypted_key, iv, ciphertext, tag = compact.split(".")
+        return {"protected": protected, "encrypted_key": encrypted_key, "iv": iv, "ciphertext": ciphertext, "tag": tag}
+
+
+def _check_ec(value: dict[str, Any], field: str) -> None:
+    crv = value.get("crv")
+    if crv not in EC_COORDINATE_BYTES:
+        raise MalformedRequestError(f"{field}: unsupported curve {crv!r} (P-256 or P-521)")
+    if value.get("alg") != EC_ALG:
+        raise MalformedRequestError(f"{field}: EC keys need alg {EC_ALG}")
+    size = EC_COORDINATE_BYTES[crv]
+    coords = [url_decode(value.get(c, ""), f"{field}.{c}") if isinstance(value.get(c), str) else b"" for c in "xy"]
+    if any(len(c) != size for c in coords):
+        raise MalformedRequestError(f"{field}: x and y must be {size}-byte coordinates")
+    curve = ec.SECP256R1() if crv == "P-256" else ec.SECP521R1()
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + coords[0] + coords[1])
+    except ValueError:
+        raise MalformedRequestError(f"{field}: point is not on {crv}") from None
+
+
+def _check_rsa(value: dict[str, Any], field: str) -> None:
+    if value.get("alg") not in RSA_ALGS:
+        raise MalformedRequestError(f"{field}: RSA keys need alg RSA-OAEP-256 or RSA1_5")
+    for name in ("n", "e"):
+        if not isinstance(value.get(name), str):
+            raise MalformedRequestError(f"{field}: missing {name}")
+    modulus = url_decode(value["n"], f"{field}.n")
+    if len(modulus) * 8 < 2048:
+        raise MalformedRequestError(f"{field}: RSA modulus shorter than 2048 bits")
+
+
+class TeeKeyPair:
+    """The guest's ephemeral key pair: its JWK goes into runtime data, it opens JWEs."""
+
+    def __init__(self, key: jwk.JWK, alg: str) -> None:
+        self._key = key
+        self.alg = alg
+
+    @classmethod
+    def generate(cls, algorithm: str = "ECDH-ES+A256KW-P256") -> TeeKeyPair:
+        if algorithm == "ECDH-ES+A256KW-P256":
+            return cls(jwk.JWK.generate(kty="EC", crv="P-256"), EC_ALG)
+        if algorithm == "ECDH-ES+A256KW-P521":
+            return cls(jwk.JWK.generate(kty="EC", crv="P-521"), EC_ALG)
+        if algorithm in RSA_ALGS:
+            return cls(jwk.JWK.generate(kty="RSA", size=2048), algorithm)
+        raise MalformedRequestError(f"unsupported TEE key algorithm {algorithm!r}")
+
+    @classmethod
+    def from_pem(cls, pem: bytes, rsa_alg: str = "RSA-OAEP-256") -> TeeKeyPair:
+        """Load a PKCS#8 EC key or a PKCS#1/PKCS#8 RSA key (upstream `tee_keypair`)."""
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise MalformedRequestError(f"TEE key is not a PEM private key: {exc}") from exc
+        if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in ("secp256r1", "secp521r1"):
+            return cls(jwk.JWK.from_pyca(key), EC_ALG)
+        if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+            return cls(jwk.JWK.from_pyca(key), rsa_alg)
+        raise MalformedRequestError("TEE key must be EC P-256, EC P-521 or RSA >= 2048")
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The `tee-pubkey` object, with upstream's key set."""
+        public: dict[str, Any] = json.loads(self._key.export_public())
+        keep = ("kty", "crv", "x", "y") if public["kty"] == "EC" else ("kty", "n", "e")
+        result = {k: public[k] for k in keep}
+        result["alg"] = self.alg
+        return result
+
+    def to_pem(self) -> bytes:
+        """PKCS#1 for RSA, PKCS#8 for EC, as upstream AA's `tee_keypair`."""
+        key = self._key.get_op_key("decrypt") if self._key["kty"] == "RSA" else self._key.get_op_key("unwrapKey")
+        fmt = serialization.PrivateFormat.TraditionalOpenSSL if self._key["kty"] == "RSA" else serialization.PrivateFormat.PKCS8
+        return bytes(key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
+
+    def decrypt(self, envelope: dict[str, Any]) -> bytes:
+        """Open a flattened JWE produced by `TeePubKey.encrypt` (or by upstream Trustee)."""
+        token = jwe.JWE()
+        token.allowed_algs = [EC_ALG, *RSA_ALGS, CONTENT_ENCRYPTION]
+        try:
+            token.deserialize(json.dumps(envelope), key=self._key)
+        except (JWException, ValueError, TypeError, KeyError) as exc:
+            raise JweError(f"cannot decrypt the resource envelope: {exc}") from exc
+        return bytes(token.payload)

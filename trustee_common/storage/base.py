@@ -1,0 +1,56 @@
+"""The storage Protocols and the key rules every backend enforces."""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from trustee_common.errors import MalformedRequestError
+
+# Upstream's key-value-storage rule: [A-Za-z0-9-_./], not starting with '.' or '/'.
+_KEY = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-./]*$")
+_NAMESPACE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+MAX_KEY_LENGTH = 512
+
+
+def validate_key(namespace: str, key: str) -> None:
+    if not _NAMESPACE.fullmatch(namespace):
+        raise MalformedRequestError(f"invalid storage namespace {namespace!r}")
+    if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key) or ".." in key.split("/"):
+        raise MalformedRequestError(f"invalid storage key {key!r}")
+
+
+class KeyValueStore(Protocol):
+    """Namespaced bytes store. Every write is atomic: a reader sees the old or the new value."""
+
+    async def get(self, namespace: str, key: str) -> bytes | None:
+        """The value, or None when absent or past its `expires_at`."""
+
+    async def put(self, namespace: str, key: str, value: bytes, *, overwrite: bool = True, expires_at: float | None = None) -> bool:
+        """Store `value`; with `overwrite=False` an existing live key is kept and False returned."""
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        """Remove the key; True if it existed."""
+
+    async def pop(self, namespace: str, key: str) -> bytes | None:
+        """Atomically read and remove the key (exactly one concurrent caller gets it)."""
+
+    async def list_keys(self, namespace: str) -> list[str]:
+        """Live keys of the namespace, sorted."""
+
+    async def purge_expired(self) -> int:
+        """Delete every entry past its `expires_at`; returns how many."""
+
+    async def close(self) -> None: ...
+
+
+class ResourceStore(Protocol):
+    """KBS resources addressed by `repo/type/tag`."""
+
+    async def read(self, path: str) -> bytes | None: ...
+
+    async def write(self, path: str, data: bytes) -> None: ...
+
+    async def delete(self, path: str) -> bool: ...
+
+    async def list(self) -> list[str]: ...

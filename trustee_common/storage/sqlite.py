@@ -1,0 +1,119 @@
+"""SQLite `KeyValueStore`: the embedded default, no server needed.
+
+One table `kv(namespace, key, value, expires_at)`. Each call is one
+transaction, run in a worker thread so the event loop never blocks on disk.
+WAL journal and `synchronous=FULL`: an acknowledged write survives a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from trustee_common.errors import StorageError
+from trustee_common.storage.base import validate_key
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (namespace, key)
+)
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    result = fn(self._conn)
+                    self._conn.execute("COMMIT")
+                    return result
+                except sqlite3.Error as exc:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise StorageError(f"SQLite store {self.path}: {exc}") from exc
+
+        return await asyncio.to_thread(locked)
+
+    @staticmethod
+    def _live(conn: sqlite3.Connection, namespace: str, key: str) -> bytes | None:
+        row = conn.execute(
+            "SELECT value FROM kv WHERE namespace=? AND key=? AND (expires_at IS NULL OR expires_at > ?)",
+            (namespace, key, time.time()),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def get(self, namespace: str, key: str) -> bytes | None:
+        validate_key(namespace, key)
+        return await self._run(lambda c: self._live(c, namespace, key))
+
+    async def put(self, namespace: str, key: str, value: bytes, *, overwrite: bool = True, expires_at: float | None = None) -> bool:
+        validate_key(namespace, key)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            if not overwrite and self._live(conn, namespace, key) is not None:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO kv(namespace, key, value, expires_at) VALUES (?,?,?,?)",
+                (namespace, key, bytes(value), expires_at),
+            )
+            return True
+
+        return await self._run(op)
+
+    async def delete(self, namespace: str, key: str) -> bool:
+        validate_key(namespace, key)
+        return await self._run(lambda c: c.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key)).rowcount > 0)
+
+    async def pop(self, namespace: str, key: str) -> bytes | None:
+        validate_key(namespace, key)
+
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            value = self._live(conn, namespace, key)
+            conn.execute("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+            return value
+
+        return await self._run(op)
+
+    async def list_keys(self, namespace: str) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT key FROM kv WHERE namespace=? AND (expires_at IS NULL OR expires_at > ?) ORDER BY key",
+                (namespace, time.time()),
+            ).fetchall()
+            return [str(r[0]) for r in rows]
+
+        return await self._run(op)
+
+    async def purge_expired(self) -> int:
+        return await self._run(
+            lambda c: c.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),)).rowcount
+        )
+
+    async def close(self) -> None:
+        with self._lock:
+            self._conn.close()
