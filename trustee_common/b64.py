@@ -25,7 +25,7 @@ def std_encode(data: bytes) -> str:
 
 def std_decode(text: str, field: str) -> bytes:
     """Standard alphabet, padding required."""
-    if not isinstance(text, str) or not _STD_PADDED.fullmatch(text):
+    if not _STD_PADDED.fullmatch(text):
         raise MalformedRequestError(f"{field}: not standard (padded) base64")
     return base64.b64decode(text, validate=True)
 
@@ -37,7 +37,7 @@ def url_encode(data: bytes) -> str:
 
 def url_decode(text: str, field: str) -> bytes:
     """URL-safe alphabet, padding rejected."""
-    if not isinstance(text, str) or not _URL_NOPAD.fullmatch(text) or len(text) % 4 == 1:
+    if not _URL_NOPAD.fullmatch(text) or len(text) % 4 == 1:
         raise MalformedRequestError(f"{field}: not base64url without padding")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

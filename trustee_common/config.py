@@ -53,27 +53,27 @@ class ConfigTable:
             raise ConfigError(f"{self._where}.{key} must be {names}, got {type(value).__name__}")
         return value
 
-    def str(self, key: str, default: str | None = None) -> str | None:
+    def string(self, key: str, default: str | None = None) -> str | None:
         value: str | None = self._get(key, str, default)
         return value
 
-    def required_str(self, key: str) -> str:
-        value = self.str(key)
+    def required_string(self, key: str) -> str:
+        value = self.string(key)
         if value is None:
             raise ConfigError(f"{self._where}.{key} is required")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str, default: bool) -> bool:
         value: bool = self._get(key, bool, default)
         return value
 
-    def int(self, key: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(self, key: str, default: int, *, minimum: int | None = None) -> int:
         value: int = self._get(key, int, default)
         if minimum is not None and value < minimum:
             raise ConfigError(f"{self._where}.{key} must be >= {minimum}, got {value}")
         return value
 
-    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+    def strings(self, key: str, default: list[str] | None = None) -> list[str]:
         value = self._get(key, list, default if default is not None else [])
         if not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{self._where}.{key} must be a list of strings")

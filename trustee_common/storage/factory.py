@@ -27,13 +27,13 @@ class StorageConfig:
 
     @classmethod
     def from_table(cls, table: ConfigTable, default_sqlite_path: Path) -> StorageConfig:
-        kind = table.str("storage_type", "Sqlite") or "Sqlite"
+        kind = table.string("storage_type", "Sqlite") or "Sqlite"
         aliases = {t.lower(): t for t in STORAGE_TYPES}
         if kind.lower() not in aliases:
             raise ConfigError(f"storage_backend.storage_type {kind!r} is not one of {', '.join(STORAGE_TYPES)}")
         backends = table.table("backends")
         sqlite = backends.table("sqlite")
-        path = Path(sqlite.str("path", str(default_sqlite_path)) or default_sqlite_path)
+        path = Path(sqlite.string("path", str(default_sqlite_path)) or default_sqlite_path)
         sqlite.finish()
         backends.finish()
         table.finish()

@@ -1,0 +1,1 @@
+"""Guest side: Attestation Agent, Confidential Data Hub, REST API server, attesters."""

@@ -1,0 +1,12 @@
+"""Attesters: produce TEE evidence over given report data.
+
+`detect_attesters()` returns the primary attester (the first hardware TEE
+found, else `sample`) and the additional device attesters, logging which
+is in use. Hardware attesters (tdx, snp, tpm, ...) are added by later work
+behind the same `Attester` Protocol.
+"""
+
+from guest.attesters.base import Attester, detect_attesters
+from guest.attesters.sample import SampleAttester, SampleDeviceAttester
+
+__all__ = ["Attester", "SampleAttester", "SampleDeviceAttester", "detect_attesters"]

@@ -1,0 +1,164 @@
+"""KBS protocol 0.4.0 client (upstream guest-components `kbs_protocol`).
+
+Background-check mode: `attest()` runs the RCAR handshake (`/auth`,
+`/attest`) with an evidence provider, keeps the session cookie and the
+token, and `get_resource()` uses them, re-attesting on 401. Passport
+mode: built with a token and its TEE key pair, it sends
+`Authorization: Bearer <token>` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from guest.attesters.base import Attester
+from trustee_common.canonical import HashAlgorithm, device_runtime_data, primary_runtime_data, runtime_data_digest
+from trustee_common.errors import ERROR_TYPE_PREFIX, MalformedRequestError, TrusteeError, UpstreamError, error_from_variant
+from trustee_common.jose import TeeKeyPair
+from trustee_common.messages import PROTOCOL_VERSION, Challenge
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_HASH_ALGORITHMS = ["sha256", "sha384", "sha512"]
+RESOURCE_ATTEMPTS = 3
+USER_AGENT = "pytrustee-kbs-client/0.1.0"
+
+
+@dataclass
+class AttesterEvidence:
+    """Evidence from local attesters: one primary and any device attesters."""
+
+    primary: Attester
+    devices: list[Attester] = field(default_factory=list)
+
+    @property
+    def tee(self) -> str:
+        return self.primary.tee
+
+    def composite(self, nonce: str, tee_pubkey: dict[str, Any], algorithm: HashAlgorithm) -> dict[str, Any]:
+        """`tee-evidence` binding `nonce` and `tee_pubkey` (guest-components.md 3.8)."""
+        device_digest = runtime_data_digest(device_runtime_data(nonce, tee_pubkey), algorithm)
+        devices = {d.tee: d.get_evidence(device_digest) for d in self.devices}
+        additional = json.dumps(devices, separators=(",", ":")) if devices else ""
+        digest = runtime_data_digest(primary_runtime_data(nonce, tee_pubkey, additional), algorithm)
+        return {"primary_evidence": self.primary.get_evidence(digest), "additional_evidence": additional}
+
+
+def ssl_context(cert_pem: bytes | None) -> ssl.SSLContext | bool:
+    """A TLS context trusting `cert_pem` in addition to the system roots (True: defaults)."""
+    if cert_pem is None:
+        return True
+    context = ssl.create_default_context()
+    context.load_verify_locations(cadata=cert_pem.decode())
+    return context
+
+
+async def error_from_response(response: aiohttp.ClientResponse) -> TrusteeError:
+    """Rebuild the KBS error from its `{"type", "detail"}` body."""
+    text = await response.text()
+    try:
+        body = json.loads(text)
+        variant = str(body["type"]).removeprefix(ERROR_TYPE_PREFIX)
+        detail = str(body.get("detail", ""))
+    except (ValueError, KeyError, TypeError):
+        return UpstreamError(f"KBS answered HTTP {response.status}: {text[:200]}")
+    return error_from_variant(variant, detail, forbidden=response.status == 403)
+
+
+class KbsClient:
+    """One client per KBS; use as an async context manager."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        evidence: AttesterEvidence | None = None,
+        key_pair: TeeKeyPair | None = None,
+        token: str | None = None,
+        init_data_toml: str | None = None,
+        cert_pem: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        if evidence is None and token is None:
+            raise MalformedRequestError("a KBS client needs an evidence provider or a token")
+        self.base = url.rstrip("/") + "/kbs/v0"
+        self.evidence = evidence
+        self.key_pair = key_pair or TeeKeyPair.generate()
+        self.token = token
+        self.init_data_toml = init_data_toml
+        self._ssl = ssl_context(cert_pem)
+        self._session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    async def __aenter__(self) -> KbsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            async with self._session.post(f"{self.base}/{path}", json=body, ssl=self._ssl) as response:
+                if response.status != 200:
+                    raise await error_from_response(response)
+                return await response.json(content_type=None)
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
+
+    async def attest(self) -> str:
+        """Run the RCAR handshake; returns (and keeps) the attestation token."""
+        if self.evidence is None:
+            raise MalformedRequestError("passport-mode client cannot attest")
+        request = {
+            "version": PROTOCOL_VERSION,
+            "tee": self.evidence.tee,
+            "extra-params": {"supported-hash-algorithms": SUPPORTED_HASH_ALGORITHMS},
+        }
+        challenge = Challenge.from_json(await self._post_json("auth", request))
+        selected = challenge.extra_params.get("selected-hash-algorithm", "") if isinstance(challenge.extra_params, dict) else ""
+        algorithm = HashAlgorithm.parse(str(selected))
+        tee_pubkey = self.key_pair.public_jwk()
+        attestation = {
+            "init-data": None if self.init_data_toml is None else {"format": "toml", "body": self.init_data_toml},
+            "runtime-data": {"nonce": challenge.nonce, "tee-pubkey": tee_pubkey},
+            "tee-evidence": self.evidence.composite(challenge.nonce, tee_pubkey, algorithm),
+        }
+        reply = await self._post_json("attest", attestation)
+        token = reply.get("token") if isinstance(reply, dict) else None
+        if not isinstance(token, str):
+            raise UpstreamError("KBS /attest reply has no token")
+        self.token = token
+        logger.info("attested to %s as %s", self.base, self.evidence.tee)
+        return token
+
+    async def get_resource(self, path: str) -> bytes:
+        """GET `/kbs/v0/<path>` (e.g. `resource/default/key/1`) and open the JWE."""
+        last: TrusteeError | None = None
+        for _ in range(RESOURCE_ATTEMPTS):
+            if self.token is None and self.evidence is not None:
+                await self.attest()
+            headers = {} if self.evidence is not None else {"Authorization": f"Bearer {self.token}"}
+            try:
+                async with self._session.get(f"{self.base}/{path}", headers=headers, ssl=self._ssl) as response:
+                    if response.status == 200:
+                        return self.key_pair.decrypt(await response.json(content_type=None))
+                    last = await error_from_response(response)
+                    if response.status != 401 or self.evidence is None:
+                        raise last
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
+            self.token = None
+        assert last is not None
+        raise last
