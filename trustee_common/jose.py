@@ -66,7 +66,7 @@ class TeePubKey:
         if self.alg == "RSA1_5":
             logger.warning("encrypting to a deprecated RSA1_5 TEE key")
         public = {k: v for k, v in self.jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
-        token = jwe.JWE(plaintext, protected=json.dumps({"alg": self.alg, "enc": CONTENT_ENCRYPTION}))
+        token = jwe.JWE(plaintext, protected=json.dumps({"alg": self.alg, "enc": CONTENT_ENCRYPTION}, separators=(",", ":")))
         token.allowed_algs = [self.alg, CONTENT_ENCRYPTION]
         try:
             token.add_recipient(jwk.JWK(**public))

@@ -52,6 +52,9 @@ class RegoPolicy:
     ) -> None:
         if len(text.encode()) > MAX_POLICY_BYTES:
             raise InvalidPolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
+        declared = _PACKAGE.search(text)
+        if declared is None or declared.group(1) != package:
+            raise InvalidPolicyError(f"policy must declare `package {package}`")
         self.text = text
         self.package = package
         self.rules = rules
@@ -121,6 +124,7 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(devnull)
 
 
+_PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][A-Za-z0-9_.]*)", re.MULTILINE)
 _ERROR = re.compile(r"\(error \d+:[^|]*\|(\d+)\|\d+\s*\(errormsg \d+:([^)]*)\)")
 
 

@@ -1,0 +1,29 @@
+"""The error hierarchy: stable variants that survive a trip through a transport."""
+
+import pytest
+
+from trustee_common import errors as e
+from trustee_common.grpc_errors import STATUS_BY_ERROR, status_for
+
+
+def _all(cls: type[e.TrusteeError]) -> list[type[e.TrusteeError]]:
+    return [cls] + [sub for child in cls.__subclasses__() for sub in _all(child)]
+
+
+@pytest.mark.parametrize("cls", [c for c in _all(e.TrusteeError) if c is not e.EvidenceError])
+def test_variant_round_trips(cls: type[e.TrusteeError]) -> None:
+    error = cls("detail text")
+    forbidden = cls is e.AdminForbiddenError
+    rebuilt = e.error_from_variant(error.variant, error.detail, forbidden=forbidden)
+    assert type(rebuilt) is cls
+    assert rebuilt.to_json() == {"type": e.ERROR_TYPE_PREFIX + cls.variant, "detail": "detail text"}
+
+
+def test_every_error_class_has_a_grpc_status() -> None:
+    for cls in _all(e.TrusteeError):
+        if cls is not e.TrusteeError:
+            assert status_for(cls("x")) == STATUS_BY_ERROR.get(cls, status_for(cls("x")))
+
+
+def test_unknown_variant_becomes_upstream_error() -> None:
+    assert isinstance(e.error_from_variant("Whatever", "x"), e.UpstreamError)
