@@ -114,7 +114,7 @@ class KbsClient:
                 if response.status != 200:
                     raise await error_from_response(response)
                 return await response.json(content_type=None)
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
 
     async def attest(self) -> str:
@@ -157,7 +157,7 @@ class KbsClient:
                     last = await error_from_response(response)
                     if response.status != 401 or self.evidence is None:
                         raise last
-            except aiohttp.ClientError as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
             self.token = None
         assert last is not None

@@ -6,7 +6,7 @@ is in use. Hardware attesters (tdx, snp, tpm, ...) are added by later work
 behind the same `Attester` Protocol.
 """
 
-from guest.attesters.base import Attester, detect_attesters
+from guest.attesters.base import Attester, InitDataBinder, RuntimeMeasurer, detect_attesters
 from guest.attesters.sample import SampleAttester, SampleDeviceAttester
 
-__all__ = ["Attester", "SampleAttester", "SampleDeviceAttester", "detect_attesters"]
+__all__ = ["Attester", "InitDataBinder", "RuntimeMeasurer", "SampleAttester", "SampleDeviceAttester", "detect_attesters"]

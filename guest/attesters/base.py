@@ -1,10 +1,17 @@
-"""The `Attester` Protocol and TEE detection."""
+"""The `Attester` Protocol, its optional capabilities, and TEE detection.
+
+Capabilities beyond evidence are separate Protocols that an attester
+implements only when its platform has them: `InitDataBinder` (compare or
+extend the init-data digest, e.g. TDX MRCONFIGID, TPM PCR 8) and
+`RuntimeMeasurer` (extend a runtime measurement register). The AA checks
+them with `isinstance`; the sample attesters implement neither.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
@@ -15,6 +22,18 @@ class Attester(Protocol):
 
     def get_evidence(self, report_data: bytes) -> dict[str, Any]:
         """Evidence JSON object binding `report_data` (the raw digest bytes)."""
+
+
+@runtime_checkable
+class InitDataBinder(Protocol):
+    def bind_init_data(self, digest: bytes) -> None:
+        """Bind `digest` to the platform; raise a `TrusteeError` if it does not match."""
+
+
+@runtime_checkable
+class RuntimeMeasurer(Protocol):
+    def extend_runtime_measurement(self, event_digest: bytes, register_index: int) -> None:
+        """Extend register `register_index` with `event_digest`."""
 
 
 def detect_attesters(environ: dict[str, str] | None = None) -> tuple[Attester, list[Attester]]:

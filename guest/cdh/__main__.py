@@ -1,0 +1,84 @@
+"""`confidential-data-hub`: the gRPC Confidential Data Hub.
+
+```
+confidential-data-hub [-c|--config cdh.toml]
+```
+
+Composition root: reads the config (or `AA_KBC_PARAMS`), wires the hub to
+the AA client and the KBS adapter, and serves `socket` until SIGTERM/SIGINT
+(exit 0). A bad config stops start-up with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from guest.attestation_agent.client import AaClient
+from guest.attestation_agent.serving import apply_log_level, serve_grpc
+from guest.cdh.config import CdhConfig, config_from_kbc_params, parse_config
+from guest.cdh.hub import ResourceHub
+from guest.cdh.kbs import AaTokenSource, PassportKbs
+from guest.cdh.service import make_server
+from trustee_common.config import load_config_file
+from trustee_common.errors import TrusteeError
+from trustee_common.logsetup import setup_logging
+
+logger = logging.getLogger(__name__)
+
+KERNEL_CMDLINE = Path("/proc/cmdline")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="confidential-data-hub", description="Confidential Data Hub (gRPC)")
+    parser.add_argument("-c", "--config", type=Path, help="CDH config file (TOML, or JSON by extension)")
+    return parser
+
+
+def load_config(path: Path | None) -> CdhConfig:
+    if path is not None:
+        return parse_config(load_config_file(path))
+    env = os.environ.get("AA_KBC_PARAMS")
+    cmdline = None
+    if env is None:
+        try:
+            cmdline = KERNEL_CMDLINE.read_text()
+        except OSError:
+            cmdline = None
+    return config_from_kbc_params(env, cmdline)
+
+
+async def serve(config: CdhConfig) -> None:
+    aa = AaClient(config.aa_socket)
+    kbs = None if config.kbc is None else PassportKbs(config.kbc.url, config.kbc.kbs_cert)
+    if config.kbc is None:
+        logger.warning("no KBC configured: GetResource will fail until [kbc] or AA_KBC_PARAMS is set")
+    else:
+        logger.info("KBS at %s, tokens from the attestation agent at %s", config.kbc.url, aa.target)
+    hub = ResourceHub(AaTokenSource(aa), kbs)
+    try:
+        await serve_grpc(lambda: make_server(hub), config.socket, "confidential-data-hub")
+    finally:
+        await aa.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        apply_log_level(config.log_level)
+        asyncio.run(serve(config))
+    except TrusteeError as exc:
+        logger.error("%s", exc.detail)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""gRPC client of the CDH's GetResource, used by the REST server."""
+
+from __future__ import annotations
+
+import grpc
+
+from guest.attestation_agent.serving import call_rpc, grpc_target
+from trustee_pb import confidential_data_hub_pb2 as pb
+from trustee_pb import confidential_data_hub_pb2_grpc as pb_grpc
+
+SERVICE = "confidential data hub"
+CALL_TIMEOUT = 50.0
+
+
+class CdhClient:
+    def __init__(self, address: str, timeout: float = CALL_TIMEOUT) -> None:
+        self.target = grpc_target(address, "confidential data hub address")
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(self.target)
+        self._stub = pb_grpc.GetResourceServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def get_resource(self, uri: str) -> bytes:
+        call = self._stub.GetResource(pb.GetResourceRequest(ResourcePath=uri), timeout=self.timeout)
+        reply = await call_rpc(call, SERVICE, self.target)
+        return reply.Resource
