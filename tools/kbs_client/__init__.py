@@ -1,0 +1,1 @@
+"""`kbs-client`: the operator and test client of a KBS (upstream `tools/kbs-client`)."""

@@ -1,0 +1,1 @@
+"""`rvps-tool`: register, query, list and delete reference values over the RVPS gRPC API."""

@@ -1,0 +1,152 @@
+"""`trustee`: one command for a local Trustee (`run`) or guest stack (`guest`).
+
+This module parses and checks the flags, then hands over to
+`trustee_cli.server.run_server` or `trustee_cli.guest.run_guest`. Exit
+codes: 0 stopped by Ctrl-C/SIGTERM, 1 failure (`error: <detail>` on
+stderr, e.g. a port in use or a child that died), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from trustee_cli.configs import GuestSettings, ServerSettings
+from trustee_cli.guest import run_guest
+from trustee_cli.server import run_server
+from trustee_common.errors import ConfigError, TrusteeError
+
+DEFAULT_DATA_DIR = "./trustee-data"
+DEFAULT_GUEST_DIR = "./trustee-guest"
+
+Handler = Callable[[argparse.ArgumentParser, argparse.Namespace], int]
+
+
+def port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
+def host_address(text: str) -> str:
+    if text == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trustee", description="Run a local Trustee (KBS, AS, RVPS) or the guest components.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="start RVPS, AS and KBS")
+    run.add_argument("--data-dir", default=os.environ.get("TRUSTEE_DATA_DIR", DEFAULT_DATA_DIR),
+                     help=f"keys, configs, storage and logs (env TRUSTEE_DATA_DIR; default {DEFAULT_DATA_DIR})")
+    run.add_argument("--kbs-port", type=port, default=8080, help="KBS HTTP port (default 8080)")
+    run.add_argument("--as-port", type=port, default=50004, help="Attestation Service gRPC port on 127.0.0.1 (default 50004)")
+    run.add_argument("--rvps-port", type=port, default=50003, help="RVPS gRPC port on 127.0.0.1 (default 50003)")
+    run.add_argument("--host", type=host_address, default="127.0.0.1", help="KBS listen address (default 127.0.0.1)")
+    run.add_argument("--insecure-http", action="store_true", help="allow plain HTTP on a non-loopback --host")
+    run.add_argument("--tls-cert", help="PEM certificate chain for HTTPS (with --tls-key)")
+    run.add_argument("--tls-key", help="PEM private key for HTTPS (with --tls-cert)")
+    run.set_defaults(handler=cmd_run)
+
+    guest = commands.add_parser("guest", help="start attestation-agent, confidential-data-hub and api-server-rest")
+    guest.add_argument("--kbs-url", type=http_url, default=os.environ.get("TRUSTEE_KBS_URL"), required="TRUSTEE_KBS_URL" not in os.environ,
+                       help="KBS base URL (env TRUSTEE_KBS_URL)")
+    guest.add_argument("--rest-port", type=port, default=8006, help="REST API port (default 8006)")
+    guest.add_argument("--aa-port", type=port, default=50002, help="attestation-agent gRPC port (default 50002)")
+    guest.add_argument("--cdh-port", type=port, default=50000, help="confidential-data-hub gRPC port (default 50000)")
+    guest.add_argument("--kbs-cert", help="PEM root certificate of an https KBS")
+    guest.add_argument("--data-dir", default=os.environ.get("TRUSTEE_GUEST_DATA_DIR", DEFAULT_GUEST_DIR),
+                       help=f"generated configs and logs (env TRUSTEE_GUEST_DATA_DIR; default {DEFAULT_GUEST_DIR})")
+    guest.set_defaults(handler=cmd_guest)
+    return parser
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+
+
+def _check_tls(cert: str, key: str) -> None:
+    try:
+        x509.load_pem_x509_certificates(_read(cert, "--tls-cert"))
+    except ValueError:
+        raise ConfigError(f"--tls-cert {cert} holds no PEM certificate") from None
+    try:
+        serialization.load_pem_private_key(_read(key, "--tls-key"), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"--tls-key {key} is not an unencrypted PEM private key") from None
+
+
+def _distinct(parser: argparse.ArgumentParser, **ports: int) -> None:
+    if len(set(ports.values())) != len(ports):
+        parser.error("the ports must differ: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in ports.items()))
+
+
+def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _distinct(parser, kbs_port=args.kbs_port, as_port=args.as_port, rvps_port=args.rvps_port)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = bool(args.tls_cert)
+    if tls and args.insecure_http:
+        parser.error("--insecure-http cannot be combined with --tls-cert/--tls-key")
+    if not tls and not args.insecure_http and not ipaddress.ip_address(args.host).is_loopback:
+        parser.error(f"refusing plain HTTP on the non-loopback address {args.host}: give --tls-cert and --tls-key, or --insecure-http")
+    if tls:
+        _check_tls(args.tls_cert, args.tls_key)
+    settings = ServerSettings(args.host, args.kbs_port, args.as_port, args.rvps_port,
+                              Path(args.tls_cert).absolute() if tls else None, Path(args.tls_key).absolute() if tls else None)
+    return run_server(Path(args.data_dir), settings, insecure_http=args.insecure_http)
+
+
+def cmd_guest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _distinct(parser, rest_port=args.rest_port, aa_port=args.aa_port, cdh_port=args.cdh_port)
+    cert_pem = None
+    if args.kbs_cert:
+        cert_pem = _read(args.kbs_cert, "--kbs-cert").decode("utf-8", errors="replace")
+        if "-----BEGIN CERTIFICATE-----" not in cert_pem:
+            raise ConfigError(f"--kbs-cert {args.kbs_cert} holds no PEM certificate")
+    settings = GuestSettings(args.kbs_url, args.rest_port, args.aa_port, args.cdh_port, cert_pem)
+    return run_guest(Path(args.data_dir), settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Handler = args.handler
+    try:
+        return handler(parser, args)
+    except TrusteeError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The data-directory layout and the config files `trustee` writes.
+
+Pure: paths and settings in, config documents (dicts) and TOML text out;
+no file I/O (`trustee_cli.material` writes them). The layout is the one in
+docs/architecture.md ("Data directory of trustee run"); every path in a
+generated config is absolute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trustee_cli.toml_writer import dumps
+
+LOOPBACK = "127.0.0.1"
+
+
+def socket_address(host: str, port: int) -> str:
+    """`host:port`, with IPv6 literals bracketed."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _storage(path: Path) -> dict[str, Any]:
+    return {"storage_type": "Sqlite", "backends": {"sqlite": {"path": str(path)}}}
+
+
+@dataclass(frozen=True)
+class ServerPaths:
+    """Where `trustee run` keeps everything, below one absolute `root` (`ServerPaths.under`)."""
+
+    root: Path
+    admin_dir: Path
+    admin_key: Path
+    admin_public: Path
+    admin_token: Path
+    as_dir: Path
+    kbs_dir: Path
+    rvps_dir: Path
+    logs_dir: Path
+    repository: Path
+    kbs_config: Path
+    as_config: Path
+    rvps_config: Path
+
+    @classmethod
+    def under(cls, root: Path) -> ServerPaths:
+        root = root.absolute()
+        admin, as_dir, kbs, rvps = root / "admin", root / "as", root / "kbs", root / "rvps"
+        return cls(
+            root=root,
+            admin_dir=admin,
+            admin_key=admin / "private.key",
+            admin_public=admin / "public.pem",
+            admin_token=admin / "token",
+            as_dir=as_dir,
+            kbs_dir=kbs,
+            rvps_dir=rvps,
+            logs_dir=root / "logs",
+            repository=kbs / "repository",
+            kbs_config=kbs / "config.toml",
+            as_config=as_dir / "config.toml",
+            rvps_config=rvps / "config.toml",
+        )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    kbs_port: int
+    as_port: int
+    rvps_port: int
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def kbs_url(self) -> str:
+        shown = LOOPBACK if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104 - only for display
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{socket_address(shown, self.kbs_port)}"
+
+
+def kbs_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
+    http: dict[str, Any] = {"sockets": [socket_address(settings.host, settings.kbs_port)]}
+    if settings.tls_cert and settings.tls_key:
+        http.update(insecure_http=False, certificate=str(settings.tls_cert), private_key=str(settings.tls_key))
+    else:
+        http["insecure_http"] = True
+    return {
+        "http_server": http,
+        "admin": {
+            "authorization_mode": "AuthenticatedAuthorization",
+            "authentication": {"bearer_jwt": {"identity_providers": [{"public_key_uri": str(paths.admin_public)}]}},
+            "authorization": {"regex_acl": {"acls": [{"role": "admin", "allowed_endpoints": "^/kbs/v0/.+$"}]}},
+        },
+        "attestation_token": {"trusted_certs_paths": [str(paths.as_dir / "ca.pem")]},
+        "attestation_service": {"type": "coco_as_grpc", "as_addr": f"http://{socket_address(LOOPBACK, settings.as_port)}"},
+        "storage_backend": _storage(paths.kbs_dir / "storage.sqlite3"),
+        "plugins": [{"name": "resource", "type": "LocalFs", "dir_path": str(paths.repository)}],
+    }
+
+
+def as_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
+    return {
+        "storage_backend": _storage(paths.as_dir / "storage.sqlite3"),
+        "rvps_config": {"type": "GrpcRemote", "address": socket_address(LOOPBACK, settings.rvps_port)},
+        "attestation_token_broker": {
+            "signer": {"key_path": str(paths.as_dir / "token.key"), "cert_path": str(paths.as_dir / "token-cert-chain.pem")},
+        },
+    }
+
+
+def rvps_config(paths: ServerPaths) -> dict[str, Any]:
+    return {"storage_backend": _storage(paths.rvps_dir / "storage.sqlite3")}
+
+
+def server_config_files(paths: ServerPaths, settings: ServerSettings) -> dict[Path, str]:
+    """Each generated server config file and its TOML text."""
+    return {
+        paths.rvps_config: dumps(rvps_config(paths)),
+        paths.as_config: dumps(as_config(paths, settings)),
+        paths.kbs_config: dumps(kbs_config(paths, settings)),
+    }
+
+
+# --- guest side ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestSettings:
+    kbs_url: str
+    rest_port: int
+    aa_port: int
+    cdh_port: int
+    kbs_cert_pem: str | None = None
+
+
+def aa_config(settings: GuestSettings) -> dict[str, Any]:
+    kbs: dict[str, Any] = {"url": settings.kbs_url}
+    if settings.kbs_cert_pem:
+        kbs["cert"] = settings.kbs_cert_pem
+    return {"token_configs": {"kbs": kbs}}
+
+
+def cdh_config(settings: GuestSettings) -> dict[str, Any]:
+    kbc: dict[str, Any] = {"name": "cc_kbc", "url": settings.kbs_url}
+    if settings.kbs_cert_pem:
+        kbc["kbs_cert"] = settings.kbs_cert_pem
+    return {
+        "socket": socket_address(LOOPBACK, settings.cdh_port),
+        "kbc": kbc,
+        "aa": {"aa_socket": socket_address(LOOPBACK, settings.aa_port)},
+    }
+
+
+def guest_config_files(root: Path, settings: GuestSettings) -> dict[Path, str]:
+    return {root / "aa.toml": dumps(aa_config(settings)), root / "cdh.toml": dumps(cdh_config(settings))}

@@ -1,0 +1,63 @@
+"""`trustee run`: RVPS, AS and KBS as three supervised processes on one machine.
+
+Prepares the data directory (`trustee_cli.material`), checks the ports,
+starts `rvps`, `grpc-as` and `kbs` in that order (each once the previous
+one's port is open), prints where everything is and the first
+`kbs-client` command to try, then waits (`trustee_cli.supervisor`).
+RVPS and AS always listen on 127.0.0.1; only the KBS uses `--host`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from trustee_cli.configs import LOOPBACK, ServerPaths, ServerSettings, socket_address
+from trustee_cli.material import prepare_server_dir
+from trustee_cli.supervisor import ChildSpec, Supervisor, check_port_free, program
+
+
+def _children(paths: ServerPaths, settings: ServerSettings, insecure_http: bool) -> list[ChildSpec]:
+    kbs_argv = [program("kbs"), "--config-file", str(paths.kbs_config)]
+    if insecure_http and settings.tls_cert is None:
+        kbs_argv.append("--insecure-http")
+    return [
+        ChildSpec("rvps", [program("rvps"), "--config", str(paths.rvps_config), "--address", socket_address(LOOPBACK, settings.rvps_port)],
+                  settings.rvps_port),
+        ChildSpec("as", [program("grpc-as"), "--config-file", str(paths.as_config), "--socket", socket_address(LOOPBACK, settings.as_port)],
+                  settings.as_port),
+        ChildSpec("kbs", kbs_argv, settings.kbs_port, settings.host),
+    ]
+
+
+def banner(paths: ServerPaths, settings: ServerSettings) -> str:
+    url = settings.kbs_url
+    cert = f" --cert-file {shlex.quote(str(settings.tls_cert))}" if settings.tls_cert else ""
+    token = shlex.quote(str(paths.admin_token))
+    return "\n".join([
+        f"trustee is running; data in {paths.root}",
+        f"  KBS   {url}",
+        f"  AS    grpc://{socket_address(LOOPBACK, settings.as_port)}",
+        f"  RVPS  grpc://{socket_address(LOOPBACK, settings.rvps_port)}",
+        f"  admin token {paths.admin_token} (key {paths.admin_key})",
+        f"  logs  {paths.logs_dir}/{{rvps,as,kbs}}.log",
+        "Try first:",
+        f"  kbs-client --url {url}{cert} config --admin-token-file {token} set-resource-policy --allow-all",
+        *(["  (--cert-file must hold the root CA of the TLS certificate: the --tls-cert file does if it is self-signed "
+           "or ends with its root)"] if settings.tls_cert else []),
+        "Stop with Ctrl-C.",
+    ])
+
+
+def run_server(data_dir: Path, settings: ServerSettings, *, insecure_http: bool) -> int:
+    paths = ServerPaths.under(data_dir)
+    children = _children(paths, settings, insecure_http)
+    for spec in children:
+        check_port_free(spec.host, spec.port)
+    prepare_server_dir(paths, settings)
+    supervisor = Supervisor(paths.logs_dir)
+    supervisor.install_signal_handlers()
+    if not supervisor.start_all(children):
+        return 0
+    print(banner(paths, settings), flush=True)
+    return supervisor.supervise()
