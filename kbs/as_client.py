@@ -1,0 +1,111 @@
+"""gRPC adapter for `AttestationServicePort`: the AS and its RVPS proxy on one channel.
+
+Translates `EvidenceItem`s to `attestation.IndividualAttestationRequest`
+and gRPC failures to `TrusteeError`s: our AS names its error class in the
+`trustee-error-variant` trailer; an upstream AS answers every rejection with
+a bare status (ABORTED), which is read as a rejection of the request
+(attestation, policy or reference value), while an unreachable AS is
+`UpstreamError` (503).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import grpc
+
+from kbs.core.evidence import EvidenceItem
+from trustee_common.errors import (
+    AttestationError,
+    InvalidPolicyError,
+    InvalidReferenceValueError,
+    TrusteeError,
+    UpstreamError,
+)
+from trustee_common.grpc_errors import error_from_rpc
+from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+CALL_TIMEOUT_SECONDS = 120.0
+_TRANSPORT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def grpc_target(as_addr: str) -> tuple[str, bool]:
+    """`http(s)://host:port` → (`host:port`, use TLS)."""
+    parts = urlsplit(as_addr)
+    return parts.netloc, parts.scheme == "https"
+
+
+def _to_pb(item: EvidenceItem) -> attestation_pb2.IndividualAttestationRequest:
+    request = attestation_pb2.IndividualAttestationRequest(
+        tee=item.tee,
+        evidence=item.evidence,
+        structured_runtime_data=item.structured_runtime_data,
+        runtime_data_hash_algorithm=item.runtime_data_hash_algorithm,
+    )
+    if item.init_data_toml is not None:
+        request.init_data_toml = item.init_data_toml
+    return request
+
+
+class GrpcAttestationService:
+    """Create inside the running event loop (grpc.aio channels bind to it)."""
+
+    def __init__(self, as_addr: str, *, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+        target, tls = grpc_target(as_addr)
+        self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials()) if tls else grpc.aio.insecure_channel(target)
+        self._as = attestation_pb2_grpc.AttestationServiceStub(self._channel)
+        self._rv = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def _call(self, method: Callable[..., Awaitable[Resp]], request: Req, rejection: type[TrusteeError]) -> Resp:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            error = error_from_rpc(exc, "attestation service")
+            if type(error) is UpstreamError and exc.code() not in _TRANSPORT_CODES:
+                error = rejection(exc.details() or "request rejected by the attestation service")
+            logger.info("attestation service call failed: %s: %s", error.variant, error.detail)
+            raise error from None
+
+    async def evaluate(self, items: list[EvidenceItem], policy_ids: list[str]) -> str:
+        request = attestation_pb2.AttestationRequest(verification_requests=[_to_pb(i) for i in items], policy_ids=policy_ids)
+        response = await self._call(self._as.AttestationEvaluate, request, AttestationError)
+        if not response.attestation_token:
+            raise UpstreamError("attestation service returned no token")
+        return str(response.attestation_token)
+
+    async def set_policy(self, policy_id: str, policy_b64url: str) -> None:
+        request = attestation_pb2.SetPolicyRequest(policy_id=policy_id, policy=policy_b64url)
+        await self._call(self._as.SetAttestationPolicy, request, InvalidPolicyError)
+
+    async def register_reference_value(self, message: str) -> None:
+        request = reference_pb2.ReferenceValueRegisterRequest(message=message)
+        await self._call(self._rv.RegisterReferenceValue, request, InvalidReferenceValueError)
+
+    async def query_reference_value(self, reference_value_id: str) -> str | None:
+        request = reference_pb2.ReferenceValueQueryRequest(reference_value_id=reference_value_id)
+        response = await self._call(self._rv.QueryReferenceValue, request, InvalidReferenceValueError)
+        if not response.HasField("reference_value_results"):
+            return None
+        return str(response.reference_value_results)
+
+    async def close(self) -> None:
+        await self._channel.close()

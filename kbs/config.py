@@ -1,0 +1,263 @@
+"""The KBS configuration file (TOML), parsed strictly into frozen dataclasses.
+
+Every key is documented in docs/kbs-config.md; an unknown key, a wrong
+type or an invalid value is a `ConfigError` naming it. This module only
+parses and validates values: it reads no key or certificate file (the
+wiring in `kbs.server` does), so a parsed config is plain data.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from kbs.core.admin import AdminMode, compile_acl
+from trustee_common.config import ConfigTable, load_config_file
+from trustee_common.errors import ConfigError
+from trustee_common.storage import StorageConfig
+
+DEFAULT_SOCKET = "127.0.0.1:8080"
+DEFAULT_PAYLOAD_MIB = 2
+DEFAULT_AS_ADDR = "http://127.0.0.1:50004"
+DEFAULT_SESSION_MINUTES = 5.0
+AS_TYPES = ("coco_as_grpc",)
+RESOURCE_BACKENDS = ("LocalFs",)
+
+
+class _Table(ConfigTable):
+    """`ConfigTable` plus a float accessor (the session timeout may be fractional)."""
+
+    def number(self, key: str, default: float, *, minimum_exclusive: float) -> float:
+        value = self._get(key, (int, float), default)
+        if not value > minimum_exclusive:
+            raise ConfigError(f"{self._where}.{key} must be > {minimum_exclusive}, got {value}")
+        return float(value)
+
+    def sub(self, key: str) -> _Table:
+        return _Table(self._get(key, dict, {}), f"{self._where}.{key}")
+
+
+@dataclass(frozen=True)
+class SocketAddress:
+    host: str
+    port: int
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.host).is_loopback
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class HttpServerConfig:
+    sockets: tuple[SocketAddress, ...]
+    insecure_http: bool
+    private_key: Path | None
+    certificate: Path | None
+    payload_request_size: int
+
+    @property
+    def payload_limit_bytes(self) -> int:
+        return self.payload_request_size * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IdentityProviderConfig:
+    public_key_path: Path
+    issuer: str | None
+    audience: str | None
+
+
+@dataclass(frozen=True)
+class AclConfig:
+    role: str
+    allowed_endpoints: str
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    mode: AdminMode
+    identity_providers: tuple[IdentityProviderConfig, ...]
+    acls: tuple[AclConfig, ...]
+
+
+@dataclass(frozen=True)
+class AttestationTokenConfig:
+    trusted_certs_paths: tuple[Path, ...]
+    insecure_header_jwk: bool
+    extra_teekey_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AttestationServiceConfig:
+    as_addr: str
+    session_timeout_minutes: float
+
+    @property
+    def session_lifetime_seconds(self) -> float:
+        return self.session_timeout_minutes * 60.0
+
+
+@dataclass(frozen=True)
+class ResourcePluginConfig:
+    dir_path: Path
+
+
+@dataclass(frozen=True)
+class KbsConfig:
+    http_server: HttpServerConfig
+    admin: AdminConfig
+    attestation_token: AttestationTokenConfig
+    attestation_service: AttestationServiceConfig
+    storage: StorageConfig
+    resource_plugin: ResourcePluginConfig | None
+
+
+def load_kbs_config(path: str | Path) -> KbsConfig:
+    """Read and validate the file; the default SQLite file sits next to it."""
+    path = Path(path)
+    return parse_kbs_config(load_config_file(path), default_dir=path.parent)
+
+
+def parse_kbs_config(data: dict[str, Any], *, default_dir: Path) -> KbsConfig:
+    root = _Table(data, "config")
+    config = KbsConfig(
+        http_server=_http_server(root.sub("http_server")),
+        admin=_admin(root, "admin"),
+        attestation_token=_attestation_token(root.sub("attestation_token")),
+        attestation_service=_attestation_service(root.sub("attestation_service")),
+        storage=StorageConfig.from_table(root.table("storage_backend"), default_dir / "storage.sqlite3"),
+        resource_plugin=_plugins(root.tables("plugins")),
+    )
+    root.finish()
+    if not config.attestation_token.trusted_certs_paths and not config.attestation_token.insecure_header_jwk:
+        raise ConfigError(
+            "attestation_token: cannot verify attestation tokens since no trusted verification material is provided "
+            "(set trusted_certs_paths, or insecure_header_jwk = true for development)"
+        )
+    return config
+
+
+def parse_socket(text: str, where: str) -> SocketAddress:
+    """`ip:port` or `[ipv6]:port`."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not <ip>:<port>") from None
+    if not sep or not 0 < number < 65536:
+        raise ConfigError(f"{where}: {text!r} is not <ip>:<port>")
+    return SocketAddress(host, number)
+
+
+def _http_server(table: _Table) -> HttpServerConfig:
+    sockets = tuple(parse_socket(s, "http_server.sockets") for s in table.strings("sockets", [DEFAULT_SOCKET]))
+    if not sockets:
+        raise ConfigError("http_server.sockets must list at least one <ip>:<port>")
+    insecure = table.boolean("insecure_http", False)
+    key = table.string("private_key")
+    cert = table.string("certificate")
+    size = table.integer("payload_request_size", DEFAULT_PAYLOAD_MIB, minimum=1)
+    table.finish()
+    if not insecure and (key is None or cert is None):
+        raise ConfigError("http_server: certificate and private_key are required unless insecure_http = true")
+    return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size)
+
+
+def _admin(root: _Table, key: str) -> AdminConfig:
+    if not root.has(key):
+        raise ConfigError("config: the [admin] table is required (authorization_mode = ...)")
+    table = root.sub(key)
+    mode_name = table.required_string("authorization_mode")
+    try:
+        mode = AdminMode(mode_name)
+    except ValueError:
+        names = ", ".join(m.value for m in AdminMode)
+        raise ConfigError(f"admin.authorization_mode {mode_name!r} is not one of {names}") from None
+    authentication = table.sub("authentication")
+    bearer = authentication.sub("bearer_jwt")
+    providers = tuple(_identity_provider(t) for t in bearer.tables("identity_providers"))
+    authorization = table.sub("authorization")
+    regex_acl = authorization.sub("regex_acl")
+    acls = tuple(_acl(t) for t in regex_acl.tables("acls"))
+    for done in (bearer, authentication, regex_acl, authorization, table):
+        done.finish()
+    if mode is AdminMode.AUTHENTICATED and not providers:
+        raise ConfigError("admin.authentication.bearer_jwt.identity_providers needs at least one entry for AuthenticatedAuthorization")
+    return AdminConfig(mode, providers, acls)
+
+
+def _identity_provider(table: ConfigTable) -> IdentityProviderConfig:
+    uri = table.required_string("public_key_uri")
+    issuer = table.string("issuer")
+    audience = table.string("audience")
+    table.finish()
+    return IdentityProviderConfig(_file_uri(uri), issuer, audience)
+
+
+def _file_uri(uri: str) -> Path:
+    """`file:///abs/path` or a plain path; remote URIs are not supported."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(f"public_key_uri {uri!r}: file URIs must be local (file:///path)")
+        return Path(unquote(parts.path))
+    if parts.scheme and len(parts.scheme) > 1:
+        raise ConfigError(f"public_key_uri {uri!r}: only file:// URIs and local paths are supported")
+    return Path(uri)
+
+
+def _acl(table: ConfigTable) -> AclConfig:
+    role = table.required_string("role")
+    endpoints = table.required_string("allowed_endpoints")
+    table.finish()
+    compile_acl(role, endpoints, "admin.authorization.regex_acl.acls")
+    return AclConfig(role, endpoints)
+
+
+def _attestation_token(table: _Table) -> AttestationTokenConfig:
+    paths = tuple(Path(p) for p in table.strings("trusted_certs_paths"))
+    insecure = table.boolean("insecure_header_jwk", False)
+    pointers = tuple(table.strings("extra_teekey_paths"))
+    table.finish()
+    for pointer in pointers:
+        if pointer and not pointer.startswith("/"):
+            raise ConfigError(f"attestation_token.extra_teekey_paths: {pointer!r} is not a JSON pointer (must start with '/')")
+    return AttestationTokenConfig(paths, insecure, pointers)
+
+
+def _attestation_service(table: _Table) -> AttestationServiceConfig:
+    kind = table.string("type", AS_TYPES[0])
+    if kind not in AS_TYPES:
+        raise ConfigError(f"attestation_service.type {kind!r} is not supported (only coco_as_grpc)")
+    addr = table.string("as_addr", DEFAULT_AS_ADDR) or DEFAULT_AS_ADDR
+    timeout = table.number("timeout", DEFAULT_SESSION_MINUTES, minimum_exclusive=0.0)
+    table.integer("pool_size", 100, minimum=1)
+    table.finish()
+    scheme = urlsplit(addr).scheme
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"attestation_service.as_addr {addr!r} must be an http:// or https:// URL")
+    return AttestationServiceConfig(addr, timeout)
+
+
+def _plugins(tables: list[ConfigTable]) -> ResourcePluginConfig | None:
+    resource: ResourcePluginConfig | None = None
+    for table in tables:
+        name = table.required_string("name")
+        if name != "resource":
+            raise ConfigError(f"plugins: plugin {name!r} is not supported (only resource)")
+        if resource is not None:
+            raise ConfigError("plugins: the resource plugin is configured twice")
+        kind = table.string("type", RESOURCE_BACKENDS[0])
+        if kind not in RESOURCE_BACKENDS:
+            raise ConfigError(f"plugins: resource backend type {kind!r} is not supported (only LocalFs)")
+        resource = ResourcePluginConfig(Path(table.required_string("dir_path")))
+        table.finish()
+    return resource

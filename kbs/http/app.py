@@ -1,0 +1,102 @@
+"""The aiohttp application: routes, the `/kbs/v0/<plugin>/...` dispatcher, health and metrics.
+
+As upstream, everything under `/kbs/v0/` goes to one dispatcher that picks
+the endpoint by the first path segment and the method: an unknown first
+segment (including the empty one) is 404 `PluginNotFound`, a known one
+with a method it does not serve is 405 `MethodNotAllowed`. The resource
+endpoints exist only when the resource plugin is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from kbs.errors import MethodNotAllowedError
+from kbs.http import admin_handlers as admin
+from kbs.http import handlers
+from kbs.http.errors import Handler, error_middleware
+from kbs.http.state import STATE, KbsState
+from kbs.metrics import CONTENT_TYPE
+from trustee_common.errors import MalformedRequestError, PluginNotFoundError
+
+Endpoint = Callable[[web.Request, KbsState, list[str]], Awaitable[web.StreamResponse]]
+
+MIB = 1024 * 1024
+KBS_PREFIX = "/kbs/v0/"
+
+BUILTIN_ENDPOINTS: dict[str, dict[str, Endpoint]] = {
+    "auth": {"POST": handlers.auth},
+    "attest": {"POST": handlers.attest},
+    "resource-policy": {"GET": admin.get_resource_policy, "POST": admin.set_resource_policy},
+    "attestation-policy": {"POST": admin.set_attestation_policy},
+    "reference-value": {"GET": admin.get_reference_value, "POST": admin.register_reference_value},
+}
+RESOURCE_ENDPOINTS: dict[str, Endpoint] = {
+    "GET": handlers.get_resource,
+    "POST": admin.write_resource,
+    "DELETE": admin.delete_resource,
+}
+
+
+def endpoint_table(state: KbsState) -> dict[str, dict[str, Endpoint]]:
+    table = dict(BUILTIN_ENDPOINTS)
+    if state.resources is not None:
+        table["resource"] = RESOURCE_ENDPOINTS
+    return table
+
+
+def path_segments(request: web.Request) -> list[str]:
+    """The segments after `/kbs/v0/`, each percent-decoded on its own; `%2F` is refused."""
+    tail = request.rel_url.raw_path.removeprefix(KBS_PREFIX)
+    try:
+        segments = [unquote(segment, errors="strict") for segment in tail.split("/")]
+    except UnicodeDecodeError:
+        raise MalformedRequestError("request path is not percent-encoded UTF-8") from None
+    if any("/" in segment for segment in segments):
+        raise MalformedRequestError("request path has an encoded '/' inside a segment")
+    return segments
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    plugin, *rest = path_segments(request)
+    methods = endpoint_table(state).get(plugin)
+    if methods is None:
+        raise PluginNotFoundError(f"Plugin {plugin} not found")
+    endpoint = methods.get(request.method)
+    if endpoint is None:
+        allowed = tuple(sorted(methods))
+        raise MethodNotAllowedError(f"method {request.method} is not allowed on /kbs/v0/{plugin} (allowed: {', '.join(allowed)})", allowed)
+    return await endpoint(request, state, rest)
+
+
+async def healthz(_request: web.Request) -> web.StreamResponse:
+    return web.Response()
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD"):
+        raise MethodNotAllowedError("method not allowed on /metrics (allowed: GET)", ("GET",))
+    response = web.Response(body=request.app[STATE].metrics.render())
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if request.path.startswith("/kbs"):
+        request.app[STATE].metrics.http_requests.labels(request.method, str(response.status)).inc()
+    return response
+
+
+def make_app(state: KbsState) -> web.Application:
+    app = web.Application(client_max_size=state.payload_limit_mib * MIB, middlewares=[count_requests, error_middleware])
+    app[STATE] = state
+    app.router.add_get("/healthz", healthz)
+    app.router.add_route("*", "/metrics", metrics)
+    app.router.add_route("*", "/kbs/v0/{tail:.*}", dispatch)
+    return app

@@ -1,0 +1,94 @@
+"""HTTP adapter: the one table from `TrusteeError` classes to HTTP statuses, and the error middleware.
+
+Every error body is `TrusteeError.to_json()` (`{"type", "detail"}`) as
+`application/json`. aiohttp's own HTTP errors (oversize body, unknown
+route, bad method) are rewritten into the same shape. Anything that is not
+a `TrusteeError` is logged with its traceback and answered with a generic
+500 `InternalError`; no traceback reaches the client. docs/errors.md lists
+this table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from kbs.errors import InvalidRequestPathError, MethodNotAllowedError
+from kbs.http.state import STATE
+from trustee_common import errors as e
+from trustee_common.jose import JweError
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[e.TrusteeError], int] = {
+    e.MalformedRequestError: 400,
+    e.InvalidPolicyError: 400,
+    e.InvalidReferenceValueError: 400,
+    e.TokenNotFoundError: 401,
+    e.TokenVerifierError: 401,
+    e.AttestationError: 401,
+    e.AdminAuthError: 401,
+    e.AdminForbiddenError: 403,
+    e.PolicyDenyError: 403,
+    e.PluginNotFoundError: 404,
+    InvalidRequestPathError: 404,
+    e.ResourceNotFoundError: 404,
+    e.PolicyNotFoundError: 404,
+    e.ReferenceValueNotFoundError: 404,
+    MethodNotAllowedError: 405,
+    e.PayloadTooLargeError: 413,
+    e.UpstreamError: 503,
+    JweError: 500,
+    e.ConfigError: 500,
+    e.StorageError: 500,
+    e.InternalError: 500,
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def status_for(error: e.TrusteeError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def error_response(error: e.TrusteeError) -> web.Response:
+    response = web.Response(status=status_for(error), text=json.dumps(error.to_json()), content_type="application/json")
+    if isinstance(error, MethodNotAllowedError) and error.allowed:
+        response.headers["Allow"] = ", ".join(error.allowed)
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException, request: web.Request) -> e.TrusteeError:
+    if exc.status == 413:
+        limit = request.app[STATE].payload_limit_mib
+        return e.PayloadTooLargeError(f"request body is larger than payload_request_size ({limit} MiB)")
+    if exc.status == 404:
+        return InvalidRequestPathError(f"Request path {request.path} is invalid")
+    if exc.status == 405:
+        return MethodNotAllowedError(f"method {request.method} is not allowed on {request.path}")
+    if 400 <= exc.status < 500:
+        return e.MalformedRequestError(exc.reason)
+    return e.InternalError("internal error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except e.TrusteeError as error:
+        level = logging.WARNING if status_for(error) >= 500 else logging.INFO
+        logger.log(level, "%s %s -> %s: %s", request.method, request.path, error.variant, error.detail)
+        return error_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_from_http_exception(exc, request))
+    except Exception:
+        logger.exception("unexpected error handling %s %s", request.method, request.path)
+        return error_response(e.InternalError("internal error"))

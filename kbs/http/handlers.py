@@ -1,0 +1,65 @@
+"""Guest-facing handlers: `/auth`, `/attest` and `GET /resource/<repo>/<type>/<tag>`.
+
+Each handler decodes the request, calls the service and encodes the reply.
+The session cookie is `kbs-session-id=<id>; Expires=<date>` as upstream
+sets it (no Path, so it is scoped to `/kbs/v0`).
+"""
+
+from __future__ import annotations
+
+import json
+from email.utils import formatdate
+
+from aiohttp import web
+
+from kbs.core.admin import bearer_token
+from kbs.core.session import COOKIE_NAME
+from kbs.errors import InvalidRequestPathError
+from kbs.http.state import KbsState
+from trustee_common.errors import MalformedRequestError, PluginNotFoundError, TokenNotFoundError
+from trustee_common.storage.directory import parse_resource_path
+
+
+def parse_json_body(body: bytes) -> object:
+    """A request body as JSON; `MalformedRequestError` otherwise."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise MalformedRequestError("request body is not valid JSON") from None
+
+
+def no_subpath(request: web.Request, rest: list[str]) -> None:
+    if rest:
+        raise InvalidRequestPathError(f"Request path {request.path} is invalid")
+
+
+def _with_cookie(response: web.Response, session_id: str, expires_at: float) -> web.Response:
+    response.headers["Set-Cookie"] = f"{COOKIE_NAME}={session_id}; Expires={formatdate(expires_at, usegmt=True)}"
+    return response
+
+
+async def auth(request: web.Request, state: KbsState, rest: list[str]) -> web.StreamResponse:
+    no_subpath(request, rest)
+    session = await state.rcar.auth(parse_json_body(await request.read()))
+    return _with_cookie(web.json_response(session.challenge.to_json()), session.id, session.expires_at)
+
+
+async def attest(request: web.Request, state: KbsState, rest: list[str]) -> web.StreamResponse:
+    no_subpath(request, rest)
+    body = parse_json_body(await request.read())
+    session = await state.rcar.attest(request.cookies.get(COOKIE_NAME), body)
+    return _with_cookie(web.json_response({"token": session.token}), session.id, session.expires_at)
+
+
+async def get_resource(request: web.Request, state: KbsState, rest: list[str]) -> web.StreamResponse:
+    if state.resources is None:
+        raise PluginNotFoundError("Plugin resource not found")
+    path = "/".join(rest)
+    parse_resource_path(path)
+    token = await state.rcar.attested_token(request.cookies.get(COOKIE_NAME))
+    if token is None:
+        token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise TokenNotFoundError("Attestation Token not found")
+    query = {key: value for key, value in request.query.items()}
+    return web.json_response(await state.resources.release(token, path, query))

@@ -1,0 +1,30 @@
+"""The typed application state the handlers share (one `web.AppKey`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from kbs.core.admin import AdminAuthorizer
+from kbs.core.ports import AttestationServicePort
+from kbs.metrics import KbsMetrics
+from kbs.protocol import RcarService
+from kbs.resources import PolicyStore, ResourceService
+
+
+@dataclass
+class KbsState:
+    rcar: RcarService
+    resources: ResourceService | None
+    policies: PolicyStore
+    admin: AdminAuthorizer
+    attestation: AttestationServicePort
+    metrics: KbsMetrics
+    payload_limit_mib: int
+    clock: Callable[[], float] = field(default=time.time)
+
+
+STATE = web.AppKey("kbs_state", KbsState)

@@ -1,0 +1,40 @@
+"""Prometheus counters of one KBS instance (upstream names, kbs/docs/metrics.md).
+
+Each instance has its own registry (no module-level globals), rendered by
+`GET /metrics`. Resource counters carry no `resource_path` label, unlike
+upstream: `/metrics` is unauthenticated and must not list resource names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+VERSION = "0.1.0"
+
+
+class KbsMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        build = Gauge("kbs_build_info", "KBS build information", ["version", "implementation"], registry=reg)
+        build.labels(VERSION, "pytrustee").set(1)
+        self.http_requests = Counter("kbs_http_requests", "HTTP requests under /kbs", ["method", "status"], registry=reg)
+        self.auth_requests = Counter("kbs_auth_requests", "RCAR /auth requests", registry=reg)
+        self.auth_successes = Counter("kbs_auth_successes", "successful /auth requests", registry=reg)
+        self.auth_errors = Counter("kbs_auth_errors", "failed /auth requests", registry=reg)
+        self.attestation_requests = Counter("kbs_attestation_requests", "RCAR /attest requests", registry=reg)
+        self.attestation_successes = Counter("kbs_attestation_successes", "successful attestations", ["tee_type"], registry=reg)
+        self.attestation_failures = Counter("kbs_attestation_failures", "rejected attestations", ["tee_type"], registry=reg)
+        self.attestation_errors = Counter("kbs_attestation_errors", "/attest requests failed before evaluation", registry=reg)
+        self.resource_reads = Counter("kbs_resource_reads", "resources released", registry=reg)
+        self.resource_writes = Counter("kbs_resource_writes", "resources written by an admin", registry=reg)
+        self.resource_deletes = Counter("kbs_resource_deletes", "resources deleted by an admin", registry=reg)
+        self.policy_evaluations = Counter("kbs_policy_evaluations", "resource policy evaluations", registry=reg)
+        self.policy_approvals = Counter("kbs_policy_approvals", "resource policy approvals", registry=reg)
+        self.policy_violations = Counter("kbs_policy_violations", "resource policy denials", registry=reg)
+        self.policy_errors = Counter("kbs_policy_errors", "resource policy evaluation errors", registry=reg)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,1 @@
+"""Rego files shipped with the KBS (the built-in resource policy)."""

@@ -1,0 +1,134 @@
+"""The RCAR handshake service: `/auth` and `/attest` over the session store and the AS.
+
+Sessions live in the `kbs_protocol_session` namespace with their expiry
+passed to the store. A nonce is usable once: the first `/attest` takes the
+`Authed` session with an atomic `pop`, so of two concurrent attempts only
+one proceeds; a failed attempt leaves no session (the guest starts again
+with `/auth`), a successful one stores the `Attested` session holding the
+token. This module knows no HTTP or gRPC.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from kbs.core.evidence import POLICY_IDS, evidence_items
+from kbs.core.ports import AttestationServicePort
+from kbs.core.session import (
+    SESSION_NAMESPACE,
+    AttestedSession,
+    AuthedSession,
+    RandomBytes,
+    attested,
+    check_nonce,
+    check_session_id,
+    decode_session,
+    encode_session,
+    is_expired,
+    new_session,
+)
+from kbs.metrics import KbsMetrics
+from trustee_common.errors import AttestationError, TrusteeError, UpstreamError
+from trustee_common.messages import Attestation, Request
+from trustee_common.storage import KeyValueStore
+
+logger = logging.getLogger(__name__)
+
+_REUSED = "RCAR handshake Attest failed: the session's nonce was already used (call /auth again)"
+_UNKNOWN = "RCAR handshake Attest failed: unknown or expired session (call /auth again)"
+
+
+class RcarService:
+    def __init__(
+        self,
+        store: KeyValueStore,
+        attestation: AttestationServicePort,
+        metrics: KbsMetrics,
+        *,
+        lifetime: float,
+        clock: Callable[[], float] = time.time,
+        random_bytes: RandomBytes = secrets.token_bytes,
+    ) -> None:
+        self._store = store
+        self._as = attestation
+        self._metrics = metrics
+        self._lifetime = lifetime
+        self._clock = clock
+        self._random = random_bytes
+
+    async def auth(self, body: object) -> AuthedSession:
+        """Parse the `Request`, create and store a session; its challenge goes back to the guest."""
+        self._metrics.auth_requests.inc()
+        try:
+            request = Request.from_json(body)
+            session = new_session(request, now=self._clock(), lifetime=self._lifetime, random_bytes=self._random)
+            await self._store.put(SESSION_NAMESPACE, session.id, encode_session(session), expires_at=session.expires_at)
+        except TrusteeError:
+            self._metrics.auth_errors.inc()
+            raise
+        self._metrics.auth_successes.inc()
+        logger.debug("session %s created for tee %s", session.id[:8], request.tee)
+        return session
+
+    async def attest(self, session_id: str | None, body: object) -> AttestedSession:
+        """Check the nonce, have the AS appraise the evidence, and keep the token in the session."""
+        self._metrics.attestation_requests.inc()
+        try:
+            attestation = Attestation.from_json(body)
+            session = await self._take_authed(check_session_id(session_id))
+        except TrusteeError:
+            self._metrics.attestation_errors.inc()
+            raise
+        tee = session.request.tee
+        try:
+            check_nonce(session, attestation.runtime_data.nonce)
+            token = await self._as.evaluate(evidence_items(tee, attestation), list(POLICY_IDS))
+        except UpstreamError:
+            self._metrics.attestation_errors.inc()
+            raise
+        except TrusteeError as exc:
+            self._metrics.attestation_failures.labels(tee).inc()
+            logger.info("attestation of session %s (%s) rejected: %s", session.id[:8], tee, exc.detail)
+            raise
+        done = attested(session, token)
+        await self._store.put(SESSION_NAMESPACE, done.id, encode_session(done), expires_at=done.expires_at)
+        self._metrics.attestation_successes.labels(tee).inc()
+        logger.info("session %s attested (%s)", session.id[:8], tee)
+        return done
+
+    async def _take_authed(self, session_id: str) -> AuthedSession:
+        """Atomically remove and return the live `Authed` session, refusing a used nonce."""
+        raw = await self._store.get(SESSION_NAMESPACE, session_id)
+        if raw is None:
+            raise AttestationError(_UNKNOWN)
+        if isinstance(decode_session(raw), AttestedSession):
+            raise AttestationError(_REUSED)
+        taken = await self._store.pop(SESSION_NAMESPACE, session_id)
+        if taken is None:
+            raise AttestationError(_REUSED)
+        session = decode_session(taken)
+        if isinstance(session, AttestedSession):
+            # Another /attest finished between our get and pop: put its result back.
+            await self._store.put(SESSION_NAMESPACE, session_id, taken, overwrite=False, expires_at=session.expires_at)
+            raise AttestationError(_REUSED)
+        if is_expired(session, self._clock()):
+            raise AttestationError(_UNKNOWN)
+        return session
+
+    async def attested_token(self, session_id: str | None) -> str | None:
+        """The token of a live `Attested` session named by the cookie, else None."""
+        try:
+            sid = check_session_id(session_id)
+            raw = await self._store.get(SESSION_NAMESPACE, sid)
+            session = None if raw is None else decode_session(raw)
+        except AttestationError:
+            return None
+        if isinstance(session, AttestedSession) and not is_expired(session, self._clock()):
+            return session.token
+        return None
+
+    async def purge_expired(self) -> int:
+        return await self._store.purge_expired()

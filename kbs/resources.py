@@ -1,0 +1,129 @@
+"""The resource plugin and the resource policy: release, admin writes, policy management.
+
+Release order (trustee-server.md 2.1): verify the token, find its TEE key,
+evaluate the resource policy, and only then look the resource up, so a
+client the policy denies cannot learn which resources exist. The policy
+text is read from the key-value store (namespace `kbs`, key
+`resource-policy.rego`) on every request. This module knows no HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from kbs.core.resource_policy import POLICY_KEY, POLICY_NAMESPACE, ResourcePolicyEngine, policy_data
+from kbs.core.token import AttestationTokenVerifier
+from kbs.metrics import KbsMetrics
+from trustee_common.b64 import url_decode, url_encode
+from trustee_common.errors import (
+    InternalError,
+    MalformedRequestError,
+    PolicyDenyError,
+    PolicyNotFoundError,
+    ResourceNotFoundError,
+    TrusteeError,
+)
+from trustee_common.storage import KeyValueStore, ResourceStore
+from trustee_common.storage.directory import parse_resource_path
+
+logger = logging.getLogger(__name__)
+
+RESOURCE_PLUGIN = "resource"
+
+
+class PolicyStore:
+    """The resource policy text in shared storage, compiled before it is accepted."""
+
+    def __init__(self, store: KeyValueStore, engine: ResourcePolicyEngine) -> None:
+        self._store = store
+        self.engine = engine
+
+    async def install_default(self, text: str) -> None:
+        """Store the built-in policy unless one is already stored."""
+        self.engine.compile(text)
+        if await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode(), overwrite=False):
+            logger.info("installed the built-in resource policy")
+
+    async def current(self) -> str:
+        raw = await self._store.get(POLICY_NAMESPACE, POLICY_KEY)
+        if raw is None:
+            raise PolicyNotFoundError("no resource policy is set")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InternalError("stored resource policy is not UTF-8") from None
+
+    async def current_json(self) -> dict[str, str]:
+        """`{"policy": base64url-no-pad of the text}`, the shape the POST takes."""
+        return {"policy": url_encode((await self.current()).encode())}
+
+    async def set_from_json(self, body: object) -> None:
+        """Accept `{"policy": base64url-no-pad}` only if it compiles; the old one stays otherwise."""
+        if not isinstance(body, dict) or set(body) != {"policy"} or not isinstance(body["policy"], str):
+            raise MalformedRequestError('resource policy body must be {"policy": "<base64url without padding>"}')
+        try:
+            text = url_decode(body["policy"], "policy").decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedRequestError("policy: not UTF-8 text") from None
+        self.engine.compile(text)
+        await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode())
+        logger.info("resource policy replaced (%d bytes)", len(text))
+
+
+class ResourceService:
+    def __init__(
+        self,
+        repository: ResourceStore,
+        policies: PolicyStore,
+        verifier: AttestationTokenVerifier,
+        metrics: KbsMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._repository = repository
+        self._policies = policies
+        self._verifier = verifier
+        self._metrics = metrics
+        self._clock = clock
+
+    async def release(self, token: str, path: str, query: dict[str, str]) -> dict[str, str]:
+        """The resource at `path` as a JWE to the token's TEE key."""
+        parse_resource_path(path)
+        claims = self._verifier.verify(token, self._clock())
+        tee_key = self._verifier.tee_pubkey(claims)
+        await self._enforce(claims, path, query)
+        data = await self._repository.read(path)
+        if data is None:
+            raise ResourceNotFoundError(f"resource {path} not found")
+        envelope = tee_key.encrypt(data)
+        self._metrics.resource_reads.inc()
+        return envelope
+
+    async def _enforce(self, claims: dict[str, object], path: str, query: dict[str, str]) -> None:
+        self._metrics.policy_evaluations.inc()
+        try:
+            text = await self._policies.current()
+            allowed = self._policies.engine.allows(text, dict(claims), policy_data(RESOURCE_PLUGIN, path, query))
+        except TrusteeError as exc:
+            self._metrics.policy_errors.inc()
+            logger.warning("resource policy evaluation failed, denying: %s", exc.detail)
+            allowed = False
+        if not allowed:
+            self._metrics.policy_violations.inc()
+            raise PolicyDenyError("Access denied by policy")
+        self._metrics.policy_approvals.inc()
+
+    async def write(self, path: str, data: bytes) -> None:
+        parse_resource_path(path)
+        await self._repository.write(path, data)
+        self._metrics.resource_writes.inc()
+        logger.info("resource %s written (%d bytes)", path, len(data))
+
+    async def delete(self, path: str) -> None:
+        parse_resource_path(path)
+        if not await self._repository.delete(path):
+            raise ResourceNotFoundError(f"resource {path} not found")
+        self._metrics.resource_deletes.inc()
+        logger.info("resource %s deleted", path)

@@ -1,0 +1,170 @@
+"""Composition root: build the KBS from a `KbsConfig`, serve it, stop cleanly on SIGTERM.
+
+This is the only module that reads key and certificate files, opens the
+storage and the AS channel, binds sockets and starts the background task
+that purges expired sessions. Start-up problems are `ConfigError`s naming
+the key at fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+import signal
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+
+from kbs.as_client import GrpcAttestationService
+from kbs.config import AdminConfig, HttpServerConfig, KbsConfig
+from kbs.core.admin import AdminAuthorizer, AdminMode, compile_acl, identity_provider_from_pem
+from kbs.core.resource_policy import ResourcePolicyEngine
+from kbs.core.token import AttestationTokenVerifier, TokenTrust
+from kbs.http.app import make_app
+from kbs.http.state import KbsState
+from kbs.metrics import KbsMetrics
+from kbs.protocol import RcarService
+from kbs.resources import PolicyStore, ResourceService
+from trustee_common.errors import ConfigError
+from trustee_common.storage import KeyValueStore, open_kv_store
+from trustee_common.storage.directory import DirectoryResourceStore
+
+logger = logging.getLogger(__name__)
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+MAX_HEADER_FIELD_BYTES = 128 * 1024
+PURGE_INTERVAL_SECONDS = 60.0
+SHUTDOWN_GRACE_SECONDS = 3.0
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def default_policy_text() -> str:
+    return importlib.resources.files("kbs").joinpath("policies/default.rego").read_text(encoding="utf-8")
+
+
+def load_trust(config: KbsConfig) -> TokenTrust:
+    token = config.attestation_token
+    anchors: list[x509.Certificate] = []
+    for path in token.trusted_certs_paths:
+        try:
+            anchors.extend(x509.load_pem_x509_certificates(_read(path, "attestation_token.trusted_certs_paths entry")))
+        except ValueError:
+            raise ConfigError(f"attestation_token.trusted_certs_paths: {path} holds no PEM certificate") from None
+    if token.insecure_header_jwk:
+        logger.warning("attestation_token.insecure_header_jwk = true: any self-signed attestation token is accepted (development only)")
+    return TokenTrust(tuple(anchors), token.insecure_header_jwk, token.extra_teekey_paths)
+
+
+def load_admin(config: AdminConfig) -> AdminAuthorizer:
+    where = "admin.authentication.bearer_jwt.identity_providers"
+    providers = tuple(
+        identity_provider_from_pem(_read(p.public_key_path, f"{where} key"), issuer=p.issuer, audience=p.audience, where=f"{where}[{i}]")
+        for i, p in enumerate(config.identity_providers)
+    )
+    acls = tuple(compile_acl(a.role, a.allowed_endpoints, "admin.authorization.regex_acl.acls") for a in config.acls)
+    if config.mode is AdminMode.ALLOW_ALL:
+        logger.warning("admin.authorization_mode = InsecureAllowAll: the admin API is open to everyone")
+    return AdminAuthorizer(config.mode, providers, acls)
+
+
+def tls_context(http: HttpServerConfig) -> ssl.SSLContext | None:
+    if http.insecure_http:
+        return None
+    assert http.certificate is not None and http.private_key is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(http.certificate, http.private_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"http_server: cannot load certificate/private_key: {exc}") from None
+    return context
+
+
+def check_binds(http: HttpServerConfig, *, allow_insecure_bind: bool) -> None:
+    """Plain HTTP on a non-loopback address needs the explicit `--insecure-http` flag."""
+    exposed = [str(s) for s in http.sockets if not s.loopback]
+    if http.insecure_http and exposed and not allow_insecure_bind:
+        raise ConfigError(
+            f"http_server: refusing plain HTTP on non-loopback socket(s) {', '.join(exposed)}; configure TLS or start with --insecure-http"
+        )
+
+
+async def build_state(config: KbsConfig, store: KeyValueStore, attestation: GrpcAttestationService) -> KbsState:
+    metrics = KbsMetrics()
+    verifier = AttestationTokenVerifier(load_trust(config))
+    policies = PolicyStore(store, ResourcePolicyEngine())
+    await policies.install_default(default_policy_text())
+    resources = None
+    if config.resource_plugin is not None:
+        repository = DirectoryResourceStore(config.resource_plugin.dir_path)
+        resources = ResourceService(repository, policies, verifier, metrics)
+    rcar = RcarService(store, attestation, metrics, lifetime=config.attestation_service.session_lifetime_seconds)
+    return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size)
+
+
+async def purge_sessions(rcar: RcarService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            purged = await rcar.purge_expired()
+        except Exception:
+            logger.exception("purging expired sessions failed")
+            continue
+        if purged:
+            logger.debug("purged %d expired entries", purged)
+
+
+@contextlib.asynccontextmanager
+async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSLContext | None) -> AsyncIterator[None]:
+    runner = web.AppRunner(
+        app,
+        access_log_format=ACCESS_LOG_FORMAT,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        max_field_size=MAX_HEADER_FIELD_BYTES,
+    )
+    await runner.setup()
+    try:
+        for socket in config.http_server.sockets:
+            await web.TCPSite(runner, socket.host, socket.port, ssl_context=context).start()
+            logger.info("KBS listening on %s://%s", "http" if context is None else "https", socket)
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None:
+    """Run until SIGTERM or SIGINT."""
+    check_binds(config.http_server, allow_insecure_bind=allow_insecure_bind)
+    context = tls_context(config.http_server)
+    store = open_kv_store(config.storage)
+    attestation = GrpcAttestationService(config.attestation_service.as_addr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        state = await build_state(config, store, attestation)
+        interval = min(PURGE_INTERVAL_SECONDS, max(1.0, config.attestation_service.session_lifetime_seconds))
+        purger = asyncio.create_task(purge_sessions(state.rcar, interval))
+        try:
+            async with running_site(make_app(state), config, context):
+                await stop.wait()
+                logger.info("stopping")
+        finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
+    finally:
+        await attestation.close()
+        await store.close()

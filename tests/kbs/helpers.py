@@ -1,0 +1,205 @@
+"""Helpers for the KBS tests: key material, configs, tokens, and starting real processes.
+
+Tokens minted here are real ES256 JWTs signed with the AS signing key
+(or others, for negative cases) with the header `jwk` + `x5c` the AS uses,
+so the KBS verification path under test is the production one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwcrypto import jwk, jws
+
+from tests.procs import Proc, free_port, script
+from trustee_common.admin_token import generate_admin_key, mint_admin_token
+from trustee_common.b64 import url_encode
+from trustee_common.errors import ERROR_TYPE_PREFIX
+from trustee_common.pki import ensure_token_signing_material, issue_leaf, make_ca, pem_cert, pem_private_key
+
+ALLOW_ALL = 'package policy\ndefault allow = false\nallow if { data.plugin == "resource" }\n'
+DENY_ALL = "package policy\ndefault allow = false\n"
+
+
+@dataclass(frozen=True)
+class Material:
+    root: Path
+    ca_cert: Path
+    token_key: Path
+    token_chain: Path
+    admin_private: bytes
+    admin_public: Path
+    other_admin_private: bytes
+
+    def admin_token(self, role: str = "admin", **kwargs: Any) -> str:
+        return mint_admin_token(self.admin_private, role=role, **kwargs)
+
+
+def make_material(root: Path) -> Material:
+    files = ensure_token_signing_material(root / "as")
+    private, public = generate_admin_key()
+    other_private, _ = generate_admin_key()
+    (root / "admin.pub").write_bytes(public)
+    return Material(root, files.ca_cert, files.token_key, files.token_cert_chain, private, root / "admin.pub", other_private)
+
+
+def kbs_toml(
+    port: int,
+    material: Material,
+    repo: Path,
+    *,
+    as_port: int,
+    admin_mode: str = "AuthenticatedAuthorization",
+    timeout_minutes: float = 5,
+    payload_mib: int = 2,
+    extra_http: str = "",
+    extra_token: str = "",
+    storage: str = "",
+) -> str:
+    return f"""
+[http_server]
+sockets = ["127.0.0.1:{port}"]
+insecure_http = true
+payload_request_size = {payload_mib}
+{extra_http}
+
+[admin]
+authorization_mode = "{admin_mode}"
+[admin.authentication.bearer_jwt]
+identity_providers = [{{ public_key_uri = "file://{material.admin_public}" }}]
+[admin.authorization.regex_acl]
+acls = [
+  {{ role = "admin", allowed_endpoints = "^/kbs/v0/.*$" }},
+  {{ role = "reader", allowed_endpoints = "^/kbs/v0/resource-policy$" }},
+]
+
+[attestation_token]
+trusted_certs_paths = ["{material.ca_cert}"]
+{extra_token}
+
+[attestation_service]
+type = "coco_as_grpc"
+as_addr = "http://127.0.0.1:{as_port}"
+timeout = {timeout_minutes}
+
+{storage}
+
+[[plugins]]
+name = "resource"
+type = "LocalFs"
+dir_path = "{repo}"
+"""
+
+
+@dataclass
+class Kbs:
+    proc: Proc
+    port: int
+    repo: Path
+    config: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, path: str) -> str:
+        return f"{self.url}/kbs/v0/{path}"
+
+
+def start_kbs(directory: Path, config_text: str, port: int, *, args: tuple[str, ...] = ()) -> Kbs:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "kbs.toml"
+    config.write_text(config_text)
+    proc = Proc([script("kbs"), "--config-file", str(config), *args], directory / "kbs.log", port=port)
+    return Kbs(proc, port, directory / "repo", config)
+
+
+def run_kbs_expect_exit(directory: Path, config_text: str, *, args: tuple[str, ...] = (), timeout: float = 20.0) -> tuple[int, str]:
+    """Start kbs with a config that must be refused; returns (exit code, output)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "kbs.toml"
+    config.write_text(config_text)
+    proc = Proc([script("kbs"), "--config-file", str(config), *args], directory / "kbs.log")
+    deadline = time.monotonic() + timeout
+    while proc.popen.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    code = proc.stop()
+    return code, proc.log.read_text(errors="replace")
+
+
+def ear_claims(tee: str, tee_pubkey: dict[str, Any] | None, *, exp_in: float = 300, status: str = "affirming") -> dict[str, Any]:
+    """An EAR-shaped claims set as the AS issues it (trustee-server.md 6.5)."""
+    now = int(time.time())
+    runtime = {"nonce": "n", "tee-pubkey": tee_pubkey, "additional-evidence": ""} if tee_pubkey is not None else None
+    evidence: dict[str, Any] = {tee: {"svn": "1"}, "report_data": "AAAA", "runtime_data_claims": runtime}
+    return {
+        "eat_profile": "tag:github.com,2024:confidential-containers/Trustee",
+        "iat": now,
+        "exp": now + exp_in,
+        "iss": "CoCo-Attestation-Service",
+        "ear.verifier-id": {"developer": "https://confidentialcontainers.org", "build": "test"},
+        "submods": {"cpu0": {"ear.status": status, "ear.appraisal-policy-id": "default", "ear.veraison.annotated-evidence": evidence}},
+    }
+
+
+def _public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+    public: dict[str, Any] = json.loads(jwk.JWK.from_pyca(key.public_key()).export_public())
+    return {"kty": "EC", "crv": "P-256", "alg": "ES256", "x": public["x"], "y": public["y"]}
+
+
+def mint_token(
+    claims: dict[str, Any],
+    signing_key: ec.EllipticCurvePrivateKey,
+    *,
+    header_key: ec.EllipticCurvePrivateKey | None = None,
+    chain: list[x509.Certificate] | None = None,
+) -> str:
+    """ES256 JWT; the header jwk names `header_key` (default: the signing key) with `chain` as x5c."""
+    header_jwk = _public_jwk(header_key or signing_key)
+    if chain:
+        header_jwk["x5c"] = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain]
+    token = jws.JWS(json.dumps(claims).encode())
+    token.add_signature(jwk.JWK.from_pyca(signing_key), None, json.dumps({"alg": "ES256", "typ": "JWT", "jwk": header_jwk}))
+    return str(token.serialize(compact=True))
+
+
+def load_signing(material: Material) -> tuple[ec.EllipticCurvePrivateKey, list[x509.Certificate]]:
+    key = serialization.load_pem_private_key(material.token_key.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key, x509.load_pem_x509_certificates(material.token_chain.read_bytes())
+
+
+def untrusted_signing() -> tuple[ec.EllipticCurvePrivateKey, list[x509.Certificate]]:
+    ca_key, ca = make_ca("untrusted CA")
+    key, leaf = issue_leaf(ca_key, ca, "untrusted signer")
+    return key, [leaf, ca]
+
+
+def tls_files(directory: Path) -> tuple[Path, Path, bytes]:
+    """A CA and a 127.0.0.1 server certificate: (cert path, key path, CA PEM)."""
+    ca_key, ca = make_ca("test TLS CA")
+    key, leaf = issue_leaf(ca_key, ca, "127.0.0.1", ip_addresses=("127.0.0.1",))
+    cert_path, key_path = directory / "tls.pem", directory / "tls.key"
+    cert_path.write_bytes(pem_cert(leaf) + pem_cert(ca))
+    key_path.write_bytes(pem_private_key(key))
+    return cert_path, key_path, pem_cert(ca)
+
+
+def policy_body(text: str) -> dict[str, str]:
+    return {"policy": url_encode(text.encode())}
+
+
+def variant(body: Any) -> str:
+    assert isinstance(body, dict), body
+    return str(body["type"]).removeprefix(ERROR_TYPE_PREFIX)
+
+
+__all__ = ["free_port"]

@@ -1,0 +1,218 @@
+"""End to end: real `rvps`, `grpc-as` and `kbs` processes and the sample TEE guest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from guest.attesters.sample import SampleAttester, SampleDeviceAttester
+from guest.kbs_protocol import AttesterEvidence, KbsClient
+from tests.kbs.helpers import ALLOW_ALL, Kbs, Material, kbs_toml, policy_body, start_kbs, variant
+from tests.procs import Proc, free_port, script
+from trustee_common.b64 import std_encode, url_decode, url_encode
+from trustee_common.canonical import HashAlgorithm
+from trustee_common.errors import PolicyDenyError
+from trustee_common.jose import KEY_ALGORITHMS, TeeKeyPair
+
+pytestmark = pytest.mark.e2e
+
+SAMPLE_REQUEST = {"version": "0.4.0", "tee": "sample", "extra-params": ""}
+
+
+@dataclass
+class Stack:
+    kbs: Kbs
+    short: Kbs
+    material: Material
+
+
+def _storage(path: Path) -> str:
+    return f'[storage_backend]\nstorage_type = "Sqlite"\n[storage_backend.backends.sqlite]\npath = "{path}"\n'
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("e2e")
+    rvps_port, as_port = free_port(), free_port()
+    (root / "rvps.toml").write_text(_storage(root / "rvps.sqlite3"))
+    (root / "as.toml").write_text(
+        _storage(root / "as.sqlite3")
+        + f'[rvps_config]\ntype = "GrpcRemote"\naddress = "127.0.0.1:{rvps_port}"\n'
+        + f'[attestation_token_broker.signer]\nkey_path = "{material.token_key}"\ncert_path = "{material.token_chain}"\n'
+    )
+    rvps_args = [script("rvps"), "--config", str(root / "rvps.toml"), "--address", f"127.0.0.1:{rvps_port}"]
+    procs = [Proc(rvps_args, root / "rvps.log", port=rvps_port)]
+    try:
+        as_args = [script("grpc-as"), "--config-file", str(root / "as.toml"), "--socket", f"127.0.0.1:{as_port}"]
+        procs.append(Proc(as_args, root / "as.log", port=as_port))
+        port, short_port = free_port(), free_port()
+        kbs = start_kbs(root / "kbs", kbs_toml(port, material, root / "kbs" / "repo", as_port=as_port), port)
+        procs.append(kbs.proc)
+        short_text = kbs_toml(short_port, material, root / "short" / "repo", as_port=as_port, timeout_minutes=0.04)
+        short = start_kbs(root / "short", short_text, short_port)
+        procs.append(short.proc)
+        yield Stack(kbs, short, material)
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+async def admin(kbs: Kbs, material: Material, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {material.admin_token()}"}
+    async with aiohttp.ClientSession() as http, http.request(method, kbs.api(path), headers=headers, **kwargs) as response:
+        text = await response.read()
+        return response.status, json.loads(text) if text else None
+
+
+async def prepare(kbs: Kbs, material: Material, path: str, data: bytes, policy: str = ALLOW_ALL) -> None:
+    assert (await admin(kbs, material, "POST", "resource-policy", json=policy_body(policy)))[0] == 200
+    assert (await admin(kbs, material, "POST", f"resource/{path}", data=data))[0] == 200
+
+
+def guest(kbs: Kbs, key: TeeKeyPair | None = None) -> KbsClient:
+    return KbsClient(kbs.url, evidence=AttesterEvidence(SampleAttester()), key_pair=key)
+
+
+async def test_sample_flow_with_cookie_then_passport(stack: Stack) -> None:
+    await prepare(stack.kbs, stack.material, "e2e/key/one", b"top secret")
+    async with guest(stack.kbs) as client:
+        assert await client.get_resource("resource/e2e/key/one") == b"top secret"
+        token, key = client.token, client.key_pair
+    assert token is not None
+    claims = json.loads(url_decode(token.split(".")[1], "payload"))
+    evidence = claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+    assert "sample" in evidence and evidence["runtime_data_claims"]["tee-pubkey"] == key.public_jwk()
+    async with KbsClient(stack.kbs.url, token=token, key_pair=key) as passport:
+        assert await passport.get_resource("resource/e2e/key/one") == b"top secret"
+
+
+@pytest.mark.parametrize("algorithm", [*KEY_ALGORITHMS, "RSA1_5"])
+async def test_attested_release_for_each_tee_key_type(stack: Stack, algorithm: str) -> None:
+    await prepare(stack.kbs, stack.material, "e2e/jwe/key", algorithm.encode())
+    async with guest(stack.kbs, TeeKeyPair.generate(algorithm)) as client:
+        assert await client.get_resource("resource/e2e/jwe/key") == algorithm.encode()
+
+
+async def test_default_policy_denies_the_sample_tee(stack: Stack) -> None:
+    default = Path(__file__).parents[2].joinpath("kbs/policies/default.rego").read_text()
+    await prepare(stack.kbs, stack.material, "e2e/key/denied", b"x", policy=default)
+    async with guest(stack.kbs) as client:
+        with pytest.raises(PolicyDenyError):
+            await client.get_resource("resource/e2e/key/denied")
+
+
+async def _auth(http: aiohttp.ClientSession, kbs: Kbs) -> str:
+    async with http.post(kbs.api("auth"), json=SAMPLE_REQUEST) as response:
+        assert response.status == 200
+        return str((await response.json())["nonce"])
+
+
+def _attestation(nonce: str, key: TeeKeyPair, *, bound_nonce: str | None = None, bound_key: TeeKeyPair | None = None) -> dict[str, Any]:
+    """Evidence bound to `bound_nonce`/`bound_key` (default: the ones sent)."""
+    evidence = AttesterEvidence(SampleAttester())
+    bound = evidence.composite(bound_nonce or nonce, (bound_key or key).public_jwk(), HashAlgorithm.SHA384)
+    return {"runtime-data": {"nonce": nonce, "tee-pubkey": key.public_jwk()}, "tee-evidence": bound}
+
+
+async def _attest(http: aiohttp.ClientSession, kbs: Kbs, body: dict[str, Any]) -> tuple[int, Any]:
+    async with http.post(kbs.api("attest"), json=body) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_nonce_is_usable_once_even_concurrently(stack: Stack) -> None:
+    key = TeeKeyPair.generate()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        nonce = await _auth(http, stack.kbs)
+        body = _attestation(nonce, key)
+        results = await asyncio.gather(*(_attest(http, stack.kbs, body) for _ in range(4)))
+        statuses = sorted(status for status, _ in results)
+        assert statuses == [200, 401, 401, 401], results
+        assert all(variant(reply) == "AttestationError" for status, reply in results if status == 401)
+        status, reply = await _attest(http, stack.kbs, body)
+        assert (status, variant(reply)) == (401, "AttestationError")
+
+
+async def test_evidence_bound_to_other_nonce_or_key_is_rejected(stack: Stack) -> None:
+    key, other = TeeKeyPair.generate(), TeeKeyPair.generate()
+    for kwargs in ({"bound_nonce": std_encode(b"\x00" * 32)}, {"bound_key": other}):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            nonce = await _auth(http, stack.kbs)
+            status, reply = await _attest(http, stack.kbs, _attestation(nonce, key, **kwargs))
+            assert (status, variant(reply)) == (401, "AttestationError"), kwargs
+
+
+async def test_cookie_session_expires(stack: Stack) -> None:
+    await prepare(stack.short, stack.material, "short/key/a", b"short-lived")
+    key = TeeKeyPair.generate()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        nonce = await _auth(http, stack.short)
+        assert (await _attest(http, stack.short, _attestation(nonce, key)))[0] == 200
+        cookie = next(f"{c.key}={c.value}" for c in http.cookie_jar if c.key == "kbs-session-id")
+    # Sent by hand from a jar-less client: an expiring jar would drop the cookie itself.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(stack.short.api("resource/short/key/a"), headers={"Cookie": cookie}) as response:
+            assert response.status == 200
+            assert key.decrypt(await response.json()) == b"short-lived"
+        await asyncio.sleep(2.6)
+        async with http.get(stack.short.api("resource/short/key/a"), headers={"Cookie": cookie}) as response:
+            assert response.status == 401
+            assert variant(await response.json()) == "TokenNotFound"
+
+
+async def test_attestation_token_is_not_an_admin_token(stack: Stack) -> None:
+    async with guest(stack.kbs) as client:
+        token = await client.attest()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(stack.kbs.api("resource-policy"), headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 401
+            assert variant(await response.json()) == "AdminAuthAccess"
+
+
+async def test_reference_values_and_attestation_policy_via_the_kbs(stack: Stack) -> None:
+    kbs, material = stack.kbs, stack.material
+    message = {"version": "0.1.0", "type": "sample", "payload": std_encode(json.dumps({"kbs-test-rv": ["abc"]}).encode())}
+    assert (await admin(kbs, material, "POST", "reference-value", json=message))[0] == 200
+    assert await admin(kbs, material, "GET", "reference-value/kbs-test-rv") == (200, ["abc"])
+    status, reply = await admin(kbs, material, "GET", "reference-value/no-such-rv")
+    assert (status, variant(reply)) == (404, "ReferenceValueNotFound")
+    status, reply = await admin(kbs, material, "POST", "reference-value", json={**message, "version": "9.9.9"})
+    assert status == 400, reply
+    policy = "package policy\nimport rego.v1\ntrust_claims := {}\n"
+    good = {"policy_id": "kbs_test", "policy": url_encode(policy.encode())}
+    status, _ = await admin(kbs, material, "POST", "attestation-policy", json=good)
+    assert status == 200
+    bad = {"policy_id": "kbs_test", "policy": url_encode(b"package policy\nallow if {")}
+    status, reply = await admin(kbs, material, "POST", "attestation-policy", json=bad)
+    assert (status, variant(reply)) == (400, "PolicyEngineError")
+
+
+async def test_no_secrets_in_the_kbs_log(stack: Stack) -> None:
+    await prepare(stack.kbs, stack.material, "e2e/key/logged", b"never-log-this-payload")
+    async with guest(stack.kbs) as client:
+        assert await client.get_resource("resource/e2e/key/logged") == b"never-log-this-payload"
+        token = client.token
+    assert token is not None
+    log = stack.kbs.proc.log.read_text()
+    assert "never-log-this-payload" not in log
+    assert token not in log and token.split(".")[2] not in log
+    assert "Bearer" not in log and "kbs-session-id=" not in log
+
+
+async def test_init_data_and_device_evidence_reach_the_token(stack: Stack) -> None:
+    init_data = 'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n"note.txt" = "hello"\n'
+    evidence = AttesterEvidence(SampleAttester(), [SampleDeviceAttester()])
+    async with KbsClient(stack.kbs.url, evidence=evidence, init_data_toml=init_data) as client:
+        token = await client.attest()
+    claims = json.loads(url_decode(token.split(".")[1], "payload"))
+    cpu = claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+    assert cpu["init_data_claims"]["note.txt"] == "hello"
+    assert json.loads(cpu["runtime_data_claims"]["additional-evidence"])["sampledevice"]["svn"] == "2"
+    gpu = claims["submods"]["gpu0"]["ear.veraison.annotated-evidence"]
+    assert "sampledevice" in gpu and set(gpu["runtime_data_claims"]) == {"nonce", "tee-pubkey"}
