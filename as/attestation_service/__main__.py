@@ -1,0 +1,109 @@
+"""`grpc-as [-c|--config-file FILE] [-s|--socket 127.0.0.1:50004]`: the Attestation Service.
+
+The composition root: reads the config and key material, opens the
+store, picks the RVPS (built-in or remote), installs the default policies
+and serves `attestation.AttestationService`, the RVPS proxy and
+`grpc.health.v1` on one port until SIGTERM/SIGINT (exit 0). A bad config,
+key file or address exits 1 with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from attestation_service.config import DEFAULT_SOCKET, AsConfig, SignerFiles
+from attestation_service.core.token import TokenSigner
+from attestation_service.core.verifier import default_verifiers
+from attestation_service.grpc_server import SERVICE_NAME, AttestationServicer
+from attestation_service.policy_store import PolicyStore
+from attestation_service.service import AttestationService
+from rvps.client import RemoteReferenceValueProvider
+from rvps.ports import ReferenceValueProvider
+from rvps.server import SERVICE_NAME as RVPS_SERVICE_NAME
+from rvps.server import ReferenceValueServicer, new_server, run_until_signal
+from rvps.service import ReferenceValueService
+from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.logsetup import setup_logging
+from trustee_common.storage import KeyValueStore, open_kv_store
+from trustee_pb import attestation_pb2_grpc, reference_pb2_grpc
+
+logger = logging.getLogger("attestation_service")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grpc-as", description="CoCo Attestation Service (gRPC)")
+    parser.add_argument("-c", "--config-file", "--config", dest="config", type=Path, help="config file (TOML, or JSON by .json suffix)")
+    parser.add_argument("-s", "--socket", default=DEFAULT_SOCKET, help=f"listen address (default {DEFAULT_SOCKET})")
+    return parser
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def load_signer(files: SignerFiles | None) -> TokenSigner:
+    if files is None:
+        logger.warning("no token signer configured: using an ephemeral P-256 key; tokens will have no x5c")
+        return TokenSigner.ephemeral()
+    chain = None if files.cert_path is None else _read(files.cert_path, "token certificate chain")
+    signer = TokenSigner.from_pem(_read(files.key_path, "token signing key"), chain, files.cert_url)
+    if not signer.has_chain:
+        logger.warning("token signer has no certificate chain: tokens will have no x5c")
+    return signer
+
+
+def reference_value_provider(config: AsConfig, store: KeyValueStore) -> ReferenceValueProvider:
+    if config.rvps.kind == "GrpcRemote":
+        logger.info("reference values from the RVPS at %s", config.rvps.address)
+        return RemoteReferenceValueProvider(config.rvps.address)
+    logger.info("reference values from the built-in RVPS (this service's storage)")
+    return ReferenceValueService(store)
+
+
+async def serve(config: AsConfig, signer: TokenSigner, address: str) -> None:
+    store = open_kv_store(config.storage)
+    provider = reference_value_provider(config, store)
+
+    async def close() -> None:
+        if isinstance(provider, RemoteReferenceValueProvider):
+            await provider.close()
+        await store.close()
+
+    try:
+        service = AttestationService(
+            PolicyStore(store), provider, signer, config.token, default_verifiers(), verbose_token=config.verbose_token
+        )
+        await service.load_default_policies()
+        server = new_server()
+        attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service), server)
+        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(provider), server)
+    except BaseException:
+        await close()
+        raise
+    await run_until_signal(server, address, "Attestation Service", [SERVICE_NAME, RVPS_SERVICE_NAME], close)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        config = AsConfig.load(args.config)
+        signer = load_signer(config.signer)
+        asyncio.run(serve(config, signer, args.socket))
+    except TrusteeError as exc:
+        print(f"grpc-as: error: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Attestation Service configuration (TOML, or JSON by `.json` suffix).
+
+Upstream's key names (trustee-server.md 6.3); unknown keys are a
+`ConfigError` naming them.
+
+```toml
+[storage_backend]          # policies (and BuiltIn reference values)
+storage_type = "Sqlite"    # default path: <config dir>/storage.sqlite3,
+                           # or ./attestation-service.sqlite3 without a config file
+[rvps_config]
+type = "GrpcRemote"        # or "BuiltIn" (default): reference values in this service's storage
+address = "127.0.0.1:50003"   # GrpcRemote only; "http://" prefix optional
+[attestation_token_broker]
+type = "Ear"               # optional; only "Ear" exists
+duration_min = 5
+issuer_name = "CoCo-Attestation-Service"
+developer_name = "https://confidentialcontainers.org"
+build_name = "attestation-service 0.1.0"
+profile_name = "tag:github.com,2024:confidential-containers/Trustee"
+verbose_token = true       # false drops runtime_data_claims."additional-evidence"
+[attestation_token_broker.signer]   # optional: without it an ephemeral key, no x5c
+key_path = "token.key"     # EC P-256 PEM
+cert_path = "token-cert-chain.pem"  # optional, leaf first
+cert_url = "https://..."   # optional, becomes x5u
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from attestation_service.core.token import TokenSettings
+from rvps.client import grpc_target
+from trustee_common.config import ConfigTable, load_config_file
+from trustee_common.errors import ConfigError
+from trustee_common.storage import StorageConfig
+
+DEFAULT_SOCKET = "127.0.0.1:50004"
+DEFAULT_RVPS_ADDRESS = "127.0.0.1:50003"
+NO_CONFIG_SQLITE_PATH = Path("attestation-service.sqlite3")
+RVPS_TYPES = ("BuiltIn", "GrpcRemote")
+
+
+@dataclass(frozen=True)
+class RvpsSettings:
+    kind: str = "BuiltIn"
+    address: str = DEFAULT_RVPS_ADDRESS
+
+
+@dataclass(frozen=True)
+class SignerFiles:
+    key_path: Path
+    cert_path: Path | None = None
+    cert_url: str | None = None
+
+
+@dataclass(frozen=True)
+class AsConfig:
+    storage: StorageConfig
+    rvps: RvpsSettings
+    token: TokenSettings
+    signer: SignerFiles | None = None
+    verbose_token: bool = True
+
+    @classmethod
+    def load(cls, path: Path | None) -> AsConfig:
+        if path is None:
+            return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH), RvpsSettings(), TokenSettings())
+        root = ConfigTable(load_config_file(path), f"config {path}")
+        storage = StorageConfig.from_table(root.table("storage_backend"), path.parent / "storage.sqlite3")
+        rvps = _rvps(root.table("rvps_config"))
+        broker = root.table("attestation_token_broker")
+        token, signer, verbose = _broker(broker)
+        root.finish()
+        return cls(storage, rvps, token, signer, verbose)
+
+
+def _rvps(table: ConfigTable) -> RvpsSettings:
+    kind = table.string("type", "BuiltIn") or "BuiltIn"
+    if kind not in RVPS_TYPES:
+        raise ConfigError(f"rvps_config.type {kind!r} is not one of {', '.join(RVPS_TYPES)}")
+    address = DEFAULT_RVPS_ADDRESS
+    if kind == "GrpcRemote":
+        address = table.string("address", DEFAULT_RVPS_ADDRESS) or DEFAULT_RVPS_ADDRESS
+        grpc_target(address, "rvps_config.address")
+    table.finish()
+    return RvpsSettings(kind, address)
+
+
+def _broker(table: ConfigTable) -> tuple[TokenSettings, SignerFiles | None, bool]:
+    kind = table.string("type", "Ear")
+    if kind != "Ear":
+        raise ConfigError(f"attestation_token_broker.type {kind!r} is not supported (only \"Ear\")")
+    defaults = TokenSettings()
+    token = TokenSettings(
+        duration_min=table.integer("duration_min", defaults.duration_min, minimum=1),
+        issuer_name=_non_empty(table, "issuer_name", defaults.issuer_name),
+        developer_name=_non_empty(table, "developer_name", defaults.developer_name),
+        build_name=_non_empty(table, "build_name", defaults.build_name),
+        profile_name=_non_empty(table, "profile_name", defaults.profile_name),
+    )
+    verbose = table.boolean("verbose_token", True)
+    signer = None
+    if table.has("signer"):
+        signer_table = table.table("signer")
+        key = Path(signer_table.required_string("key_path"))
+        cert = signer_table.string("cert_path")
+        signer = SignerFiles(key, None if cert is None else Path(cert), signer_table.string("cert_url"))
+        signer_table.finish()
+    table.finish()
+    return token, signer, verbose
+
+
+def _non_empty(table: ConfigTable, key: str, default: str) -> str:
+    value = table.string(key, default) or ""
+    if not value:
+        raise ConfigError(f"attestation_token_broker.{key} must not be empty")
+    return value

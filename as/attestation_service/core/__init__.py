@@ -1,0 +1,1 @@
+"""Pure Attestation Service logic: bytes, JSON and time in; typed results out. No I/O."""

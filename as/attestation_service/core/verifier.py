@@ -1,0 +1,43 @@
+"""The verifier interface and the registry by TEE name.
+
+A verifier is pure: parsed evidence JSON, the expected report data and
+init-data digest, and `now` in; a list of `(claims, tee_class)` out (one
+entry per attested device; NVIDIA-style verifiers return several). It
+raises `EvidenceError` when the evidence does not verify and
+`MalformedRequestError` when it is not shaped like that TEE's evidence.
+Collateral fetching (PCCS, AMD KDS) belongs in adapters that run before it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from trustee_common.errors import AttestationError
+
+Claims = dict[str, Any]
+
+
+class Verifier(Protocol):
+    def evaluate(
+        self,
+        evidence: object,
+        expected_report_data: bytes | None,
+        expected_init_data_hash: bytes | None,
+        now: datetime.datetime,
+    ) -> list[tuple[Claims, str]]: ...
+
+
+def default_verifiers() -> dict[str, Verifier]:
+    """Every verifier this build has, by kbs-types TEE name."""
+    from attestation_service.core.verifiers.sample import SampleDeviceVerifier, SampleVerifier
+
+    return {"sample": SampleVerifier(), "sampledevice": SampleDeviceVerifier()}
+
+
+def verifier_for(verifiers: Mapping[str, Verifier], tee: str) -> Verifier:
+    try:
+        return verifiers[tee]
+    except KeyError:
+        raise AttestationError(f"no verifier for tee {tee}") from None

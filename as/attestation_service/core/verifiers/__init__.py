@@ -1,0 +1,1 @@
+"""One module per TEE verifier; each implements `attestation_service.core.verifier.Verifier`."""

@@ -1,0 +1,181 @@
+"""One attestation request end to end, and the policy administration around it.
+
+`AttestationService.evaluate` (trustee-server.md 6.4): verify every
+request with its TEE's verifier, annotate the claims, read the policy
+`<policy_ids[0]>_<class>` from storage (the text is read on every request,
+so a change made through any replica applies to the next request; the
+compiled form is cached by text digest), fetch the reference values that
+policy names from the RVPS, evaluate, and sign one EAR with a submod per
+item (`cpu0`, `gpu0`, `gpu1`, ...). The pure steps live in `core`; this
+module only sequences them with the store and the RVPS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from attestation_service.core.appraisal import appraisal
+from attestation_service.core.claims import annotate
+from attestation_service.core.policy import DEFAULT_POLICY_ID, CompiledPolicy, PolicyCache, check_policy_id, policy_digest
+from attestation_service.core.request import VerificationRequest
+from attestation_service.core.token import TokenSettings, TokenSigner, ear_claims
+from attestation_service.core.verifier import Verifier
+from attestation_service.policies import default_policies
+from attestation_service.policy_store import PolicyStore
+from rvps.core.record import check_name
+from rvps.ports import ReferenceValueProvider
+from trustee_common.b64 import std_encode
+from trustee_common.errors import (
+    InternalError,
+    InvalidPolicyError,
+    InvalidReferenceValueError,
+    MalformedRequestError,
+    PolicyNotFoundError,
+)
+from trustee_common.tee import parse_tee
+
+logger = logging.getLogger(__name__)
+
+NONCE_BYTES = 32
+#: Up to this many named reference values are queried one by one; above it, one List call.
+MAX_SINGLE_QUERIES = 16
+CHALLENGE_UNSUPPORTED_TEES = ("se",)
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class AttestationService:
+    def __init__(
+        self,
+        policies: PolicyStore,
+        reference_values: ReferenceValueProvider,
+        signer: TokenSigner,
+        settings: TokenSettings,
+        verifiers: Mapping[str, Verifier],
+        *,
+        verbose_token: bool = True,
+        clock: Callable[[], datetime.datetime] = utc_now,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self._policies = policies
+        self._rvps = reference_values
+        self._signer = signer
+        self._settings = settings
+        self._verifiers = verifiers
+        self._verbose = verbose_token
+        self._clock = clock
+        self._random = random_bytes
+        self._cache = PolicyCache()
+
+    async def load_default_policies(self) -> None:
+        """Store the shipped defaults unless a policy with the same id exists (overwrite=False)."""
+        for policy_id, text in default_policies().items():
+            self._cache.get(text)
+            if await self._policies.put(policy_id, text, overwrite=False):
+                logger.info("installed default policy %s", policy_id)
+
+    # --- evaluation -------------------------------------------------------------
+
+    async def evaluate(self, requests: Sequence[VerificationRequest], policy_ids: Sequence[str]) -> str:
+        if not requests:
+            raise MalformedRequestError("verification_requests: at least one request is required")
+        policy_id = check_policy_id(policy_ids[0]) if policy_ids else DEFAULT_POLICY_ID
+        now = self._clock()
+        items = [item for index, request in enumerate(requests) for item in self._annotate(index, request, now)]
+        counters: dict[str, int] = {}
+        submods: dict[str, Any] = {}
+        for annotated, tee_class in items:
+            name = f"{tee_class}{counters.get(tee_class, 0)}"
+            counters[tee_class] = counters.get(tee_class, 0) + 1
+            submods[name] = await self._appraise(annotated, f"{policy_id}_{tee_class}", policy_id)
+            logger.info("submod %s appraised with %s: %s", name, f"{policy_id}_{tee_class}", submods[name]["ear.status"])
+        return self._signer.sign(ear_claims(submods, self._settings, now))
+
+    def _annotate(self, index: int, request: VerificationRequest, now: datetime.datetime) -> list[tuple[dict[str, Any], str]]:
+        try:
+            return annotate(request, self._verifiers, now, verbose=self._verbose)
+        except MalformedRequestError as exc:
+            raise MalformedRequestError(f"verification_requests[{index}]: {exc.detail}") from None
+
+    async def _appraise(self, annotated: dict[str, Any], policy_name: str, policy_id: str) -> dict[str, Any]:
+        compiled = await self._compiled(policy_name)
+        values = await self._reference_values(compiled)
+        try:
+            result = compiled.evaluate(annotated, values)
+        except InternalError as exc:
+            raise InvalidPolicyError(f"policy {policy_name}: {exc.detail}") from None
+        except ValueError:  # regopy cannot decode some runtime-error results (e.g. a division by zero)
+            raise InvalidPolicyError(f"policy {policy_name}: evaluation failed with a runtime error") from None
+        return appraisal(policy_id, policy_name, annotated, result)
+
+    async def _compiled(self, policy_name: str) -> CompiledPolicy:
+        text = await self._policies.get(policy_name)
+        if text is None:
+            raise PolicyNotFoundError(f"attestation policy {policy_name} not found")
+        return self._cache.get(text)
+
+    async def _reference_values(self, policy: CompiledPolicy) -> dict[str, Any]:
+        names = policy.reference_value_names
+        if names is None or len(names) > MAX_SINGLE_QUERIES:
+            records = await self._rvps.list()
+            return {r.name: r.value for r in records if names is None or r.name in names}
+        wanted = sorted(n for n in names if _storable(n))
+        texts = await asyncio.gather(*(self._rvps.query(n) for n in wanted))
+        return {name: json.loads(text) for name, text in zip(wanted, texts, strict=True) if text is not None}
+
+    # --- policies -----------------------------------------------------------------
+
+    async def set_policy(self, policy_id: str, text: str) -> None:
+        check_policy_id(policy_id)
+        self._cache.get(text)
+        await self._policies.put(policy_id, text)
+        logger.info("attestation policy %s set (sha384 %s)", policy_id, policy_digest(text)[:16])
+
+    async def get_policy(self, policy_id: str) -> str:
+        text = await self._policies.get(policy_id)
+        if text is None:
+            raise PolicyNotFoundError(f"attestation policy {policy_id} not found")
+        return text
+
+    async def delete_policy(self, policy_id: str) -> None:
+        if not await self._policies.delete(policy_id):
+            raise PolicyNotFoundError(f"attestation policy {policy_id} not found")
+        logger.info("attestation policy %s deleted", policy_id)
+
+    async def list_policies(self) -> list[tuple[str, str]]:
+        """`(policy id, hex sha384 of the text)` for every stored policy."""
+        found = []
+        for policy_id in await self._policies.ids():
+            text = await self._policies.get(policy_id)
+            if text is not None:
+                found.append((policy_id, policy_digest(text)))
+        return found
+
+    # --- keys and challenges ------------------------------------------------------
+
+    def jwks(self) -> dict[str, Any]:
+        return self._signer.jwks()
+
+    def challenge(self, inner: Mapping[str, str]) -> str:
+        if "tee" not in inner:
+            raise MalformedRequestError("challenge request: missing 'tee'")
+        tee = parse_tee(inner["tee"], "challenge request tee")
+        if tee in CHALLENGE_UNSUPPORTED_TEES:
+            raise MalformedRequestError(f"attestation challenge for tee {tee} is not supported by this attestation service")
+        return std_encode(self._random(NONCE_BYTES))
+
+
+def _storable(name: str) -> bool:
+    try:
+        check_name(name)
+    except InvalidReferenceValueError:
+        return False
+    return True

@@ -1,0 +1,79 @@
+"""`rvps [-c|--config FILE] [-a|--address 127.0.0.1:50003]`: the RVPS gRPC server.
+
+The composition root: reads the config, opens the store, loads the
+start-up reference values, and serves until SIGTERM/SIGINT (exit 0). A bad
+config, values file or address exits 1 with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from rvps.config import DEFAULT_ADDRESS, RvpsConfig
+from rvps.core.values_file import parse_values_file
+from rvps.server import SERVICE_NAME, ReferenceValueServicer, new_server, run_until_signal
+from rvps.service import ReferenceValueService, utc_now
+from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.logsetup import setup_logging
+from trustee_common.storage import open_kv_store
+from trustee_pb import reference_pb2_grpc
+
+logger = logging.getLogger("rvps")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rvps", description="Reference Value Provider Service (gRPC)")
+    parser.add_argument("-c", "--config", type=Path, help="config file (TOML, or JSON by .json suffix)")
+    parser.add_argument("-a", "--address", default=DEFAULT_ADDRESS, help=f"listen address (default {DEFAULT_ADDRESS})")
+    return parser
+
+
+async def load_initial_values(service: ReferenceValueService, path: Path) -> None:
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read reference values file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"reference values file {path} is not UTF-8 text") from None
+    records = parse_values_file(text, str(path), utc_now())
+    await service.store_records(records)
+    logger.info("loaded %d reference value(s) from %s", len(records), path)
+
+
+async def serve(config: RvpsConfig, address: str) -> None:
+    store = open_kv_store(config.storage)
+    try:
+        service = ReferenceValueService(store)
+        if config.reference_values_path is not None:
+            await load_initial_values(service, config.reference_values_path)
+        purged = await service.purge_expired()
+        if purged:
+            logger.info("purged %d expired entries", purged)
+        server = new_server()
+        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(service), server)
+    except BaseException:
+        await store.close()
+        raise
+    await run_until_signal(server, address, "RVPS", [SERVICE_NAME], store.close)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        config = RvpsConfig.load(args.config)
+        asyncio.run(serve(config, args.address))
+    except TrusteeError as exc:
+        print(f"rvps: error: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

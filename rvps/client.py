@@ -1,0 +1,68 @@
+"""`ReferenceValueProvider` over gRPC: a client of a remote RVPS.
+
+Every failed call becomes the `TrusteeError` the RVPS raised (from the
+`trustee-error-variant` trailer), or `UpstreamError` when it is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from rvps.core.record import ReferenceValue, parse_time
+from trustee_common.errors import ConfigError, InvalidReferenceValueError, UpstreamError
+from trustee_common.grpc_errors import error_from_rpc
+from trustee_pb import reference_pb2, reference_pb2_grpc
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+def grpc_target(address: str, what: str) -> str:
+    """`host:port`, with an optional `http://` prefix as in upstream configs."""
+    target = address.removeprefix("http://").rstrip("/")
+    if "://" in target or not target or ":" not in target:
+        raise ConfigError(f"{what} {address!r} must be host:port (optionally with http://)")
+    return target
+
+
+class RemoteReferenceValueProvider:
+    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.address = address
+        self._channel = grpc.aio.insecure_channel(grpc_target(address, "RVPS address"))
+        self._stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, f"RVPS at {self.address}") from None
+
+    async def register(self, message: str) -> None:
+        await self._call(self._stub.RegisterReferenceValue, reference_pb2.ReferenceValueRegisterRequest(message=message))
+
+    async def query(self, name: str) -> str | None:
+        reply = await self._call(self._stub.QueryReferenceValue, reference_pb2.ReferenceValueQueryRequest(reference_value_id=name))
+        return str(reply.reference_value_results) if reply.HasField("reference_value_results") else None
+
+    async def delete(self, name: str) -> bool:
+        reply = await self._call(self._stub.DeleteReferenceValue, reference_pb2.ReferenceValueDeleteRequest(reference_value_id=name))
+        return bool(reply.deleted)
+
+    async def list(self) -> list[ReferenceValue]:
+        reply = await self._call(self._stub.ListReferenceValues, reference_pb2.ReferenceValueListRequest())
+        return [_record(r) for r in reply.reference_values]
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def _record(pb: reference_pb2.ReferenceValueRecord) -> ReferenceValue:
+    try:
+        value = json.loads(pb.value)
+        expiration = parse_time(pb.expiration, "expiration")
+    except (ValueError, InvalidReferenceValueError) as exc:
+        raise UpstreamError(f"RVPS returned a malformed record {pb.name!r}: {exc}") from None
+    return ReferenceValue(pb.name, value, expiration)

@@ -1,0 +1,40 @@
+"""RVPS configuration (TOML, or JSON by `.json` suffix).
+
+```toml
+reference_values_path = "rv.json"   # optional: JSON array loaded (upserted) at start
+[storage_backend]                   # trustee_common.storage.StorageConfig
+storage_type = "Sqlite"             # or "Memory"
+[storage_backend.backends.sqlite]
+path = "..."   # default: <config file dir>/storage.sqlite3, or ./rvps.sqlite3 without a config file
+```
+
+Relative paths are taken as given (relative to the working directory).
+Unknown keys are a `ConfigError` naming them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trustee_common.config import ConfigTable, load_config_file
+from trustee_common.storage import StorageConfig
+
+DEFAULT_ADDRESS = "127.0.0.1:50003"
+NO_CONFIG_SQLITE_PATH = Path("rvps.sqlite3")
+
+
+@dataclass(frozen=True)
+class RvpsConfig:
+    storage: StorageConfig
+    reference_values_path: Path | None = None
+
+    @classmethod
+    def load(cls, path: Path | None) -> RvpsConfig:
+        if path is None:
+            return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH))
+        root = ConfigTable(load_config_file(path), f"config {path}")
+        storage = StorageConfig.from_table(root.table("storage_backend"), path.parent / "storage.sqlite3")
+        values = root.string("reference_values_path")
+        root.finish()
+        return cls(storage, None if values is None else Path(values))

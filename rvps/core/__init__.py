@@ -1,0 +1,1 @@
+"""Pure RVPS logic: message parsing, extractors, stored records. No I/O."""

@@ -1,0 +1,101 @@
+"""The stored reference-value record and its time rules.
+
+A record is `{"version":"0.1.0","name","expiration","value"}` (upstream's
+layout, trustee-server.md 7.4), kept in namespace `reference_value` under
+key = name. Unlike upstream, expiration is enforced: a record is live only
+while `now < expiration`. Times are RFC 3339, stored in UTC to the second.
+This module does no I/O; `now` is always passed in.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError, StorageError
+from trustee_common.storage.base import validate_key
+
+RECORD_VERSION = "0.1.0"
+NAMESPACE = "reference_value"
+DEFAULT_LIFETIME_MONTHS = 12
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_time(text: object, field: str) -> datetime.datetime:
+    """An RFC 3339 date-time with offset, as an aware UTC datetime (whole seconds)."""
+    if not isinstance(text, str) or not _RFC3339.fullmatch(text):
+        raise InvalidReferenceValueError(f"{field}: {text!r} is not an RFC 3339 date-time with a time zone")
+    try:
+        parsed = datetime.datetime.fromisoformat(text.upper().replace(" ", "T"))
+    except ValueError:
+        raise InvalidReferenceValueError(f"{field}: {text!r} is not a valid date-time") from None
+    return parsed.astimezone(datetime.UTC).replace(microsecond=0)
+
+
+def format_time(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def add_months(value: datetime.datetime, months: int) -> datetime.datetime:
+    """Calendar months later, clamping the day (Jan 31 + 1 month = Feb 28/29)."""
+    index = value.month - 1 + months
+    year, month = value.year + index // 12, index % 12 + 1
+    day = min(value.day, calendar.monthrange(year, month)[1])
+    return value.replace(year=year, month=month, day=day)
+
+
+def default_expiration(now: datetime.datetime) -> datetime.datetime:
+    """Upstream's default: registration time + 12 months."""
+    return add_months(now.astimezone(datetime.UTC).replace(microsecond=0), DEFAULT_LIFETIME_MONTHS)
+
+
+def check_name(name: object, field: str = "reference value name") -> str:
+    """A name must be a valid storage key ([A-Za-z0-9_-./], not starting with '.' or '/')."""
+    if not isinstance(name, str):
+        raise InvalidReferenceValueError(f"{field}: must be a string")
+    try:
+        validate_key(NAMESPACE, name)
+    except MalformedRequestError:
+        raise InvalidReferenceValueError(
+            f"{field} {name!r} is not allowed: use letters, digits and '_-./', not starting with '.' or '/', at most 512 characters"
+        ) from None
+    return name
+
+
+def value_json(value: Any) -> str:
+    """Compact JSON text of a value (what Query returns)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue:
+    name: str
+    value: Any
+    expiration: datetime.datetime
+
+    def is_live(self, now: datetime.datetime) -> bool:
+        return now < self.expiration
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": RECORD_VERSION, "name": self.name, "expiration": format_time(self.expiration), "value": self.value}
+
+    def to_bytes(self) -> bytes:
+        return value_json(self.to_json()).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, key: str) -> ReferenceValue:
+        """Decode a stored record; a corrupt one is a `StorageError` naming the key."""
+        try:
+            obj = json.loads(data)
+            if not isinstance(obj, dict) or obj.get("version") != RECORD_VERSION:
+                raise ValueError("not a version 0.1.0 record")
+            name = check_name(obj["name"])
+            expiration = parse_time(obj["expiration"], "expiration")
+            return cls(name, obj["value"], expiration)
+        except (ValueError, KeyError, InvalidReferenceValueError) as exc:
+            raise StorageError(f"stored reference value {key!r} is corrupt: {exc}") from None

@@ -1,0 +1,25 @@
+"""The reference-value provider interface, local (`rvps.service`) or remote (`rvps.client`).
+
+The RVPS gRPC servicer serves any implementation, so the Attestation
+Service proxies the RVPS by serving a remote client with the same servicer.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rvps.core.record import ReferenceValue
+
+
+class ReferenceValueProvider(Protocol):
+    async def register(self, message: str) -> None:
+        """Validate a registration message and store all its values (or none)."""
+
+    async def query(self, name: str) -> str | None:
+        """JSON text of the live value, or None when absent or expired."""
+
+    async def delete(self, name: str) -> bool:
+        """Remove a value; True if a record existed."""
+
+    async def list(self) -> list[ReferenceValue]:
+        """Every live record, sorted by name."""

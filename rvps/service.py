@@ -1,0 +1,102 @@
+"""Reference values kept in a `KeyValueStore` (namespace `reference_value`).
+
+Registration validates the whole message before the first write, and
+restores the previous records if a write fails halfway, so a caller sees
+all of a message's values or none. Expired records are invisible: the store
+entry carries `expires_at`, and every read checks `now < expiration` too.
+Not here: wire formats (`rvps.server`), message syntax (`rvps.core`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Callable, Sequence
+
+from rvps.core.message import records_from_message
+from rvps.core.record import NAMESPACE, ReferenceValue, check_name, value_json
+from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError, TrusteeError
+from trustee_common.storage import KeyValueStore
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime.datetime]
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class ReferenceValueService:
+    def __init__(self, store: KeyValueStore, clock: Clock = utc_now) -> None:
+        self._store = store
+        self._clock = clock
+        self._write_lock = asyncio.Lock()
+
+    async def register(self, message: str) -> None:
+        records = records_from_message(message, self._clock())
+        await self.store_records(records)
+        logger.info("registered reference values: %s", ", ".join(r.name for r in records))
+
+    async def store_records(self, records: Sequence[ReferenceValue]) -> None:
+        """Upsert `records` all-or-nothing (as seen by this service's callers)."""
+        async with self._write_lock:
+            previous = {r.name: await self._store.get(NAMESPACE, r.name) for r in records}
+            written: list[str] = []
+            try:
+                for record in records:
+                    await self._store.put(NAMESPACE, record.name, record.to_bytes(), expires_at=record.expiration.timestamp())
+                    written.append(record.name)
+            except TrusteeError:
+                await self._restore(written, previous)
+                raise
+
+    async def _restore(self, names: list[str], previous: dict[str, bytes | None]) -> None:
+        for name in names:
+            old = previous[name]
+            try:
+                if old is None:
+                    await self._store.delete(NAMESPACE, name)
+                else:
+                    old_record = ReferenceValue.from_bytes(old, name)
+                    await self._store.put(NAMESPACE, name, old, expires_at=old_record.expiration.timestamp())
+            except TrusteeError as exc:
+                logger.error("could not restore reference value %s after a failed registration: %s", name, exc.detail)
+
+    async def _live(self, name: str) -> ReferenceValue | None:
+        data = await self._store.get(NAMESPACE, name)
+        if data is None:
+            return None
+        record = ReferenceValue.from_bytes(data, name)
+        return record if record.is_live(self._clock()) else None
+
+    async def query(self, name: str) -> str | None:
+        _check_query_name(name)
+        record = await self._live(name)
+        return None if record is None else value_json(record.value)
+
+    async def delete(self, name: str) -> bool:
+        _check_query_name(name)
+        async with self._write_lock:
+            deleted = await self._store.delete(NAMESPACE, name)
+        logger.info("deleted reference value %s: %s", name, "existed" if deleted else "absent")
+        return deleted
+
+    async def list(self) -> list[ReferenceValue]:
+        found = []
+        for name in await self._store.list_keys(NAMESPACE):
+            record = await self._live(name)
+            if record is not None:
+                found.append(record)
+        return found
+
+    async def purge_expired(self) -> int:
+        return await self._store.purge_expired()
+
+
+def _check_query_name(name: str) -> None:
+    try:
+        check_name(name, "reference_value_id")
+    except InvalidReferenceValueError as exc:
+        raise MalformedRequestError(exc.detail) from None
