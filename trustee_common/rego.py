@@ -102,6 +102,8 @@ class RegoPolicy:
                 output = compiled.interpreter.query_bundle_entrypoint(compiled.bundle, f"{self.package}/{rule}")
             except RegoError as exc:
                 raise InternalError(f"policy evaluation of {rule} failed: {_first_line(str(exc))}") from None
+            except ValueError:  # regopy cannot decode the output of some runtime errors
+                raise InternalError(f"policy evaluation of {rule} failed with a runtime error") from None
             if not output.ok():
                 raise InternalError(f"policy evaluation of {rule} failed: {_first_line(str(output))}")
             if output.results and output.results[0].expressions:

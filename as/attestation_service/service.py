@@ -112,8 +112,6 @@ class AttestationService:
             result = compiled.evaluate(annotated, values)
         except InternalError as exc:
             raise InvalidPolicyError(f"policy {policy_name}: {exc.detail}") from None
-        except ValueError:  # regopy cannot decode some runtime-error results (e.g. a division by zero)
-            raise InvalidPolicyError(f"policy {policy_name}: evaluation failed with a runtime error") from None
         return appraisal(policy_id, policy_name, annotated, result)
 
     async def _compiled(self, policy_name: str) -> CompiledPolicy:

@@ -61,3 +61,12 @@ def test_oversized_policy_is_refused() -> None:
 def test_policy_must_declare_the_expected_package(text: str) -> None:
     with pytest.raises(InvalidPolicyError, match="package policy"):
         RegoPolicy(text)
+
+
+def test_runtime_errors_surface_as_our_error() -> None:
+    from trustee_common.errors import InternalError
+
+    policy = RegoPolicy('package policy\nallow := {"a": 1 / input.x}')
+    assert policy.evaluate({"x": 2}) == {"allow": {"a": 0.5}}
+    with pytest.raises(InternalError, match="evaluation of allow failed"):
+        policy.evaluate({"x": 0})
