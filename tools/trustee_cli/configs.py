@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trustee_cli.toml_writer import dumps
+from tomli_w import dumps
 
 LOOPBACK = "127.0.0.1"
 
