@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import grpc
 
 from kbs.core.evidence import EvidenceItem
+from trustee_common.addresses import grpc_endpoint
 from trustee_common.errors import (
     AttestationError,
     InvalidPolicyError,
@@ -47,12 +47,6 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-def grpc_target(as_addr: str) -> tuple[str, bool]:
-    """`http(s)://host:port` → (`host:port`, use TLS)."""
-    parts = urlsplit(as_addr)
-    return parts.netloc, parts.scheme == "https"
-
-
 def _to_pb(item: EvidenceItem) -> attestation_pb2.IndividualAttestationRequest:
     request = attestation_pb2.IndividualAttestationRequest(
         tee=item.tee,
@@ -69,8 +63,12 @@ class GrpcAttestationService:
     """Create inside the running event loop (grpc.aio channels bind to it)."""
 
     def __init__(self, as_addr: str, *, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
-        target, tls = grpc_target(as_addr)
-        self._channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials()) if tls else grpc.aio.insecure_channel(target)
+        endpoint = grpc_endpoint(as_addr, "attestation_service.as_addr")
+        self._channel = (
+            grpc.aio.secure_channel(endpoint.target, grpc.ssl_channel_credentials())
+            if endpoint.tls
+            else grpc.aio.insecure_channel(endpoint.target)
+        )
         self._as = attestation_pb2_grpc.AttestationServiceStub(self._channel)
         self._rv = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
         self._timeout = timeout

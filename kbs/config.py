@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from kbs.core.admin import AdminMode, compile_acl
+from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.storage import StorageConfig
@@ -241,9 +242,9 @@ def _attestation_service(table: _Table) -> AttestationServiceConfig:
     timeout = table.number("timeout", DEFAULT_SESSION_MINUTES, minimum_exclusive=0.0)
     table.integer("pool_size", 100, minimum=1)
     table.finish()
-    scheme = urlsplit(addr).scheme
-    if scheme not in ("http", "https"):
+    if urlsplit(addr).scheme not in ("http", "https"):
         raise ConfigError(f"attestation_service.as_addr {addr!r} must be an http:// or https:// URL")
+    grpc_endpoint(addr, "attestation_service.as_addr")
     return AttestationServiceConfig(addr, timeout)
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from rvps.config import DEFAULT_ADDRESS, RvpsConfig
 from rvps.core.values_file import parse_values_file
-from rvps.server import SERVICE_NAME, ReferenceValueServicer, new_server, run_until_signal
+from rvps.server import SERVICE_NAME, ReferenceValueServicer
 from rvps.service import ReferenceValueService, utc_now
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import setup_logging
+from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import open_kv_store
 from trustee_pb import reference_pb2_grpc
 
@@ -53,12 +54,15 @@ async def serve(config: RvpsConfig, address: str) -> None:
         purged = await service.purge_expired()
         if purged:
             logger.info("purged %d expired entries", purged)
-        server = new_server()
+        server = new_grpc_server()
         reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(service), server)
     except BaseException:
         await store.close()
         raise
-    await run_until_signal(server, address, "RVPS", [SERVICE_NAME], store.close)
+    try:
+        await serve_grpc(server, address, "RVPS", [SERVICE_NAME])
+    finally:
+        await store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

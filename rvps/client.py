@@ -12,19 +12,12 @@ from typing import Any
 import grpc
 
 from rvps.core.record import ReferenceValue, parse_time
-from trustee_common.errors import ConfigError, InvalidReferenceValueError, UpstreamError
+from trustee_common.addresses import grpc_target
+from trustee_common.errors import InvalidReferenceValueError, UpstreamError
 from trustee_common.grpc_errors import error_from_rpc
 from trustee_pb import reference_pb2, reference_pb2_grpc
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
-
-
-def grpc_target(address: str, what: str) -> str:
-    """`host:port`, with an optional `http://` prefix as in upstream configs."""
-    target = address.removeprefix("http://").rstrip("/")
-    if "://" in target or not target or ":" not in target:
-        raise ConfigError(f"{what} {address!r} must be host:port (optionally with http://)")
-    return target
 
 
 class RemoteReferenceValueProvider:

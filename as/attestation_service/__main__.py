@@ -24,10 +24,11 @@ from attestation_service.service import AttestationService
 from rvps.client import RemoteReferenceValueProvider
 from rvps.ports import ReferenceValueProvider
 from rvps.server import SERVICE_NAME as RVPS_SERVICE_NAME
-from rvps.server import ReferenceValueServicer, new_server, run_until_signal
+from rvps.server import ReferenceValueServicer
 from rvps.service import ReferenceValueService
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import setup_logging
+from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import KeyValueStore, open_kv_store
 from trustee_pb import attestation_pb2_grpc, reference_pb2_grpc
 
@@ -81,13 +82,16 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str) -> None:
             PolicyStore(store), provider, signer, config.token, default_verifiers(), verbose_token=config.verbose_token
         )
         await service.load_default_policies()
-        server = new_server()
+        server = new_grpc_server()
         attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service), server)
         reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(provider), server)
     except BaseException:
         await close()
         raise
-    await run_until_signal(server, address, "Attestation Service", [SERVICE_NAME, RVPS_SERVICE_NAME], close)
+    try:
+        await serve_grpc(server, address, "Attestation Service", [SERVICE_NAME, RVPS_SERVICE_NAME])
+    finally:
+        await close()
 
 
 def main(argv: list[str] | None = None) -> int:

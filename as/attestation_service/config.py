@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attestation_service.core.token import TokenSettings
-from rvps.client import grpc_target
+from trustee_common.addresses import grpc_target
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.storage import StorageConfig

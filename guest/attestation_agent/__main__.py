@@ -16,26 +16,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from guest.attestation_agent.agent import AttestationAgent, TokenProvider
 from guest.attestation_agent.config import AaConfig, config_from_kbc_params, parse_config
 from guest.attestation_agent.initdata import InitData, parse_init_data
-from guest.attestation_agent.service import make_server
-from guest.attestation_agent.serving import apply_log_level, parse_listen_address, serve_grpc
+from guest.attestation_agent.service import SERVICE_NAME, make_server
+from guest.attestation_agent.serving import apply_log_level, read_kbc_params
 from guest.attestation_agent.tokens import CocoAsTokenProvider, KbsTokenProvider
 from guest.attesters import detect_attesters
 from guest.kbs_protocol import AttesterEvidence
+from trustee_common.addresses import parse_listen_address
 from trustee_common.b64 import std_decode
 from trustee_common.config import load_config_file
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import setup_logging
+from trustee_common.serving import serve_grpc
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "127.0.0.1:50002"
-KERNEL_CMDLINE = Path("/proc/cmdline")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,14 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(path: Path | None) -> AaConfig:
     if path is not None:
         return parse_config(load_config_file(path))
-    env = os.environ.get("AA_KBC_PARAMS")
-    cmdline = None
-    if env is None:
-        try:
-            cmdline = KERNEL_CMDLINE.read_text()
-        except OSError:
-            cmdline = None
-    return config_from_kbc_params(env, cmdline)
+    return config_from_kbc_params(*read_kbc_params())
 
 
 def load_init_data(path: Path) -> InitData:
@@ -93,6 +86,11 @@ def build_agent(args: argparse.Namespace, config: AaConfig) -> AttestationAgent:
     return agent
 
 
+async def serve(agent: AttestationAgent, address: str) -> None:
+    """Build the gRPC server inside the running loop and serve until a stop signal."""
+    await serve_grpc(make_server(agent), address, "attestation-agent", [SERVICE_NAME])
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config_file)
         apply_log_level(config.log_level)
         agent = build_agent(args, config)
-        asyncio.run(serve_grpc(lambda: make_server(agent), args.attestation_sock, "attestation-agent"))
+        asyncio.run(serve(agent, args.attestation_sock))
     except TrusteeError as exc:
         logger.error("%s", exc.detail)
         return 1

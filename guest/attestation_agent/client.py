@@ -10,7 +10,8 @@ from __future__ import annotations
 import grpc
 
 from guest.attestation_agent.agent import MeasurementResult
-from guest.attestation_agent.serving import call_rpc, grpc_target
+from guest.attestation_agent.serving import call_rpc
+from trustee_common.addresses import grpc_target
 from trustee_pb import attestation_agent_pb2 as pb
 from trustee_pb import attestation_agent_pb2_grpc as pb_grpc
 

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 
 from guest.attestation_agent.agent import AttestationAgent, MeasurementResult
-from guest.attestation_agent.serving import new_grpc_server
 from trustee_common.grpc_errors import rpc_errors
+from trustee_common.serving import new_grpc_server
 from trustee_pb import attestation_agent_pb2 as pb
 from trustee_pb import attestation_agent_pb2_grpc as pb_grpc
 
@@ -63,6 +63,9 @@ class AttestationAgentServicer(pb_grpc.AttestationAgentServiceServicer):
     @rpc_errors
     async def GetAdditionalTees(self, request: pb.GetAdditionalTeesRequest, context: Context) -> pb.GetAdditionalTeesResponse:  # noqa: N802
         return pb.GetAdditionalTeesResponse(additional_tees=self.agent.additional_tees)
+
+
+SERVICE_NAME = "attestation_agent.AttestationAgentService"
 
 
 def make_server(agent: AttestationAgent) -> grpc.aio.Server:

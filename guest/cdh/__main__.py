@@ -14,22 +14,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from guest.attestation_agent.client import AaClient
-from guest.attestation_agent.serving import apply_log_level, serve_grpc
+from guest.attestation_agent.serving import apply_log_level, read_kbc_params
 from guest.cdh.config import CdhConfig, config_from_kbc_params, parse_config
 from guest.cdh.hub import ResourceHub
 from guest.cdh.kbs import AaTokenSource, PassportKbs
-from guest.cdh.service import make_server
+from guest.cdh.service import SERVICE_NAME, make_server
 from trustee_common.config import load_config_file
 from trustee_common.errors import TrusteeError
 from trustee_common.logsetup import setup_logging
+from trustee_common.serving import serve_grpc
 
 logger = logging.getLogger(__name__)
 
-KERNEL_CMDLINE = Path("/proc/cmdline")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,14 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(path: Path | None) -> CdhConfig:
     if path is not None:
         return parse_config(load_config_file(path))
-    env = os.environ.get("AA_KBC_PARAMS")
-    cmdline = None
-    if env is None:
-        try:
-            cmdline = KERNEL_CMDLINE.read_text()
-        except OSError:
-            cmdline = None
-    return config_from_kbc_params(env, cmdline)
+    return config_from_kbc_params(*read_kbc_params())
 
 
 async def serve(config: CdhConfig) -> None:
@@ -60,7 +52,7 @@ async def serve(config: CdhConfig) -> None:
         logger.info("KBS at %s, tokens from the attestation agent at %s", config.kbc.url, aa.target)
     hub = ResourceHub(AaTokenSource(aa), kbs)
     try:
-        await serve_grpc(lambda: make_server(hub), config.socket, "confidential-data-hub")
+        await serve_grpc(make_server(hub), config.socket, "confidential-data-hub", [SERVICE_NAME])
     finally:
         await aa.close()
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from guest.attestation_agent.config import CC_KBC, KERNEL_PARAM, check_cert_pem, http_url, kbc_params_url
-from guest.attestation_agent.serving import grpc_target, parse_listen_address
+from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.config import ConfigTable
 from trustee_common.errors import ConfigError
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import grpc
 
-from guest.attestation_agent.serving import new_grpc_server
 from guest.cdh.hub import ResourceHub
 from trustee_common.grpc_errors import rpc_errors
+from trustee_common.serving import new_grpc_server
 from trustee_pb import confidential_data_hub_pb2 as pb
 from trustee_pb import confidential_data_hub_pb2_grpc as pb_grpc
 
@@ -40,6 +40,9 @@ class SealedSecretServicer(pb_grpc.SealedSecretServiceServicer):
     async def UnsealSecret(self, request: pb.UnsealSecretInput, context: Context) -> pb.UnsealSecretOutput:  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "sealed secrets are not implemented by this confidential data hub")
         raise AssertionError("unreachable: context.abort raises")
+
+
+SERVICE_NAME = "api.GetResourceService"
 
 
 def make_server(hub: ResourceHub) -> grpc.aio.Server:

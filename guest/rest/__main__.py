@@ -17,11 +17,12 @@ import logging
 
 from aiohttp import web
 
-from guest.attestation_agent.serving import grpc_target, parse_listen_address, wait_for_stop_signal
 from guest.rest.app import make_app
 from guest.rest.routes import FEATURES, Features
+from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import setup_logging
+from trustee_common.serving import wait_for_stop_signal
 
 logger = logging.getLogger(__name__)
 

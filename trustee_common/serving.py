@@ -1,0 +1,65 @@
+"""gRPC server lifecycle shared by every gRPC service (adapter).
+
+`serve_grpc` binds a `grpc.aio` server, marks it SERVING in
+`grpc.health.v1`, runs until SIGTERM or SIGINT, then enters graceful
+shutdown. A port another process holds is refused (no SO_REUSEPORT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from trustee_common.addresses import join_host_port, parse_listen_address
+from trustee_common.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Seconds in-flight calls get on shutdown.
+SHUTDOWN_GRACE_SECONDS = 3.0
+#: Largest request a server accepts.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def new_grpc_server(max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.aio.Server:
+    """A grpc.aio server bounded in request size, refusing a port already taken."""
+    return grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.so_reuseport", 0)])
+
+
+async def wait_for_stop_signal() -> None:
+    """Return when SIGTERM or SIGINT arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.info("stop signal received, shutting down")
+
+
+async def serve_grpc(server: grpc.aio.Server, address: str, name: str, services: Sequence[str] = ()) -> None:
+    """Serve `server` on `address` until a stop signal; `services` are reported SERVING."""
+    bind = join_host_port(*parse_listen_address(address, "listen address"))
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    try:
+        port = server.add_insecure_port(bind)
+    except RuntimeError as exc:
+        raise ConfigError(f"{name} cannot listen on {bind}: {exc}") from None
+    if port == 0:
+        raise ConfigError(f"{name} cannot listen on {bind}")
+    await server.start()
+    for service in ("", *services):
+        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("%s listening on %s (gRPC)", name, bind)
+    try:
+        await wait_for_stop_signal()
+    finally:
+        await health.enter_graceful_shutdown()
+        await server.stop(SHUTDOWN_GRACE_SECONDS)
+        logger.info("%s stopped", name)
