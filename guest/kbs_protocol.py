@@ -59,16 +59,22 @@ def ssl_context(cert_pem: bytes | None) -> ssl.SSLContext | bool:
     return context
 
 
-async def error_from_response(response: aiohttp.ClientResponse) -> TrusteeError:
-    """Rebuild the KBS error from its `{"type", "detail"}` body."""
-    text = await response.text()
+def parse_error_body(text: str) -> tuple[str, str] | None:
+    """(variant, detail) of a KBS `{"type", "detail"}` error body; None when it is not one."""
     try:
         body = json.loads(text)
-        variant = str(body["type"]).removeprefix(ERROR_TYPE_PREFIX)
-        detail = str(body.get("detail", ""))
+        return str(body["type"]).removeprefix(ERROR_TYPE_PREFIX), str(body.get("detail", ""))
     except (ValueError, KeyError, TypeError):
+        return None
+
+
+async def error_from_response(response: aiohttp.ClientResponse) -> TrusteeError:
+    """Rebuild the KBS error from its `{"type", "detail"}` body."""
+    text = await response.text(errors="replace")
+    parsed = parse_error_body(text)
+    if parsed is None:
         return UpstreamError(f"KBS answered HTTP {response.status}: {text[:200]}")
-    return error_from_variant(variant, detail, forbidden=response.status == 403)
+    return error_from_variant(*parsed, forbidden=response.status == 403)
 
 
 class KbsClient:

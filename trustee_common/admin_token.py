@@ -21,6 +21,15 @@ DEFAULT_ISSUER = "trustee"
 DEFAULT_AUDIENCE = "kbs-admin"
 
 
+def admin_jws_alg(key: object) -> str | None:
+    """The JWS `alg` for an admin key (private or public): EdDSA, ES256, or None if unsupported."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return "EdDSA"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        return "ES256"
+    return None
+
+
 def generate_admin_key() -> tuple[bytes, bytes]:
     """A new Ed25519 key pair: (PKCS#8 private PEM, SubjectPublicKeyInfo PEM)."""
     key = ed25519.Ed25519PrivateKey.generate()
@@ -43,11 +52,8 @@ def mint_admin_token(
         key = serialization.load_pem_private_key(private_key_pem, password=None)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"admin private key is not a PEM private key: {exc}") from exc
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        alg = "EdDSA"
-    elif isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
-        alg = "ES256"
-    else:
+    alg = admin_jws_alg(key)
+    if alg is None:
         raise ConfigError("admin private key must be Ed25519 or EC P-256")
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"iss": issuer, "sub": "admin", "role": role, "iat": issued, "exp": issued + lifetime_seconds}

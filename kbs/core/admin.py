@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwcrypto import jwk
 
 from kbs.core.jws import CompactJws, check_expiry, parse_compact, verify_signature
+from trustee_common.admin_token import admin_jws_alg
 from trustee_common.errors import AdminAuthError, AdminForbiddenError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -61,11 +61,8 @@ def identity_provider_from_pem(pem: bytes, *, issuer: str | None, audience: str 
         key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: not a PEM public key: {exc}") from None
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        alg = "EdDSA"
-    elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
-        alg = "ES256"
-    else:
+    alg = admin_jws_alg(key)
+    if alg is None:
         raise ConfigError(f"{where}: admin public keys must be Ed25519 or EC P-256")
     return IdentityProvider(jwk.JWK.from_pyca(key), alg, issuer, audience)
 

@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import aiohttp
 
-from guest.kbs_protocol import USER_AGENT, ssl_context
+from guest.kbs_protocol import USER_AGENT, parse_error_body, ssl_context
 from trustee_common.b64 import std_encode, url_decode, url_encode
-from trustee_common.errors import ERROR_TYPE_PREFIX, TrusteeError, UpstreamError
+from trustee_common.errors import TrusteeError, UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +39,10 @@ class KbsRefusedError(TrusteeError):
 async def kbs_error(response: aiohttp.ClientResponse) -> TrusteeError:
     """The error a non-200 answer carries, keeping the KBS's own variant name (upstream KBSs have more)."""
     text = await response.text(errors="replace")
-    try:
-        body = json.loads(text)
-        variant = str(body["type"]).removeprefix(ERROR_TYPE_PREFIX)
-        detail = str(body.get("detail", ""))
-    except (ValueError, KeyError, TypeError):
+    parsed = parse_error_body(text)
+    if parsed is None:
         return UpstreamError(f"KBS answered HTTP {response.status}: {text[:200]}")
-    return KbsRefusedError(variant, detail, response.status)
+    return KbsRefusedError(*parsed, response.status)
 
 
 class AdminClient:
