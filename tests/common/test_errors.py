@@ -27,3 +27,14 @@ def test_every_error_class_has_a_grpc_status() -> None:
 
 def test_unknown_variant_becomes_upstream_error() -> None:
     assert isinstance(e.error_from_variant("Whatever", "x"), e.UpstreamError)
+
+
+def test_every_variant_is_documented_in_the_errors_table() -> None:
+    import importlib
+    from pathlib import Path
+
+    for module in ("kbs.errors", "guest.attestation_agent.serving", "kbs_client.admin", "trustee_common.jose"):
+        importlib.import_module(module)
+    table = (Path(__file__).resolve().parents[2] / "docs" / "errors.md").read_text()
+    missing = sorted({cls.variant for cls in _all(e.TrusteeError)} - {v for v in table.split("`")})
+    assert not missing, f"variants missing from docs/errors.md: {missing}"
