@@ -8,8 +8,8 @@ import pytest
 
 from guest.attestation_agent import config as aa_config
 from guest.attestation_agent.initdata import parse_init_data
-from trustee_common.addresses import grpc_target, parse_listen_address
 from guest.cdh import config as cdh_config
+from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.canonical import HashAlgorithm
 from trustee_common.errors import ConfigError
 from trustee_common.pki import make_ca, pem_cert
