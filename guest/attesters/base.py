@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
@@ -36,18 +37,28 @@ class RuntimeMeasurer(Protocol):
         """Extend register `register_index` with `event_digest`."""
 
 
-def detect_attesters(environ: dict[str, str] | None = None) -> tuple[Attester, list[Attester]]:
+def detect_attesters(environ: Mapping[str, str] | None = None) -> tuple[Attester, list[Attester]]:
     """Primary attester and device attesters for this machine.
 
     Upstream's order is tdx, sgx, az-tdx-vtpm, az-snp-vtpm, snp, csv, cca,
-    se, tpm, then `sample` with a loud warning. The sample device is
-    added when `ENABLE_SAMPLE_DEVICE` is set, as upstream.
+    se, tpm, then `sample` with a loud warning; this build knows tdx (a
+    configfs-tsm report entry with provider `tdx_guest`, or /dev/tdx_guest;
+    paths from `TdxPaths.from_env`) and sample. The sample device is added
+    when `ENABLE_SAMPLE_DEVICE` is set, as upstream.
     """
     from guest.attesters.sample import SampleAttester, SampleDeviceAttester
+    from guest.attesters.tdx import TdxAttester, TdxPaths, detect_tdx
 
     env = os.environ if environ is None else environ
-    primary: Attester = SampleAttester()
-    logger.warning("no hardware TEE detected: using the sample attester (evidence is NOT trustworthy)")
+    primary: Attester
+    tdx_paths = TdxPaths.from_env(env)
+    tdx_reason = detect_tdx(tdx_paths)
+    if tdx_reason is not None:
+        primary = TdxAttester(tdx_paths)
+        logger.info("TDX guest detected (%s): using the tdx attester", tdx_reason)
+    else:
+        primary = SampleAttester()
+        logger.warning("no hardware TEE detected: using the sample attester (evidence is NOT trustworthy)")
     devices: list[Attester] = []
     if env.get("ENABLE_SAMPLE_DEVICE"):
         devices.append(SampleDeviceAttester())

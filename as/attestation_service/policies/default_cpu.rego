@@ -4,8 +4,9 @@
 # configuration 36) and lowers a claim only when the evidence of the TEE
 # present in the input matches the reference values served by the RVPS.
 # `query_reference_value(name)` returns the registered value or null.
-# Behaviour follows upstream's ear_default_policy_cpu (trustee-server.md 6.6);
-# only the sample TEE is exercised by this project's verifiers so far.
+# Behaviour follows upstream's ear_default_policy_cpu (trustee-server.md 6.6),
+# except that a debug TD is contraindicated (see the tdx section). The sample
+# and tdx rules are exercised by tests (tests/as, tests/tdx_eventlog).
 package policy
 
 import rego.v1
@@ -121,6 +122,13 @@ tdx_quote_platform(quote) if {
 configuration := 2 if {
 	input.tdx.td_attributes.debug == false
 	input.tdx.quote.body.xfam in query_reference_value("xfam")
+}
+
+# Not in upstream's policy (there a debug TD keeps the default 36, a
+# "warning"): a debug TD's memory is readable by the host, so its
+# configuration is unsupportable (96) and the appraisal contraindicated.
+configuration := 96 if {
+	input.tdx.td_attributes.debug == true
 }
 
 # --- az-snp-vtpm -------------------------------------------------------------
