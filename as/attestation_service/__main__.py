@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from attestation_service.collateral import build_tdx_verifier
 from attestation_service.config import DEFAULT_SOCKET, AsConfig, SignerFiles
 from attestation_service.core.token import TokenSigner
 from attestation_service.core.verifier import default_verifiers
@@ -78,9 +79,8 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str) -> None:
         await store.close()
 
     try:
-        service = AttestationService(
-            PolicyStore(store), provider, signer, config.token, default_verifiers(), verbose_token=config.verbose_token
-        )
+        verifiers = {**default_verifiers(), "tdx": build_tdx_verifier(config.dcap, store)}
+        service = AttestationService(PolicyStore(store), provider, signer, config.token, verifiers, verbose_token=config.verbose_token)
         await service.load_default_policies()
         server = new_grpc_server()
         attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service), server)

@@ -6,7 +6,9 @@ Upstream's key names (trustee-server.md 6.3); unknown keys are a
 ```toml
 [storage_backend]          # policies (and BuiltIn reference values)
 storage_type = "Sqlite"    # default path: <config dir>/storage.sqlite3,
-                           # or ./attestation-service.sqlite3 without a config file
+                           # or ./attestation-service.sqlite3 without a config file;
+                           # or "Postgres" with [storage_backend.backends.postgres] url
+                           # (env POSTGRES_URL overrides); "Redis" is refused (docs/storage.md)
 [rvps_config]
 type = "GrpcRemote"        # or "BuiltIn" (default): reference values in this service's storage
 address = "127.0.0.1:50003"   # GrpcRemote only; "http://" prefix optional
@@ -22,11 +24,18 @@ verbose_token = true       # false drops runtime_data_claims."additional-evidenc
 key_path = "token.key"     # EC P-256 PEM
 cert_path = "token-cert-chain.pem"  # optional, leaf first
 cert_url = "https://..."   # optional, becomes x5u
+[verifier_config.dcap_verifier]     # optional: the `tdx` verifier (without it every TDX quote is refused)
+collateral_dir = "dcap-collateral"  # QuoteCollateralV3 JSON file or directory (relative to the config file)
+collateral_service = "https://api.trustedservices.intel.com"  # optional PCS/PCCS (v4 API)
+timeout = 10                        # seconds, for collateral_service
+accept_expired_collateral = false   # true: report collateral_expiration_status "1" instead of rejecting
+verification_time = "2025-07-01T00:00:00Z"  # TEST ONLY: pin the DCAP clock
 ```
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +65,23 @@ class SignerFiles:
 
 
 @dataclass(frozen=True)
+class DcapSettings:
+    collateral_dir: Path | None = None
+    collateral_service: str | None = None
+    timeout: int = 10
+    accept_expired_collateral: bool = False
+    #: Test-only: DCAP checks use this time instead of the clock (never reachable by clients).
+    verification_time: datetime.datetime | None = None
+
+
+@dataclass(frozen=True)
 class AsConfig:
     storage: StorageConfig
     rvps: RvpsSettings
     token: TokenSettings
     signer: SignerFiles | None = None
     verbose_token: bool = True
+    dcap: DcapSettings | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -72,8 +92,9 @@ class AsConfig:
         rvps = _rvps(root.table("rvps_config"))
         broker = root.table("attestation_token_broker")
         token, signer, verbose = _broker(broker)
+        dcap = _verifier_config(root.table("verifier_config"), path.parent) if root.has("verifier_config") else None
         root.finish()
-        return cls(storage, rvps, token, signer, verbose)
+        return cls(storage, rvps, token, signer, verbose, dcap)
 
 
 def _rvps(table: ConfigTable) -> RvpsSettings:
@@ -86,6 +107,37 @@ def _rvps(table: ConfigTable) -> RvpsSettings:
         grpc_target(address, "rvps_config.address")
     table.finish()
     return RvpsSettings(kind, address)
+
+
+def _verifier_config(table: ConfigTable, base: Path) -> DcapSettings | None:
+    dcap = None
+    if table.has("dcap_verifier"):
+        sub = table.table("dcap_verifier")
+        directory = sub.string("collateral_dir")
+        service = sub.string("collateral_service")
+        if service is not None and not service.startswith(("https://", "http://")):
+            raise ConfigError("verifier_config.dcap_verifier.collateral_service must be an http(s):// URL")
+        pinned = sub.string("verification_time")
+        dcap = DcapSettings(
+            collateral_dir=None if directory is None else base / directory,
+            collateral_service=service,
+            timeout=sub.integer("timeout", 10, minimum=1),
+            accept_expired_collateral=sub.boolean("accept_expired_collateral", False),
+            verification_time=None if pinned is None else _rfc3339(pinned, "verifier_config.dcap_verifier.verification_time"),
+        )
+        sub.finish()
+    table.finish()
+    return dcap
+
+
+def _rfc3339(text: str, where: str) -> datetime.datetime:
+    try:
+        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not an RFC 3339 date-time") from None
+    if value.tzinfo is None:
+        raise ConfigError(f"{where}: {text!r} has no time zone")
+    return value.astimezone(datetime.UTC)
 
 
 def _broker(table: ConfigTable) -> tuple[TokenSettings, SignerFiles | None, bool]:

@@ -89,6 +89,10 @@ class AttestationService:
             raise MalformedRequestError("verification_requests: at least one request is required")
         policy_id = check_policy_id(policy_ids[0]) if policy_ids else DEFAULT_POLICY_ID
         now = self._clock()
+        for request in requests:
+            prepare = getattr(self._verifiers.get(request.tee), "prepare", None)
+            if prepare is not None:  # adapters that fetch collateral (DCAP PCS/PCCS) before the pure verifier
+                await prepare(request.evidence)
         items = [item for index, request in enumerate(requests) for item in self._annotate(index, request, now)]
         counters: dict[str, int] = {}
         submods: dict[str, Any] = {}

@@ -15,7 +15,7 @@ RTMR_SIZE = 48
 def corpus_file(name: str) -> bytes:
     path = CORPUS / name
     if not path.exists():
-        pytest.skip(f"corpus file {path} is not present")
+        pytest.fail(f"corpus file {path} is missing: the shared corpus must sit beside the checkout (../shared/corpus)")
     return path.read_bytes()
 
 

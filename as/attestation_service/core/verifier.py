@@ -32,8 +32,10 @@ class Verifier(Protocol):
 def default_verifiers() -> dict[str, Verifier]:
     """Every verifier this build has, by kbs-types TEE name."""
     from attestation_service.core.verifiers.sample import SampleDeviceVerifier, SampleVerifier
+    from attestation_service.core.verifiers.tdx import TdxVerifier
 
-    return {"sample": SampleVerifier(), "sampledevice": SampleDeviceVerifier()}
+    # `tdx` without collateral refuses every quote; `grpc-as` replaces it with a configured one.
+    return {"sample": SampleVerifier(), "sampledevice": SampleDeviceVerifier(), "tdx": TdxVerifier()}
 
 
 def verifier_for(verifiers: Mapping[str, Verifier], tee: str) -> Verifier:

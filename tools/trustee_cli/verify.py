@@ -1,0 +1,159 @@
+"""`trustee verify`: check one piece of evidence offline and explain every step.
+
+```
+trustee verify --tee tdx --evidence FILE [--collateral FILE|DIR] [--at RFC3339]
+               [--report-data HEX] [--init-data-hash HEX] [--accept-expired-collateral] [--json]
+```
+
+`--evidence` is the wire JSON (`{"quote": b64, "cc_eventlog": b64|null}`) or
+a raw quote. Without `--collateral` only the quote's own signatures, the QE
+binding and the PCK chain are checked and the collateral steps are listed as
+skipped. Exit codes: 0 verified, 1 rejected (reason on stderr), 2 usage
+error. New TEEs plug into `VERIFIERS` (tee name -> function).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attestation_service.collateral import load_collateral
+from attestation_service.core.verifiers.tdx import (
+    TdxVerificationInput,
+    evaluate_tdx_quote,
+    parse_evidence,
+    parse_quote,
+    replay_event_log,
+)
+from attestation_service.core.verifiers.tdx.collateral import TdxCollateral
+from attestation_service.core.verifiers.tdx.verifier import collateral_key
+
+from trustee_common.errors import ConfigError, EvidenceError, TrusteeError
+
+
+@dataclass
+class Outcome:
+    """A TEE-independent verification result: steps as dicts (`step`, `name`, `outcome`, `detail`)."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    claims: dict[str, Any] | None = None
+    error: str | None = None
+
+
+VerifyFunction = Callable[[argparse.Namespace, datetime.datetime], Outcome]
+
+
+def _read(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+
+
+def _tdx_collateral(path: str | None, quote: bytes) -> TdxCollateral | None:
+    if path is None:
+        return None
+    bundles = load_collateral(Path(path))
+    if Path(path).is_file():
+        return next(iter(bundles.values()))
+    try:
+        key = collateral_key(parse_quote(quote))
+    except EvidenceError:
+        return None  # the verification reports the parse failure with its step
+    return bundles.get(key)
+
+
+def verify_tdx(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
+    raw = _read(args.evidence, "--evidence")
+    event_log = None
+    if raw.lstrip()[:1] == b"{":
+        try:
+            evidence = json.loads(raw)
+        except ValueError:
+            raise ConfigError(f"--evidence {args.evidence}: starts like JSON but is not JSON") from None
+        quote, event_log = parse_evidence(evidence)
+    else:
+        quote = raw
+    collateral = _tdx_collateral(args.collateral, quote)
+    request = TdxVerificationInput(
+        quote=quote, now=now, collateral=collateral, report_data=args.report_data, init_data_hash=args.init_data_hash,
+        event_log=event_log, accept_expired_collateral=args.accept_expired_collateral,
+        require_collateral=args.collateral is not None,
+    )
+    report = evaluate_tdx_quote(request, event_log_replayer=replay_event_log)
+    return Outcome([s.to_json() for s in report.steps], report.claims, None if report.error is None else report.error.detail)
+
+
+VERIFIERS: dict[str, VerifyFunction] = {"tdx": verify_tdx}
+
+
+def rfc3339(text: str) -> datetime.datetime:
+    try:
+        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 date-time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or +00:00)")
+    return value.astimezone(datetime.UTC)
+
+
+def hex_bytes(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not hex") from None
+
+
+def add_verify_parser(commands: Any) -> None:
+    verify = commands.add_parser("verify", help="verify evidence offline and print every step")
+    verify.add_argument("--tee", required=True, choices=sorted(VERIFIERS), help="TEE type of the evidence")
+    verify.add_argument("--evidence", required=True, help="evidence file: wire JSON or a raw quote")
+    verify.add_argument("--collateral", help="collateral: one QuoteCollateralV3 JSON file or a directory of them")
+    verify.add_argument("--at", type=rfc3339, help="verification time (RFC 3339; default now)")
+    verify.add_argument("--report-data", type=hex_bytes, help="expected report data (hex; padded/truncated to 64 bytes)")
+    verify.add_argument("--init-data-hash", type=hex_bytes, help="expected init-data digest (hex; padded/truncated to 48 bytes)")
+    verify.add_argument("--accept-expired-collateral", action="store_true",
+                        help="report expired collateral (collateral_expiration_status 1) instead of rejecting")
+    verify.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    verify.set_defaults(handler=cmd_verify)
+
+
+def cmd_verify(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    now = args.at if args.at is not None else datetime.datetime.now(datetime.UTC)
+    try:
+        outcome = VERIFIERS[args.tee](args, now)
+    except EvidenceError as exc:
+        outcome = Outcome(error=exc.detail)
+    except TrusteeError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        outcome = Outcome(error=exc.detail)
+    verdict = "verified" if outcome.error is None else "rejected"
+    if args.json:
+        print(json.dumps({"tee": args.tee, "at": now.isoformat().replace("+00:00", "Z"), "verdict": verdict,
+                          "steps": outcome.steps, "claims": outcome.claims, "error": outcome.error}, indent=2))
+    else:
+        _print_text(args.tee, now, outcome, verdict)
+    if outcome.error is not None:
+        print(f"FAIL: {outcome.error}", file=sys.stderr)
+        return 1
+    skipped = any(step["outcome"] == "skipped" and step["step"] == 3 for step in outcome.steps)
+    print("OK: verified" + (" (signatures only: no collateral, collateral steps skipped)" if skipped else ""), file=sys.stderr)
+    return 0
+
+
+def _print_text(tee: str, now: datetime.datetime, outcome: Outcome, verdict: str) -> None:
+    print(f"{tee} evidence at {now.isoformat().replace('+00:00', 'Z')}")
+    for step in outcome.steps:
+        print(f"  step {step['step']:>2} {step['name']:<26} {step['outcome'].upper():<7} {step['detail']}")
+    if outcome.claims is not None:
+        print("claims:")
+        print(json.dumps(outcome.claims, indent=2, sort_keys=True))
+    suffix = "" if outcome.claims is None or "tcb_status" not in outcome.claims else f" (tcb_status {outcome.claims['tcb_status']})"
+    print(f"verdict: {verdict.upper()}{suffix}" + ("" if outcome.error is None else f": {outcome.error}"))
