@@ -18,13 +18,14 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
 install-test: $(BIN)/python
+	bash scripts/system-deps.sh
 	$(BIN)/pip install --quiet -e '.[test]'
 
 ## The main job: the whole server stack on embedded storage.
 run: install
 	$(BIN)/trustee run
 
-## Install test dependencies, then lint, type-check, check generated code, and run every test.
+## Install test dependencies (Python and Debian packages), then lint, type-check, check generated code, and run every test.
 test: install-test lint typecheck proto-check pytest
 
 lint:

@@ -9,7 +9,7 @@ wiring in `kbs.server` does), so a parsed config is plain data.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -25,7 +25,9 @@ DEFAULT_PAYLOAD_MIB = 2
 DEFAULT_AS_ADDR = "http://127.0.0.1:50004"
 DEFAULT_SESSION_MINUTES = 5.0
 AS_TYPES = ("coco_as_grpc",)
-RESOURCE_BACKENDS = ("LocalFs",)
+RESOURCE_BACKENDS = ("LocalFs", "KvStorage")
+#: Upstream's `storage_backend_type` values and the `type` each stands for.
+UPSTREAM_RESOURCE_BACKENDS = {"kvstorage": "KvStorage"}
 
 
 class _Table(ConfigTable):
@@ -106,7 +108,10 @@ class AttestationServiceConfig:
 
 @dataclass(frozen=True)
 class ResourcePluginConfig:
-    dir_path: Path
+    """`LocalFs`: files under `dir_path`; `KvStorage`: namespace `repository` of the storage backend."""
+
+    dir_path: Path | None
+    kind: str = "LocalFs"
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,8 @@ class KbsConfig:
     attestation_service: AttestationServiceConfig
     storage: StorageConfig
     resource_plugin: ResourcePluginConfig | None
+    #: `session_storage_type`: sessions in another backend (e.g. Redis); None: in `storage`.
+    session_storage: StorageConfig | None = None
 
 
 def load_kbs_config(path: str | Path) -> KbsConfig:
@@ -127,6 +134,7 @@ def load_kbs_config(path: str | Path) -> KbsConfig:
 
 def parse_kbs_config(data: dict[str, Any], *, default_dir: Path) -> KbsConfig:
     root = _Table(data, "config")
+    session_type = root.string("session_storage_type")
     config = KbsConfig(
         http_server=_http_server(root.sub("http_server")),
         admin=_admin(root, "admin"),
@@ -136,6 +144,8 @@ def parse_kbs_config(data: dict[str, Any], *, default_dir: Path) -> KbsConfig:
         resource_plugin=_plugins(root.tables("plugins")),
     )
     root.finish()
+    if session_type is not None:
+        config = replace(config, session_storage=config.storage.for_sessions(session_type))
     if not config.attestation_token.trusted_certs_paths and not config.attestation_token.insecure_header_jwk:
         raise ConfigError(
             "attestation_token: cannot verify attestation tokens since no trusted verification material is provided "
@@ -256,9 +266,26 @@ def _plugins(tables: list[ConfigTable]) -> ResourcePluginConfig | None:
             raise ConfigError(f"plugins: plugin {name!r} is not supported (only resource)")
         if resource is not None:
             raise ConfigError("plugins: the resource plugin is configured twice")
-        kind = table.string("type", RESOURCE_BACKENDS[0])
-        if kind not in RESOURCE_BACKENDS:
-            raise ConfigError(f"plugins: resource backend type {kind!r} is not supported (only LocalFs)")
-        resource = ResourcePluginConfig(Path(table.required_string("dir_path")))
+        resource = _resource_backend(table)
         table.finish()
     return resource
+
+
+def _resource_backend(table: ConfigTable) -> ResourcePluginConfig:
+    """`type = "LocalFs"` (default, with `dir_path`) or `"KvStorage"`; upstream's `storage_backend_type = "kvstorage"` too."""
+    kind = table.string("type")
+    upstream = table.string("storage_backend_type")
+    if upstream is not None:
+        if upstream.lower() not in UPSTREAM_RESOURCE_BACKENDS:
+            raise ConfigError(f"plugins: resource storage_backend_type {upstream!r} is not supported (only kvstorage)")
+        if kind is not None and kind != UPSTREAM_RESOURCE_BACKENDS[upstream.lower()]:
+            raise ConfigError(f"plugins: resource type {kind!r} contradicts storage_backend_type {upstream!r}")
+        kind = UPSTREAM_RESOURCE_BACKENDS[upstream.lower()]
+    kind = kind or RESOURCE_BACKENDS[0]
+    if kind not in RESOURCE_BACKENDS:
+        raise ConfigError(f"plugins: resource backend type {kind!r} is not one of {', '.join(RESOURCE_BACKENDS)}")
+    if kind == "KvStorage":
+        if table.has("dir_path"):
+            raise ConfigError("plugins: dir_path is only for the LocalFs resource backend (KvStorage keeps resources in storage_backend)")
+        return ResourcePluginConfig(None, kind)
+    return ResourcePluginConfig(Path(table.required_string("dir_path")), kind)

@@ -31,8 +31,9 @@ from kbs.metrics import KbsMetrics
 from kbs.protocol import RcarService
 from kbs.resources import PolicyStore, ResourceService
 from trustee_common.errors import ConfigError
-from trustee_common.storage import KeyValueStore, open_kv_store
+from trustee_common.storage import KeyValueStore, ResourceStore, open_kv_store
 from trustee_common.storage.directory import DirectoryResourceStore
+from trustee_common.storage.kv_resources import KvResourceStore
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +101,26 @@ def check_binds(http: HttpServerConfig, *, allow_insecure_bind: bool) -> None:
         )
 
 
-async def build_state(config: KbsConfig, store: KeyValueStore, attestation: GrpcAttestationService) -> KbsState:
+def resource_store(config: KbsConfig, store: KeyValueStore) -> ResourceStore | None:
+    plugin = config.resource_plugin
+    if plugin is None:
+        return None
+    if plugin.dir_path is None:
+        return KvResourceStore(store)
+    return DirectoryResourceStore(plugin.dir_path)
+
+
+async def build_state(
+    config: KbsConfig, store: KeyValueStore, attestation: GrpcAttestationService, sessions: KeyValueStore | None = None
+) -> KbsState:
     metrics = KbsMetrics()
     verifier = AttestationTokenVerifier(load_trust(config))
     policies = PolicyStore(store, ResourcePolicyEngine())
     await policies.install_default(default_policy_text())
-    resources = None
-    if config.resource_plugin is not None:
-        repository = DirectoryResourceStore(config.resource_plugin.dir_path)
-        resources = ResourceService(repository, policies, verifier, metrics)
-    rcar = RcarService(store, attestation, metrics, lifetime=config.attestation_service.session_lifetime_seconds)
+    repository = resource_store(config, store)
+    resources = None if repository is None else ResourceService(repository, policies, verifier, metrics)
+    lifetime = config.attestation_service.session_lifetime_seconds
+    rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime)
     return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size)
 
 
@@ -148,13 +159,16 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
     check_binds(config.http_server, allow_insecure_bind=allow_insecure_bind)
     context = tls_context(config.http_server)
     store = open_kv_store(config.storage)
+    sessions = None if config.session_storage is None else open_kv_store(config.session_storage)
+    logger.info("storage: %s; sessions: %s", config.storage.describe(), (config.session_storage or config.storage).describe())
     attestation = GrpcAttestationService(config.attestation_service.as_addr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        state = await build_state(config, store, attestation)
+        state = await build_state(config, store, attestation, sessions)
+        await state.rcar.purge_expired()  # also fails start-up early when a session server does not answer
         interval = min(PURGE_INTERVAL_SECONDS, max(1.0, config.attestation_service.session_lifetime_seconds))
         purger = asyncio.create_task(purge_sessions(state.rcar, interval))
         try:
@@ -167,4 +181,6 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
                 await purger
     finally:
         await attestation.close()
+        if sessions is not None:
+            await sessions.close()
         await store.close()

@@ -3,9 +3,11 @@
 ```toml
 reference_values_path = "rv.json"   # optional: JSON array loaded (upserted) at start
 [storage_backend]                   # trustee_common.storage.StorageConfig
-storage_type = "Sqlite"             # or "Memory"
+storage_type = "Sqlite"             # or "Memory", "Postgres" (not "Redis": sessions only)
 [storage_backend.backends.sqlite]
 path = "..."   # default: <config file dir>/storage.sqlite3, or ./rvps.sqlite3 without a config file
+[storage_backend.backends.postgres]
+url = "postgresql://..."            # env POSTGRES_URL overrides; pool_size = 10 (docs/storage.md)
 ```
 
 Relative paths are taken as given (relative to the working directory).

@@ -1,80 +1,12 @@
-"""One contract, run against every KeyValueStore backend; and the resource directory."""
+"""SQLite open errors and the resource directory (the KeyValueStore contract is tests/storage/test_kv_contract.py)."""
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from trustee_common.errors import MalformedRequestError, StorageError
-from trustee_common.storage.base import KeyValueStore
 from trustee_common.storage.directory import DirectoryResourceStore
-from trustee_common.storage.memory import MemoryStore
 from trustee_common.storage.sqlite import SqliteStore
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyValueStore]:
-    backend: KeyValueStore = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "kv.sqlite3")
-    yield backend
-    await backend.close()
-
-
-async def test_put_get_delete(store: KeyValueStore) -> None:
-    assert await store.get("kbs", "a/b") is None
-    assert await store.put("kbs", "a/b", b"one")
-    assert await store.get("kbs", "a/b") == b"one"
-    assert await store.get("repository", "a/b") is None
-    assert await store.delete("kbs", "a/b")
-    assert not await store.delete("kbs", "a/b")
-
-
-async def test_put_without_overwrite_keeps_the_old_value(store: KeyValueStore) -> None:
-    await store.put("kbs", "k", b"old")
-    assert not await store.put("kbs", "k", b"new", overwrite=False)
-    assert await store.get("kbs", "k") == b"old"
-    assert await store.put("kbs", "k", b"new")
-    assert await store.get("kbs", "k") == b"new"
-
-
-async def test_expired_entries_are_invisible_and_purged(store: KeyValueStore) -> None:
-    await store.put("kbs_protocol_session", "gone", b"x", expires_at=time.time() - 1)
-    await store.put("kbs_protocol_session", "live", b"y", expires_at=time.time() + 60)
-    assert await store.get("kbs_protocol_session", "gone") is None
-    assert await store.list_keys("kbs_protocol_session") == ["live"]
-    assert await store.put("kbs_protocol_session", "gone", b"z", overwrite=False)
-    await store.put("kbs_protocol_session", "old", b"x", expires_at=time.time() - 1)
-    assert await store.purge_expired() == 1
-
-
-async def test_pop_hands_a_value_to_exactly_one_caller(store: KeyValueStore) -> None:
-    await store.put("kbs_protocol_session", "s", b"nonce")
-    results = await asyncio.gather(*(store.pop("kbs_protocol_session", "s") for _ in range(8)))
-    assert sorted(r for r in results if r is not None) == [b"nonce"]
-    assert await store.get("kbs_protocol_session", "s") is None
-
-
-async def test_list_keys_is_sorted_per_namespace(store: KeyValueStore) -> None:
-    for key in ("b", "a/c", "a"):
-        await store.put("reference_value", key, b"1")
-    await store.put("kbs", "z", b"1")
-    assert await store.list_keys("reference_value") == ["a", "a/c", "b"]
-
-
-@pytest.mark.parametrize("key", ["", ".hidden", "/abs", "a/../b", "sp ace", "x" * 600])
-async def test_bad_keys_are_refused(store: KeyValueStore, key: str) -> None:
-    with pytest.raises(MalformedRequestError):
-        await store.put("kbs", key, b"1")
-
-
-async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
-    first = SqliteStore(tmp_path / "kv.sqlite3")
-    await first.put("kbs", "k", b"kept")
-    await first.close()
-    second = SqliteStore(tmp_path / "kv.sqlite3")
-    assert await second.get("kbs", "k") == b"kept"
-    await second.close()
 
 
 async def test_sqlite_unopenable_path_is_a_storage_error(tmp_path: Path) -> None:

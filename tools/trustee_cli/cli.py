@@ -1,4 +1,4 @@
-"""`trustee`: one command for a local Trustee (`run`) or guest stack (`guest`).
+"""`trustee`: one command for a local Trustee (`run`), a guest stack (`guest`), or storage migration (`migrate`).
 
 This module parses and checks the flags, then hands over to
 `trustee_cli.server.run_server` or `trustee_cli.guest.run_guest`. Exit
@@ -9,6 +9,7 @@ stderr, e.g. a port in use or a child that died), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
 import os
@@ -22,8 +23,11 @@ from cryptography.hazmat.primitives import serialization
 
 from trustee_cli.configs import GuestSettings, ServerSettings
 from trustee_cli.guest import run_guest
+from trustee_cli.migrate import migrate
 from trustee_cli.server import run_server
+from trustee_cli.verify import add_verify_parser
 from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.storage.factory import check_postgres_url
 
 DEFAULT_DATA_DIR = "./trustee-data"
 DEFAULT_GUEST_DIR = "./trustee-guest"
@@ -53,6 +57,15 @@ def http_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def storage_url(text: str) -> str:
+    if text.lower() == "sqlite":
+        return "sqlite"
+    try:
+        return check_postgres_url(text, "--storage")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.detail} (or 'sqlite')") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trustee", description="Run a local Trustee (KBS, AS, RVPS) or the guest components.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output on stderr")
@@ -68,7 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--insecure-http", action="store_true", help="allow plain HTTP on a non-loopback --host")
     run.add_argument("--tls-cert", help="PEM certificate chain for HTTPS (with --tls-key)")
     run.add_argument("--tls-key", help="PEM private key for HTTPS (with --tls-cert)")
+    run.add_argument("--storage", type=storage_url, default="sqlite",
+                     help="'sqlite' (default: embedded, under --data-dir) or a postgresql:// URL used by all three services")
     run.set_defaults(handler=cmd_run)
+
+    migrate = commands.add_parser("migrate", help="copy all stored state between a data directory or SQLite file and PostgreSQL")
+    where = "postgresql:// URL, SQLite file (*.sqlite3) or trustee data directory"
+    migrate.add_argument("--from", dest="source", required=True, help=where)
+    migrate.add_argument("--to", dest="dest", required=True, help=where)
+    migrate.add_argument("--resources", type=Path, help="resource directory of the SQLite-file side (data directories use kbs/repository)")
+    migrate.set_defaults(handler=cmd_migrate)
 
     guest = commands.add_parser("guest", help="start attestation-agent, confidential-data-hub and api-server-rest")
     guest.add_argument("--kbs-url", type=http_url, default=os.environ.get("TRUSTEE_KBS_URL"), required="TRUSTEE_KBS_URL" not in os.environ,
@@ -80,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     guest.add_argument("--data-dir", default=os.environ.get("TRUSTEE_GUEST_DATA_DIR", DEFAULT_GUEST_DIR),
                        help=f"generated configs and logs (env TRUSTEE_GUEST_DATA_DIR; default {DEFAULT_GUEST_DIR})")
     guest.set_defaults(handler=cmd_guest)
+    add_verify_parser(commands)
     return parser
 
 
@@ -118,7 +141,8 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if tls:
         _check_tls(args.tls_cert, args.tls_key)
     settings = ServerSettings(args.host, args.kbs_port, args.as_port, args.rvps_port,
-                              Path(args.tls_cert).absolute() if tls else None, Path(args.tls_key).absolute() if tls else None)
+                              Path(args.tls_cert).absolute() if tls else None, Path(args.tls_key).absolute() if tls else None,
+                              None if args.storage == "sqlite" else args.storage)
     return run_server(Path(args.data_dir), settings, insecure_http=args.insecure_http)
 
 
@@ -131,6 +155,11 @@ def cmd_guest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             raise ConfigError(f"--kbs-cert {args.kbs_cert} holds no PEM certificate")
     settings = GuestSettings(args.kbs_url, args.rest_port, args.aa_port, args.cdh_port, cert_pem)
     return run_guest(Path(args.data_dir), settings)
+
+
+def cmd_migrate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    print(asyncio.run(migrate(args.source, args.dest, resources=args.resources)), flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,16 @@ def socket_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _storage(path: Path) -> dict[str, Any]:
+def _storage(path: Path, settings: ServerSettings) -> dict[str, Any]:
+    if settings.storage_url:
+        return {"storage_type": "Postgres", "backends": {"postgres": {"url": settings.storage_url}}}
     return {"storage_type": "Sqlite", "backends": {"sqlite": {"path": str(path)}}}
+
+
+def _resource_plugin(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
+    if settings.storage_url:
+        return {"name": "resource", "type": "KvStorage"}  # namespace `repository` in PostgreSQL
+    return {"name": "resource", "type": "LocalFs", "dir_path": str(paths.repository)}
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class ServerSettings:
     rvps_port: int
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: A postgresql:// URL shared by all three services (resources included); None: embedded storage.
+    storage_url: str | None = None
 
     @property
     def kbs_url(self) -> str:
@@ -96,29 +106,30 @@ def kbs_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
         },
         "attestation_token": {"trusted_certs_paths": [str(paths.as_dir / "ca.pem")]},
         "attestation_service": {"type": "coco_as_grpc", "as_addr": f"http://{socket_address(LOOPBACK, settings.as_port)}"},
-        "storage_backend": _storage(paths.kbs_dir / "storage.sqlite3"),
-        "plugins": [{"name": "resource", "type": "LocalFs", "dir_path": str(paths.repository)}],
+        "storage_backend": _storage(paths.kbs_dir / "storage.sqlite3", settings),
+        "plugins": [_resource_plugin(paths, settings)],
     }
 
 
 def as_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
     return {
-        "storage_backend": _storage(paths.as_dir / "storage.sqlite3"),
+        "storage_backend": _storage(paths.as_dir / "storage.sqlite3", settings),
         "rvps_config": {"type": "GrpcRemote", "address": socket_address(LOOPBACK, settings.rvps_port)},
         "attestation_token_broker": {
             "signer": {"key_path": str(paths.as_dir / "token.key"), "cert_path": str(paths.as_dir / "token-cert-chain.pem")},
         },
+        "verifier_config": {"dcap_verifier": {"collateral_dir": str(paths.as_dir / "dcap-collateral")}},
     }
 
 
-def rvps_config(paths: ServerPaths) -> dict[str, Any]:
-    return {"storage_backend": _storage(paths.rvps_dir / "storage.sqlite3")}
+def rvps_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
+    return {"storage_backend": _storage(paths.rvps_dir / "storage.sqlite3", settings)}
 
 
 def server_config_files(paths: ServerPaths, settings: ServerSettings) -> dict[Path, str]:
     """Each generated server config file and its TOML text."""
     return {
-        paths.rvps_config: dumps(rvps_config(paths)),
+        paths.rvps_config: dumps(rvps_config(paths, settings)),
         paths.as_config: dumps(as_config(paths, settings)),
         paths.kbs_config: dumps(kbs_config(paths, settings)),
     }

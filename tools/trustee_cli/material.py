@@ -96,14 +96,15 @@ def prepare_server_dir(paths: ServerPaths, settings: ServerSettings, now: float 
     with _file_errors(paths.root):
         if paths.root.exists() and not paths.root.is_dir():
             raise ConfigError(f"data directory {paths.root} exists and is not a directory")
-        for directory in (paths.root, paths.as_dir, paths.kbs_dir, paths.rvps_dir, paths.logs_dir, paths.repository):
+        collateral = paths.as_dir / "dcap-collateral"
+        for directory in (paths.root, paths.as_dir, collateral, paths.kbs_dir, paths.rvps_dir, paths.logs_dir, paths.repository):
             directory.mkdir(parents=True, exist_ok=True)
         paths.admin_dir.mkdir(mode=0o700, exist_ok=True)
         private = _ensure_admin_key(paths)
         _ensure_admin_token(paths, private, time.time() if now is None else now)
         ensure_token_signing_material(paths.as_dir)
         for path, text in server_config_files(paths, settings).items():
-            path.write_text(text, encoding="utf-8")
+            write_private(path, text.encode())  # owner only: a storage URL may hold a password
 
 
 def prepare_guest_dir(root: Path, settings: GuestSettings) -> dict[Path, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from trustee_cli.configs import LOOPBACK, ServerPaths, ServerSettings, socket_address
 from trustee_cli.material import prepare_server_dir
 from trustee_cli.supervisor import ChildSpec, Supervisor, check_port_free, program
+from trustee_common.storage.urls import redact_url
 
 
 def _children(paths: ServerPaths, settings: ServerSettings, insecure_http: bool) -> list[ChildSpec]:
@@ -34,6 +35,8 @@ def banner(paths: ServerPaths, settings: ServerSettings) -> str:
     url = settings.kbs_url
     cert = f" --cert-file {shlex.quote(str(settings.tls_cert))}" if settings.tls_cert else ""
     token = shlex.quote(str(paths.admin_token))
+    embedded = f"embedded (SQLite, resources in {paths.repository})"
+    storage = f"PostgreSQL {redact_url(settings.storage_url)}" if settings.storage_url else embedded
     return "\n".join([
         f"trustee is running; data in {paths.root}",
         f"  KBS   {url}",
@@ -41,6 +44,7 @@ def banner(paths: ServerPaths, settings: ServerSettings) -> str:
         f"  RVPS  grpc://{socket_address(LOOPBACK, settings.rvps_port)}",
         f"  admin token {paths.admin_token} (key {paths.admin_key})",
         f"  logs  {paths.logs_dir}/{{rvps,as,kbs}}.log",
+        f"  storage {storage}",
         "Try first:",
         f"  kbs-client --url {url}{cert} config --admin-token-file {token} set-resource-policy --allow-all",
         *(["  (--cert-file must hold the root CA of the TLS certificate: the --tls-cert file does if it is self-signed "

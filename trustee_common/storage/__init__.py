@@ -2,12 +2,14 @@
 
 `KeyValueStore` holds sessions, policies and reference values in
 namespaces (upstream's names: `kbs`, `kbs_protocol_session`,
-`attestation_service_policy`, `reference_value`). `ResourceStore` holds
-the KBS resources. Protocol code depends only on these Protocols; the
-backends are chosen from config by `open_kv_store`.
+`attestation_service_policy`, `reference_value`, `repository`).
+`ResourceStore` holds the KBS resources (a directory tree, or namespace
+`repository` of a `KeyValueStore`). Protocol code depends only on these
+Protocols; the backends (SQLite, memory, PostgreSQL, Redis for sessions)
+are chosen from config by `open_kv_store` (docs/storage.md).
 """
 
-from trustee_common.storage.base import KeyValueStore, ResourceStore, validate_key
+from trustee_common.storage.base import Entry, ExportableStore, KeyValueStore, ResourceStore, validate_key
 from trustee_common.storage.factory import StorageConfig, open_kv_store
 
-__all__ = ["KeyValueStore", "ResourceStore", "StorageConfig", "open_kv_store", "validate_key"]
+__all__ = ["Entry", "ExportableStore", "KeyValueStore", "ResourceStore", "StorageConfig", "open_kv_store", "validate_key"]

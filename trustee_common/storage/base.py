@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from trustee_common.errors import MalformedRequestError
 
@@ -11,11 +12,16 @@ from trustee_common.errors import MalformedRequestError
 _KEY = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-./]*$")
 _NAMESPACE = re.compile(r"^[a-z][a-z0-9_\-]*$")
 MAX_KEY_LENGTH = 512
+MAX_NAMESPACE_LENGTH = 63  # PostgreSQL's identifier limit (a table per namespace)
+
+
+def validate_namespace(namespace: str) -> None:
+    if not _NAMESPACE.fullmatch(namespace) or len(namespace) > MAX_NAMESPACE_LENGTH:
+        raise MalformedRequestError(f"invalid storage namespace {namespace!r}")
 
 
 def validate_key(namespace: str, key: str) -> None:
-    if not _NAMESPACE.fullmatch(namespace):
-        raise MalformedRequestError(f"invalid storage namespace {namespace!r}")
+    validate_namespace(namespace)
     if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key) or ".." in key.split("/"):
         raise MalformedRequestError(f"invalid storage key {key!r}")
 
@@ -42,6 +48,26 @@ class KeyValueStore(Protocol):
         """Delete every entry past its `expires_at`; returns how many."""
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored value with its expiry, as `ExportableStore.entries` returns it."""
+
+    key: str
+    value: bytes
+    expires_at: float | None
+
+
+@runtime_checkable
+class ExportableStore(KeyValueStore, Protocol):
+    """A store whose whole content can be enumerated (for `trustee migrate`)."""
+
+    async def namespaces(self) -> list[str]:
+        """Every namespace that holds (or held) entries, sorted."""
+
+    async def entries(self, namespace: str) -> list[Entry]:
+        """The live entries of the namespace, sorted by key."""
 
 
 class ResourceStore(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from trustee_common.storage.base import validate_key
+from trustee_common.storage.base import Entry, validate_key, validate_namespace
 
 
 class MemoryStore:
@@ -43,6 +43,7 @@ class MemoryStore:
         return value
 
     async def list_keys(self, namespace: str) -> list[str]:
+        validate_namespace(namespace)
         return sorted(k for (ns, k) in list(self._data) if ns == namespace and self._live(ns, k) is not None)
 
     async def purge_expired(self) -> int:
@@ -51,6 +52,13 @@ class MemoryStore:
         for k in expired:
             del self._data[k]
         return len(expired)
+
+    async def namespaces(self) -> list[str]:
+        return sorted({ns for (ns, _) in self._data})
+
+    async def entries(self, namespace: str) -> list[Entry]:
+        keys = await self.list_keys(namespace)
+        return [Entry(k, *self._data[(namespace, k)]) for k in keys if (namespace, k) in self._data]
 
     async def close(self) -> None:
         self._data.clear()

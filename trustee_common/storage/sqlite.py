@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from trustee_common.errors import StorageError
-from trustee_common.storage.base import validate_key
+from trustee_common.storage.base import Entry, validate_key, validate_namespace
 
 T = TypeVar("T")
 
@@ -100,6 +100,7 @@ class SqliteStore:
         return await self._run(op)
 
     async def list_keys(self, namespace: str) -> list[str]:
+        validate_namespace(namespace)
         def op(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
                 "SELECT key FROM kv WHERE namespace=? AND (expires_at IS NULL OR expires_at > ?) ORDER BY key",
@@ -113,6 +114,19 @@ class SqliteStore:
         return await self._run(
             lambda c: c.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),)).rowcount
         )
+
+    async def namespaces(self) -> list[str]:
+        return await self._run(lambda c: [str(r[0]) for r in c.execute("SELECT DISTINCT namespace FROM kv ORDER BY namespace")])
+
+    async def entries(self, namespace: str) -> list[Entry]:
+        def op(conn: sqlite3.Connection) -> list[Entry]:
+            rows = conn.execute(
+                "SELECT key, value, expires_at FROM kv WHERE namespace=? AND (expires_at IS NULL OR expires_at > ?) ORDER BY key",
+                (namespace, time.time()),
+            ).fetchall()
+            return [Entry(str(k), bytes(v), None if e is None else float(e)) for k, v, e in rows]
+
+        return await self._run(op)
 
     async def close(self) -> None:
         with self._lock:
