@@ -26,6 +26,7 @@ from trustee_common.errors import (
     UpstreamError,
 )
 from trustee_common.grpc_errors import error_from_rpc
+from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
 from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,9 @@ class GrpcAttestationService:
     def __init__(self, as_addr: str, *, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
         endpoint = grpc_endpoint(as_addr, "attestation_service.as_addr")
         self._channel = (
-            grpc.aio.secure_channel(endpoint.target, grpc.ssl_channel_credentials())
+            grpc.aio.secure_channel(endpoint.target, grpc.ssl_channel_credentials(), options=CLIENT_CHANNEL_OPTIONS)
             if endpoint.tls
-            else grpc.aio.insecure_channel(endpoint.target)
+            else grpc.aio.insecure_channel(endpoint.target, options=CLIENT_CHANNEL_OPTIONS)
         )
         self._as = attestation_pb2_grpc.AttestationServiceStub(self._channel)
         self._rv = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)

@@ -15,6 +15,7 @@ from rvps.core.record import ReferenceValue, parse_time
 from trustee_common.addresses import grpc_target
 from trustee_common.errors import InvalidReferenceValueError, UpstreamError
 from trustee_common.grpc_errors import error_from_rpc
+from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
 from trustee_pb import reference_pb2, reference_pb2_grpc
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -23,7 +24,7 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 class RemoteReferenceValueProvider:
     def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(grpc_target(address, "RVPS address"))
+        self._channel = grpc.aio.insecure_channel(grpc_target(address, "RVPS address"), options=CLIENT_CHANNEL_OPTIONS)
         self._stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
         self._timeout = timeout
 

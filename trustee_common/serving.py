@@ -27,6 +27,15 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
+#: Client channel options: a restarted peer is found again within ~2 s instead of
+#: gRPC's default exponential backoff (up to 120 s).
+CLIENT_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
 def new_grpc_server(max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.aio.Server:
     """A grpc.aio server bounded in request size, refusing a port already taken."""
     return grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.so_reuseport", 0)])

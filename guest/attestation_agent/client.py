@@ -12,6 +12,7 @@ import grpc
 from guest.attestation_agent.agent import MeasurementResult
 from guest.attestation_agent.serving import call_rpc
 from trustee_common.addresses import grpc_target
+from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
 from trustee_pb import attestation_agent_pb2 as pb
 from trustee_pb import attestation_agent_pb2_grpc as pb_grpc
 
@@ -23,7 +24,7 @@ class AaClient:
     def __init__(self, address: str, timeout: float = CALL_TIMEOUT) -> None:
         self.target = grpc_target(address, "attestation agent address")
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(self.target)
+        self._channel = grpc.aio.insecure_channel(self.target, options=CLIENT_CHANNEL_OPTIONS)
         self._stub = pb_grpc.AttestationAgentServiceStub(self._channel)
 
     async def close(self) -> None:

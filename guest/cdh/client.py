@@ -6,6 +6,7 @@ import grpc
 
 from guest.attestation_agent.serving import call_rpc
 from trustee_common.addresses import grpc_target
+from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
 from trustee_pb import confidential_data_hub_pb2 as pb
 from trustee_pb import confidential_data_hub_pb2_grpc as pb_grpc
 
@@ -17,7 +18,7 @@ class CdhClient:
     def __init__(self, address: str, timeout: float = CALL_TIMEOUT) -> None:
         self.target = grpc_target(address, "confidential data hub address")
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(self.target)
+        self._channel = grpc.aio.insecure_channel(self.target, options=CLIENT_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GetResourceServiceStub(self._channel)
 
     async def close(self) -> None:

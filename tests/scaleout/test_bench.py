@@ -1,0 +1,25 @@
+"""Smoke test of the benchmark (`python -m bench.flow`): it runs end to end with a tiny count. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.storage.servers import PostgresServer
+
+pytestmark = pytest.mark.e2e
+
+
+def test_benchmark_runs_every_kind_of_scenario(postgres_server: PostgresServer, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    args = [sys.executable, "-m", "bench.flow", "--count", "3", "--clients", "2", "--scenario", "embedded:1",
+            "--scenario", "postgres:2", "--postgres-url", postgres_server.new_database(), "--json", str(out)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(out.read_text())
+    assert [(r["storage"], r["replicas"], r["flows"]) for r in rows] == [("embedded", 1, 3), ("postgres", 2, 3)]
+    assert "| embedded | 1 |" in result.stdout and "| postgres | 2 |" in result.stdout
