@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: real PostgreSQL and Redis servers (the storage
-# tests start private instances of them) and curl (the end-to-end tests).
+# tests start private instances of them), curl (the end-to-end tests), and for
+# the TPM tests swtpm (a software TPM 2.0) plus what building tpm2-pytss needs
+# (the tss2 libraries and headers, pkg-config, a C compiler).
 # Installs only what is missing; uses sudo when not run as root.
 set -euo pipefail
 
@@ -8,6 +10,14 @@ missing=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v swtpm >/dev/null 2>&1 || missing+=(swtpm)
+command -v swtpm_setup >/dev/null 2>&1 || missing+=(swtpm-tools)
+pkg-config --exists tss2-esys 2>/dev/null || missing+=(libtss2-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+# tpm2-pytss compiles a CFFI extension: it needs Python.h of the interpreter that builds the venv.
+"${PYTHON:-python3}" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    2>/dev/null || missing+=(python3-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing Debian packages: ${missing[*]}"

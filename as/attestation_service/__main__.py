@@ -22,6 +22,8 @@ from attestation_service.core.verifier import default_verifiers
 from attestation_service.grpc_server import SERVICE_NAME, AttestationServicer
 from attestation_service.policy_store import PolicyStore
 from attestation_service.service import AttestationService
+from attestation_service.snp_vcek import build_snp_verifier
+from attestation_service.tpm_config import build_az_tdx_verifier, build_tpm_verifier
 from rvps.client import RemoteReferenceValueProvider
 from rvps.ports import ReferenceValueProvider
 from rvps.server import SERVICE_NAME as RVPS_SERVICE_NAME
@@ -80,6 +82,9 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str) -> None:
 
     try:
         verifiers = {**default_verifiers(), "tdx": build_tdx_verifier(config.dcap, store)}
+        verifiers["tpm"] = build_tpm_verifier(config.tpm)
+        verifiers["snp"] = build_snp_verifier(config.snp, store)
+        verifiers["az-tdx-vtpm"] = build_az_tdx_verifier(config.dcap)
         service = AttestationService(PolicyStore(store), provider, signer, config.token, verifiers, verbose_token=config.verbose_token)
         await service.load_default_policies()
         server = new_grpc_server()

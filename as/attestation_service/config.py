@@ -30,6 +30,15 @@ collateral_service = "https://api.trustedservices.intel.com"  # optional PCS/PCC
 timeout = 10                        # seconds, for collateral_service
 accept_expired_collateral = false   # true: report collateral_expiration_status "1" instead of rejecting
 verification_time = "2025-07-01T00:00:00Z"  # TEST ONLY: pin the DCAP clock
+[verifier_config.tpm_verifier]      # optional: AK trust for `tpm` (without it the policy's `trusted_aks` decides)
+trusted_aks = ["ak.pem"]            # AK public keys (PEM or DER SPKI files) trusted as registered reference values
+ak_ca_certs = ["ak-ca.pem"]         # AK/EK CA certificates (PEM, may hold several) an evidence ak_cert_chain must reach
+[verifier_config.snp_verifier]      # optional: where `snp` finds VCEKs the evidence lacks (without it: evidence only)
+vcek_sources = [                    # tried in order
+  { type = "OfflineStore", path = "kds-store" },  # AMD KDS layout: vcek/v1/<Product>/<hwid>?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..
+  { type = "KDS", base_url = "https://kdsintf.amd.com", timeout = 10 },  # fetched VCEKs cached in the AS store
+]
+verification_time = "2025-01-01T00:00:00Z"  # TEST ONLY: pin the SNP clock
 ```
 """
 
@@ -75,6 +84,29 @@ class DcapSettings:
 
 
 @dataclass(frozen=True)
+class TpmSettings:
+    """`[verifier_config.tpm_verifier]`: files, resolved against the config file's folder."""
+
+    trusted_aks: tuple[Path, ...] = ()
+    ak_ca_certs: tuple[Path, ...] = ()
+
+
+VCEK_SOURCE_TYPES = ("OfflineStore", "KDS")
+DEFAULT_KDS_URL = "https://kdsintf.amd.com"
+
+
+@dataclass(frozen=True)
+class SnpSettings:
+    #: Offline stores laid out like AMD KDS (`vcek/v1/<Product>/<hwid>?...`, optional `.../crl`), in order.
+    offline_stores: tuple[Path, ...] = ()
+    #: AMD KDS (or a mirror) to fetch missing VCEKs from; None: never fetch.
+    kds_url: str | None = None
+    kds_timeout: int = 10
+    #: Test-only: SNP checks use this time instead of the clock (never reachable by clients).
+    verification_time: datetime.datetime | None = None
+
+
+@dataclass(frozen=True)
 class AsConfig:
     storage: StorageConfig
     rvps: RvpsSettings
@@ -82,6 +114,8 @@ class AsConfig:
     signer: SignerFiles | None = None
     verbose_token: bool = True
     dcap: DcapSettings | None = None
+    tpm: TpmSettings | None = None
+    snp: SnpSettings | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -92,9 +126,14 @@ class AsConfig:
         rvps = _rvps(root.table("rvps_config"))
         broker = root.table("attestation_token_broker")
         token, signer, verbose = _broker(broker)
-        dcap = _verifier_config(root.table("verifier_config"), path.parent) if root.has("verifier_config") else None
+        dcap, tpm, snp = None, None, None
+        if root.has("verifier_config"):
+            verifier_table = root.table("verifier_config")
+            tpm = _tpm_verifier(verifier_table, path.parent)
+            snp = _snp_verifier(verifier_table, path.parent)
+            dcap = _verifier_config(verifier_table, path.parent)
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp)
 
 
 def _rvps(table: ConfigTable) -> RvpsSettings:
@@ -128,6 +167,50 @@ def _verifier_config(table: ConfigTable, base: Path) -> DcapSettings | None:
         sub.finish()
     table.finish()
     return dcap
+
+
+def _snp_verifier(verifier_config: ConfigTable, base: Path) -> SnpSettings | None:
+    """`[verifier_config.snp_verifier]` (read before `_verifier_config`, which finishes the table)."""
+    if not verifier_config.has("snp_verifier"):
+        return None
+    table = verifier_config.table("snp_verifier")
+    stores: list[Path] = []
+    kds_url, timeout = None, 10
+    for source in table.tables("vcek_sources"):
+        kind = source.required_string("type")
+        if kind not in VCEK_SOURCE_TYPES:
+            raise ConfigError(f"verifier_config.snp_verifier.vcek_sources type {kind!r} is not one of {', '.join(VCEK_SOURCE_TYPES)}")
+        if kind == "OfflineStore":
+            stores.append(base / source.required_string("path"))
+        else:
+            if kds_url is not None:
+                raise ConfigError("verifier_config.snp_verifier.vcek_sources: only one KDS source is allowed")
+            kds_url = source.string("base_url", DEFAULT_KDS_URL) or DEFAULT_KDS_URL
+            if not kds_url.startswith(("https://", "http://")):
+                raise ConfigError("verifier_config.snp_verifier.vcek_sources base_url must be an http(s):// URL")
+            timeout = source.integer("timeout", 10, minimum=1)
+        source.finish()
+    pinned = table.string("verification_time")
+    table.finish()
+    return SnpSettings(
+        offline_stores=tuple(stores),
+        kds_url=kds_url,
+        kds_timeout=timeout,
+        verification_time=None if pinned is None else _rfc3339(pinned, "verifier_config.snp_verifier.verification_time"),
+    )
+
+
+def _tpm_verifier(table: ConfigTable, base: Path) -> TpmSettings | None:
+    """`[verifier_config.tpm_verifier]` (read before `_verifier_config`, which finishes the table)."""
+    if not table.has("tpm_verifier"):
+        return None
+    sub = table.table("tpm_verifier")
+    settings = TpmSettings(
+        trusted_aks=tuple(base / p for p in sub.strings("trusted_aks", [])),
+        ak_ca_certs=tuple(base / p for p in sub.strings("ak_ca_certs", [])),
+    )
+    sub.finish()
+    return settings
 
 
 def _rfc3339(text: str, where: str) -> datetime.datetime:

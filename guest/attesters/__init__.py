@@ -2,13 +2,17 @@
 
 `detect_attesters()` returns the primary attester (the first hardware TEE
 found, else `sample`) and the additional device attesters, logging which
-is in use. Hardware attesters: `tdx` (configfs-tsm); snp, tpm, ... are
-added by later work behind the same `Attester` Protocol.
+is in use. Hardware attesters: `tdx` (configfs-tsm), `snp` (configfs-tsm or
+/dev/sev-guest), `tpm` (tpm2-pytss,
+TCTI from `AA_TPM_TCTI` / `AA_TPM_DEVICE` / /dev/tpm*); sgx, Azure, ... are added
+by later work behind the same `Attester` Protocol.
 """
 
 from guest.attesters.base import Attester, InitDataBinder, RuntimeMeasurer, detect_attesters
 from guest.attesters.sample import SampleAttester, SampleDeviceAttester
+from guest.attesters.snp import SnpAttester, SnpPaths
 from guest.attesters.tdx import TdxAttester, TdxPaths
+from guest.attesters.tpm import TpmAttester, TpmSettings
 
 __all__ = [
     "Attester",
@@ -16,7 +20,11 @@ __all__ = [
     "RuntimeMeasurer",
     "SampleAttester",
     "SampleDeviceAttester",
+    "SnpAttester",
+    "SnpPaths",
     "TdxAttester",
     "TdxPaths",
+    "TpmAttester",
+    "TpmSettings",
     "detect_attesters",
 ]

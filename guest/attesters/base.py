@@ -43,11 +43,15 @@ def detect_attesters(environ: Mapping[str, str] | None = None) -> tuple[Attester
     Upstream's order is tdx, sgx, az-tdx-vtpm, az-snp-vtpm, snp, csv, cca,
     se, tpm, then `sample` with a loud warning; this build knows tdx (a
     configfs-tsm report entry with provider `tdx_guest`, or /dev/tdx_guest;
-    paths from `TdxPaths.from_env`) and sample. The sample device is added
+    paths from `TdxPaths.from_env`), snp (/sys/devices/platform/sev-guest, or a
+    configfs-tsm report entry with provider `sev_guest`; `SnpPaths.from_env`), tpm (`AA_TPM_TCTI`, `AA_TPM_DEVICE` or a
+    /dev/tpm* device; `TpmSettings.from_env`) and sample. The sample device is added
     when `ENABLE_SAMPLE_DEVICE` is set, as upstream.
     """
     from guest.attesters.sample import SampleAttester, SampleDeviceAttester
+    from guest.attesters.snp import SnpAttester, SnpPaths, detect_snp
     from guest.attesters.tdx import TdxAttester, TdxPaths, detect_tdx
+    from guest.attesters.tpm import TpmAttester, detect_tpm
 
     env = os.environ if environ is None else environ
     primary: Attester
@@ -56,6 +60,12 @@ def detect_attesters(environ: Mapping[str, str] | None = None) -> tuple[Attester
     if tdx_reason is not None:
         primary = TdxAttester(tdx_paths)
         logger.info("TDX guest detected (%s): using the tdx attester", tdx_reason)
+    elif (snp_reason := detect_snp(snp_paths := SnpPaths.from_env(env))) is not None:
+        primary = SnpAttester(snp_paths)
+        logger.info("SEV-SNP guest detected (%s): using the snp attester", snp_reason)
+    elif (tpm_settings := detect_tpm(env)) is not None:
+        primary = TpmAttester(tpm_settings)
+        logger.info("TPM detected (TCTI %s): using the tpm attester", tpm_settings.tcti)
     else:
         primary = SampleAttester()
         logger.warning("no hardware TEE detected: using the sample attester (evidence is NOT trustworthy)")

@@ -131,7 +131,7 @@ def test_tdx_is_detected_through_the_device_node(tmp_path: Path, caplog: pytest.
 def test_another_tsm_provider_without_device_falls_back_to_sample(
     configfs: FakeConfigfs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    configfs.provider = "sev_guest\n"
+    configfs.provider = "arm_cca_guest\n"  # sev_guest is the snp attester's now (tests/guest_snp)
     with caplog.at_level(logging.INFO, logger="guest.attesters.base"):
         primary, devices = detect_attesters(_env(tmp_path, configfs.root))
     assert isinstance(primary, SampleAttester) and devices == []

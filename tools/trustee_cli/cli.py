@@ -25,6 +25,7 @@ from trustee_cli.configs import GuestSettings, ServerSettings
 from trustee_cli.guest import run_guest
 from trustee_cli.migrate import migrate
 from trustee_cli.server import run_server
+from trustee_cli.snp_measure import add_snp_measure_parser
 from trustee_cli.verify import add_verify_parser
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.storage.factory import check_postgres_url
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"generated configs and logs (env TRUSTEE_GUEST_DATA_DIR; default {DEFAULT_GUEST_DIR})")
     guest.set_defaults(handler=cmd_guest)
     add_verify_parser(commands)
+    add_snp_measure_parser(commands)
     return parser
 
 

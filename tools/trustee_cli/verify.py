@@ -1,9 +1,14 @@
 """`trustee verify`: check one piece of evidence offline and explain every step.
 
 ```
-trustee verify --tee tdx --evidence FILE [--collateral FILE|DIR] [--at RFC3339]
-               [--report-data HEX] [--init-data-hash HEX] [--accept-expired-collateral] [--json]
+trustee verify --tee tdx|tpm|az-snp-vtpm|az-tdx-vtpm --evidence FILE [--collateral FILE|DIR] [--at RFC3339]
+               [--report-data HEX] [--init-data-hash HEX] [--accept-expired-collateral]
+               [--trusted-ak FILE]... [--ak-ca FILE]... [--json]
 ```
+
+`tpm`, `az-snp-vtpm`, `az-tdx-vtpm` take their wire JSON. Report data is
+compared padded/truncated to the TEE's size (tdx 64, tpm 32, Azure vTPM
+nonce exactly).
 
 `--evidence` is the wire JSON (`{"quote": b64, "cc_eventlog": b64|null}`) or
 a raw quote. Without `--collateral` only the quote's own signatures, the QE
@@ -90,7 +95,61 @@ def verify_tdx(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
     return Outcome([s.to_json() for s in report.steps], report.claims, None if report.error is None else report.error.detail)
 
 
-VERIFIERS: dict[str, VerifyFunction] = {"tdx": verify_tdx}
+def _evidence_json(args: argparse.Namespace) -> object:
+    raw = _read(args.evidence, "--evidence")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"--evidence {args.evidence}: is not JSON") from None
+
+
+def verify_tpm(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
+    """`tpm`: upstream's evidence JSON; AK trust from `--trusted-ak` / `--ak-ca` files, else left to the policy."""
+    from attestation_service.config import TpmSettings
+    from attestation_service.core.verifiers.tpm import evaluate_tpm_quote, parse_evidence, replay_tpm_event_log
+    from attestation_service.tpm_config import build_tpm_verifier
+
+    evidence = parse_evidence(_evidence_json(args))
+    settings = TpmSettings(tuple(Path(p) for p in args.trusted_ak or ()), tuple(Path(p) for p in args.ak_ca or ()))
+    report = evaluate_tpm_quote(
+        evidence, now=now, report_data=args.report_data, init_data_hash=args.init_data_hash,
+        trust=build_tpm_verifier(settings).trust, replayer=replay_tpm_event_log,
+    )
+    return Outcome([s.to_json() for s in report.steps], report.claims, None if report.error is None else report.error.detail)
+
+
+def verify_az_snp_vtpm(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
+    """`az-snp-vtpm`: HCL report + SNP report (VCEK from the evidence, pinned AMD chains) + vTPM quote."""
+    from attestation_service.core.verifiers.azure import evaluate_az_snp_vtpm, parse_azure_evidence
+
+    evidence = parse_azure_evidence(_evidence_json(args), "az-snp-vtpm")
+    report = evaluate_az_snp_vtpm(evidence, now=now, report_data=args.report_data, init_data_hash=args.init_data_hash)
+    return Outcome([s.to_json() for s in report.steps], report.claims, None if report.error is None else report.error.detail)
+
+
+def verify_az_tdx_vtpm(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
+    """`az-tdx-vtpm`: HCL report + TD quote (DCAP with `--collateral`, else signatures only) + vTPM quote."""
+    from attestation_service.core.verifiers.azure import evaluate_az_tdx_vtpm, parse_azure_evidence
+
+    evidence = parse_azure_evidence(_evidence_json(args), "az-tdx-vtpm")
+    collateral = _tdx_collateral(args.collateral, evidence.platform)
+    report = evaluate_az_tdx_vtpm(
+        evidence, now=now, report_data=args.report_data, init_data_hash=args.init_data_hash, collateral=collateral
+    )
+    return Outcome([s.to_json() for s in report.steps], report.claims, None if report.error is None else report.error.detail)
+
+
+def verify_snp(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
+    """`snp`: wire JSON or a raw 1184-byte report; `--collateral` file, directory or KDS-layout store (trustee_cli.verify_snp)."""
+    from trustee_cli.verify_snp import verify_snp as run
+
+    return run(args, now)
+
+
+VERIFIERS: dict[str, VerifyFunction] = {
+    "snp": verify_snp,
+    "tdx": verify_tdx, "tpm": verify_tpm, "az-snp-vtpm": verify_az_snp_vtpm, "az-tdx-vtpm": verify_az_tdx_vtpm,
+}
 
 
 def rfc3339(text: str) -> datetime.datetime:
@@ -116,10 +175,16 @@ def add_verify_parser(commands: Any) -> None:
     verify.add_argument("--evidence", required=True, help="evidence file: wire JSON or a raw quote")
     verify.add_argument("--collateral", help="collateral: one QuoteCollateralV3 JSON file or a directory of them")
     verify.add_argument("--at", type=rfc3339, help="verification time (RFC 3339; default now)")
-    verify.add_argument("--report-data", type=hex_bytes, help="expected report data (hex; padded/truncated to 64 bytes)")
-    verify.add_argument("--init-data-hash", type=hex_bytes, help="expected init-data digest (hex; padded/truncated to 48 bytes)")
+    verify.add_argument("--report-data", type=hex_bytes,
+                        help="expected report data (hex; tdx: padded/truncated to 64 bytes, tpm: to 32, az-*: exact vTPM nonce)")
+    verify.add_argument("--init-data-hash", type=hex_bytes,
+                        help="expected init-data digest (hex; tdx: padded/truncated to 48 bytes; tpm/az-*: PCR 8 check)")
     verify.add_argument("--accept-expired-collateral", action="store_true",
                         help="report expired collateral (collateral_expiration_status 1) instead of rejecting")
+    verify.add_argument("--trusted-ak", action="append", metavar="FILE",
+                        help="tpm: a trusted AK (PEM/DER public key or certificate); repeatable")
+    verify.add_argument("--ak-ca", action="append", metavar="FILE",
+                        help="tpm: an AK/EK CA certificate file an evidence ak_cert_chain may reach; repeatable")
     verify.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     verify.set_defaults(handler=cmd_verify)
 

@@ -31,11 +31,17 @@ class Verifier(Protocol):
 
 def default_verifiers() -> dict[str, Verifier]:
     """Every verifier this build has, by kbs-types TEE name."""
+    from attestation_service.core.verifiers.azure import AzSnpVtpmVerifier, AzTdxVtpmVerifier
     from attestation_service.core.verifiers.sample import SampleDeviceVerifier, SampleVerifier
     from attestation_service.core.verifiers.tdx import TdxVerifier
+    from attestation_service.core.verifiers.tpm import TpmVerifier
 
     # `tdx` without collateral refuses every quote; `grpc-as` replaces it with a configured one.
-    return {"sample": SampleVerifier(), "sampledevice": SampleDeviceVerifier(), "tdx": TdxVerifier()}
+    # `tpm` without AK trust anchors leaves AK trust to the policy; `grpc-as` configures it.
+    return {
+        "sample": SampleVerifier(), "sampledevice": SampleDeviceVerifier(), "tdx": TdxVerifier(),
+        "tpm": TpmVerifier(), "az-snp-vtpm": AzSnpVtpmVerifier(), "az-tdx-vtpm": AzTdxVtpmVerifier(),
+    }
 
 
 def verifier_for(verifiers: Mapping[str, Verifier], tee: str) -> Verifier:

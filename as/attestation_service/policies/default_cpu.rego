@@ -5,7 +5,8 @@
 # present in the input matches the reference values served by the RVPS.
 # `query_reference_value(name)` returns the registered value or null.
 # Behaviour follows upstream's ear_default_policy_cpu (trustee-server.md 6.6),
-# except that a debug TD is contraindicated (see the tdx section). The sample
+# except that a debug TD is contraindicated (see the tdx section) and so is an
+# SNP guest that is debuggable or attests from a VMPL other than 0 (snp section). The sample
 # and tdx rules are exercised by tests (tests/as, tests/tdx_eventlog).
 package policy
 
@@ -74,6 +75,18 @@ configuration := 2 if {
 snp_guest_policy_safe if {
 	input.snp.policy_debug_allowed == false
 	input.snp.policy_migrate_ma == false
+	input.snp.vmpl == 0
+}
+
+# Not in upstream's policy (upstream's verifier rejects VMPL != 0 outright;
+# this project's verifier reports `vmpl` and leaves the decision here): a
+# report requested from VMPL 1-3 or of a debug guest makes the configuration
+# unsupportable (96), so the appraisal is contraindicated. An SVSM deployment
+# whose guest attests from a higher VMPL sets its own policy accepting it.
+configuration := 96 if {
+	input.snp.vmpl != 0
+} else := 96 if {
+	input.snp.policy_debug_allowed == true
 }
 
 # --- tdx -------------------------------------------------------------------
@@ -174,6 +187,15 @@ configuration := 2 if {
 executables := 3 if {
 	input.tpm.pcr11 in query_reference_value("tpm_pcr11")
 	input.tpm.ak_public in query_reference_value("trusted_aks")
+}
+
+# Not in upstream's policy (there a mismatching PCR 11 only leaves executables
+# at 33, a "warning"): once PCR 11 reference values are registered, a PCR 11
+# outside them means software other than the approved one ran: 96, contraindicated.
+executables := 96 if {
+	input.tpm
+	query_reference_value("tpm_pcr11") != null
+	not input.tpm.pcr11 in query_reference_value("tpm_pcr11")
 }
 
 hardware := 2 if input.tpm

@@ -1,0 +1,79 @@
+"""`tpm` (class cpu): the AS verifier around `verify_tpm_quote`.
+
+Evidence is upstream's `{"ak_public": <std b64 DER SPKI>, "tpm_quote":
+{"message": <std b64 TPMS_ATTEST>, "signature": <std b64 TPMT_SIGNATURE>,
+"pcrs": [24 hex SHA-256]}}` plus two optional fields of this project:
+`event_log` (std b64 TCG crypto-agile log, replayed against the PCRs) and
+`ak_cert_chain` (list of std b64 DER certificates, leaf first, for AK trust
+by CA).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from attestation_service.core.verifier import Claims
+from attestation_service.core.verifiers.tpm.quote import TpmQuoteError, parse_pcrs
+from attestation_service.core.verifiers.tpm.verify import MAX_CHAIN, AkTrust, TpmEvidence, verify_tpm_quote
+from trustee_common.b64 import std_decode
+from trustee_common.errors import MalformedRequestError
+
+
+def replay_tpm_event_log(data: bytes) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """SHA-256 PCR0..23 replayed from a TCG event log, and its `uefi_event_logs` claims."""
+    from attestation_service.core.eventlog import parse_event_log, replay_pcrs
+
+    log = parse_event_log(data)
+    return replay_pcrs(log), log.to_claims()
+
+
+def _string(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise MalformedRequestError(f"evidence ({where}): field '{key}' is missing or not a string")
+    return value
+
+
+def parse_evidence(evidence: object) -> TpmEvidence:
+    if not isinstance(evidence, dict):
+        raise MalformedRequestError("evidence (tpm): must be a JSON object")
+    quote = evidence.get("tpm_quote")
+    if not isinstance(quote, dict):
+        raise MalformedRequestError("evidence (tpm): field 'tpm_quote' is missing or not an object")
+    ak_public = _string(evidence, "ak_public", "tpm")
+    try:
+        pcrs = parse_pcrs(quote.get("pcrs"), "evidence (tpm) tpm_quote")
+    except TpmQuoteError as exc:
+        raise MalformedRequestError(exc.detail) from None
+    log = evidence.get("event_log")
+    if log is not None and not isinstance(log, str):
+        raise MalformedRequestError("evidence (tpm): field 'event_log' must be a string or null")
+    chain = evidence.get("ak_cert_chain") or []
+    if not isinstance(chain, list) or len(chain) > MAX_CHAIN or not all(isinstance(c, str) for c in chain):
+        raise MalformedRequestError(f"evidence (tpm): ak_cert_chain must be a list of at most {MAX_CHAIN} base64 strings")
+    return TpmEvidence(
+        ak_public=ak_public,
+        ak_der=std_decode(ak_public, "evidence (tpm) ak_public"),
+        message=std_decode(_string(quote, "message", "tpm tpm_quote"), "evidence (tpm) tpm_quote.message"),
+        signature=std_decode(_string(quote, "signature", "tpm tpm_quote"), "evidence (tpm) tpm_quote.signature"),
+        pcrs=pcrs,
+        event_log=None if log is None else std_decode(log, "evidence (tpm) event_log"),
+        ak_cert_chain=tuple(std_decode(c, "evidence (tpm) ak_cert_chain") for c in chain),
+    )
+
+
+class TpmVerifier:
+    tee = "tpm"
+
+    def __init__(self, trust: AkTrust | None = None) -> None:
+        self.trust = trust if trust is not None else AkTrust()
+
+    def evaluate(
+        self, evidence: object, expected_report_data: bytes | None, expected_init_data_hash: bytes | None, now: datetime.datetime
+    ) -> list[tuple[Claims, str]]:
+        claims = verify_tpm_quote(
+            parse_evidence(evidence), now=now, report_data=expected_report_data, init_data_hash=expected_init_data_hash,
+            trust=self.trust, replayer=replay_tpm_event_log,
+        )
+        return [(claims, "cpu")]

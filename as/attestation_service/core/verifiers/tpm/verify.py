@@ -1,0 +1,263 @@
+"""`tpm` verification as numbered steps (evidence.md 4.4), with a report form and a raising form.
+
+Steps: 1 evidence layout (TPMS_ATTEST quote, TPMT_SIGNATURE, magic),
+2 AK trust, 3 quote signature, 4 report data (extraData == expected
+padded/truncated to 32 bytes), 5 PCR digest (the scheme's hash over the
+selected SHA-256 PCRs), 6 event-log replay (when the evidence has one),
+7 init data (PCR 8 == SHA-256(32 zero bytes || init-data digest)).
+
+AK trust (step 2), in this order: the AK is one of the configured trusted
+AKs (`reference_value`); or the evidence's `ak_cert_chain` (leaf first)
+holds the AK and chains to a configured AK/EK CA at `now` (`ca`); or, when
+nothing is configured, the verifier leaves it to the policy, which upstream's
+default policy does with the reference value `trusted_aks` (`policy`). When
+trust anchors are configured and neither matches, step 2 fails. The claim
+`ak_trust.method` says which.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from attestation_service.core.verifiers.tpm.quote import (
+    AkKey,
+    SkipCheck,
+    TpmQuoteError,
+    check_header,
+    check_init_data,
+    check_nonce,
+    check_pcr_digest,
+    load_ak,
+    verify_signature,
+)
+from attestation_service.core.verifiers.tpm.structures import TpmsAttest, TpmtSignature, parse_attest, parse_signature
+from trustee_common.errors import EvidenceError
+
+NONCE_SIZE = 32
+PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+#: Most certificates accepted in `ak_cert_chain`.
+MAX_CHAIN = 8
+
+#: `event log bytes -> replayed SHA-256 PCR0..23 and the uefi_event_logs claims`.
+PcrReplayer = Callable[[bytes], tuple[list[bytes], list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class AkTrust:
+    """Verifier-level AK trust anchors (`[verifier_config.tpm_verifier]`)."""
+
+    #: DER SubjectPublicKeyInfo of AKs registered as trusted.
+    trusted_aks: frozenset[bytes] = frozenset()
+    #: AK/EK CA certificates an `ak_cert_chain` may end in.
+    ca_certs: tuple[x509.Certificate, ...] = ()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.trusted_aks or self.ca_certs)
+
+
+@dataclass(frozen=True, slots=True)
+class TpmEvidence:
+    ak_public: str
+    ak_der: bytes
+    message: bytes
+    signature: bytes
+    pcrs: list[bytes]
+    event_log: bytes | None = None
+    ak_cert_chain: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    number: int
+    name: str
+    outcome: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.number, "name": self.name, "outcome": self.outcome, "detail": self.detail}
+
+
+@dataclass
+class TpmVerificationReport:
+    steps: list[StepResult] = field(default_factory=list)
+    claims: dict[str, Any] | None = None
+    error: EvidenceError | None = None
+
+    def __bool__(self) -> bool:
+        return self.error is None
+
+    def raise_for_failure(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+@dataclass
+class _Context:
+    evidence: TpmEvidence
+    attest: TpmsAttest | None = None
+    signature: TpmtSignature | None = None
+    key: AkKey | None = None
+    ak_trust: dict[str, Any] = field(default_factory=dict)
+    uefi_event_logs: list[dict[str, Any]] | None = None
+
+
+def _parse(ctx: _Context) -> str:
+    ctx.attest = parse_attest(ctx.evidence.message)
+    ctx.signature = parse_signature(ctx.evidence.signature)
+    ctx.key = load_ak(ctx.evidence.ak_der)
+    return check_header(ctx.attest) + f"; {ctx.signature.scheme} signature"
+
+
+def _same_key(cert: x509.Certificate, der: bytes) -> bool:
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return spki == der
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def check_ak_trust(evidence: TpmEvidence, trust: AkTrust, now: datetime.datetime) -> dict[str, Any]:
+    """The `ak_trust` claim; raises `TpmQuoteError` when anchors are configured and none applies."""
+    if evidence.ak_der in trust.trusted_aks:
+        return {"method": "reference_value"}
+    problems: list[str] = []
+    if trust.ca_certs and evidence.ak_cert_chain:
+        try:
+            chain = [x509.load_der_x509_certificate(c) for c in evidence.ak_cert_chain]
+        except ValueError:
+            raise TpmQuoteError("ak_cert_chain holds a certificate that is not DER X.509") from None
+        if not _same_key(chain[0], evidence.ak_der):
+            raise TpmQuoteError("the first ak_cert_chain certificate does not hold ak_public")
+        for cert in chain:
+            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                raise TpmQuoteError(f"{cert.subject.rfc4514_string()} is not valid at {now.isoformat()}")
+        for child, parent in itertools.pairwise(chain):
+            if not _issued_by(child, parent):
+                raise TpmQuoteError(f"{child.subject.rfc4514_string()} is not signed by {parent.subject.rfc4514_string()}")
+        for ca in trust.ca_certs:
+            if chain[-1] == ca or _issued_by(chain[-1], ca):
+                return {"method": "ca", "ca": ca.subject.rfc4514_string(), "ak_cert": chain[0].subject.rfc4514_string()}
+        problems.append("ak_cert_chain does not end in a configured AK/EK CA")
+    if not trust.configured:
+        return {"method": "policy"}
+    problems.append("ak_public is not a configured trusted AK")
+    if trust.ca_certs and not evidence.ak_cert_chain:
+        problems.append("the evidence has no ak_cert_chain")
+    raise TpmQuoteError("; ".join(problems))
+
+
+def _replay(ctx: _Context, replayer: PcrReplayer | None) -> str:
+    if ctx.evidence.event_log is None:
+        raise SkipCheck("no event_log in the evidence")
+    if replayer is None:
+        raise SkipCheck("no event log replayer configured")
+    try:
+        replayed, claims = replayer(ctx.evidence.event_log)
+    except EvidenceError as exc:
+        raise TpmQuoteError(exc.detail) from None
+    touched = {int(c["index"]) for c in claims if isinstance(c.get("index"), int)}
+    for index in sorted(touched):
+        if index < len(replayed) and replayed[index] != ctx.evidence.pcrs[index]:
+            quoted = ctx.evidence.pcrs[index].hex()
+            raise TpmQuoteError(f"PCR {index}: the event log replays to {replayed[index].hex()}, the quote has {quoted}")
+    ctx.uefi_event_logs = claims
+    return f"{len(claims)} events reproduce PCRs {','.join(str(i) for i in sorted(touched)) or '(none)'}"
+
+
+def pcr_claims(pcrs: Sequence[bytes]) -> dict[str, str]:
+    return {f"pcr{index:02d}": value.hex() for index, value in enumerate(pcrs)}
+
+
+def evaluate_tpm_quote(
+    evidence: TpmEvidence,
+    *,
+    now: datetime.datetime,
+    report_data: bytes | None = None,
+    init_data_hash: bytes | None = None,
+    trust: AkTrust | None = None,
+    replayer: PcrReplayer | None = None,
+) -> TpmVerificationReport:
+    """Every step up to the first failure; never raises on bad evidence."""
+    report = TpmVerificationReport()
+    ctx = _Context(evidence)
+    anchors = trust if trust is not None else AkTrust()
+
+    def ak_step(c: _Context) -> str:
+        c.ak_trust = check_ak_trust(c.evidence, anchors, now)
+        method = c.ak_trust["method"]
+        if method == "policy":
+            return "no AK trust anchors configured: the policy decides (reference value trusted_aks)"
+        return f"AK trusted by {method}" + (f" ({c.ak_trust['ca']})" if method == "ca" else "")
+
+    def signature_step(c: _Context) -> str:
+        assert c.key is not None and c.signature is not None
+        return verify_signature(c.key, c.evidence.message, c.signature)
+
+    def digest_step(c: _Context) -> str:
+        assert c.attest is not None and c.signature is not None
+        return check_pcr_digest(c.attest, c.evidence.pcrs, c.signature.hash_alg)
+
+    steps: list[tuple[int, str, Callable[[_Context], str]]] = [
+        (1, "evidence layout", _parse),
+        (2, "AK trust", ak_step),
+        (3, "quote signature", signature_step),
+        (4, "report data binding", lambda c: check_nonce(_attest(c), report_data, size=NONCE_SIZE)),
+        (5, "PCR digest", digest_step),
+        (6, "event log replay", lambda c: _replay(c, replayer)),
+        (7, "init data binding", lambda c: check_init_data(c.evidence.pcrs, init_data_hash)),
+    ]
+    for number, name, run in steps:
+        try:
+            detail = run(ctx)
+        except SkipCheck as skip:
+            report.steps.append(StepResult(number, name, SKIPPED, skip.reason))
+            continue
+        except EvidenceError as exc:
+            report.steps.append(StepResult(number, name, FAIL, exc.detail))
+            report.error = TpmQuoteError(f"step {number} ({name}): {exc.detail}")
+            return report
+        report.steps.append(StepResult(number, name, PASS, detail))
+    report.claims = tpm_claims(ctx)
+    return report
+
+
+def _attest(ctx: _Context) -> TpmsAttest:
+    assert ctx.attest is not None
+    return ctx.attest
+
+
+def tpm_claims(ctx: _Context) -> dict[str, Any]:
+    attest = _attest(ctx)
+    claims: dict[str, Any] = {
+        **pcr_claims(ctx.evidence.pcrs),
+        "ak_public": ctx.evidence.ak_public,
+        "ak_trust": ctx.ak_trust,
+        "report_data": attest.extra_data.hex(),
+        "init_data": ctx.evidence.pcrs[8].hex(),
+        "firmware_version": f"{attest.firmware_version:016x}",
+    }
+    if ctx.uefi_event_logs is not None:
+        claims["uefi_event_logs"] = ctx.uefi_event_logs
+    return claims
+
+
+def verify_tpm_quote(evidence: TpmEvidence, **kwargs: Any) -> dict[str, Any]:
+    """The claims of evidence that passed every step; raises the failing step's `TpmQuoteError`."""
+    report = evaluate_tpm_quote(evidence, **kwargs)
+    report.raise_for_failure()
+    assert report.claims is not None
+    return report.claims

@@ -1,0 +1,95 @@
+"""The `tpm`, `az-snp-vtpm` and `az-tdx-vtpm` verifiers behind a real `grpc-as`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.procs import Proc, free_port, script
+from tests.tpm.corpus import AZ_REPORT_DATA, AZ_SNP_EVIDENCE, AZ_TDX_EVIDENCE, load, tpm_evidence
+from trustee_common.b64 import url_encode
+from trustee_pb import attestation_pb2 as pb
+from trustee_pb import attestation_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    directory: Path = tmp_path_factory.mktemp("as-tpm")
+    ak = directory / "ak.der"
+    ak.write_bytes(base64.b64decode(tpm_evidence()["ak_public"]))
+    config = directory / "as.toml"
+    config.write_text(
+        f'[storage_backend]\n[storage_backend.backends.sqlite]\npath = "{directory / "as.sqlite3"}"\n'
+        '[verifier_config.tpm_verifier]\ntrusted_aks = ["ak.der"]\n'
+    )
+    port = free_port()
+    proc = Proc([script("grpc-as"), "--config-file", str(config), "--socket", f"127.0.0.1:{port}"], directory / "as.log", port=port)
+    try:
+        yield port
+    finally:
+        assert proc.stop() == 0
+
+
+@pytest.fixture
+async def stub(server: int) -> AsyncIterator[attestation_pb2_grpc.AttestationServiceAsyncStub]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server}")
+    try:
+        yield attestation_pb2_grpc.AttestationServiceStub(channel)
+    finally:
+        await channel.close()
+
+
+def request(tee: str, evidence: dict[str, Any], **extra: str) -> pb.AttestationRequest:
+    item = pb.IndividualAttestationRequest(tee=tee, evidence=url_encode(json.dumps(evidence).encode()), **extra)
+    return pb.AttestationRequest(verification_requests=[item], policy_ids=["default"])
+
+
+def annotated(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    submod: dict[str, Any] = claims["submods"]["cpu0"]
+    return submod
+
+
+async def test_tpm_corpus(stub: attestation_pb2_grpc.AttestationServiceAsyncStub) -> None:
+    response = await stub.AttestationEvaluate(request("tpm", tpm_evidence()))
+    submod = annotated(response.attestation_token)
+    evidence = submod["ear.veraison.annotated-evidence"]
+    assert evidence["tpm"]["ak_trust"] == {"method": "reference_value"}
+    assert evidence["tpm"]["pcr11"] == "00" * 32
+    # default policy: hardware 2, configuration 0, executables needs tpm_pcr11 and trusted_aks reference values
+    assert submod["ear.trustworthiness-vector"]["hardware"] == 2
+    # executables 33 without those reference values: the "warning" tier (hardware is unconditionally 2 for tpm)
+    assert submod["ear.trustworthiness-vector"]["executables"] == 33
+    assert submod["ear.status"] == "warning"
+
+
+@pytest.mark.parametrize(("tee", "path"), [("az-snp-vtpm", AZ_SNP_EVIDENCE), ("az-tdx-vtpm", AZ_TDX_EVIDENCE)])
+async def test_azure_corpus(stub: attestation_pb2_grpc.AttestationServiceAsyncStub, tee: str, path: Path) -> None:
+    response = await stub.AttestationEvaluate(request(tee, load(path), raw_runtime_data=url_encode(AZ_REPORT_DATA)))
+    evidence = annotated(response.attestation_token)["ear.veraison.annotated-evidence"]
+    assert evidence["report_data"] == AZ_REPORT_DATA.hex()
+    assert len(evidence[tee]["tpm"]["pcr11"]) == 64
+
+
+async def test_wrong_nonce_denied(stub: attestation_pb2_grpc.AttestationServiceAsyncStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.AttestationEvaluate(request("az-snp-vtpm", load(AZ_SNP_EVIDENCE), raw_runtime_data=url_encode(b"other")))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "step 8 (report data binding)" in (caught.value.details() or "")
+
+
+async def test_untrusted_ak_denied(stub: attestation_pb2_grpc.AttestationServiceAsyncStub) -> None:
+    evidence = tpm_evidence()
+    key = base64.b64decode(evidence["ak_public"])
+    evidence["ak_public"] = base64.b64encode(key[:-3] + bytes([key[-3] ^ 2]) + key[-2:]).decode()  # another modulus
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.AttestationEvaluate(request("tpm", evidence))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "step 2 (AK trust)" in (caught.value.details() or "")
