@@ -33,6 +33,7 @@ from attestation_service.core.verifiers.azure.hcl import (
     HclReportError,
     parse_hcl_report,
 )
+from attestation_service.core.verifiers.steps import VerificationReport, run_steps
 from attestation_service.core.verifiers.tdx import (
     CollateralVerifier,
     TdxCollateral,
@@ -41,7 +42,6 @@ from attestation_service.core.verifiers.tdx import (
     parse_quote,
 )
 from attestation_service.core.verifiers.tpm.quote import (
-    SkipCheck,
     TpmQuoteError,
     check_header,
     check_init_data,
@@ -56,7 +56,7 @@ from attestation_service.core.verifiers.tpm.structures import (
     TpmtSignature,
     parse_attest,
 )
-from attestation_service.core.verifiers.tpm.verify import FAIL, PASS, SKIPPED, StepResult, pcr_claims
+from attestation_service.core.verifiers.tpm.verify import pcr_claims
 from trustee_common.errors import EvidenceError
 
 
@@ -64,18 +64,8 @@ class AzureVerificationError(EvidenceError):
     """Azure vTPM evidence failed a step; the message names the step."""
 
 
-@dataclass
-class AzureVerificationReport:
-    steps: list[StepResult] = field(default_factory=list)
-    claims: dict[str, Any] | None = None
-    error: EvidenceError | None = None
-
-    def __bool__(self) -> bool:
-        return self.error is None
-
-    def raise_for_failure(self) -> None:
-        if self.error is not None:
-            raise self.error
+#: Kept for callers that name the report by TEE.
+AzureVerificationReport = VerificationReport
 
 
 @dataclass
@@ -130,17 +120,8 @@ def _vtpm_steps(
 
 def _run(ctx: _Context, steps: list[tuple[int, str, Callable[[_Context], str]]]) -> AzureVerificationReport:
     report = AzureVerificationReport()
-    for number, name, run in steps:
-        try:
-            detail = run(ctx)
-        except SkipCheck as skip:
-            report.steps.append(StepResult(number, name, SKIPPED, skip.reason))
-            continue
-        except EvidenceError as exc:
-            report.steps.append(StepResult(number, name, FAIL, exc.detail))
-            report.error = AzureVerificationError(f"step {number} ({name}): {exc.detail}")
-            return report
-        report.steps.append(StepResult(number, name, PASS, detail))
+    if not run_steps(report, ctx, steps, AzureVerificationError):
+        return report
     assert ctx.attest is not None
     claims = dict(ctx.platform_claims)
     claims["hcl_report_data"] = ctx.bound.hex()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -56,11 +56,11 @@ from attestation_service.core.verifiers.snp.report import (
     SnpReportParseError,
     parse_report,
 )
+from attestation_service.core.verifiers.steps import PASS, SkipStep, StepResult, VerificationReport, fail_step, run_steps
 from trustee_common.errors import EvidenceError
 
 REPORT_DATA_SIZE = 64
 INIT_DATA_SIZE = 32
-PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 
 __all__ = [
     "SnpVerificationError",
@@ -77,35 +77,8 @@ class SnpVerificationError(EvidenceError):
     """An SNP report failed a verification step; the message names the step."""
 
 
-class _SkipStepError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    number: int
-    name: str
-    outcome: str
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.number, "name": self.name, "outcome": self.outcome, "detail": self.detail}
-
-
-@dataclass
-class SnpVerificationReport:
-    steps: list[StepResult] = field(default_factory=list)
-    claims: dict[str, Any] | None = None
-    error: EvidenceError | None = None
-
-    def __bool__(self) -> bool:
-        return self.error is None
-
-    def raise_for_failure(self) -> None:
-        if self.error is not None:
-            raise self.error
+#: Kept for callers that name the report by TEE.
+SnpVerificationReport = VerificationReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +249,7 @@ def step_signature(ctx: _Context) -> str:
 
 def check_binding(actual: bytes, expected: bytes | None, size: int, name: str) -> str:
     if expected is None:
-        raise _SkipStepError(f"no expected value: {name} not checked")
+        raise SkipStep(f"no expected value: {name} not checked")
     if not hmac.compare_digest(actual, regularize(expected, size)):
         raise _fail(f"{name} {actual.hex()} does not equal the expected value padded/truncated to {size} bytes")
     return f"{name} matches"
@@ -290,7 +263,7 @@ def evaluate_snp_report(request: SnpVerificationInput) -> SnpVerificationReport:
     try:
         report = parse_report(request.report)
     except SnpReportParseError as exc:
-        return _failed(result, 1, "report layout", exc)
+        return fail_step(result, 1, "report layout", exc)
     result.steps.append(StepResult(1, "report layout", PASS, f"version {report.version}, signed by {SIGNING_KEYS[report.signing_key]}"))
     ctx = _Context(request, report)
     steps: list[tuple[int, str, Callable[[_Context], str]]] = [
@@ -303,22 +276,8 @@ def evaluate_snp_report(request: SnpVerificationInput) -> SnpVerificationReport:
         (8, "report data binding", lambda c: check_binding(c.report.report_data, request.report_data, REPORT_DATA_SIZE, "report_data")),
         (9, "init data binding", lambda c: check_binding(c.report.host_data, request.init_data_hash, INIT_DATA_SIZE, "host_data")),
     ]
-    for number, name, run in steps:
-        try:
-            detail = run(ctx)
-        except _SkipStepError as skip:
-            result.steps.append(StepResult(number, name, SKIPPED, skip.reason))
-            continue
-        except EvidenceError as exc:
-            return _failed(result, number, name, exc)
-        result.steps.append(StepResult(number, name, PASS, detail))
-    result.claims = report_claims(report, ctx.product, ctx.key_kind)
-    return result
-
-
-def _failed(result: SnpVerificationReport, number: int, name: str, exc: EvidenceError) -> SnpVerificationReport:
-    result.steps.append(StepResult(number, name, FAIL, exc.detail))
-    result.error = type(exc)(f"step {number} ({name}): {exc.detail}")
+    if run_steps(result, ctx, steps):
+        result.claims = report_claims(report, ctx.product, ctx.key_kind)
     return result
 
 

@@ -1,7 +1,7 @@
 """The DCAP verification steps of evidence.md 1.6 (Intel QVL semantics), one function each.
 
 Each step takes the `StepContext`, returns a one-line detail on success,
-raises `TdxVerificationError` on failure and `SkipStepError` when it cannot
+raises `TdxVerificationError` on failure and `SkipStep` when it cannot
 run (no collateral, no expected value). `verify.py` sequences them.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attestation_service.core.verifiers.steps import SkipStep
 from attestation_service.core.verifiers.tdx.collateral import (
     VerifiedCollateral,
     ecdsa_raw_verify,
@@ -44,9 +45,6 @@ ATT_KEY_TYPE_ECDSA_P256 = 2
 TEE_TYPE_TDX = 0x81
 REPORT_DATA_SIZE = 64
 INIT_DATA_SIZE = 48
-
-PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
-
 
 class TdxVerificationError(EvidenceError):
     """A TDX quote failed a DCAP verification step; the message names the step."""
@@ -78,12 +76,6 @@ class StepContext:
     status: str | None = None
     advisory_ids: list[str] = field(default_factory=list)
     uefi_event_logs: list[dict[str, Any]] | None = None
-
-
-class SkipStepError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def step_failure(detail: str) -> TdxVerificationError:
@@ -290,7 +282,7 @@ def step_accept(ctx: StepContext) -> str:
 
 def _need_collateral(ctx: StepContext) -> VerifiedCollateral:
     if ctx.collateral is None:
-        raise SkipStepError("no collateral")
+        raise SkipStep("no collateral")
     return ctx.collateral
 
 
@@ -314,7 +306,7 @@ def regularize(data: bytes, size: int) -> bytes:
 def check_binding(actual: bytes, expected: bytes | None, size: int) -> str:
     name = "report_data" if size == REPORT_DATA_SIZE else "mr_config_id"
     if expected is None:
-        raise SkipStepError(f"no expected value: {name} not checked")
+        raise SkipStep(f"no expected value: {name} not checked")
     if not hmac.compare_digest(actual, regularize(expected, size)):
         raise step_failure(f"{name} {actual.hex()} does not equal the expected value padded/truncated to {size} bytes")
     return f"{name} matches"
@@ -322,15 +314,15 @@ def check_binding(actual: bytes, expected: bytes | None, size: int) -> str:
 
 def replay(ctx: StepContext, event_log: bytes | None, replayer: EventLogReplayer | None) -> str:
     if event_log is None:
-        raise SkipStepError("no cc_eventlog in the evidence")
+        raise SkipStep("no cc_eventlog in the evidence")
     if replayer is None:
-        raise SkipStepError("no event log replayer configured")
+        raise SkipStep("no event log replayer configured")
     try:
         result = replayer(event_log)
     except TrusteeError as exc:
         raise step_failure(f"event log: {exc.detail}") from None
     if result is None:
-        raise SkipStepError("event log parser not available in this build (attestation_service.core.eventlog missing)")
+        raise SkipStep("event log parser not available in this build (attestation_service.core.eventlog missing)")
     for index, (replayed, quoted) in enumerate(zip(result.rtmrs, ctx.quote.body.rtmrs, strict=False)):
         if not hmac.compare_digest(replayed, quoted):
             raise step_failure(f"RTMR{index}: event log replays to {replayed.hex()}, the quote has {quoted.hex()}")

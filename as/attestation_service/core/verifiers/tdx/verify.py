@@ -18,21 +18,18 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from attestation_service.core.verifiers.steps import SkipStep, StepResult, VerificationReport, fail_step, run_steps
 from attestation_service.core.verifiers.tdx.claims import quote_claims
 from attestation_service.core.verifiers.tdx.collateral import CollateralVerifier, TdxCollateral
 from attestation_service.core.verifiers.tdx.quote import QuoteParseError, parse_quote
 from attestation_service.core.verifiers.tdx.steps import (
-    FAIL,
     INIT_DATA_SIZE,
-    PASS,
     REPORT_DATA_SIZE,
-    SKIPPED,
     EventLogReplayer,
     EventLogResult,
-    SkipStepError,
     StepContext,
     TdxVerificationError,
     check_binding,
@@ -65,29 +62,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    number: int
-    name: str
-    outcome: str
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.number, "name": self.name, "outcome": self.outcome, "detail": self.detail}
-
-
-@dataclass
-class TdxVerificationReport:
-    steps: list[StepResult] = field(default_factory=list)
-    claims: dict[str, Any] | None = None
-    error: EvidenceError | None = None
-
-    def __bool__(self) -> bool:
-        return self.error is None
-
-    def raise_for_failure(self) -> None:
-        if self.error is not None:
-            raise self.error
+#: Kept for callers that name the report by TEE.
+TdxVerificationReport = VerificationReport
 
 
 # --- the pipeline -----------------------------------------------------------------------
@@ -113,7 +89,7 @@ def evaluate_tdx_quote(
     try:
         quote = parse_quote(request.quote)
     except QuoteParseError as exc:
-        return _failed(report, 1, "quote header and layout", exc)
+        return fail_step(report, 1, "quote header and layout", exc)
     ctx = StepContext(quote, request.now)
     report.claims = quote_claims(quote)
 
@@ -121,7 +97,7 @@ def evaluate_tdx_quote(
         if request.collateral is None:
             if request.require_collateral:
                 raise step_failure("no collateral for this quote")
-            raise SkipStepError("no collateral given: only the quote's signatures, QE binding and PCK chain are checked")
+            raise SkipStep("no collateral given: only the quote's signatures, QE binding and PCK chain are checked")
         try:
             ctx.collateral = verifier.verify(request.collateral)
         except EvidenceError as exc:
@@ -153,22 +129,8 @@ def evaluate_tdx_quote(
         (15, "init data binding", lambda c: check_binding(c.quote.body.mr_config_id, request.init_data_hash, INIT_DATA_SIZE)),
         (16, "event log replay", lambda c: replay(c, request.event_log, event_log_replayer)),
     ]
-    for number, name, run in steps:
-        try:
-            detail = run(ctx)
-        except SkipStepError as skip:
-            report.steps.append(StepResult(number, name, SKIPPED, skip.reason))
-            continue
-        except EvidenceError as exc:
-            return _failed(report, number, name, exc)
-        report.steps.append(StepResult(number, name, PASS, detail))
-    report.claims.update(supplemental(ctx))
-    return report
-
-
-def _failed(report: TdxVerificationReport, number: int, name: str, exc: EvidenceError) -> TdxVerificationReport:
-    report.steps.append(StepResult(number, name, FAIL, exc.detail))
-    report.error = type(exc)(f"step {number} ({name}): {exc.detail}")
+    if run_steps(report, ctx, steps):
+        report.claims.update(supplemental(ctx))
     return report
 
 

@@ -6,6 +6,7 @@ verifiers), `verify` (steps, AK trust, report and raising forms, claims),
 `verifier` (evidence JSON and the AS `Verifier`).
 """
 
+from attestation_service.core.verifiers.steps import StepResult
 from attestation_service.core.verifiers.tpm.quote import TpmQuoteError, load_ak, verify_signature
 from attestation_service.core.verifiers.tpm.structures import (
     TpmParseError,
@@ -17,7 +18,6 @@ from attestation_service.core.verifiers.tpm.structures import (
 from attestation_service.core.verifiers.tpm.verifier import TpmVerifier, parse_evidence, replay_tpm_event_log
 from attestation_service.core.verifiers.tpm.verify import (
     AkTrust,
-    StepResult,
     TpmEvidence,
     TpmVerificationReport,
     evaluate_tpm_quote,

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from attestation_service.core.verifiers.steps import SkipStep
 from attestation_service.core.verifiers.tpm.structures import (
     ALG_ECDSA,
     ALG_RSAPSS,
@@ -40,12 +41,8 @@ class TpmQuoteError(EvidenceError):
     """A TPM quote failed a check; the message names the step."""
 
 
-class SkipCheck(Exception):  # noqa: N818 - a control-flow signal, not an error
-    """A check that cannot run (no expected value); the step is reported as skipped."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+#: A check that cannot run (no expected value); the step is reported as skipped.
+SkipCheck = SkipStep
 
 
 def load_ak(spki_der: bytes) -> AkKey:

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from attestation_service.core.verifiers.steps import VerificationReport, run_steps
 from attestation_service.core.verifiers.tpm.quote import (
     AkKey,
     SkipCheck,
@@ -42,7 +43,6 @@ from attestation_service.core.verifiers.tpm.structures import TpmsAttest, TpmtSi
 from trustee_common.errors import EvidenceError
 
 NONCE_SIZE = 32
-PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 #: Most certificates accepted in `ak_cert_chain`.
 MAX_CHAIN = 8
 
@@ -75,29 +75,8 @@ class TpmEvidence:
     ak_cert_chain: tuple[bytes, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    number: int
-    name: str
-    outcome: str
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.number, "name": self.name, "outcome": self.outcome, "detail": self.detail}
-
-
-@dataclass
-class TpmVerificationReport:
-    steps: list[StepResult] = field(default_factory=list)
-    claims: dict[str, Any] | None = None
-    error: EvidenceError | None = None
-
-    def __bool__(self) -> bool:
-        return self.error is None
-
-    def raise_for_failure(self) -> None:
-        if self.error is not None:
-            raise self.error
+#: Kept for callers that name the report by TEE.
+TpmVerificationReport = VerificationReport
 
 
 @dataclass
@@ -220,18 +199,8 @@ def evaluate_tpm_quote(
         (6, "event log replay", lambda c: _replay(c, replayer)),
         (7, "init data binding", lambda c: check_init_data(c.evidence.pcrs, init_data_hash)),
     ]
-    for number, name, run in steps:
-        try:
-            detail = run(ctx)
-        except SkipCheck as skip:
-            report.steps.append(StepResult(number, name, SKIPPED, skip.reason))
-            continue
-        except EvidenceError as exc:
-            report.steps.append(StepResult(number, name, FAIL, exc.detail))
-            report.error = TpmQuoteError(f"step {number} ({name}): {exc.detail}")
-            return report
-        report.steps.append(StepResult(number, name, PASS, detail))
-    report.claims = tpm_claims(ctx)
+    if run_steps(report, ctx, steps, TpmQuoteError):
+        report.claims = tpm_claims(ctx)
     return report
 
 
