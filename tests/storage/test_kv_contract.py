@@ -193,9 +193,14 @@ async def test_purge_removes_only_expired_entries(durable: Backend) -> None:
     assert await store.get("kbs", "forever") == b"z"
 
 
-async def test_data_survives_reopen(durable: Backend) -> None:
-    if durable.name == "memory":
-        pytest.skip("the memory store is per process by design")
+@pytest.fixture(params=[name for name in DURABLE if name != "memory"])  # the memory store is per process by design
+async def persistent(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    async for backend in _backend(request, tmp_path):
+        yield backend
+
+
+async def test_data_survives_reopen(persistent: Backend) -> None:
+    durable = persistent
     first = durable.open()
     await first.put("reference_value", "svn", b"kept")
     await first.put(SESSIONS, "s", b"kept too", expires_at=time.time() + 60)
