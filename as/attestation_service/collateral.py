@@ -26,11 +26,11 @@ import aiohttp
 from cryptography import x509
 
 from attestation_service.config import DcapSettings
-from attestation_service.core.verifier import Claims
 from attestation_service.core.verifiers.tdx.collateral import TdxCollateral
 from attestation_service.core.verifiers.tdx.quote import parse_quote
 from attestation_service.core.verifiers.tdx.tcb import parse_qe_identity, parse_tcb_info
 from attestation_service.core.verifiers.tdx.verifier import TdxVerifier, collateral_key, parse_evidence
+from attestation_service.fetching import FetchingVerifier
 from trustee_common.errors import ConfigError, TrusteeError, UpstreamError
 from trustee_common.storage import KeyValueStore
 
@@ -189,30 +189,7 @@ class CollateralSource:
         logger.info("fetched DCAP collateral for FMSPC %s (%s CA)", key[0].upper(), key[1])
 
 
-class FetchingTdxVerifier:
-    """`TdxVerifier` plus the async `prepare(evidence)` hook the service awaits before verifying."""
-
-    tee = "tdx"
-
-    def __init__(self, verifier: TdxVerifier, source: CollateralSource) -> None:
-        self._verifier = verifier
-        self._source = source
-
-    async def prepare(self, evidence: object) -> None:
-        try:
-            quote, _ = parse_evidence(evidence)
-            fmspc, ca = collateral_key(parse_quote(quote))
-        except TrusteeError:
-            return  # the verifier reports it with the step that failed
-        await self._source.prepare(fmspc, ca)
-
-    def evaluate(
-        self, evidence: object, expected_report_data: bytes | None, expected_init_data_hash: bytes | None, now: datetime.datetime
-    ) -> list[tuple[Claims, str]]:
-        return self._verifier.evaluate(evidence, expected_report_data, expected_init_data_hash, now)
-
-
-def build_tdx_verifier(settings: DcapSettings | None, store: KeyValueStore | None) -> FetchingTdxVerifier:
+def build_tdx_verifier(settings: DcapSettings | None, store: KeyValueStore | None) -> FetchingVerifier:
     """The `tdx` verifier from `[verifier_config.dcap_verifier]` (no table: refuses every quote, no collateral)."""
     settings = settings if settings is not None else DcapSettings()
     offline = {} if settings.collateral_dir is None else load_collateral(settings.collateral_dir)
@@ -225,4 +202,18 @@ def build_tdx_verifier(settings: DcapSettings | None, store: KeyValueStore | Non
     verifier = TdxVerifier(
         source.lookup, accept_expired_collateral=settings.accept_expired_collateral, verification_time=settings.verification_time
     )
-    return FetchingTdxVerifier(verifier, source)
+    return fetching_tdx_verifier(verifier, source)
+
+
+def fetching_tdx_verifier(verifier: TdxVerifier, source: CollateralSource) -> FetchingVerifier:
+    """`verifier` behind a hook that fetches the quote's collateral into `source` first."""
+
+    async def prepare(evidence: object) -> None:
+        try:
+            quote, _ = parse_evidence(evidence)
+            fmspc, ca = collateral_key(parse_quote(quote))
+        except TrusteeError:
+            return  # the verifier reports it with the step that failed
+        await source.prepare(fmspc, ca)
+
+    return FetchingVerifier("tdx", verifier, prepare)

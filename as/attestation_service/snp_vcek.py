@@ -29,10 +29,10 @@ from pathlib import Path
 import aiohttp
 
 from attestation_service.config import SnpSettings
-from attestation_service.core.verifier import Claims
 from attestation_service.core.verifiers.snp import SnpVerifier, VcekKey, load_certificate, parse_evidence, parse_report
 from attestation_service.core.verifiers.snp.certs import PRODUCTS
 from attestation_service.core.verifiers.snp.verifier import needs_vcek
+from attestation_service.fetching import FetchingVerifier
 from trustee_common.errors import ConfigError, TrusteeError, UpstreamError
 from trustee_common.storage import KeyValueStore
 
@@ -147,31 +147,7 @@ class VcekSource:
         logger.info("fetched the VCEK %s from AMD KDS", name)
 
 
-class FetchingSnpVerifier:
-    """`SnpVerifier` plus the async `prepare(evidence)` hook the service awaits before verifying."""
-
-    tee = "snp"
-
-    def __init__(self, verifier: SnpVerifier, source: VcekSource) -> None:
-        self._verifier = verifier
-        self._source = source
-
-    async def prepare(self, evidence: object) -> None:
-        try:
-            parsed = parse_evidence(evidence)
-            report = parse_report(parsed.report)
-        except TrusteeError:
-            return  # the verifier reports it with the step that failed
-        if needs_vcek(parsed, report):
-            await self._source.prepare(VcekKey.of(report))
-
-    def evaluate(
-        self, evidence: object, expected_report_data: bytes | None, expected_init_data_hash: bytes | None, now: datetime.datetime
-    ) -> list[tuple[Claims, str]]:
-        return self._verifier.evaluate(evidence, expected_report_data, expected_init_data_hash, now)
-
-
-def build_snp_verifier(settings: SnpSettings | None, store: KeyValueStore | None) -> FetchingSnpVerifier:
+def build_snp_verifier(settings: SnpSettings | None, store: KeyValueStore | None) -> FetchingVerifier:
     """The `snp` verifier from `[verifier_config.snp_verifier]` (no table: VCEKs/VLEKs from the evidence only)."""
     settings = settings if settings is not None else SnpSettings()
     offline = [OfflineVcekStore(path) for path in settings.offline_stores]
@@ -180,4 +156,19 @@ def build_snp_verifier(settings: SnpSettings | None, store: KeyValueStore | None
         logger.warning("SNP verification time pinned to %s (test-only setting)", settings.verification_time.isoformat())
     source = VcekSource(offline, fetcher, store)
     verifier = SnpVerifier(source.lookup, crls=source.crls(), verification_time=settings.verification_time)
-    return FetchingSnpVerifier(verifier, source)
+    return fetching_snp_verifier(verifier, source)
+
+
+def fetching_snp_verifier(verifier: SnpVerifier, source: VcekSource) -> FetchingVerifier:
+    """`verifier` behind a hook that fetches the report's VCEK into `source` first."""
+
+    async def prepare(evidence: object) -> None:
+        try:
+            parsed = parse_evidence(evidence)
+            report = parse_report(parsed.report)
+        except TrusteeError:
+            return  # the verifier reports it with the step that failed
+        if needs_vcek(parsed, report):
+            await source.prepare(VcekKey.of(report))
+
+    return FetchingVerifier("snp", verifier, prepare)

@@ -10,7 +10,13 @@ from urllib.parse import quote as urlquote
 
 import pytest
 from aiohttp import web
-from attestation_service.collateral import NAMESPACE, CollateralSource, PcsCollateralFetcher, build_tdx_verifier, load_collateral
+from attestation_service.collateral import (
+    NAMESPACE,
+    CollateralSource,
+    PcsCollateralFetcher,
+    fetching_tdx_verifier,
+    load_collateral,
+)
 from attestation_service.config import AsConfig
 
 from tests.tdx.corpus import V4, V5, at
@@ -160,12 +166,12 @@ async def test_unreachable_service_is_upstream_error(unused_tcp_port: int) -> No
 async def test_verifier_prepare_then_evaluate(pcs: tuple[str, list[str]]) -> None:
     import base64
 
-    from attestation_service.config import DcapSettings
+    from attestation_service.core.verifiers.tdx import TdxVerifier
 
     base, _ = pcs
-    settings = DcapSettings(collateral_service=base, timeout=5, verification_time=V4.now)
-    verifier = build_tdx_verifier(settings, MemoryStore())
-    verifier._source._fetcher._root_crl_url = f"{base}/IntelSGXRootCA.der"  # type: ignore[union-attr]
+    fetcher = PcsCollateralFetcher(base, 5, root_crl_url=f"{base}/IntelSGXRootCA.der")
+    source = CollateralSource({}, fetcher, MemoryStore())
+    verifier = fetching_tdx_verifier(TdxVerifier(source.lookup, verification_time=V4.now), source)
     evidence = {"quote": base64.b64encode(V4.quote).decode(), "cc_eventlog": None}
     await verifier.prepare(evidence)
     [(claims, _)] = verifier.evaluate(evidence, None, None, V4.now)
