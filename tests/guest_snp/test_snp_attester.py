@@ -202,7 +202,7 @@ def test_evidence_without_auxblob_verifies_with_the_vcek_supplied(configfs: Fake
 
 def test_tampered_report_does_not_verify(configfs: FakeSnpConfigfs, tmp_path: Path, milan_report: bytes) -> None:
     vcek, ask, ark = milan_chain()
-    configfs.report = milan_report[:0x90] + bytes([milan_report[0x90] ^ 1]) + milan_report[0x91:]
+    configfs.outblob = milan_report[:0x90] + bytes([milan_report[0x90] ^ 1]) + milan_report[0x91:]
     configfs.auxblob = cert_table([(VCEK_GUID, vcek), (ASK_GUID, ask), (ARK_GUID, ark)])
     evidence = SnpAttester(paths(configfs.root, tmp_path)).get_evidence(b"x")
     with pytest.raises(Exception, match="signature"):
@@ -231,7 +231,7 @@ def test_a_second_writer_is_detected_by_generation(configfs: FakeSnpConfigfs, tm
 
 
 def test_an_outblob_of_the_wrong_size_is_refused(configfs: FakeSnpConfigfs, tmp_path: Path) -> None:
-    configfs.report = b"\x00" * 100
+    configfs.outblob = b"\x00" * 100
     with pytest.raises(AttestationError, match="outblob is 100 bytes"):
         SnpAttester(paths(configfs.root, tmp_path)).get_evidence(b"x")
     assert configfs.removed == configfs.created
@@ -354,7 +354,7 @@ def test_genoa_report_through_configfs_verifies(configfs: FakeSnpConfigfs, tmp_p
     _, corpus = genoa_evidence()
     raw = report_from_json(corpus["attestation_report"])
     [vcek] = corpus["cert_chain"]
-    configfs.report = raw
+    configfs.outblob = raw
     configfs.auxblob = cert_table([(VCEK_GUID, bytes(vcek["data"]))])
     evidence = SnpAttester(paths(configfs.root, tmp_path)).get_evidence(b"x")
     assert evidence["cert_chain"] == corpus["cert_chain"]
@@ -365,7 +365,7 @@ def test_genoa_report_through_configfs_verifies(configfs: FakeSnpConfigfs, tmp_p
 
 def test_vlek_report_through_configfs_verifies(configfs: FakeSnpConfigfs, tmp_path: Path) -> None:
     raw = corpus_file("trustee-vlek/report.bin")
-    configfs.report = raw
+    configfs.outblob = raw
     configfs.auxblob = cert_table([(VLEK_GUID, corpus_file("trustee-vlek/vlek.der"))])
     evidence = SnpAttester(paths(configfs.root, tmp_path)).get_evidence(b"x")
     assert [e["cert_type"] for e in evidence["cert_chain"]] == ["VLEK"]
