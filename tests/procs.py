@@ -15,13 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from tests.ports import allocate_ports
+
 BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port for a helper server, race-free across test processes (see `tests.ports`)."""
+    return allocate_ports(1)[0]
 
 
 def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:

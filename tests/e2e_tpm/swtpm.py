@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
+from tests.ports import allocate_ports
 from tests.procs import Proc
-from tests.tools.stack import free_ports
 
 
-def adjacent_free_ports(attempts: int = 50) -> tuple[int, int]:
+def adjacent_free_ports() -> tuple[int, int]:
     """Two free ports P, P+1: the swtpm TCTI always finds the control channel at port + 1."""
-    for _ in range(attempts):
-        (port,) = free_ports(1)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port, port + 1
-    raise RuntimeError("no two adjacent free TCP ports")
+    port, ctrl = allocate_ports(2, consecutive=True)
+    return port, ctrl
 
 
 class Swtpm:

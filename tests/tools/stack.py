@@ -8,13 +8,12 @@ replaces our own code: every call goes to the real processes.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
 
+from tests.ports import allocate_ports
 from tests.procs import Proc, script
 
 #: Environment variables the tools read as flag fallbacks; tests start from a clean slate.
@@ -24,12 +23,8 @@ START_TIMEOUT = 120.0
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (all held open while choosing, so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+    """`count` distinct loopback ports, race-free across test processes (see `tests.ports`)."""
+    return allocate_ports(count)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
