@@ -14,12 +14,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
+# The install is editable, so code changes need no reinstall: stamps skip pip until the metadata changes.
+$(VENV)/.installed: pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
 
 install-test: $(BIN)/python
 	bash scripts/system-deps.sh
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(MAKE) --no-print-directory $(VENV)/.installed-test
 
 ## The main job: the whole server stack on embedded storage.
 run: install

@@ -102,18 +102,26 @@ def test_rvps_tool_unreachable_rvps_exits_1() -> None:
     assert result.stderr.startswith("error: UpstreamUnavailable: RVPS unavailable")
 
 
-def test_trustee_run_refuses_a_busy_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command, flags", [
+    ("run", ("--kbs-port", "--as-port", "--rvps-port")),
+    ("guest", ("--rest-port", "--aa-port", "--cdh-port")),
+])
+@pytest.mark.parametrize("busy_index", [0, 1, 2])
+def test_trustee_refuses_a_busy_port_naming_its_flag(tmp_path: Path, command: str, flags: tuple[str, ...], busy_index: int) -> None:
     import socket
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        as_port, rvps_port = free_ports(2)
-        result = run_tool("trustee", "run", "--data-dir", str(tmp_path / "d"), "--kbs-port", str(port),
-                          "--as-port", str(as_port), "--rvps-port", str(rvps_port), env=clean_env())
-    assert result.returncode == 1
+        ports = free_ports(3)
+        ports[busy_index] = port
+        args = [arg for flag, value in zip(flags, ports, strict=True) for arg in (flag, str(value))]
+        extra = ["--kbs-url", "http://127.0.0.1:9"] if command == "guest" else []
+        result = run_tool("trustee", command, "--data-dir", str(tmp_path / "d"), *extra, *args, env=clean_env())
+    assert result.returncode == 1, result.stderr
     assert f"error: cannot use port {port} on 127.0.0.1" in result.stderr
+    assert f"(choose another with {flags[busy_index]})" in result.stderr
 
 
 def test_trustee_run_rejects_unreadable_tls_files(tmp_path: Path) -> None:

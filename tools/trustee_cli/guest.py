@@ -21,9 +21,11 @@ def _children(root: Path, settings: GuestSettings) -> list[ChildSpec]:
     rest_argv = [program("api-server-rest"), "--bind", socket_address(LOOPBACK, settings.rest_port), "--features", "all",
                  "--aa_addr", aa_addr, "--cdh_addr", cdh_addr]
     return [
-        ChildSpec("attestation-agent", [program("attestation-agent"), "-a", aa_addr, "-c", str(root / "aa.toml")], settings.aa_port),
-        ChildSpec("confidential-data-hub", [program("confidential-data-hub"), "-c", str(root / "cdh.toml")], settings.cdh_port),
-        ChildSpec("api-server-rest", rest_argv, settings.rest_port),
+        ChildSpec("attestation-agent", [program("attestation-agent"), "-a", aa_addr, "-c", str(root / "aa.toml")], settings.aa_port,
+                  port_flag="--aa-port"),
+        ChildSpec("confidential-data-hub", [program("confidential-data-hub"), "-c", str(root / "cdh.toml")], settings.cdh_port,
+                  port_flag="--cdh-port"),
+        ChildSpec("api-server-rest", rest_argv, settings.rest_port, port_flag="--rest-port"),
     ]
 
 
@@ -45,7 +47,7 @@ def run_guest(data_dir: Path, settings: GuestSettings) -> int:
     root = data_dir.absolute()
     children = _children(root, settings)
     for spec in children:
-        check_port_free(spec.host, spec.port)
+        check_port_free(spec.host, spec.port, spec.port_flag)
     prepare_guest_dir(root, settings)
     supervisor = Supervisor(root / "logs")
     supervisor.install_signal_handlers()

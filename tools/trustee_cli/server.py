@@ -24,10 +24,10 @@ def _children(paths: ServerPaths, settings: ServerSettings, insecure_http: bool)
         kbs_argv.append("--insecure-http")
     return [
         ChildSpec("rvps", [program("rvps"), "--config", str(paths.rvps_config), "--address", socket_address(LOOPBACK, settings.rvps_port)],
-                  settings.rvps_port),
+                  settings.rvps_port, port_flag="--rvps-port"),
         ChildSpec("as", [program("grpc-as"), "--config-file", str(paths.as_config), "--socket", socket_address(LOOPBACK, settings.as_port)],
-                  settings.as_port),
-        ChildSpec("kbs", kbs_argv, settings.kbs_port, settings.host),
+                  settings.as_port, port_flag="--as-port"),
+        ChildSpec("kbs", kbs_argv, settings.kbs_port, settings.host, port_flag="--kbs-port"),
     ]
 
 
@@ -57,7 +57,7 @@ def run_server(data_dir: Path, settings: ServerSettings, *, insecure_http: bool)
     paths = ServerPaths.under(data_dir)
     children = _children(paths, settings, insecure_http)
     for spec in children:
-        check_port_free(spec.host, spec.port)
+        check_port_free(spec.host, spec.port, spec.port_flag)
     prepare_server_dir(paths, settings)
     supervisor = Supervisor(paths.logs_dir)
     supervisor.install_signal_handlers()

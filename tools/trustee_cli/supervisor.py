@@ -47,15 +47,16 @@ def program(name: str) -> str:
     return str(path)
 
 
-def check_port_free(host: str, port: int) -> None:
-    """`ConfigError` if something already listens on `host:port`."""
+def check_port_free(host: str, port: int, flag: str = "") -> None:
+    """`ConfigError` if something already listens on `host:port`; the message names the `flag` that moves it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise ConfigError(f"cannot use port {port} on {host or '*'}: {exc.strerror or exc}") from None
+            hint = f" (choose another with {flag})" if flag else ""
+            raise ConfigError(f"cannot use port {port} on {host or '*'}: {exc.strerror or exc}{hint}") from None
 
 
 def port_open(host: str, port: int) -> bool:
@@ -73,6 +74,8 @@ class ChildSpec:
     argv: list[str]
     port: int
     host: str = "127.0.0.1"
+    #: The command-line flag that sets `port`, named when the port is taken.
+    port_flag: str = ""
 
 
 @dataclass
