@@ -8,8 +8,8 @@ allows), with valid time claims (`kbs.core.jws.check_time_claims`), the
 provider's `iss`/`aud` when configured, and a string `role`.
 
 Authorization matches the *target*: the decoded, normalised request path
-the handlers use (`kbs.http.paths.admin_target`), plus `?` and the raw
-query string when the request has one. The first ACL entry whose role
+the handlers use, without the query string (`kbs.core.request_path`
+explains why). The first ACL entry whose role
 equals the token's, whose method list (if any) holds the request method
 and whose anchored regex matches the whole target allows the request.
 

@@ -4,12 +4,18 @@ Each segment after `/kbs/v0/` is percent-decoded on its own (strict
 UTF-8). Encodings that would let a string checked by an ACL regex differ
 from the one a handler acts on are refused with `MalformedRequestError`:
 an encoded `/` inside a segment, `.` and `..` segments (raw or encoded),
-`?` and `#` inside a segment (they would blur the path/query boundary of
+`?` and `#` inside a segment (they would read as a query or fragment in
 the ACL target) and control characters.
 
-`admin_target` rebuilds the path from the decoded segments and appends
-`?` plus the raw query string when there is one, as upstream matches the
-path with its query (`request.uri()`).
+`admin_target` rebuilds the path from the decoded segments, without the
+query string. Upstream matches `request.uri()`, path plus query; we do
+not, because no admin handler reads the query, so including it only lets
+input the handler ignores change the decision: an ACL that excludes an
+endpoint with a lookahead (`^/kbs/v0/(?!resource-policy$).*$`) would be
+bypassed by `resource-policy?x`. Dropping the query is either harmless
+(the handler ignores it) or fails closed (an ACL that requires a query
+never matches). An admin endpoint that ever reads the query must add it
+to the target.
 """
 
 from __future__ import annotations
@@ -41,7 +47,6 @@ def decode_segments(raw_path: str) -> list[str]:
     return segments
 
 
-def admin_target(segments: list[str], raw_query: str) -> str:
-    """The string admin ACLs match: `/kbs/v0/<decoded segments>[?<raw query>]`."""
-    path = KBS_PREFIX + "/".join(segments)
-    return f"{path}?{raw_query}" if raw_query else path
+def admin_target(segments: list[str]) -> str:
+    """The string admin ACLs match: `/kbs/v0/<decoded segments>`, no query string."""
+    return KBS_PREFIX + "/".join(segments)

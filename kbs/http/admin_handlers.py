@@ -1,8 +1,8 @@
 """Admin handlers: resources, resource policy, attestation policy, reference values.
 
 Every handler first authorizes the caller (`AdminAuthorizer`, with the
-method and the decoded path plus raw query, built from the same decoded
-segments the dispatcher handed the handler) and only then reads the body, so an unauthenticated
+method and the decoded path without the query, built from the same
+decoded segments the dispatcher handed the handler) and only then reads the body, so an unauthenticated
 caller learns nothing about the request's validity. Bodies are checked
 strictly before anything is forwarded or stored.
 """
@@ -27,7 +27,7 @@ POLICY_TYPES = ("rego",)
 
 
 def _authorize(request: web.Request, state: KbsState) -> None:
-    target = admin_target(decode_segments(request.rel_url.raw_path), request.rel_url.raw_query_string)
+    target = admin_target(decode_segments(request.rel_url.raw_path))
     state.admin.authorize(request.headers.get("Authorization"), request.method, target, state.clock())
 
 
