@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import time
+import tomllib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,26 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwcrypto import jwk
 
+from kbs.config import parse_kbs_config
 from kbs.http import admin_handlers
 from kbs.http.app import BUILTIN_ENDPOINTS, RESOURCE_ENDPOINTS
+from kbs.server import load_admin
 from tests.kbs import admin_tokens as t
-from tests.kbs.helpers import ALLOW_ALL, Kbs, Material, ear_claims, load_signing, policy_body, start_kbs, variant
+from tests.kbs.helpers import (
+    ALLOW_ALL,
+    Kbs,
+    Material,
+    ear_claims,
+    kbs_toml,
+    load_signing,
+    policy_body,
+    run_kbs_expect_exit,
+    start_kbs,
+    variant,
+)
 from tests.procs import Proc, free_port, script
 from trustee_common.b64 import std_encode, url_encode
+from trustee_common.errors import ConfigError
 from trustee_common.jose import TeeKeyPair
 
 OUTSIDER_ACL = "^/kbs/v0/(?!(resource|resource-policy|attestation-policy|reference-value)(/|$)).*$"
@@ -389,3 +404,70 @@ async def test_ear_token_time_claims(stack: Stack, exp: str) -> None:
         assert status == 200, reply
     else:
         assert (status, variant(reply)) == (401, "TokenVerifierError"), reply
+
+
+# --- identity-provider and ACL configuration that must be refused at start ---
+
+
+def _config_with(material: Material, tmp_path: Path, provider: str = "", acl: str = "") -> str:
+    text = kbs_toml(free_port(), material, tmp_path / "repo", as_port=free_port())
+    if provider:
+        text = text.replace(f'{{ public_key_uri = "file://{material.admin_public}" }}', provider)
+    if acl:
+        text = text.replace('{ role = "admin", allowed_endpoints = "^/kbs/v0/.*$" }', acl)
+    return text
+
+
+@pytest.mark.parametrize(
+    ("provider", "acl", "expected"),
+    [
+        ('{ jwk_set_uri = "https://idp.example/jwks" }', "", "https:// is not supported"),
+        ("", '{ role = "admin", allowed_endpoints = "^/kbs/v0/.*$", allowed_methods = ["get"] }', "allowed_methods must be"),
+    ],
+)
+def test_kbs_refuses_to_start(tmp_path: Path, material: Material, provider: str, acl: str, expected: str) -> None:
+    code, output = run_kbs_expect_exit(tmp_path, _config_with(material, tmp_path, provider, acl))
+    assert code == 2, output
+    assert expected in output and "Traceback" not in output
+
+
+NAN_JWKS = b'{"keys": [], "x": NaN}'
+
+
+def _jwks_file(tmp_path: Path, entry: dict[str, Any]) -> Path:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [entry]}))
+    return path
+
+
+def _ec_jwk(**extra: Any) -> dict[str, Any]:
+    public: dict[str, Any] = json.loads(jwk.JWK.from_pyca(ec.generate_private_key(ec.SECP256R1()).public_key()).export_public())
+    public.pop("kid", None)  # jwcrypto names keys by thumbprint
+    return {**public, **extra}
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: f'{{ public_key_uri = "{d / "none.pem"}", issuer = "x" }}', "cannot read"),
+        (lambda d: '{ issuer = "x" }', "public_key_uri and/or jwk_set_uri"),
+        (lambda d: '{ public_key_uri = "https://idp.example/key.pem" }', "https:// is not supported"),
+        (lambda d: f'{{ public_key_uri = "{_write(d / "weak.pem", t.public_pem(rsa.generate_private_key(65537, 1024)))}" }}', "2048"),  # noqa: S505
+        (lambda d: f'{{ jwk_set_uri = "{_jwks_file(d, {"kty": "oct", "k": "c2VjcmV0", "kid": "h", "alg": "HS256"})}" }}', "symmetric"),
+        (lambda d: f'{{ jwk_set_uri = "{_jwks_file(d, _ec_jwk(kid="a"))}" }}', "kid and alg"),
+        (lambda d: f'{{ jwk_set_uri = "{_jwks_file(d, _ec_jwk(alg="ES256"))}" }}', "kid and alg"),
+        (lambda d: f'{{ jwk_set_uri = "{_jwks_file(d, _ec_jwk(kid="a", alg="RS256"))}" }}', "does not fit"),
+        (lambda d: f'{{ jwk_set_uri = "{_jwks_file(d, _ec_jwk(kid="a", alg="ES256", use="enc"))}" }}', "not a signature key"),
+        (lambda d: f'{{ jwk_set_uri = "{_write(d / "j.json", NAN_JWKS)}" }}', "JWK set"),
+    ],
+)
+def test_bad_identity_providers_are_config_errors(tmp_path: Path, material: Material, make: Callable[[Path], str], expected: str) -> None:
+    text = _config_with(material, tmp_path, make(tmp_path))
+    with pytest.raises(ConfigError) as raised:
+        load_admin(parse_kbs_config(tomllib.loads(text), default_dir=tmp_path).admin)
+    assert expected in raised.value.detail
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
