@@ -1,8 +1,9 @@
 """Compact JWS (JWT) parsing, signature and time-claim checks shared by EAR and admin tokens.
 
 `parse_compact` decodes the header and claims strictly (base64url without
-padding, JSON objects, no `crit`, no `NaN`/`Infinity` literals and no
-number that overflows to infinity), `verify_signature` checks the
+padding, JSON objects, no `crit`, no `NaN`/`Infinity` literals, no
+number that overflows to infinity and no duplicate member names, which
+other JSON parsers would resolve differently), `verify_signature` checks the
 signature with jwcrypto for one fixed algorithm, and `check_time_claims`
 enforces the time claims at an explicit `now`:
 
@@ -49,6 +50,10 @@ class _NonFiniteNumberError(ValueError):
     pass
 
 
+class _DuplicateMemberError(ValueError):
+    pass
+
+
 def _refuse_constant(name: str) -> float:
     raise _NonFiniteNumberError(f"{name} is not valid JSON")
 
@@ -60,9 +65,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateMemberError("duplicate member name")
+    return result
+
+
 def strict_json_loads(data: bytes) -> Any:
-    """`json.loads` without Python's `NaN`/`Infinity` extensions and without overflow to infinity."""
-    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    """`json.loads` without `NaN`/`Infinity`, overflow to infinity or duplicate member names."""
+    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members)
 
 
 def _json_object(segment: str, what: str, error: type[TrusteeError]) -> dict[str, Any]:
@@ -70,6 +82,8 @@ def _json_object(segment: str, what: str, error: type[TrusteeError]) -> dict[str
         value = strict_json_loads(url_decode(segment, what))
     except _NonFiniteNumberError:
         raise error(f"token {what} holds a non-finite number") from None
+    except _DuplicateMemberError:
+        raise error(f"token {what} repeats a member name") from None
     except (MalformedRequestError, ValueError, RecursionError):
         raise error(f"token {what} is not base64url JSON") from None
     if not isinstance(value, dict):

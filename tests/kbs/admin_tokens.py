@@ -132,6 +132,7 @@ def token_cases(keys: Keys, wrong_method_role: str) -> dict[str, str | None]:
         "exp string": sign_raw(ed, with_raw_exp(claims(), f'"{now + 300}"'), "EdDSA"),
         "exp past year 9999": sign_raw(ed, with_raw_exp(claims(), "1" + "0" * 30), "EdDSA"),
         "no exp": sign(ed, "EdDSA", {k: v for k, v in claims().items() if k != "exp"}),
+        "duplicate exp": sign_raw(ed, json.dumps(claims(exp=now - 600))[:-1] + f', "exp": {now + 300}}}', "EdDSA"),
         "valid": sign(ed, "EdDSA", claims()),
     }
     return cases
