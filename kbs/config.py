@@ -71,15 +71,20 @@ class HttpServerConfig:
 
 @dataclass(frozen=True)
 class IdentityProviderConfig:
-    public_key_path: Path
+    """One `identity_providers` entry: a PEM key file and/or a JWK-set file (at least one)."""
+
+    public_key_path: Path | None
     issuer: str | None
     audience: str | None
+    jwk_set_path: Path | None = None
 
 
 @dataclass(frozen=True)
 class AclConfig:
     role: str
     allowed_endpoints: str
+    #: None: every method.
+    allowed_methods: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -206,31 +211,42 @@ def _admin(root: _Table, key: str) -> AdminConfig:
 
 
 def _identity_provider(table: ConfigTable) -> IdentityProviderConfig:
-    uri = table.required_string("public_key_uri")
+    key_uri = table.string("public_key_uri")
+    jwks_uri = table.string("jwk_set_uri")
     issuer = table.string("issuer")
     audience = table.string("audience")
     table.finish()
-    return IdentityProviderConfig(_file_uri(uri), issuer, audience)
+    if key_uri is None and jwks_uri is None:
+        raise ConfigError("admin.authentication.bearer_jwt.identity_providers: each entry needs public_key_uri and/or jwk_set_uri")
+    key_path = None if key_uri is None else _file_uri(key_uri, "public_key_uri")
+    jwks_path = None if jwks_uri is None else _file_uri(jwks_uri, "jwk_set_uri")
+    return IdentityProviderConfig(key_path, issuer, audience, jwks_path)
 
 
-def _file_uri(uri: str) -> Path:
-    """`file:///abs/path` or a plain path; remote URIs are not supported."""
+def _file_uri(uri: str, key: str) -> Path:
+    """`file:///abs/path` or a plain path; remote URIs are refused (the KBS fetches nothing over the network)."""
     parts = urlsplit(uri)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"public_key_uri {uri!r}: file URIs must be local (file:///path)")
+            raise ConfigError(f"{key} {uri!r}: file URIs must be local (file:///path)")
         return Path(unquote(parts.path))
+    if parts.scheme in ("http", "https"):
+        raise ConfigError(
+            f"{key} {uri!r}: {parts.scheme}:// is not supported (the KBS does not fetch keys over the network); "
+            "download the key or JWK set and point to it with file:// or a path"
+        )
     if parts.scheme and len(parts.scheme) > 1:
-        raise ConfigError(f"public_key_uri {uri!r}: only file:// URIs and local paths are supported")
+        raise ConfigError(f"{key} {uri!r}: only file:// URIs and local paths are supported")
     return Path(uri)
 
 
 def _acl(table: ConfigTable) -> AclConfig:
     role = table.required_string("role")
     endpoints = table.required_string("allowed_endpoints")
+    methods = tuple(table.strings("allowed_methods")) if table.has("allowed_methods") else None
     table.finish()
-    compile_acl(role, endpoints, "admin.authorization.regex_acl.acls")
-    return AclConfig(role, endpoints)
+    compile_acl(role, endpoints, "admin.authorization.regex_acl.acls", methods)
+    return AclConfig(role, endpoints, methods)
 
 
 def _attestation_token(table: _Table) -> AttestationTokenConfig:

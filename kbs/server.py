@@ -21,8 +21,9 @@ from aiohttp import web
 from cryptography import x509
 
 from kbs.as_client import GrpcAttestationService
-from kbs.config import AdminConfig, HttpServerConfig, KbsConfig
-from kbs.core.admin import AdminAuthorizer, AdminMode, compile_acl, identity_provider_from_pem
+from kbs.config import AdminConfig, HttpServerConfig, IdentityProviderConfig, KbsConfig
+from kbs.core.admin import AdminAuthorizer, AdminMode, IdentityProvider, compile_acl
+from kbs.core.admin_keys import VerificationKey, key_from_pem, keys_from_jwks
 from kbs.core.resource_policy import ResourcePolicyEngine
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.http.app import make_app
@@ -67,13 +68,19 @@ def load_trust(config: KbsConfig) -> TokenTrust:
     return TokenTrust(tuple(anchors), token.insecure_header_jwk, token.extra_teekey_paths)
 
 
+def _identity_provider(config: IdentityProviderConfig, where: str) -> IdentityProvider:
+    keys: list[VerificationKey] = []
+    if config.public_key_path is not None:
+        keys.append(key_from_pem(_read(config.public_key_path, f"{where}.public_key_uri"), f"{where}.public_key_uri"))
+    if config.jwk_set_path is not None:
+        keys.extend(keys_from_jwks(_read(config.jwk_set_path, f"{where}.jwk_set_uri"), f"{where}.jwk_set_uri"))
+    return IdentityProvider(tuple(keys), config.issuer, config.audience)
+
+
 def load_admin(config: AdminConfig) -> AdminAuthorizer:
     where = "admin.authentication.bearer_jwt.identity_providers"
-    providers = tuple(
-        identity_provider_from_pem(_read(p.public_key_path, f"{where} key"), issuer=p.issuer, audience=p.audience, where=f"{where}[{i}]")
-        for i, p in enumerate(config.identity_providers)
-    )
-    acls = tuple(compile_acl(a.role, a.allowed_endpoints, "admin.authorization.regex_acl.acls") for a in config.acls)
+    providers = tuple(_identity_provider(p, f"{where}[{i}]") for i, p in enumerate(config.identity_providers))
+    acls = tuple(compile_acl(a.role, a.allowed_endpoints, "admin.authorization.regex_acl.acls", a.allowed_methods) for a in config.acls)
     if config.mode is AdminMode.ALLOW_ALL:
         logger.warning("admin.authorization_mode = InsecureAllowAll: the admin API is open to everyone")
     return AdminAuthorizer(config.mode, providers, acls)

@@ -1,16 +1,28 @@
-"""Compact JWS (JWT) parsing and signature checks shared by token and admin verification.
+"""Compact JWS (JWT) parsing, signature and time-claim checks shared by EAR and admin tokens.
 
 `parse_compact` decodes the header and claims strictly (base64url without
-padding, JSON objects, no `crit`), `verify_signature` checks the signature
-with jwcrypto for one fixed algorithm, and `check_expiry` enforces a
-required `exp` with leeway at an explicit `now`. Errors are raised as the
-`TrusteeError` class the caller names, so token and admin failures keep
-their own variants. Which key to trust is not decided here.
+padding, JSON objects, no `crit`, no `NaN`/`Infinity` literals, no
+number that overflows to infinity and no duplicate member names, which
+other JSON parsers would resolve differently), `verify_signature` checks the
+signature with jwcrypto for one fixed algorithm, and `check_time_claims`
+enforces the time claims at an explicit `now`:
+
+* `exp` is required; `nbf` and `iat` are optional. Each present one must
+  be a JSON number (not a boolean, string or null), finite, and within
+  `0 ... MAX_TIMESTAMP` (year 9999), else the token is refused.
+* `now > exp + leeway` is expired, `now + leeway < nbf` is not yet valid
+  and `iat > now + leeway` is issued in the future; the leeway is
+  `TIME_LEEWAY_SECONDS` (60 s, upstream's `exp` leeway) for all three.
+
+Errors are raised as the `TrusteeError` class the caller names, so token
+and admin failures keep their own variants. Which key to trust is not
+decided here.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +32,10 @@ from jwcrypto.common import JWException
 from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError, TrusteeError
 
-#: `exp` is checked with this leeway, as upstream's jsonwebtoken default.
-EXPIRY_LEEWAY_SECONDS = 60
+#: Clock-skew allowance for `exp`, `nbf` and `iat` (upstream's jsonwebtoken default for `exp`).
+TIME_LEEWAY_SECONDS = 60
+#: 9999-12-31T23:59:59Z: later time claims are refused as out of range.
+MAX_TIMESTAMP = 253_402_300_799
 MAX_TOKEN_LENGTH = 128 * 1024
 
 
@@ -32,10 +46,45 @@ class CompactJws:
     claims: dict[str, Any]
 
 
+class _NonFiniteNumberError(ValueError):
+    pass
+
+
+class _DuplicateMemberError(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NonFiniteNumberError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFiniteNumberError(f"number {text[:32]} is out of range")
+    return value
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateMemberError("duplicate member name")
+    return result
+
+
+def strict_json_loads(data: bytes) -> Any:
+    """`json.loads` without `NaN`/`Infinity`, overflow to infinity or duplicate member names."""
+    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_unique_members)
+
+
 def _json_object(segment: str, what: str, error: type[TrusteeError]) -> dict[str, Any]:
     try:
-        value = json.loads(url_decode(segment, what))
-    except (MalformedRequestError, ValueError):
+        value = strict_json_loads(url_decode(segment, what))
+    except _NonFiniteNumberError:
+        raise error(f"token {what} holds a non-finite number") from None
+    except _DuplicateMemberError:
+        raise error(f"token {what} repeats a member name") from None
+    except (MalformedRequestError, ValueError, RecursionError):
         raise error(f"token {what} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise error(f"token {what} is not a JSON object")
@@ -68,10 +117,29 @@ def verify_signature(token: CompactJws, key: jwk.JWK, alg: str, error: type[Trus
         raise error("token signature does not verify") from None
 
 
-def check_expiry(claims: dict[str, Any], now: float, error: type[TrusteeError]) -> None:
-    """`exp` is required, numeric, and not older than `now - leeway`."""
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        raise error("token has no numeric exp claim")
-    if now > exp + EXPIRY_LEEWAY_SECONDS:
+def _timestamp(claims: dict[str, Any], name: str, error: type[TrusteeError]) -> float | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise error(f"token {name} claim is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise error(f"token {name} claim is not finite")
+    if not 0 <= value <= MAX_TIMESTAMP:
+        raise error(f"token {name} claim is out of range")
+    return float(value)
+
+
+def check_time_claims(claims: dict[str, Any], now: float, error: type[TrusteeError]) -> None:
+    """`exp` required; `exp`, `nbf`, `iat` well-formed and satisfied at `now` with the leeway."""
+    exp = _timestamp(claims, "exp", error)
+    nbf = _timestamp(claims, "nbf", error)
+    iat = _timestamp(claims, "iat", error)
+    if exp is None:
+        raise error("token has no exp claim")
+    if now > exp + TIME_LEEWAY_SECONDS:
         raise error("token has expired")
+    if nbf is not None and now + TIME_LEEWAY_SECONDS < nbf:
+        raise error("token is not valid yet (nbf)")
+    if iat is not None and iat > now + TIME_LEEWAY_SECONDS:
+        raise error("token was issued in the future (iat)")

@@ -4,8 +4,10 @@ The token is ES256 with the signing key in the header `jwk`. Unless
 `insecure_header_jwk` is set, that JWK must carry `x5c` whose first
 certificate holds the same public key, and the chain must reach one of the
 trusted certificates at `now` (cryptography's X.509 path validation).
-`exp` is required (60 s leeway). Tokens without a header `jwk` (key looked
-up by `kid` in a JWK set, Intel Trust Authority) are not supported.
+`exp` is required; `exp`, `nbf` and `iat` are checked as `kbs.core.jws`
+does (finite numbers in range, 60 s leeway). Tokens without a header
+`jwk` (key looked up by `kid` in a JWK set, Intel Trust Authority) are
+not supported.
 
 Failure details are deliberately generic for the client; the reason is
 logged at info level.
@@ -26,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 from jwcrypto import jwk
 
-from kbs.core.jws import check_expiry, parse_compact, verify_signature
+from kbs.core.jws import check_time_claims, parse_compact, verify_signature
 from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError, TokenVerifierError
 from trustee_common.jose import TeePubKey
@@ -94,7 +96,7 @@ class AttestationTokenVerifier:
         if not self.trust.insecure_header_jwk:
             self._check_endorsement(header_jwk, public_key, now)
         verify_signature(parsed, jwk.JWK.from_pyca(public_key), TOKEN_ALG, TokenVerifierError)
-        check_expiry(parsed.claims, now, TokenVerifierError)
+        check_time_claims(parsed.claims, now, TokenVerifierError)
         return parsed.claims
 
     def _check_endorsement(self, header_jwk: dict[str, Any], public_key: ec.EllipticCurvePublicKey, now: float) -> None:

@@ -1,7 +1,8 @@
 """Admin handlers: resources, resource policy, attestation policy, reference values.
 
-Every handler first authorizes the caller (`AdminAuthorizer`, against the
-raw path plus query) and only then reads the body, so an unauthenticated
+Every handler first authorizes the caller (`AdminAuthorizer`, with the
+method and the decoded path without the query, built from the same
+decoded segments the dispatcher handed the handler) and only then reads the body, so an unauthenticated
 caller learns nothing about the request's validity. Bodies are checked
 strictly before anything is forwarded or stored.
 """
@@ -12,6 +13,7 @@ import re
 
 from aiohttp import web
 
+from kbs.core.request_path import admin_target, decode_segments
 from kbs.http.handlers import no_subpath, parse_json_body
 from kbs.http.state import KbsState
 from kbs.resources import ResourceService
@@ -25,7 +27,8 @@ POLICY_TYPES = ("rego",)
 
 
 def _authorize(request: web.Request, state: KbsState) -> None:
-    state.admin.authorize(request.headers.get("Authorization"), request.rel_url.raw_path_qs, state.clock())
+    target = admin_target(decode_segments(request.rel_url.raw_path))
+    state.admin.authorize(request.headers.get("Authorization"), request.method, target, state.clock())
 
 
 def _resources(state: KbsState) -> ResourceService:

@@ -10,22 +10,21 @@ endpoints exist only when the resource plugin is configured.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote
 
 from aiohttp import web
 
+from kbs.core.request_path import decode_segments
 from kbs.errors import MethodNotAllowedError
 from kbs.http import admin_handlers as admin
 from kbs.http import handlers
 from kbs.http.errors import Handler, error_middleware
 from kbs.http.state import STATE, KbsState
 from kbs.metrics import CONTENT_TYPE
-from trustee_common.errors import MalformedRequestError, PluginNotFoundError
+from trustee_common.errors import PluginNotFoundError
 
 Endpoint = Callable[[web.Request, KbsState, list[str]], Awaitable[web.StreamResponse]]
 
 MIB = 1024 * 1024
-KBS_PREFIX = "/kbs/v0/"
 
 BUILTIN_ENDPOINTS: dict[str, dict[str, Endpoint]] = {
     "auth": {"POST": handlers.auth},
@@ -49,15 +48,8 @@ def endpoint_table(state: KbsState) -> dict[str, dict[str, Endpoint]]:
 
 
 def path_segments(request: web.Request) -> list[str]:
-    """The segments after `/kbs/v0/`, each percent-decoded on its own; `%2F` is refused."""
-    tail = request.rel_url.raw_path.removeprefix(KBS_PREFIX)
-    try:
-        segments = [unquote(segment, errors="strict") for segment in tail.split("/")]
-    except UnicodeDecodeError:
-        raise MalformedRequestError("request path is not percent-encoded UTF-8") from None
-    if any("/" in segment for segment in segments):
-        raise MalformedRequestError("request path has an encoded '/' inside a segment")
-    return segments
+    """The decoded segments after `/kbs/v0/` (`kbs.core.request_path`: the same ones admin ACLs see)."""
+    return decode_segments(request.rel_url.raw_path)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="admin operations (need an admin token)")
     auth = config.add_mutually_exclusive_group()
-    auth.add_argument("--auth-private-key", help="Ed25519 (or EC P-256) PEM private key: sign a 5-minute admin token with it")
+    auth.add_argument("--auth-private-key", help="Ed25519, EC P-256/P-384 or RSA PEM private key: sign a 5-minute admin token with it")
     auth.add_argument("--admin-token-file", help="file holding an admin JWT (default: ./trustee-data/admin/token if present)")
     _add_config_commands(config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND"))
     return parser
