@@ -92,9 +92,14 @@ async def test_tpm_corpus(stub: attestation_pb2_grpc.AttestationServiceAsyncStub
 @pytest.mark.parametrize(("tee", "path"), [("az-snp-vtpm", AZ_SNP_EVIDENCE), ("az-tdx-vtpm", AZ_TDX_EVIDENCE)])
 async def test_azure_corpus(stub: attestation_pb2_grpc.AttestationServiceAsyncStub, tee: str, path: Path) -> None:
     response = await stub.AttestationEvaluate(request(tee, load(path), raw_runtime_data=url_encode(AZ_REPORT_DATA)))
-    evidence = annotated(response.attestation_token)["ear.veraison.annotated-evidence"]
+    submod = annotated(response.attestation_token)
+    evidence = submod["ear.veraison.annotated-evidence"]
     assert evidence["report_data"] == AZ_REPORT_DATA.hex()
     assert len(evidence[tee]["tpm"]["pcr11"]) == 64
+    # No TCB reference values (az-snp-vtpm) / no collateral, so no tcb_status (az-tdx-vtpm): the hardware is
+    # not appraised as genuine and the default resource policy refuses the contraindicated appraisal.
+    assert submod["ear.trustworthiness-vector"]["hardware"] == 97
+    assert submod["ear.status"] == "contraindicated"
 
 
 async def test_wrong_nonce_denied(stub: attestation_pb2_grpc.AttestationServiceAsyncStub) -> None:
