@@ -21,7 +21,7 @@ from typing import Any
 
 from attestation_service.core.verifiers.azure import evaluate_az_snp_vtpm, evaluate_az_tdx_vtpm, parse_azure_evidence
 from attestation_service.core.verifiers.azure.hcl import parse_hcl_report
-from attestation_service.core.verifiers.tpm import evaluate_tpm_quote, load_ak, parse_evidence, parse_signature, verify_signature
+from attestation_service.core.verifiers.tpm import AkTrust, evaluate_tpm_quote, load_ak, parse_evidence, parse_signature, verify_signature
 from attestation_service.core.verifiers.tpm.structures import ALG_RSASSA, ALG_SHA256, TpmtSignature
 
 AZ_TIME = datetime.datetime(2025, 6, 1, tzinfo=datetime.UTC)
@@ -41,9 +41,10 @@ def cases(corpus: Path) -> list[tuple[str, Callable[[], object], Callable[[], ob
     tpm = json.loads((corpus / "tpm/trustee/evidence.json").read_text())
     parsed = parse_evidence(tpm)
     key, sig = load_ak(parsed.ak_der), parse_signature(parsed.signature)
+    trust = AkTrust(registered_aks=frozenset({parsed.ak_der}))  # as registered in the RVPS (trusted_aks)
     out: list[tuple[str, Callable[[], object], Callable[[], object]]] = [(
         "tpm",
-        lambda: evaluate_tpm_quote(parse_evidence(tpm), now=AZ_TIME).raise_for_failure(),
+        lambda: evaluate_tpm_quote(parse_evidence(tpm), now=AZ_TIME, trust=trust).raise_for_failure(),
         lambda: verify_signature(key, parsed.message, sig),
     )]
     for tee, evaluate in (("az-snp-vtpm", evaluate_az_snp_vtpm), ("az-tdx-vtpm", evaluate_az_tdx_vtpm)):

@@ -9,6 +9,7 @@ text is read from the key-value store (namespace `kbs`, key
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,14 @@ logger = logging.getLogger(__name__)
 
 RESOURCE_PLUGIN = "resource"
 
+#: SHA-256 of the resource policies this project shipped as its default before issue 9 (the KBS
+#: built-in and kbs-client's `--default`): they release to contraindicated appraisals. A stored
+#: policy byte-equal to one of them was never changed by an admin, so the current default replaces it.
+SUPERSEDED_DEFAULT_SHA256 = frozenset({
+    "49c5a87eb58b8f03dbd04ee0f90ebc7ddbf42f96c4a649908f4b55fce1b1d53e",
+    "9a8cd1d38c01d5914889041bf136d78fdbddadbe4bc06cf1e6e24f091edf4ade",
+})
+
 
 class PolicyStore:
     """The resource policy text in shared storage, compiled before it is accepted."""
@@ -41,10 +50,16 @@ class PolicyStore:
         self.engine = engine
 
     async def install_default(self, text: str) -> None:
-        """Store the built-in policy unless one is already stored."""
+        """Store the built-in policy unless one is stored; an unchanged superseded default is upgraded."""
         self.engine.compile(text)
         if await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode(), overwrite=False):
             logger.info("installed the built-in resource policy")
+            return
+        stored = await self._store.get(POLICY_NAMESPACE, POLICY_KEY)
+        if stored is not None and hashlib.sha256(stored).hexdigest() in SUPERSEDED_DEFAULT_SHA256:
+            await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode(), overwrite=True)
+            logger.warning("replaced the stored resource policy, an earlier built-in default that released to "
+                           "contraindicated appraisals, with the current built-in default")
 
     async def current(self) -> str:
         raw = await self._store.get(POLICY_NAMESPACE, POLICY_KEY)

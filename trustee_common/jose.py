@@ -29,6 +29,10 @@ EC_ALG = "ECDH-ES+A256KW"
 RSA_ALGS = ("RSA-OAEP-256", "RSA1_5")
 EC_COORDINATE_BYTES = {"P-256": 32, "P-521": 66}
 CONTENT_ENCRYPTION = "A256GCM"
+RSA_MIN_BITS = 2048
+#: OpenSSL's limits for RSA public operations (OPENSSL_RSA_MAX_MODULUS_BITS, a 64-bit exponent above 3072 bits).
+RSA_MAX_BITS = 16384
+RSA_MAX_EXPONENT_BITS = 64
 
 #: The guest-side `tee_key_algorithm` names (guest-components.md 2.4).
 KEY_ALGORITHMS = ("ECDH-ES+A256KW-P256", "ECDH-ES+A256KW-P521", "RSA-OAEP-256")
@@ -59,11 +63,13 @@ class TeePubKey:
             _check_rsa(value, field)
         else:
             raise MalformedRequestError(f"{field}: unsupported kty {kty!r} (EC or RSA)")
-        return cls(dict(value))
+        key = cls(dict(value))
+        _check_usable(key, field)
+        return key
 
-    def encrypt(self, plaintext: bytes) -> dict[str, str]:
+    def encrypt(self, plaintext: bytes, *, quiet: bool = False) -> dict[str, str]:
         """Encrypt `plaintext` to this key; returns the flattened JWE JSON object."""
-        if self.alg == "RSA1_5":
+        if self.alg == "RSA1_5" and not quiet:
             logger.warning("encrypting to a deprecated RSA1_5 TEE key")
         public = {k: v for k, v in self.jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
         token = jwe.JWE(plaintext, protected=json.dumps({"alg": self.alg, "enc": CONTENT_ENCRYPTION}, separators=(",", ":")))
@@ -95,14 +101,38 @@ def _check_ec(value: dict[str, Any], field: str) -> None:
 
 
 def _check_rsa(value: dict[str, Any], field: str) -> None:
+    """A usable RSA public key: judged by the modulus's value, not its encoded length."""
     if value.get("alg") not in RSA_ALGS:
         raise MalformedRequestError(f"{field}: RSA keys need alg RSA-OAEP-256 or RSA1_5")
     for name in ("n", "e"):
         if not isinstance(value.get(name), str):
             raise MalformedRequestError(f"{field}: missing {name}")
-    modulus = url_decode(value["n"], f"{field}.n")
-    if len(modulus) * 8 < 2048:
-        raise MalformedRequestError(f"{field}: RSA modulus shorter than 2048 bits")
+    n = int.from_bytes(url_decode(value["n"], f"{field}.n"), "big")
+    e = int.from_bytes(url_decode(value["e"], f"{field}.e"), "big")
+    bits = n.bit_length()
+    if bits < RSA_MIN_BITS:
+        raise MalformedRequestError(f"{field}: RSA modulus is {bits} bits, at least {RSA_MIN_BITS} required")
+    if bits > RSA_MAX_BITS:
+        raise MalformedRequestError(f"{field}: RSA modulus is {bits} bits, at most {RSA_MAX_BITS} supported")
+    if n % 2 == 0:
+        raise MalformedRequestError(f"{field}: RSA modulus is even")
+    if e < 3 or e % 2 == 0 or e >= n:
+        raise MalformedRequestError(f"{field}: RSA public exponent {_short(e)} is invalid (must be odd, >= 3 and < n)")
+    if e.bit_length() > RSA_MAX_EXPONENT_BITS:
+        raise MalformedRequestError(f"{field}: RSA public exponent longer than {RSA_MAX_EXPONENT_BITS} bits is not supported")
+
+
+def _short(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 20 else f"of {number.bit_length()} bits"
+
+
+def _check_usable(key: TeePubKey, field: str) -> None:
+    """Encrypt a probe to `key` with the release code path, so a key /attest accepts never fails at release."""
+    try:
+        key.encrypt(b"probe", quiet=True)
+    except JweError as exc:
+        raise MalformedRequestError(f"{field}: key is unusable for JWE encryption ({exc.detail})") from None
 
 
 class TeeKeyPair:

@@ -30,8 +30,8 @@ collateral_service = "https://api.trustedservices.intel.com"  # optional PCS/PCC
 timeout = 10                        # seconds, for collateral_service
 accept_expired_collateral = false   # true: report collateral_expiration_status "1" instead of rejecting
 verification_time = "2025-07-01T00:00:00Z"  # TEST ONLY: pin the DCAP clock
-[verifier_config.tpm_verifier]      # optional: AK trust for `tpm` (without it the policy's `trusted_aks` decides)
-trusted_aks = ["ak.pem"]            # AK public keys (PEM or DER SPKI files) trusted as registered reference values
+[verifier_config.tpm_verifier]      # optional AK anchors for `tpm`; with none, only AKs in the reference value `trusted_aks` verify
+trusted_aks = ["ak.pem"]            # AK public keys (PEM or DER SPKI files, or certificates) trusted outright
 ak_ca_certs = ["ak-ca.pem"]         # AK/EK CA certificates (PEM, may hold several) an evidence ak_cert_chain must reach
 [verifier_config.snp_verifier]      # optional: where `snp` finds VCEKs the evidence lacks (without it: evidence only)
 vcek_sources = [                    # tried in order

@@ -17,7 +17,7 @@ import datetime
 import json
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from attestation_service.core.appraisal import appraisal
@@ -25,7 +25,7 @@ from attestation_service.core.claims import annotate
 from attestation_service.core.policy import DEFAULT_POLICY_ID, CompiledPolicy, PolicyCache, check_policy_id, policy_digest
 from attestation_service.core.request import VerificationRequest
 from attestation_service.core.token import TokenSettings, TokenSigner, ear_claims
-from attestation_service.core.verifier import Verifier
+from attestation_service.core.verifier import ReferenceValueAnchored, Verifier
 from attestation_service.policies import default_policies
 from attestation_service.policy_store import PolicyStore
 from rvps.core.record import check_name
@@ -93,7 +93,8 @@ class AttestationService:
             prepare = getattr(self._verifiers.get(request.tee), "prepare", None)
             if prepare is not None:  # adapters that fetch collateral (DCAP PCS/PCCS) before the pure verifier
                 await prepare(request.evidence)
-        items = [item for index, request in enumerate(requests) for item in self._annotate(index, request, now)]
+        verifiers = await self._anchored_verifiers({request.tee for request in requests})
+        items = [item for index, request in enumerate(requests) for item in self._annotate(verifiers, index, request, now)]
         counters: dict[str, int] = {}
         submods: dict[str, Any] = {}
         for annotated, tee_class in items:
@@ -103,9 +104,20 @@ class AttestationService:
             logger.info("submod %s appraised with %s: %s", name, f"{policy_id}_{tee_class}", submods[name]["ear.status"])
         return self._signer.sign(ear_claims(submods, self._settings, now))
 
-    def _annotate(self, index: int, request: VerificationRequest, now: datetime.datetime) -> list[tuple[dict[str, Any], str]]:
+    async def _anchored_verifiers(self, tees: set[str]) -> Mapping[str, Verifier]:
+        """The verifiers for this request, those anchored in reference values bound to the RVPS's current ones."""
+        bound = dict(self._verifiers)
+        for tee in sorted(tees):
+            verifier: object = self._verifiers.get(tee)
+            if isinstance(verifier, ReferenceValueAnchored):
+                bound[tee] = verifier.with_reference_values(await self._query(verifier.trust_reference_values))
+        return bound
+
+    def _annotate(
+        self, verifiers: Mapping[str, Verifier], index: int, request: VerificationRequest, now: datetime.datetime
+    ) -> list[tuple[dict[str, Any], str]]:
         try:
-            return annotate(request, self._verifiers, now, verbose=self._verbose)
+            return annotate(request, verifiers, now, verbose=self._verbose)
         except MalformedRequestError as exc:
             raise MalformedRequestError(f"verification_requests[{index}]: {exc.detail}") from None
 
@@ -129,6 +141,9 @@ class AttestationService:
         if names is None or len(names) > MAX_SINGLE_QUERIES:
             records = await self._rvps.list()
             return {r.name: r.value for r in records if names is None or r.name in names}
+        return await self._query(names)
+
+    async def _query(self, names: Iterable[str]) -> dict[str, Any]:
         wanted = sorted(n for n in names if _storable(n))
         texts = await asyncio.gather(*(self._rvps.query(n) for n in wanted))
         return {name: json.loads(text) for name, text in zip(wanted, texts, strict=True) if text is not None}

@@ -1,6 +1,12 @@
 """TPM end to end: swtpm + `trustee run` + `trustee guest` with the tpm attester, all real processes.
 
-The operator registers the AK and PCR 11 as reference values (`rvps-tool`,
+First, with `trustee run`'s defaults (no AK configured, the built-in resource
+policy): the swtpm's AK is trusted by nothing, so its quote (as good as one
+forged in software) gets no token and no resource; once the operator
+registers the AK as the reference value `trusted_aks`, the same guest
+attests (EAR `warning`: PCR 11 unregistered) and the default policy releases.
+
+Then the operator registers the AK and PCR 11 as reference values (`rvps-tool`,
 names the default policy reads: `trusted_aks`, `tpm_pcr11`), requires an
 affirming EAR (`kbs-client set-resource-policy --affirming`), and the secret
 comes back through the guest REST API with curl. Then PCR 11 is extended
@@ -99,6 +105,39 @@ def ear_status(rest_url: str, out: Path) -> dict[str, Any]:
     return submod
 
 
+def test_untrusted_ak_gets_nothing_under_the_defaults_until_registered(stack: Stack, tmp_path: Path) -> None:
+    # Before issue 9 the first fetch returned the secret: AK trust was left to the policy and the default
+    # resource policy ignored the "warning" status.
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(SECRET)
+    admin(stack, "set-resource", "--path", RESOURCE, "--resource-file", str(secret))
+    guest, rest_url = start_guest(stack, "untrusted")
+    try:
+        out = tmp_path / "refused"
+        status = curl(f"{rest_url}/cdh/resource/{RESOURCE}", out)
+        assert status != 200 and SECRET not in out.read_bytes(), (status, out.read_bytes())
+        assert curl(f"{rest_url}/aa/token?token_type=kbs", tmp_path / "no-token") != 200
+        logs = stack.server.data_dir / "logs"
+        kbs_log = (logs / "kbs.log").read_text(errors="replace")
+        # The AS's refusal, as the KBS logs it and answers the guest: the missing anchors by name.
+        assert "TPM AK not trusted: no trusted_aks reference value is registered" in kbs_log, kbs_log[-3000:]
+    finally:
+        guest.stop()
+
+    evidence = TpmAttester(TpmSettings(stack.tpm.tcti)).get_evidence(b"\x00" * 32)
+    register(stack, {"trusted_aks": [evidence["ak_public"]]})
+    guest, rest_url = start_guest(stack, "registered")
+    try:
+        out = tmp_path / "released"
+        assert curl(f"{rest_url}/cdh/resource/{RESOURCE}", out) == 200, (out.read_bytes(), guest.output()[-2000:])
+        assert out.read_bytes() == SECRET
+        submod = ear_status(rest_url, tmp_path / "token")
+        assert submod["ear.status"] == "warning"
+        assert submod["ear.veraison.annotated-evidence"]["tpm"]["ak_trust"] == {"method": "reference_value", "source": "rvps"}
+    finally:
+        guest.stop()
+
+
 def test_swtpm_attestation_and_pcr_change(stack: Stack, tmp_path: Path) -> None:
     attester = TpmAttester(TpmSettings(stack.tpm.tcti))
     evidence = attester.get_evidence(b"\x00" * 32)
@@ -118,7 +157,8 @@ def test_swtpm_attestation_and_pcr_change(stack: Stack, tmp_path: Path) -> None:
         submod = ear_status(rest_url, tmp_path / "token1")
         assert submod["ear.status"] == "affirming"
         annotated = submod["ear.veraison.annotated-evidence"]["tpm"]
-        assert annotated["ak_public"] == evidence["ak_public"] and annotated["ak_trust"] == {"method": "policy"}
+        assert annotated["ak_public"] == evidence["ak_public"]
+        assert annotated["ak_trust"] == {"method": "reference_value", "source": "rvps"}
     finally:
         guest.stop()
 

@@ -16,12 +16,12 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwcrypto import jwk, jws
 
 from tests.procs import Proc, free_port, script
 from trustee_common.admin_token import generate_admin_key, mint_admin_token
-from trustee_common.b64 import url_encode
+from trustee_common.b64 import url_decode, url_encode
 from trustee_common.errors import ERROR_TYPE_PREFIX
 from trustee_common.pki import ensure_token_signing_material, issue_leaf, make_ca, pem_cert, pem_private_key
 
@@ -203,3 +203,29 @@ def variant(body: Any) -> str:
 
 
 __all__ = ["free_port"]
+
+
+def _rsa_jwk(n: int, e: int, n_bytes: int | None = None) -> dict[str, Any]:
+    length = n_bytes or (n.bit_length() + 7) // 8
+    return {"kty": "RSA", "alg": "RSA-OAEP-256", "n": url_encode(n.to_bytes(length, "big")),
+            "e": url_encode(e.to_bytes(max(1, (e.bit_length() + 7) // 8), "big"))}
+
+
+def bad_tee_keys() -> dict[str, tuple[dict[str, Any], str]]:
+    """`tee-pubkey` JWKs that cannot be used at release, with the words the KBS's 400 must contain."""
+    n2048 = rsa.generate_private_key(65537, 2048).public_key().public_numbers().n
+    n512 = (1 << 511) | 0x1F3  # 512 significant bits, sent zero-padded to 256 bytes (2048 bits encoded)
+    ec_key = json.loads(jwk.JWK.generate(kty="EC", crv="P-256").export_public())
+    y = url_decode(ec_key["y"], "y")
+    off_curve = {"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW", "x": ec_key["x"],
+                 "y": url_encode(y[:-1] + bytes([y[-1] ^ 1]))}
+    return {
+        "rsa-512-zero-padded": (_rsa_jwk(n512, 65537, 256), "RSA modulus is 512 bits, at least 2048 required"),
+        "rsa-e-1": (_rsa_jwk(n2048, 1), "RSA public exponent 1 is invalid"),
+        "rsa-e-2": (_rsa_jwk(n2048, 2), "RSA public exponent 2 is invalid"),
+        "rsa-e-even": (_rsa_jwk(n2048, 65536), "RSA public exponent 65536 is invalid"),
+        "rsa-e-above-n": (_rsa_jwk(n2048, n2048 + 2), "is invalid (must be odd, >= 3 and < n)"),
+        "rsa-even-modulus": (_rsa_jwk(n2048 + 1, 65537), "RSA modulus is even"),
+        "ec-point-off-curve": (off_curve, "point is not on P-256"),
+        "ec-p384": ({**off_curve, "crv": "P-384"}, "unsupported curve 'P-384'"),
+    }

@@ -211,3 +211,42 @@ async def test_builtin_policy_is_installed_once_and_survives_restarts(tmp_path: 
                         assert response.status == 200
             finally:
                 assert server.proc.stop() == 0
+
+
+#: The built-in default before issue 9 (released to any non-sample TEE, contraindicated included).
+PRE_ISSUE_9_DEFAULT = """# Built-in KBS resource policy, stored at first start (an admin policy replaces it).
+#
+# Releases resources to any attested TEE except the `sample` TEE, whose
+# evidence is not trustworthy; the EAR status is not checked.
+package policy
+
+default allow = false
+
+allow if {
+	data.plugin == "resource"
+	evidence := input.submods.cpu0["ear.veraison.annotated-evidence"]
+	not evidence.sample
+}
+"""
+
+
+async def test_an_unchanged_superseded_default_is_upgraded_at_start(tmp_path: Path, material: Material) -> None:
+    storage = f'[storage_backend]\nstorage_type = "Sqlite"\n[storage_backend.backends.sqlite]\npath = "{tmp_path / "kv.sqlite3"}"'
+    port, text = base(material, tmp_path, storage=storage)
+    headers = {"Authorization": f"Bearer {material.admin_token()}"}
+    builtin = Path(__file__).parents[2].joinpath("kbs/policies/default.rego").read_text()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:  # servers restart on one port
+        for stored, expected in ((PRE_ISSUE_9_DEFAULT, builtin), (PRE_ISSUE_9_DEFAULT + "\n", PRE_ISSUE_9_DEFAULT + "\n")):
+            server = start_kbs(tmp_path / "kbs", text, port)
+            try:
+                async with http.post(server.api("resource-policy"), headers=headers, json=policy_body(stored)) as response:
+                    assert response.status == 200
+            finally:
+                assert server.proc.stop() == 0
+            server = start_kbs(tmp_path / "kbs", text, port)
+            try:
+                async with http.get(server.api("resource-policy"), headers=headers) as response:
+                    assert url_decode((await response.json())["policy"], "policy").decode() == expected
+            finally:
+                assert server.proc.stop() == 0
+        assert "replaced the stored resource policy" in server.proc.log.read_text()

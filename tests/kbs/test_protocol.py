@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.kbs.helpers import Kbs, Material, kbs_toml, start_kbs, variant
+from tests.kbs.helpers import Kbs, Material, bad_tee_keys, kbs_toml, start_kbs, variant
 from tests.procs import free_port
 from trustee_common.jose import TeeKeyPair
 
@@ -88,6 +88,21 @@ async def test_attest_malformed_body_is_400_and_keeps_the_session(http: aiohttp.
     status, body = await post_attest(http, kbs, attestation("wrong-nonce"), session)
     assert (status, variant(body)) == (401, "AttestationError")
     assert "does not match" in body["detail"]
+
+
+BAD_KEYS = bad_tee_keys()
+
+
+@pytest.mark.parametrize("name", sorted(BAD_KEYS))
+async def test_attest_refuses_a_tee_key_unusable_at_release(http: aiohttp.ClientSession, kbs: Kbs, name: str) -> None:
+    # Before issue 9 the zero-padded 512-bit RSA key, e = 1 and e = 2 passed /attest and failed with 500 at release.
+    jwk, words = BAD_KEYS[name]
+    session, nonce = await auth(http, kbs)
+    body = attestation(nonce)
+    body["runtime-data"]["tee-pubkey"] = jwk
+    status, answer = await post_attest(http, kbs, body, session)
+    assert (status, variant(answer)) == (400, "MalformedRequest"), answer
+    assert words in answer["detail"] and "tee-pubkey" in answer["detail"]
 
 
 async def test_wrong_nonce_consumes_the_session(http: aiohttp.ClientSession, kbs: Kbs) -> None:

@@ -13,11 +13,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from kbs_client import policies as kbs_client_policies
 
 from tests.kbs.helpers import (
     ALLOW_ALL,
     Kbs,
     Material,
+    bad_tee_keys,
     ear_claims,
     load_signing,
     mint_token,
@@ -63,15 +65,58 @@ async def test_release_decrypts_for_each_tee_key_type(http: aiohttp.ClientSessio
     assert key.decrypt(envelope) == secret
 
 
-async def test_default_policy_denies_sample_and_allows_other_tees(http: aiohttp.ClientSession, kbs: Kbs, material: Material) -> None:
-    default = importlib.resources.files("kbs").joinpath("policies/default.rego").read_text()
-    await set_policy(http, kbs, material, default)
+DEFAULT_POLICIES = {
+    "kbs-builtin": importlib.resources.files("kbs").joinpath("policies/default.rego").read_text(),
+    "kbs-client-default": kbs_client_policies.DEFAULT,
+}
+
+
+@pytest.mark.parametrize("policy", sorted(DEFAULT_POLICIES))
+async def test_default_policy_needs_a_real_tee_and_a_status_other_than_contraindicated(
+    http: aiohttp.ClientSession, kbs: Kbs, material: Material, policy: str
+) -> None:
+    # Before issue 9 the default released to any non-sample TEE whatever its status (a contraindicated TPM included).
+    await set_policy(http, kbs, material, DEFAULT_POLICIES[policy])
     await admin_post(http, kbs, material, "resource/default/key/one", data=b"v1")
     key = TeeKeyPair.generate()
-    status, body = await get_with(http, kbs, "resource/default/key/one", good_token(material, key, tee="sample"))
-    assert (status, variant(body)) == (403, "PolicyDeny")
-    status, body = await get_with(http, kbs, "resource/default/key/one", good_token(material, key, tee="tdx"))
-    assert status == 200 and key.decrypt(body) == b"v1"
+    signing_key, chain = load_signing(material)
+    gpu_only = ear_claims("sampledevice", key.public_jwk())
+    gpu_only["submods"] = {"gpu0": gpu_only["submods"].pop("cpu0")}
+    cases = [
+        (good_token(material, key, tee="tdx", status="affirming"), 200),
+        (good_token(material, key, tee="tpm", status="warning"), 200),
+        (good_token(material, key, tee="tdx", status="contraindicated"), 403),
+        (good_token(material, key, tee="tpm", status="contraindicated"), 403),
+        (good_token(material, key, tee="sample", status="affirming"), 403),
+    ]
+    for token, expected in cases:
+        status, body = await get_with(http, kbs, "resource/default/key/one", token)
+        assert status == expected, (policy, body)
+        if status == 200:
+            assert key.decrypt(body) == b"v1"
+        else:
+            assert variant(body) == "PolicyDeny"
+    # No cpu0 at all (a device-only token): refused before the policy (the TEE key lives under cpu0).
+    status, body = await get_with(http, kbs, "resource/default/key/one", mint_token(gpu_only, signing_key, chain=chain))
+    assert status == 401 and "v1" not in json.dumps(body)
+
+
+def test_kbs_client_default_is_the_kbs_builtin_rule() -> None:
+    rules = [text[text.index("allow if"):].split() for text in DEFAULT_POLICIES.values()]
+    assert rules[0] == rules[1]
+
+
+@pytest.mark.parametrize("name", ["rsa-512-zero-padded", "rsa-e-1", "rsa-e-2"])
+async def test_token_with_an_unusable_tee_key_is_refused_with_4xx(
+    http: aiohttp.ClientSession, kbs: Kbs, material: Material, name: str
+) -> None:
+    # Before issue 9: 500 JweError at release for these keys.
+    await set_policy(http, kbs, material, ALLOW_ALL)
+    await admin_post(http, kbs, material, "resource/default/key/bad", data=b"v1")
+    jwk, words = bad_tee_keys()[name]
+    signing_key, chain = load_signing(material)
+    status, body = await get_with(http, kbs, "resource/default/key/bad", mint_token(ear_claims("tdx", jwk), signing_key, chain=chain))
+    assert 400 <= status < 500 and words in body["detail"], body
 
 
 async def test_policy_is_evaluated_before_the_lookup(http: aiohttp.ClientSession, kbs: Kbs, material: Material) -> None:

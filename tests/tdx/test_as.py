@@ -121,7 +121,9 @@ async def test_without_collateral_the_as_refuses(stubs: dict[str, attestation_pb
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stubs[V4.name].AttestationEvaluate(request(case))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert "step 3 (collateral integrity): no collateral for FMSPC" in (caught.value.details() or "")
+    details = caught.value.details() or ""
+    assert "step 3 (collateral integrity): no collateral for FMSPC" in details
+    assert "([verifier_config.dcap_verifier] collateral_dir or collateral_service)" in details
 
 
 def test_collateral_key_of_the_corpus() -> None:

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from attestation_service.core.verifiers.tpm import evaluate_tpm_quote, parse_evidence
 
 from guest.attesters import detect_attesters
 from guest.attesters.tpm import DEFAULT_AK_HANDLE, TpmAttester, TpmSettings
 from tests.e2e_tpm.swtpm import Swtpm
+from tests.tpm.test_verify import evaluate_registered  # the swtpm's AK registered as trusted_aks
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -44,10 +44,10 @@ def test_swtpm_quote_verifies(swtpm: Swtpm) -> None:
     report_data = hashlib.sha384(b"runtime data").digest()
     evidence = attester.get_evidence(report_data)
     assert set(evidence) == {"ak_public", "tpm_quote"} and len(evidence["tpm_quote"]["pcrs"]) == 24
-    report = evaluate_tpm_quote(parse_evidence(evidence), now=NOW, report_data=report_data)
+    report = evaluate_registered(evidence, now=NOW, report_data=report_data)
     assert report, report.error
     assert report.claims is not None and report.claims["report_data"] == report_data[:32].hex()
-    wrong = evaluate_tpm_quote(parse_evidence(evidence), now=NOW, report_data=b"\x01" * 48)
+    wrong = evaluate_registered(evidence, now=NOW, report_data=b"\x01" * 48)
     assert wrong.steps[-1].name == "report data binding" and wrong.steps[-1].outcome == "fail"
     assert attester.get_evidence(b"")["ak_public"] == evidence["ak_public"]  # the same AK every time
 
@@ -61,7 +61,7 @@ def test_swtpm_init_data_through_pcr8(swtpm: Swtpm, tmp_path: Path) -> None:
         pytest.skip("PCR 8 already extended in this swtpm")
     attester.bind_init_data(digest)
     evidence = attester.get_evidence(b"")
-    report = evaluate_tpm_quote(parse_evidence(evidence), now=NOW, init_data_hash=digest)
+    report = evaluate_registered(evidence, now=NOW, init_data_hash=digest)
     assert report, report.error
     assert report.steps[-1].outcome == "pass"
 
@@ -82,12 +82,12 @@ def test_swtpm_event_log_replays(tmp_path: Path) -> None:
         assert "event_log" in evidence
         from attestation_service.core.verifiers.tpm import replay_tpm_event_log
 
-        report = evaluate_tpm_quote(parse_evidence(evidence), now=NOW, replayer=replay_tpm_event_log)
+        report = evaluate_registered(evidence, now=NOW, replayer=replay_tpm_event_log)
         assert report, report.error
         assert [s.outcome for s in report.steps if s.number == 6] == ["pass"]
         assert report.claims is not None and len(report.claims["uefi_event_logs"]) == 2
         attester.extend_pcr(16, digests[0])  # one more extend than the log has
-        stale = evaluate_tpm_quote(parse_evidence(attester.get_evidence(b"")), now=NOW, replayer=replay_tpm_event_log)
+        stale = evaluate_registered(attester.get_evidence(b""), now=NOW, replayer=replay_tpm_event_log)
         assert stale.steps[-1].name == "event log replay" and stale.steps[-1].outcome == "fail"
     finally:
         tpm.stop()

@@ -55,10 +55,19 @@ def failed_step(report: Any) -> tuple[int, str]:
 # --- tpm ------------------------------------------------------------------------------
 
 
+def registered(evidence: dict[str, Any]) -> AkTrust:
+    """The evidence's AK registered as the reference value `trusted_aks` (what an operator does)."""
+    return AkTrust(registered_aks=frozenset({std_decode(evidence["ak_public"], "ak")}))
+
+
+def evaluate_registered(evidence: dict[str, Any], **kwargs: Any) -> Any:
+    return evaluate_tpm_quote(parse_evidence(evidence), trust=registered(evidence), **kwargs)
+
+
 def test_tpm_corpus_verifies_with_upstream_claims() -> None:
     # The sample's extraData is 64 bytes (an older attester padded to 64); today's rule pads/truncates to 32,
     # so its report data cannot match any expected value: step 4 is skipped here and tested with swtpm quotes.
-    report = evaluate_tpm_quote(parse_evidence(tpm_evidence()), now=NOW)
+    report = evaluate_registered(tpm_evidence(), now=NOW)
     assert report, report.error
     assert [s.outcome for s in report.steps] == ["pass", "pass", "pass", "skipped", "pass", "skipped", "skipped"]
     claims = report.claims
@@ -66,7 +75,7 @@ def test_tpm_corpus_verifies_with_upstream_claims() -> None:
     assert claims["pcr17"] == "ff" * 32 and claims["pcr11"] == "00" * 32
     assert set(claims) >= {f"pcr{i:02d}" for i in range(24)} | {"ak_public", "report_data", "init_data", "ak_trust"}
     assert claims["ak_public"] == tpm_evidence()["ak_public"]
-    assert claims["ak_trust"] == {"method": "policy"}
+    assert claims["ak_trust"] == {"method": "reference_value", "source": "rvps"}
     assert claims["init_data"] == "00" * 32
     assert claims["report_data"] == TPM_EXTRA_DATA.hex()
 
@@ -78,7 +87,7 @@ def test_tpm_corpus_verifies_with_upstream_claims() -> None:
 )
 def test_tpm_mutations(field: str, index: int, step: tuple[int, str]) -> None:
     evidence = mutated(tpm_evidence(), field, index)
-    report = evaluate_tpm_quote(parse_evidence(evidence), now=NOW)
+    report = evaluate_registered(evidence, now=NOW)
     if step[0] == 1:  # flipping a size field breaks the layout; otherwise the signature catches it
         assert failed_step(report)[0] in (1, 3)
     else:
@@ -90,19 +99,41 @@ def test_tpm_mutations(field: str, index: int, step: tuple[int, str]) -> None:
 def test_tpm_wrong_pcr_value() -> None:
     evidence = tpm_evidence()
     evidence["tpm_quote"]["pcrs"][11] = "11" * 32
-    report = evaluate_tpm_quote(parse_evidence(evidence), now=NOW)
+    report = evaluate_registered(evidence, now=NOW)
     assert failed_step(report) == (5, "PCR digest")
 
 
 def test_tpm_wrong_nonce() -> None:
-    report = evaluate_tpm_quote(parse_evidence(tpm_evidence()), now=NOW, report_data=b"\x01" * 32)
+    report = evaluate_registered(tpm_evidence(), now=NOW, report_data=b"\x01" * 32)
     assert failed_step(report) == (4, "report data binding")
     with pytest.raises(EvidenceError, match=r"^step 4 \(report data binding\)"):
-        TpmVerifier().evaluate(tpm_evidence(), b"\x01" * 48, None, NOW)
+        TpmVerifier().with_reference_values({"trusted_aks": [tpm_evidence()["ak_public"]]}).evaluate(
+            tpm_evidence(), b"\x01" * 48, None, NOW
+        )
+
+
+def test_tpm_untrusted_ak_fails_closed_and_names_the_missing_anchors() -> None:
+    # Upstream (and this project before issue 9) accepted any AK here, leaving it to a policy that did not check it.
+    with pytest.raises(EvidenceError) as caught:
+        TpmVerifier().evaluate(tpm_evidence(), None, None, NOW)
+    assert caught.value.detail == (
+        "step 2 (AK trust): TPM AK not trusted: no trusted_aks reference value is registered; no trusted AK is configured; "
+        "no EK/AK CA is configured ([verifier_config.tpm_verifier] trusted_aks / ak_ca_certs)"
+    )
+    other = TpmVerifier().with_reference_values({"trusted_aks": ["AAAA", "not base64!", 7]})
+    with pytest.raises(EvidenceError, match="no trusted_aks reference value matches ak_public; no trusted AK is configured"):
+        other.evaluate(tpm_evidence(), None, None, NOW)
+
+
+def test_tpm_ak_registered_in_the_rvps_is_trusted() -> None:
+    evidence = tpm_evidence()
+    for value in ([evidence["ak_public"]], evidence["ak_public"]):  # a list, or one string (--as-single-value)
+        [(claims, _)] = TpmVerifier().with_reference_values({"trusted_aks": value}).evaluate(evidence, None, None, NOW)
+        assert claims["ak_trust"] == {"method": "reference_value", "source": "rvps"}
 
 
 def test_tpm_init_data_through_pcr8() -> None:
-    report = evaluate_tpm_quote(parse_evidence(tpm_evidence()), now=NOW, init_data_hash=b"\x02" * 32)
+    report = evaluate_registered(tpm_evidence(), now=NOW, init_data_hash=b"\x02" * 32)
     assert failed_step(report) == (7, "init data binding")
 
 
@@ -110,7 +141,7 @@ def test_tpm_trusted_ak_by_reference_value() -> None:
     evidence = tpm_evidence()
     trust = AkTrust(trusted_aks=frozenset({std_decode(evidence["ak_public"], "ak")}))
     [(claims, tee_class)] = TpmVerifier(trust).evaluate(evidence, None, None, NOW)
-    assert claims["ak_trust"] == {"method": "reference_value"} and tee_class == "cpu"
+    assert claims["ak_trust"] == {"method": "reference_value", "source": "verifier_config"} and tee_class == "cpu"
     other = AkTrust(trusted_aks=frozenset({b"not this key"}))
     report = evaluate_tpm_quote(parse_evidence(evidence), now=NOW, trust=other)
     assert failed_step(report) == (2, "AK trust")
@@ -139,7 +170,7 @@ def test_tpm_ak_trust_by_ca() -> None:
     assert claims["ak_trust"] == {"method": "ca", "ca": "CN=Test AK CA", "ak_cert": "CN=AK"}
     other_key = ec.generate_private_key(ec.SECP256R1())
     other = _cert("Other CA", other_key.public_key(), "Other CA", other_key, True)
-    with pytest.raises(EvidenceError, match=r"step 2 \(AK trust\): ak_cert_chain does not end in a configured AK/EK CA"):
+    with pytest.raises(EvidenceError, match=r"^step 2 \(AK trust\): TPM AK not trusted: .*; ak_cert_chain does not end in"):
         TpmVerifier(AkTrust(ca_certs=(other,))).evaluate(evidence, None, None, NOW)
 
 
@@ -163,7 +194,7 @@ def test_tpm_event_log_replay() -> None:
     assert replayed[11] == pcr and replayed[17] == b"\xff" * 32
     evidence = tpm_evidence()
     evidence["event_log"] = std_encode(log)
-    report = evaluate_tpm_quote(parse_evidence(evidence), now=NOW, replayer=replay_tpm_event_log)
+    report = evaluate_registered(evidence, now=NOW, replayer=replay_tpm_event_log)
     assert failed_step(report) == (6, "event log replay")  # the sample's PCR 11 is zero
 
 
@@ -263,8 +294,8 @@ def _resigned(scheme: str) -> dict[str, Any]:
 @pytest.mark.parametrize("scheme", ["RSAPSS", "ECDSA"])
 def test_tpm_other_signature_schemes(scheme: str) -> None:
     evidence = _resigned(scheme)
-    report = evaluate_tpm_quote(parse_evidence(evidence), now=NOW)
+    report = evaluate_registered(evidence, now=NOW)
     assert report, report.error
     assert report.steps[2].detail.startswith(f"{scheme}/SHA256 signature verified")
     broken = mutated(evidence, "message", 100)
-    assert failed_step(evaluate_tpm_quote(parse_evidence(broken), now=NOW)) == (3, "quote signature")
+    assert failed_step(evaluate_registered(broken, now=NOW)) == (3, "quote signature")

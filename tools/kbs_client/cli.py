@@ -111,7 +111,7 @@ def _add_config_commands(sub: Any) -> None:
     for flag, key, text in (("--allow-all", "allow_all", "release every resource to every attested guest"),
                             ("--deny-all", "deny_all", "release nothing"),
                             ("--affirming", "affirming", "release when every submod's ear.status is affirming"),
-                            ("--default", "default", "release to any attested non-sample TEE (the KBS default)")):
+                            ("--default", "default", "release to a non-sample TEE whose EAR is not contraindicated (KBS default)")):
         which.add_argument(flag, dest="builtin", action="store_const", const=key, help=text)
     p.set_defaults(handler=cmd_set_resource_policy)
 

@@ -4,8 +4,8 @@ Pure data: Rego texts in `package policy`, queried by the KBS as
 `data.policy.allow` with the EAR claims as `input` and
 `{"plugin", "resource-path", "query"}` as `data` (trustee-server.md 5).
 
-`--default` is the KBS start-up default (release to any attested
-non-sample TEE). Upstream's kbs-client uploads `deny_all.rego` for
+`--default` is the KBS start-up default (kbs/policies/default.rego: release
+to an attested non-sample TEE whose cpu0 EAR status is not contraindicated). Upstream's kbs-client uploads `deny_all.rego` for
 `--default`, contrary to its help text; this client does what the help says.
 """
 
@@ -47,8 +47,10 @@ default allow := false
 
 allow if {
     data.plugin == "resource"
-    evidence := input.submods.cpu0["ear.veraison.annotated-evidence"]
-    not evidence.sample
+    appraisal := input.submods.cpu0
+    not appraisal["ear.veraison.annotated-evidence"].sample
+    appraisal["ear.veraison.annotated-evidence"]
+    appraisal["ear.status"] != "contraindicated"
 }
 """
 

@@ -51,6 +51,9 @@ class Outcome:
     error: str | None = None
 
 
+#: Where `trustee verify` takes the TPM AK anchors from (named when the AK is not trusted).
+TPM_ANCHOR_FLAGS = "give the AK with --trusted-ak FILE or its EK/AK CA with --ak-ca FILE"
+
 VerifyFunction = Callable[[argparse.Namespace, datetime.datetime], Outcome]
 
 
@@ -104,16 +107,18 @@ def _evidence_json(args: argparse.Namespace) -> object:
 
 
 def verify_tpm(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
-    """`tpm`: upstream's evidence JSON; AK trust from `--trusted-ak` / `--ak-ca` files, else left to the policy."""
+    """`tpm`: upstream's evidence JSON; the AK must be a `--trusted-ak` or reach an `--ak-ca`, else step 2 fails."""
     from attestation_service.config import TpmSettings
-    from attestation_service.core.verifiers.tpm import evaluate_tpm_quote, parse_evidence, replay_tpm_event_log
+    from attestation_service.core.verifiers.tpm import AkTrust, evaluate_tpm_quote, parse_evidence, replay_tpm_event_log
     from attestation_service.tpm_config import build_tpm_verifier
 
     evidence = parse_evidence(_evidence_json(args))
     settings = TpmSettings(tuple(Path(p) for p in args.trusted_ak or ()), tuple(Path(p) for p in args.ak_ca or ()))
+    configured = build_tpm_verifier(settings).trust
+    trust = AkTrust(configured.trusted_aks, configured.ca_certs, rvps=False, config_hint=TPM_ANCHOR_FLAGS)
     report = evaluate_tpm_quote(
         evidence, now=now, report_data=args.report_data, init_data_hash=args.init_data_hash,
-        trust=build_tpm_verifier(settings).trust, replayer=replay_tpm_event_log,
+        trust=trust, replayer=replay_tpm_event_log,
     )
     return Outcome([s.to_json() for s in report.steps], report.claims, None if report.error is None else report.error.detail)
 

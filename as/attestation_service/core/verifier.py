@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from trustee_common.errors import AttestationError
 
@@ -29,6 +29,19 @@ class Verifier(Protocol):
     ) -> list[tuple[Claims, str]]: ...
 
 
+@runtime_checkable
+class ReferenceValueAnchored(Protocol):
+    """A verifier whose trust anchors include reference values (e.g. `tpm`'s `trusted_aks`).
+
+    The AS reads `trust_reference_values` from the RVPS for each request and
+    verifies with `with_reference_values(values)`, a new verifier (no shared state).
+    """
+
+    trust_reference_values: tuple[str, ...]
+
+    def with_reference_values(self, values: Mapping[str, Any]) -> Verifier: ...
+
+
 def default_verifiers() -> dict[str, Verifier]:
     """Every verifier this build has, by kbs-types TEE name."""
     from attestation_service.core.verifiers.azure import AzSnpVtpmVerifier, AzTdxVtpmVerifier
@@ -37,7 +50,7 @@ def default_verifiers() -> dict[str, Verifier]:
     from attestation_service.core.verifiers.tpm import TpmVerifier
 
     # `tdx` without collateral refuses every quote; `grpc-as` replaces it with a configured one.
-    # `tpm` without AK trust anchors leaves AK trust to the policy; `grpc-as` configures it.
+    # `tpm` without configured AK anchors trusts only the RVPS's `trusted_aks`; `grpc-as` configures more.
     return {
         "sample": SampleVerifier(), "sampledevice": SampleDeviceVerifier(), "tdx": TdxVerifier(),
         "tpm": TpmVerifier(), "az-snp-vtpm": AzSnpVtpmVerifier(), "az-tdx-vtpm": AzTdxVtpmVerifier(),

@@ -6,7 +6,8 @@
 # `query_reference_value(name)` returns the registered value or null.
 # Behaviour follows upstream's ear_default_policy_cpu (trustee-server.md 6.6),
 # except that a debug TD is contraindicated (see the tdx section) and so is an
-# SNP guest that is debuggable or attests from a VMPL other than 0 (snp section). The sample
+# SNP guest that is debuggable or attests from a VMPL other than 0 (snp section), and
+# a TPM's hardware is genuine only with an AK the verifier trusted (tpm section). The sample
 # and tdx rules are exercised by tests (tests/as, tests/tdx_eventlog).
 package policy
 
@@ -184,9 +185,17 @@ configuration := 2 if {
 
 # --- tpm -------------------------------------------------------------------
 
+# The verifier refuses a quote whose AK no anchor holds (a configured trusted
+# AK, the reference value `trusted_aks`, or an AK/EK CA) and says which
+# anchor it used in `ak_trust.method`. Upstream's verifier accepts any AK and
+# this rule needs `ak_public in trusted_aks`; here the verifier's decision
+# (whichever anchor) is what counts, and hardware is only genuine (2) with a
+# trusted AK: defence in depth should a verifier ever report another method.
+tpm_ak_trusted if input.tpm.ak_trust.method in {"reference_value", "ca"}
+
 executables := 3 if {
 	input.tpm.pcr11 in query_reference_value("tpm_pcr11")
-	input.tpm.ak_public in query_reference_value("trusted_aks")
+	tpm_ak_trusted
 }
 
 # Not in upstream's policy (there a mismatching PCR 11 only leaves executables
@@ -198,7 +207,7 @@ executables := 96 if {
 	not input.tpm.pcr11 in query_reference_value("tpm_pcr11")
 }
 
-hardware := 2 if input.tpm
+hardware := 2 if tpm_ak_trusted
 
 configuration := 0 if input.tpm
 

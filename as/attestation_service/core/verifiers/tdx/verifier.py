@@ -100,7 +100,10 @@ class TdxVerifier:
         fmspc, kind = collateral_key(_parse_or_step1(quote_bytes))
         bundle = None if self._lookup is None else self._lookup(fmspc, kind)
         if bundle is None:
-            raise TdxVerificationError(f"step 3 (collateral integrity): no collateral for FMSPC {fmspc.upper()} ({kind} CA)")
+            raise TdxVerificationError(
+                f"step 3 (collateral integrity): no collateral for FMSPC {fmspc.upper()} ({kind} CA): the TCB cannot be"
+                " appraised without it ([verifier_config.dcap_verifier] collateral_dir or collateral_service)"
+            )
         request = TdxVerificationInput(
             quote=quote_bytes,
             now=self._pinned_time if self._pinned_time is not None else now,

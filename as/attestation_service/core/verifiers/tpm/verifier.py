@@ -11,6 +11,7 @@ by CA).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from attestation_service.core.verifier import Claims
@@ -63,11 +64,32 @@ def parse_evidence(evidence: object) -> TpmEvidence:
     )
 
 
+def registered_aks(value: object) -> frozenset[bytes]:
+    """DER AKs of the reference value `trusted_aks` (std base64 SPKI strings, as `ak_public`); others are ignored."""
+    items = value if isinstance(value, list) else [value]
+    found = set()
+    for item in items:
+        if isinstance(item, str):
+            try:
+                found.add(std_decode(item, "reference value trusted_aks"))
+            except MalformedRequestError:
+                continue
+    return frozenset(found)
+
+
 class TpmVerifier:
+    """Fails closed: an AK that no anchor holds fails step 2 (verify.py)."""
+
     tee = "tpm"
+    #: Reference values the AS reads from the RVPS and passes to `with_reference_values` per request.
+    trust_reference_values = ("trusted_aks",)
 
     def __init__(self, trust: AkTrust | None = None) -> None:
         self.trust = trust if trust is not None else AkTrust()
+
+    def with_reference_values(self, values: Mapping[str, Any]) -> TpmVerifier:
+        """This verifier with the RVPS's current `trusted_aks` as registered AKs."""
+        return TpmVerifier(self.trust.with_registered(registered_aks(values.get("trusted_aks"))))
 
     def evaluate(
         self, evidence: object, expected_report_data: bytes | None, expected_init_data_hash: bytes | None, now: datetime.datetime

@@ -6,13 +6,15 @@ padded/truncated to 32 bytes), 5 PCR digest (the scheme's hash over the
 selected SHA-256 PCRs), 6 event-log replay (when the evidence has one),
 7 init data (PCR 8 == SHA-256(32 zero bytes || init-data digest)).
 
-AK trust (step 2), in this order: the AK is one of the configured trusted
-AKs (`reference_value`); or the evidence's `ak_cert_chain` (leaf first)
-holds the AK and chains to a configured AK/EK CA at `now` (`ca`); or, when
-nothing is configured, the verifier leaves it to the policy, which upstream's
-default policy does with the reference value `trusted_aks` (`policy`). When
-trust anchors are configured and neither matches, step 2 fails. The claim
-`ak_trust.method` says which.
+AK trust (step 2) fails closed: the AK must be one the operator trusts,
+in this order: one of the verifier's configured trusted AKs or one of the
+`trusted_aks` reference values the AS passes in from the RVPS
+(`reference_value`, `source` says which); or the evidence's `ak_cert_chain`
+(leaf first) holds the AK and chains to a configured AK/EK CA at `now`
+(`ca`). Anything else fails step 2 with a message naming every anchor that
+was missing. Upstream leaves an unanchored AK to the policy (a software TPM
+then gets a `warning` EAR); this project refuses it. The claim
+`ak_trust.method` says which anchor matched.
 """
 
 from __future__ import annotations
@@ -50,18 +52,31 @@ MAX_CHAIN = 8
 PcrReplayer = Callable[[bytes], tuple[list[bytes], list[dict[str, Any]]]]
 
 
+#: Where the verifier's own anchors are configured (named in error messages).
+CONFIG_HINT = "[verifier_config.tpm_verifier] trusted_aks / ak_ca_certs"
+
+
 @dataclass(frozen=True, slots=True)
 class AkTrust:
-    """Verifier-level AK trust anchors (`[verifier_config.tpm_verifier]`)."""
+    """AK trust anchors: the verifier's (`[verifier_config.tpm_verifier]`) and the RVPS's `trusted_aks`."""
 
-    #: DER SubjectPublicKeyInfo of AKs registered as trusted.
+    #: DER SubjectPublicKeyInfo of AKs configured as trusted.
     trusted_aks: frozenset[bytes] = frozenset()
     #: AK/EK CA certificates an `ak_cert_chain` may end in.
     ca_certs: tuple[x509.Certificate, ...] = ()
+    #: DER SubjectPublicKeyInfo of the AKs registered as the reference value `trusted_aks`.
+    registered_aks: frozenset[bytes] = frozenset()
+    #: Whether `registered_aks` was read from an RVPS (false in `trustee verify`).
+    rvps: bool = True
+    #: How the verifier's own anchors are configured, for the error message.
+    config_hint: str = CONFIG_HINT
 
     @property
     def configured(self) -> bool:
-        return bool(self.trusted_aks or self.ca_certs)
+        return bool(self.trusted_aks or self.ca_certs or self.registered_aks)
+
+    def with_registered(self, aks: frozenset[bytes]) -> AkTrust:
+        return AkTrust(self.trusted_aks, self.ca_certs, aks, self.rvps, self.config_hint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,33 +125,55 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def check_ak_trust(evidence: TpmEvidence, trust: AkTrust, now: datetime.datetime) -> dict[str, Any]:
-    """The `ak_trust` claim; raises `TpmQuoteError` when anchors are configured and none applies."""
+    """The `ak_trust` claim; raises `TpmQuoteError` naming the missing anchors when no anchor holds the AK."""
     if evidence.ak_der in trust.trusted_aks:
-        return {"method": "reference_value"}
-    problems: list[str] = []
+        return {"method": "reference_value", "source": "verifier_config"}
+    if evidence.ak_der in trust.registered_aks:
+        return {"method": "reference_value", "source": "rvps"}
+    chain_problem = None
     if trust.ca_certs and evidence.ak_cert_chain:
         try:
-            chain = [x509.load_der_x509_certificate(c) for c in evidence.ak_cert_chain]
-        except ValueError:
-            raise TpmQuoteError("ak_cert_chain holds a certificate that is not DER X.509") from None
-        if not _same_key(chain[0], evidence.ak_der):
-            raise TpmQuoteError("the first ak_cert_chain certificate does not hold ak_public")
-        for cert in chain:
-            if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-                raise TpmQuoteError(f"{cert.subject.rfc4514_string()} is not valid at {now.isoformat()}")
-        for child, parent in itertools.pairwise(chain):
-            if not _issued_by(child, parent):
-                raise TpmQuoteError(f"{child.subject.rfc4514_string()} is not signed by {parent.subject.rfc4514_string()}")
+            chain = _load_chain(evidence, now)
+        except TpmQuoteError as exc:
+            raise TpmQuoteError(untrusted_ak_message(trust, exc.detail)) from None
         for ca in trust.ca_certs:
             if chain[-1] == ca or _issued_by(chain[-1], ca):
                 return {"method": "ca", "ca": ca.subject.rfc4514_string(), "ak_cert": chain[0].subject.rfc4514_string()}
-        problems.append("ak_cert_chain does not end in a configured AK/EK CA")
-    if not trust.configured:
-        return {"method": "policy"}
-    problems.append("ak_public is not a configured trusted AK")
-    if trust.ca_certs and not evidence.ak_cert_chain:
-        problems.append("the evidence has no ak_cert_chain")
-    raise TpmQuoteError("; ".join(problems))
+        chain_problem = "ak_cert_chain does not end in a configured AK/EK CA"
+    raise TpmQuoteError(untrusted_ak_message(trust, chain_problem))
+
+
+def _load_chain(evidence: TpmEvidence, now: datetime.datetime) -> list[x509.Certificate]:
+    """The evidence's `ak_cert_chain`, checked to hold the AK, be valid at `now` and link up."""
+    try:
+        chain = [x509.load_der_x509_certificate(c) for c in evidence.ak_cert_chain]
+    except ValueError:
+        raise TpmQuoteError("ak_cert_chain holds a certificate that is not DER X.509") from None
+    if not _same_key(chain[0], evidence.ak_der):
+        raise TpmQuoteError("the first ak_cert_chain certificate does not hold ak_public")
+    for cert in chain:
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise TpmQuoteError(f"{cert.subject.rfc4514_string()} is not valid at {now.isoformat()}")
+    for child, parent in itertools.pairwise(chain):
+        if not _issued_by(child, parent):
+            raise TpmQuoteError(f"{child.subject.rfc4514_string()} is not signed by {parent.subject.rfc4514_string()}")
+    return chain
+
+
+def untrusted_ak_message(trust: AkTrust, chain_problem: str | None = None) -> str:
+    """`TPM AK not trusted: ...`, one clause per anchor, saying what was missing or did not match."""
+    clauses: list[str] = []
+    if trust.rvps:
+        registered = "matches ak_public" if trust.registered_aks else "is registered"
+        clauses.append(f"no trusted_aks reference value {registered}")
+    clauses.append("ak_public is not a configured trusted AK" if trust.trusted_aks else "no trusted AK is configured")
+    if not trust.ca_certs:
+        clauses.append("no EK/AK CA is configured")
+    elif chain_problem is not None:
+        clauses.append(chain_problem)
+    else:
+        clauses.append("the evidence has no ak_cert_chain for the configured EK/AK CA")
+    return f"TPM AK not trusted: {'; '.join(clauses)} ({trust.config_hint})"
 
 
 def _replay(ctx: _Context, replayer: PcrReplayer | None) -> str:
@@ -178,9 +215,8 @@ def evaluate_tpm_quote(
     def ak_step(c: _Context) -> str:
         c.ak_trust = check_ak_trust(c.evidence, anchors, now)
         method = c.ak_trust["method"]
-        if method == "policy":
-            return "no AK trust anchors configured: the policy decides (reference value trusted_aks)"
-        return f"AK trusted by {method}" + (f" ({c.ak_trust['ca']})" if method == "ca" else "")
+        where = c.ak_trust["ca"] if method == "ca" else c.ak_trust["source"]
+        return f"AK trusted by {method} ({where})"
 
     def signature_step(c: _Context) -> str:
         assert c.key is not None and c.signature is not None
