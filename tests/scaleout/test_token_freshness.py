@@ -1,7 +1,8 @@
 """Token freshness (docs/token-freshness.md): a cached token stops working soon after the policy changes.
 
-Real processes on loopback: one RVPS, two AS replicas sharing their SQLite
-file, two KBS replicas sharing theirs (KBS i talks to AS i). The attestation
+Real processes on loopback: one RVPS, two AS replicas and two KBS replicas
+(KBS i talks to AS i), sharing SQLite files per service or one PostgreSQL
+database. The attestation
 policy `default_cpu` affirms the sample TEE only while the reference value
 `freshness_svn` lists its svn, and the resource policy releases only to
 affirming tokens. After a guest obtained a resource, the operator tightens
@@ -59,9 +60,11 @@ BOUND_SECONDS = 20.0
 STALE_TYPE = ERROR_TYPE_PREFIX + StaleAttestationError.variant
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(tmp_path_factory.mktemp("freshness"), kbs_replicas=2, as_replicas=2) as running:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Replicas sharing SQLite files (one per service), then all sharing one PostgreSQL database."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_server").new_database()
+    with Cluster(tmp_path_factory.mktemp("freshness"), storage_url=url, kbs_replicas=2, as_replicas=2) as running:
         asyncio.run(_install(running))
         yield running
 
