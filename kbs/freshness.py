@@ -7,7 +7,9 @@ seconds on the hot path; one fetch at a time, and every request waiting for
 it uses its result. A token newer than the cached reading (the guest
 attested again after a change) triggers one more fetch, begun after the
 request arrived, so a fresh token is never refused. If the AS cannot be
-reached, tokens that carry an epoch get 503 (fail closed). The decisions
+reached, tokens that carry an epoch get 503 (fail closed); a failed fetch
+is reused like a reading, so an AS outage costs one call per `ttl`, not
+one timeout per waiting request. The decisions
 are in `kbs.core.freshness`; this module knows no HTTP or gRPC.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 from kbs.core.freshness import STALE_DETAIL, EpochReading, Verdict, judge, token_epoch
 from kbs.metrics import KbsMetrics
-from trustee_common.errors import StaleAttestationError
+from trustee_common.errors import StaleAttestationError, TrusteeError
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class AppraisalEpochGuard:
         self._monotonic = monotonic
         self._wall = wall
         self._reading: EpochReading | None = None
+        self._failure: tuple[float, TrusteeError] | None = None
         self._lock = asyncio.Lock()
 
     def now(self) -> float:
@@ -72,8 +75,17 @@ class AppraisalEpochGuard:
             reading = self._reading
             if reading is not None and reading.started >= not_before:
                 return reading  # fetched by another request while this one waited
+            failure = self._failure
+            if failure is not None and failure[0] >= not_before:
+                raise type(failure[1])(failure[1].detail)  # failed just now: do not queue another timeout
             started, started_wall = self._monotonic(), self._wall()
-            value = await self._source()
-            self._metrics.epoch_fetches.inc()
+            try:
+                value = await self._source()
+            except TrusteeError as exc:
+                self._failure = (started, exc)
+                raise
+            finally:
+                self._metrics.epoch_fetches.inc()
+            self._failure = None
             self._reading = EpochReading(value, started, started_wall)
             return self._reading

@@ -135,12 +135,18 @@ async def test_non_string_epoch_is_refused() -> None:
         await guard(source, clock).check(token(7, clock), clock.t)
 
 
-async def test_unreachable_as_fails_closed_and_is_retried() -> None:
+async def test_unreachable_as_fails_closed_once_per_ttl_and_is_retried() -> None:
     clock, source = Clock(), Source("e1")
     g = guard(source, clock)
     source.fail = True
-    with pytest.raises(UpstreamError):
-        await g.check(token("e1", clock), clock.t)
+    source.gate = asyncio.Event()
+    checks = [asyncio.create_task(g.check(token("e1", clock), clock.t)) for _ in range(10)]
+    await asyncio.sleep(0.01)
+    source.gate.set()
+    results = await asyncio.gather(*checks, return_exceptions=True)
+    assert all(isinstance(r, UpstreamError) for r in results)
+    assert source.calls == 1  # the waiting requests share the failure instead of queueing timeouts
     source.fail = False
+    clock.t += 1.01
     await g.check(token("e1", clock), clock.t)
     assert source.calls == 2
