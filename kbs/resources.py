@@ -2,8 +2,9 @@
 
 Release order (trustee-server.md 2.1): verify the token, find its TEE key,
 refuse it if it predates the AS's current appraisal epoch
-(`kbs.freshness`), evaluate the resource policy, and only then look the resource up, so a
-client the policy denies cannot learn which resources exist. The policy
+(`kbs.freshness`), evaluate the resource policy, and only then look the
+resource up, so a client the policy denies cannot learn which resources
+exist. The policy
 text is read from the key-value store (namespace `kbs`, key
 `resource-policy.rego`) on every request. This module knows no HTTP.
 """

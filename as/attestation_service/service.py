@@ -8,8 +8,9 @@ compiled form is cached by text digest), fetch the reference values that
 policy names from the RVPS, evaluate, and sign one EAR with a submod per
 item (`cpu0`, `gpu0`, `gpu1`, ...). The appraisal epoch (policies plus
 reference values, `trustee_common.epoch`) is read first and stamped into
-the token, so the KBS can refuse tokens appraised before a later change. The pure steps live in `core`; this
-module only sequences them with the store and the RVPS.
+the token, so the KBS can refuse tokens appraised before a later change.
+The pure steps live in `core`; this module only sequences them with the
+store and the RVPS.
 """
 
 from __future__ import annotations
