@@ -32,6 +32,8 @@ from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2, ref
 logger = logging.getLogger(__name__)
 
 CALL_TIMEOUT_SECONDS = 120.0
+#: The epoch is asked for on the resource path: a dead AS must not hold requests for long.
+EPOCH_TIMEOUT_SECONDS = 5.0
 _TRANSPORT_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -74,9 +76,11 @@ class GrpcAttestationService:
         self._rv = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
         self._timeout = timeout
 
-    async def _call(self, method: Callable[..., Awaitable[Resp]], request: Req, rejection: type[TrusteeError]) -> Resp:
+    async def _call(
+        self, method: Callable[..., Awaitable[Resp]], request: Req, rejection: type[TrusteeError], deadline: float | None = None
+    ) -> Resp:
         try:
-            return await method(request, timeout=self._timeout)
+            return await method(request, timeout=self._timeout if deadline is None else deadline)
         except grpc.aio.AioRpcError as exc:
             error = error_from_rpc(exc, "attestation service")
             if type(error) is UpstreamError and exc.code() not in _TRANSPORT_CODES:
@@ -105,6 +109,11 @@ class GrpcAttestationService:
         if not response.HasField("reference_value_results"):
             return None
         return str(response.reference_value_results)
+
+    async def appraisal_epoch(self) -> str:
+        request = attestation_pb2.GetAppraisalEpochRequest()
+        response = await self._call(self._as.GetAppraisalEpoch, request, UpstreamError, min(self._timeout, EPOCH_TIMEOUT_SECONDS))
+        return str(response.epoch)
 
     async def close(self) -> None:
         await self._channel.close()

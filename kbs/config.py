@@ -9,6 +9,7 @@ wiring in `kbs.server` does), so a parsed config is plain data.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ DEFAULT_SOCKET = "127.0.0.1:8080"
 DEFAULT_PAYLOAD_MIB = 2
 DEFAULT_AS_ADDR = "http://127.0.0.1:50004"
 DEFAULT_SESSION_MINUTES = 5.0
+#: Appraisal-epoch reading reuse (docs/token-freshness.md): the bound on how long a stale token may still be served.
+DEFAULT_EPOCH_TTL_SECONDS = 1.0
+MAX_EPOCH_TTL_SECONDS = 60.0
 AS_TYPES = ("coco_as_grpc",)
 RESOURCE_BACKENDS = ("LocalFs", "KvStorage")
 #: Upstream's `storage_backend_type` values and the `type` each stands for.
@@ -105,6 +109,8 @@ class AttestationTokenConfig:
 class AttestationServiceConfig:
     as_addr: str
     session_timeout_minutes: float
+    #: How long a reading of the AS's appraisal epoch is reused (docs/token-freshness.md).
+    appraisal_epoch_ttl_seconds: float = DEFAULT_EPOCH_TTL_SECONDS
 
     @property
     def session_lifetime_seconds(self) -> float:
@@ -267,11 +273,15 @@ def _attestation_service(table: _Table) -> AttestationServiceConfig:
     addr = table.string("as_addr", DEFAULT_AS_ADDR) or DEFAULT_AS_ADDR
     timeout = table.number("timeout", DEFAULT_SESSION_MINUTES, minimum_exclusive=0.0)
     table.integer("pool_size", 100, minimum=1)
+    epoch_ttl = table.number("appraisal_epoch_ttl_seconds", DEFAULT_EPOCH_TTL_SECONDS, minimum_exclusive=-math.inf)
     table.finish()
+    if not 0.0 <= epoch_ttl <= MAX_EPOCH_TTL_SECONDS:
+        limit = f"0..{MAX_EPOCH_TTL_SECONDS:g}"
+        raise ConfigError(f"attestation_service.appraisal_epoch_ttl_seconds must be {limit} seconds, got {epoch_ttl:g}")
     if urlsplit(addr).scheme not in ("http", "https"):
         raise ConfigError(f"attestation_service.as_addr {addr!r} must be an http:// or https:// URL")
     grpc_endpoint(addr, "attestation_service.as_addr")
-    return AttestationServiceConfig(addr, timeout)
+    return AttestationServiceConfig(addr, timeout, epoch_ttl)
 
 
 def _plugins(tables: list[ConfigTable]) -> ResourcePluginConfig | None:

@@ -35,6 +35,8 @@ class KbsMetrics:
         self.policy_approvals = Counter("kbs_policy_approvals", "resource policy approvals", registry=reg)
         self.policy_violations = Counter("kbs_policy_violations", "resource policy denials", registry=reg)
         self.policy_errors = Counter("kbs_policy_errors", "resource policy evaluation errors", registry=reg)
+        self.stale_tokens = Counter("kbs_stale_tokens", "tokens refused as appraised under an older appraisal epoch", registry=reg)
+        self.epoch_fetches = Counter("kbs_appraisal_epoch_fetches", "GetAppraisalEpoch calls to the AS, failed ones included", registry=reg)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

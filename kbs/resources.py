@@ -1,8 +1,10 @@
 """The resource plugin and the resource policy: release, admin writes, policy management.
 
 Release order (trustee-server.md 2.1): verify the token, find its TEE key,
-evaluate the resource policy, and only then look the resource up, so a
-client the policy denies cannot learn which resources exist. The policy
+refuse it if it predates the AS's current appraisal epoch
+(`kbs.freshness`), evaluate the resource policy, and only then look the
+resource up, so a client the policy denies cannot learn which resources
+exist. The policy
 text is read from the key-value store (namespace `kbs`, key
 `resource-policy.rego`) on every request. This module knows no HTTP.
 """
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from kbs.core.resource_policy import POLICY_KEY, POLICY_NAMESPACE, ResourcePolicyEngine, policy_data
 from kbs.core.token import AttestationTokenVerifier
+from kbs.freshness import AppraisalEpochGuard
 from kbs.metrics import KbsMetrics
 from trustee_common.b64 import url_decode, url_encode
 from trustee_common.errors import (
@@ -93,6 +96,7 @@ class ResourceService:
         repository: ResourceStore,
         policies: PolicyStore,
         verifier: AttestationTokenVerifier,
+        freshness: AppraisalEpochGuard,
         metrics: KbsMetrics,
         *,
         clock: Callable[[], float] = time.time,
@@ -100,14 +104,17 @@ class ResourceService:
         self._repository = repository
         self._policies = policies
         self._verifier = verifier
+        self._freshness = freshness
         self._metrics = metrics
         self._clock = clock
 
     async def release(self, token: str, path: str, query: dict[str, str]) -> dict[str, str]:
         """The resource at `path` as a JWE to the token's TEE key."""
+        received = self._freshness.now()
         parse_resource_path(path)
         claims = self._verifier.verify(token, self._clock())
         tee_key = self._verifier.tee_pubkey(claims)
+        await self._freshness.check(claims, received)
         await self._enforce(claims, path, query)
         data = await self._repository.read(path)
         if data is None:

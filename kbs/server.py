@@ -26,6 +26,7 @@ from kbs.core.admin import AdminAuthorizer, AdminMode, IdentityProvider, compile
 from kbs.core.admin_keys import VerificationKey, key_from_pem, keys_from_jwks
 from kbs.core.resource_policy import ResourcePolicyEngine
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
+from kbs.freshness import AppraisalEpochGuard
 from kbs.http.app import make_app
 from kbs.http.state import KbsState
 from kbs.metrics import KbsMetrics
@@ -125,7 +126,8 @@ async def build_state(
     policies = PolicyStore(store, ResourcePolicyEngine())
     await policies.install_default(default_policy_text())
     repository = resource_store(config, store)
-    resources = None if repository is None else ResourceService(repository, policies, verifier, metrics)
+    freshness = AppraisalEpochGuard(attestation.appraisal_epoch, metrics, ttl=config.attestation_service.appraisal_epoch_ttl_seconds)
+    resources = None if repository is None else ResourceService(repository, policies, verifier, freshness, metrics)
     lifetime = config.attestation_service.session_lifetime_seconds
     rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime)
     return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size)

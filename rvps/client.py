@@ -13,6 +13,7 @@ import grpc
 
 from rvps.core.record import ReferenceValue, parse_time
 from trustee_common.addresses import grpc_target
+from trustee_common.epoch import UNSUPPORTED
 from trustee_common.errors import InvalidReferenceValueError, UpstreamError
 from trustee_common.grpc_errors import error_from_rpc
 from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
@@ -48,6 +49,16 @@ class RemoteReferenceValueProvider:
     async def list(self) -> list[ReferenceValue]:
         reply = await self._call(self._stub.ListReferenceValues, reference_pb2.ReferenceValueListRequest())
         return [_record(r) for r in reply.reference_values]
+
+    async def epoch(self) -> str:
+        """The RVPS's epoch; `UNSUPPORTED` for an RVPS without the RPC (upstream's)."""
+        try:
+            reply = await self._stub.GetReferenceValueEpoch(reference_pb2.ReferenceValueEpochRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return UNSUPPORTED
+            raise error_from_rpc(exc, f"RVPS at {self.address}") from None
+        return str(reply.epoch)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -23,3 +23,6 @@ class ReferenceValueProvider(Protocol):
 
     async def list(self) -> list[ReferenceValue]:
         """Every live record, sorted by name."""
+
+    async def epoch(self) -> str:
+        """Opaque text that changes on every registration or deletion (`trustee_common.epoch`)."""

@@ -50,3 +50,7 @@ class ReferenceValueServicer(reference_pb2_grpc.ReferenceValueProviderServiceSer
             for r in await self._provider.list()
         ]
         return pb.ReferenceValueListResponse(reference_values=records)
+
+    @rpc_errors
+    async def GetReferenceValueEpoch(self, request: pb.ReferenceValueEpochRequest, context: Ctx) -> pb.ReferenceValueEpochResponse:  # noqa: N802 (gRPC method name)
+        return pb.ReferenceValueEpochResponse(epoch=await self._provider.epoch())

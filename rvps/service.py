@@ -4,6 +4,8 @@ Registration validates the whole message before the first write, and
 restores the previous records if a write fails halfway, so a caller sees
 all of a message's values or none. Expired records are invisible: the store
 entry carries `expires_at`, and every read checks `now < expiration` too.
+Every registration or deletion then writes a new appraisal epoch
+(`trustee_common.epoch`), which the AS folds into the epoch its tokens carry.
 Not here: wire formats (`rvps.server`), message syntax (`rvps.core`).
 """
 
@@ -16,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from rvps.core.message import records_from_message
 from rvps.core.record import NAMESPACE, ReferenceValue, check_name, value_json
+from trustee_common.epoch import REFERENCE_VALUE_KEY, bump_epoch, read_epoch
 from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError, TrusteeError
 from trustee_common.storage import KeyValueStore
 
@@ -50,7 +53,16 @@ class ReferenceValueService:
                     written.append(record.name)
             except TrusteeError:
                 await self._restore(written, previous)
+                await self._bump_after_failure()
                 raise
+            await bump_epoch(self._store, REFERENCE_VALUE_KEY)
+
+    async def _bump_after_failure(self) -> None:
+        """A reader may have seen part of a failed registration: its tokens must not outlive it."""
+        try:
+            await bump_epoch(self._store, REFERENCE_VALUE_KEY)
+        except TrusteeError as exc:
+            logger.error("could not write a new reference-value epoch after a failed registration: %s", exc.detail)
 
     async def _restore(self, names: list[str], previous: dict[str, bytes | None]) -> None:
         for name in names:
@@ -80,6 +92,8 @@ class ReferenceValueService:
         _check_query_name(name)
         async with self._write_lock:
             deleted = await self._store.delete(NAMESPACE, name)
+            if deleted:
+                await bump_epoch(self._store, REFERENCE_VALUE_KEY)
         logger.info("deleted reference value %s: %s", name, "existed" if deleted else "absent")
         return deleted
 
@@ -90,6 +104,9 @@ class ReferenceValueService:
             if record is not None:
                 found.append(record)
         return found
+
+    async def epoch(self) -> str:
+        return await read_epoch(self._store, REFERENCE_VALUE_KEY)
 
     async def purge_expired(self) -> int:
         return await self._store.purge_expired()

@@ -71,6 +71,16 @@ class TokenVerifierError(TrusteeError):
     variant = "TokenVerifierError"
 
 
+class StaleAttestationError(TokenVerifierError):
+    """A valid token appraised before the attestation policies or reference values last changed.
+
+    The guest must attest again (a fresh appraisal under the current policy);
+    guests that re-attest on `TokenVerifierError` do so for this one too.
+    """
+
+    variant = "StaleAttestation"
+
+
 class AttestationError(TrusteeError):
     """Evidence rejected, not bound to the nonce and key, or session invalid."""
 

@@ -69,6 +69,11 @@ class AttestationServiceStub:
                 request_serializer=trustee__pb_dot_attestation__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=trustee__pb_dot_attestation__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.GetAppraisalEpoch = channel.unary_unary(
+                '/attestation.AttestationService/GetAppraisalEpoch',
+                request_serializer=trustee__pb_dot_attestation__pb2.GetAppraisalEpochRequest.SerializeToString,
+                response_deserializer=trustee__pb_dot_attestation__pb2.GetAppraisalEpochResponse.FromString,
+                _registered_method=True)
 
 
 class AttestationServiceServicer:
@@ -116,6 +121,12 @@ class AttestationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAppraisalEpoch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AttestationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +164,11 @@ def add_AttestationServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=trustee__pb_dot_attestation__pb2.GetJwksRequest.FromString,
                     response_serializer=trustee__pb_dot_attestation__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'GetAppraisalEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAppraisalEpoch,
+                    request_deserializer=trustee__pb_dot_attestation__pb2.GetAppraisalEpochRequest.FromString,
+                    response_serializer=trustee__pb_dot_attestation__pb2.GetAppraisalEpochResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +360,33 @@ class AttestationService:
             '/attestation.AttestationService/GetJwks',
             trustee__pb_dot_attestation__pb2.GetJwksRequest.SerializeToString,
             trustee__pb_dot_attestation__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAppraisalEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/attestation.AttestationService/GetAppraisalEpoch',
+            trustee__pb_dot_attestation__pb2.GetAppraisalEpochRequest.SerializeToString,
+            trustee__pb_dot_attestation__pb2.GetAppraisalEpochResponse.FromString,
             options,
             channel_credentials,
             insecure,

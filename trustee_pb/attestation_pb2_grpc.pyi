@@ -44,6 +44,7 @@ class AttestationServiceStub:
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_attestation_pb2.GetPolicyRequest, _attestation_pb2.GetPolicyResponse]
     DeletePolicy: _grpc.UnaryUnaryMultiCallable[_attestation_pb2.DeletePolicyRequest, _attestation_pb2.DeletePolicyResponse]
     GetJwks: _grpc.UnaryUnaryMultiCallable[_attestation_pb2.GetJwksRequest, _attestation_pb2.GetJwksResponse]
+    GetAppraisalEpoch: _grpc.UnaryUnaryMultiCallable[_attestation_pb2.GetAppraisalEpochRequest, _attestation_pb2.GetAppraisalEpochResponse]
 
 @_typing.type_check_only
 class AttestationServiceAsyncStub(AttestationServiceStub):
@@ -55,6 +56,7 @@ class AttestationServiceAsyncStub(AttestationServiceStub):
     GetPolicy: _aio.UnaryUnaryMultiCallable[_attestation_pb2.GetPolicyRequest, _attestation_pb2.GetPolicyResponse]  # type: ignore[assignment]
     DeletePolicy: _aio.UnaryUnaryMultiCallable[_attestation_pb2.DeletePolicyRequest, _attestation_pb2.DeletePolicyResponse]  # type: ignore[assignment]
     GetJwks: _aio.UnaryUnaryMultiCallable[_attestation_pb2.GetJwksRequest, _attestation_pb2.GetJwksResponse]  # type: ignore[assignment]
+    GetAppraisalEpoch: _aio.UnaryUnaryMultiCallable[_attestation_pb2.GetAppraisalEpochRequest, _attestation_pb2.GetAppraisalEpochResponse]  # type: ignore[assignment]
 
 class AttestationServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -105,5 +107,12 @@ class AttestationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _attestation_pb2.GetJwksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_attestation_pb2.GetJwksResponse, _abc.Awaitable[_attestation_pb2.GetJwksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAppraisalEpoch(
+        self,
+        request: _attestation_pb2.GetAppraisalEpochRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_attestation_pb2.GetAppraisalEpochResponse, _abc.Awaitable[_attestation_pb2.GetAppraisalEpochResponse]]: ...
 
 def add_AttestationServiceServicer_to_server(servicer: AttestationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

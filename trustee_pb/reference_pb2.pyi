@@ -4,7 +4,8 @@ isort:skip_file
 Reference Value Provider Service gRPC API.
 
 Wire-compatible with upstream Trustee's `protos/reference.proto`
-(package `reference`). Delete and List are additions of this project.
+(package `reference`). Delete, List and GetReferenceValueEpoch are
+additions of this project.
 """
 
 from collections import abc as _abc
@@ -199,3 +200,38 @@ class ReferenceValueListResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReferenceValueListResponse: _TypeAlias = ReferenceValueListResponse  # noqa: Y015
+
+@_typing.final
+class ReferenceValueEpochRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReferenceValueEpochRequest: _TypeAlias = ReferenceValueEpochRequest  # noqa: Y015
+
+@_typing.final
+class ReferenceValueEpochResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.str
+    """Opaque text that changes on every registration or deletion."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReferenceValueEpochResponse: _TypeAlias = ReferenceValueEpochResponse  # noqa: Y015

@@ -54,6 +54,11 @@ class ReferenceValueProviderServiceStub:
                 request_serializer=trustee__pb_dot_reference__pb2.ReferenceValueListRequest.SerializeToString,
                 response_deserializer=trustee__pb_dot_reference__pb2.ReferenceValueListResponse.FromString,
                 _registered_method=True)
+        self.GetReferenceValueEpoch = channel.unary_unary(
+                '/reference.ReferenceValueProviderService/GetReferenceValueEpoch',
+                request_serializer=trustee__pb_dot_reference__pb2.ReferenceValueEpochRequest.SerializeToString,
+                response_deserializer=trustee__pb_dot_reference__pb2.ReferenceValueEpochResponse.FromString,
+                _registered_method=True)
 
 
 class ReferenceValueProviderServiceServicer:
@@ -83,6 +88,12 @@ class ReferenceValueProviderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReferenceValueEpoch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReferenceValueProviderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_ReferenceValueProviderServiceServicer_to_server(servicer, server):
                     servicer.ListReferenceValues,
                     request_deserializer=trustee__pb_dot_reference__pb2.ReferenceValueListRequest.FromString,
                     response_serializer=trustee__pb_dot_reference__pb2.ReferenceValueListResponse.SerializeToString,
+            ),
+            'GetReferenceValueEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReferenceValueEpoch,
+                    request_deserializer=trustee__pb_dot_reference__pb2.ReferenceValueEpochRequest.FromString,
+                    response_serializer=trustee__pb_dot_reference__pb2.ReferenceValueEpochResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class ReferenceValueProviderService:
             '/reference.ReferenceValueProviderService/ListReferenceValues',
             trustee__pb_dot_reference__pb2.ReferenceValueListRequest.SerializeToString,
             trustee__pb_dot_reference__pb2.ReferenceValueListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReferenceValueEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reference.ReferenceValueProviderService/GetReferenceValueEpoch',
+            trustee__pb_dot_reference__pb2.ReferenceValueEpochRequest.SerializeToString,
+            trustee__pb_dot_reference__pb2.ReferenceValueEpochResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,7 +4,8 @@ isort:skip_file
 Reference Value Provider Service gRPC API.
 
 Wire-compatible with upstream Trustee's `protos/reference.proto`
-(package `reference`). Delete and List are additions of this project.
+(package `reference`). Delete, List and GetReferenceValueEpoch are
+additions of this project.
 """
 
 from collections import abc as _abc
@@ -39,6 +40,7 @@ class ReferenceValueProviderServiceStub:
     RegisterReferenceValue: _grpc.UnaryUnaryMultiCallable[_reference_pb2.ReferenceValueRegisterRequest, _reference_pb2.ReferenceValueRegisterResponse]
     DeleteReferenceValue: _grpc.UnaryUnaryMultiCallable[_reference_pb2.ReferenceValueDeleteRequest, _reference_pb2.ReferenceValueDeleteResponse]
     ListReferenceValues: _grpc.UnaryUnaryMultiCallable[_reference_pb2.ReferenceValueListRequest, _reference_pb2.ReferenceValueListResponse]
+    GetReferenceValueEpoch: _grpc.UnaryUnaryMultiCallable[_reference_pb2.ReferenceValueEpochRequest, _reference_pb2.ReferenceValueEpochResponse]
 
 @_typing.type_check_only
 class ReferenceValueProviderServiceAsyncStub(ReferenceValueProviderServiceStub):
@@ -47,6 +49,7 @@ class ReferenceValueProviderServiceAsyncStub(ReferenceValueProviderServiceStub):
     RegisterReferenceValue: _aio.UnaryUnaryMultiCallable[_reference_pb2.ReferenceValueRegisterRequest, _reference_pb2.ReferenceValueRegisterResponse]  # type: ignore[assignment]
     DeleteReferenceValue: _aio.UnaryUnaryMultiCallable[_reference_pb2.ReferenceValueDeleteRequest, _reference_pb2.ReferenceValueDeleteResponse]  # type: ignore[assignment]
     ListReferenceValues: _aio.UnaryUnaryMultiCallable[_reference_pb2.ReferenceValueListRequest, _reference_pb2.ReferenceValueListResponse]  # type: ignore[assignment]
+    GetReferenceValueEpoch: _aio.UnaryUnaryMultiCallable[_reference_pb2.ReferenceValueEpochRequest, _reference_pb2.ReferenceValueEpochResponse]  # type: ignore[assignment]
 
 class ReferenceValueProviderServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -76,5 +79,12 @@ class ReferenceValueProviderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reference_pb2.ReferenceValueListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reference_pb2.ReferenceValueListResponse, _abc.Awaitable[_reference_pb2.ReferenceValueListResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReferenceValueEpoch(
+        self,
+        request: _reference_pb2.ReferenceValueEpochRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reference_pb2.ReferenceValueEpochResponse, _abc.Awaitable[_reference_pb2.ReferenceValueEpochResponse]]: ...
 
 def add_ReferenceValueProviderServiceServicer_to_server(servicer: ReferenceValueProviderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -87,3 +87,7 @@ class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
     @rpc_errors
     async def GetJwks(self, request: pb.GetJwksRequest, context: Ctx) -> pb.GetJwksResponse:  # noqa: N802 (gRPC name)
         return pb.GetJwksResponse(jwks=json.dumps(self._service.jwks(), separators=(",", ":")))
+
+    @rpc_errors
+    async def GetAppraisalEpoch(self, request: pb.GetAppraisalEpochRequest, context: Ctx) -> pb.GetAppraisalEpochResponse:  # noqa: N802 (gRPC name)
+        return pb.GetAppraisalEpochResponse(epoch=await self._service.appraisal_epoch())

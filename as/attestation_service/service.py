@@ -6,8 +6,11 @@ request with its TEE's verifier, annotate the claims, read the policy
 so a change made through any replica applies to the next request; the
 compiled form is cached by text digest), fetch the reference values that
 policy names from the RVPS, evaluate, and sign one EAR with a submod per
-item (`cpu0`, `gpu0`, `gpu1`, ...). The pure steps live in `core`; this
-module only sequences them with the store and the RVPS.
+item (`cpu0`, `gpu0`, `gpu1`, ...). The appraisal epoch (policies plus
+reference values, `trustee_common.epoch`) is read first and stamped into
+the token, so the KBS can refuse tokens appraised before a later change.
+The pure steps live in `core`; this module only sequences them with the
+store and the RVPS.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from attestation_service.policy_store import PolicyStore
 from rvps.core.record import check_name
 from rvps.ports import ReferenceValueProvider
 from trustee_common.b64 import std_encode
+from trustee_common.epoch import combined
 from trustee_common.errors import (
     InternalError,
     InvalidPolicyError,
@@ -88,6 +92,7 @@ class AttestationService:
         if not requests:
             raise MalformedRequestError("verification_requests: at least one request is required")
         policy_id = check_policy_id(policy_ids[0]) if policy_ids else DEFAULT_POLICY_ID
+        epoch = await self.appraisal_epoch()  # before any policy or reference value is read
         now = self._clock()
         for request in requests:
             prepare = getattr(self._verifiers.get(request.tee), "prepare", None)
@@ -102,7 +107,11 @@ class AttestationService:
             counters[tee_class] = counters.get(tee_class, 0) + 1
             submods[name] = await self._appraise(annotated, f"{policy_id}_{tee_class}", policy_id)
             logger.info("submod %s appraised with %s: %s", name, f"{policy_id}_{tee_class}", submods[name]["ear.status"])
-        return self._signer.sign(ear_claims(submods, self._settings, now))
+        return self._signer.sign(ear_claims(submods, self._settings, now, epoch=epoch))
+
+    async def appraisal_epoch(self) -> str:
+        """Changes whenever a policy or reference value changes, through any replica or route."""
+        return combined(await self._policies.epoch(), await self._rvps.epoch())
 
     async def _anchored_verifiers(self, tees: set[str]) -> Mapping[str, Verifier]:
         """The verifiers for this request, those anchored in reference values bound to the RVPS's current ones."""

@@ -26,4 +26,7 @@ class AttestationServicePort(Protocol):
     async def query_reference_value(self, reference_value_id: str) -> str | None:
         """The JSON text of the value, or None when absent."""
 
+    async def appraisal_epoch(self) -> str:
+        """The AS's current appraisal epoch (docs/token-freshness.md)."""
+
     async def close(self) -> None: ...

@@ -190,6 +190,23 @@ async def test_policy_deny_is_403_after_one_fresh_attestation(provisioned: Stack
     assert await rest_get(http, provisioned.rest, path) == (200, SECRET)
 
 
+async def test_stale_cached_token_is_replaced_by_one_fresh_attestation(provisioned: Stack, http: aiohttp.ClientSession) -> None:
+    """A reference-value change makes the CDH's cached token stale (401 StaleAttestation): it attests again, once."""
+    path = "/cdh/resource/default/test/secret"
+    assert (await rest_get(http, provisioned.rest, path))[0] == 200
+    payload = base64.b64encode(json.dumps({"unrelated_value": ["x"]}).encode()).decode()
+    status, text = await provisioned.server.admin_post("reference-value", json={"version": "0.1.0", "type": "sample", "payload": payload})
+    assert status == 200, text
+    stale_line = "KBS rejected the cached token (StaleAttestation)"
+    before = count(provisioned.cdh, stale_line)
+    deadline = asyncio.get_running_loop().time() + 30.0  # the KBS notices within appraisal_epoch_ttl_seconds (1 s)
+    while count(provisioned.cdh, stale_line) == before:
+        assert asyncio.get_running_loop().time() < deadline, "the cached token was never refused as stale"
+        assert await rest_get(http, provisioned.rest, path) == (200, SECRET)
+        await asyncio.sleep(0.1)
+    assert await rest_get(http, provisioned.rest, path) == (200, SECRET)
+
+
 async def test_kbs_unreachable_from_cdh_is_502(provisioned: Stack, http: aiohttp.ClientSession) -> None:
     status, body = await rest_get(http, provisioned.rest_kbs_down, "/cdh/resource/default/test/secret")
     assert status == 502 and b"cannot reach the KBS" in body

@@ -22,6 +22,7 @@ from trustee_common.errors import (
     TokenVerifierError,
     TrusteeError,
     UpstreamError,
+    error_from_variant,
 )
 from trustee_common.jose import TeeKeyPair
 
@@ -83,7 +84,10 @@ async def test_token_near_expiry_is_replaced() -> None:
     assert tokens.issued == 2
 
 
-@pytest.mark.parametrize("error", [TokenVerifierError("expired"), PolicyDenyError("Access denied by policy")])
+@pytest.mark.parametrize(
+    "error",
+    [TokenVerifierError("expired"), PolicyDenyError("Access denied by policy"), error_from_variant("StaleAttestation", "attest again")],
+)
 async def test_rejected_cached_token_is_replaced_once(error: TrusteeError) -> None:
     tokens = Tokens()
     kbs = Kbs(None, error)

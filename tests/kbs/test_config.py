@@ -51,6 +51,9 @@ def base(material: Material, tmp_path: Path, **kwargs: object) -> tuple[int, str
         (lambda t: t.replace("payload_request_size = 2", 'payload_request_size = "2"'), "payload_request_size must be int"),
         (lambda t: t.replace("timeout = 5", "timeout = 0"), "attestation_service.timeout must be > 0"),
         (lambda t: t.replace('name = "resource"', 'name = "nebula-ca"'), "plugin 'nebula-ca' is not supported"),
+        (lambda t: t.replace("timeout = 5", "timeout = 5\nappraisal_epoch_ttl_seconds = 61"), "appraisal_epoch_ttl_seconds must be 0..60"),
+        (lambda t: t.replace("timeout = 5", "timeout = 5\nappraisal_epoch_ttl_seconds = -1"), "appraisal_epoch_ttl_seconds must be 0..60"),
+        (lambda t: t.replace("timeout = 5", "timeout = 5\nappraisal_epoch_ttl_seconds = nan"), "appraisal_epoch_ttl_seconds must be"),
     ],
 )
 def test_bad_config_exits_naming_the_problem(tmp_path: Path, material: Material, edit: object, expected: str) -> None:

@@ -28,6 +28,7 @@ from tests.kbs.helpers import (
     variant,
 )
 from trustee_common.b64 import url_decode, url_encode
+from trustee_common.epoch import CLAIM as EPOCH_CLAIM
 from trustee_common.jose import KEY_ALGORITHMS, TeeKeyPair
 
 
@@ -201,3 +202,20 @@ async def test_authed_but_unattested_session_is_not_a_token(http: aiohttp.Client
     async with http.get(kbs.api("resource/default/key/t")) as response:  # the jar sends the cookie
         assert response.status == 401
         assert variant(await response.json()) == "TokenNotFound"
+
+
+async def test_epoch_token_fails_closed_without_the_as_and_epochless_token_is_bounded_by_exp(
+    http: aiohttp.ClientSession, kbs: Kbs, material: Material
+) -> None:
+    """This KBS's AS is not running: it cannot learn the current appraisal epoch (docs/token-freshness.md)."""
+    await set_policy(http, kbs, material, ALLOW_ALL)
+    await admin_post(http, kbs, material, "resource/fresh/epoch/key", data=b"epoch secret")
+    key = TeeKeyPair.generate()
+    signing_key, chain = load_signing(material)
+    claims = ear_claims("tdx", key.public_jwk())
+    stamped = mint_token({**claims, EPOCH_CLAIM: "p:1.rv:2"}, signing_key, chain=chain)
+    status, body = await get_with(http, kbs, "resource/fresh/epoch/key", stamped)
+    assert (status, variant(body)) == (503, "UpstreamUnavailable"), body
+    status, body = await get_with(http, kbs, "resource/fresh/epoch/key", mint_token(claims, signing_key, chain=chain))
+    assert status == 200, body
+    assert key.decrypt(body) == b"epoch secret"

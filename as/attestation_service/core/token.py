@@ -4,7 +4,8 @@ The token is a compact JWS (ES256) whose header carries the public key as
 `jwk` (with `x5c`, standard base64 DER, leaf first, when a certificate
 chain is configured, and `x5u` when a URL is). Claims follow rust-ear as
 used by upstream (trustee-server.md 6.5): `eat_profile`, `iat`, `exp`
-(= iat + duration), `iss`, `ear.verifier-id`, `submods`. `now` is a
+(= iat + duration), `iss`, `ear.verifier-id`, `submods`, plus this
+project's private `ear.trustee.appraisal-epoch` (docs/token-freshness.md). `now` is a
 parameter; key material comes in as bytes (the caller reads files).
 """
 
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwcrypto import jwk, jwt
 
 from trustee_common.b64 import std_encode, url_encode
+from trustee_common.epoch import CLAIM as EPOCH_CLAIM
 from trustee_common.errors import ConfigError
 
 ALGORITHM = "ES256"
@@ -92,9 +94,10 @@ class TokenSigner:
         return str(token.serialize())
 
 
-def ear_claims(submods: dict[str, Any], settings: TokenSettings, now: datetime.datetime) -> dict[str, Any]:
+def ear_claims(submods: dict[str, Any], settings: TokenSettings, now: datetime.datetime, *, epoch: str | None = None) -> dict[str, Any]:
+    """The EAR claims; `epoch` (the appraisal epoch read before the appraisal) goes in `EPOCH_CLAIM`."""
     issued = int(now.timestamp())
-    return {
+    claims: dict[str, Any] = {
         "eat_profile": settings.profile_name,
         "iat": issued,
         "ear.verifier-id": {"developer": settings.developer_name, "build": settings.build_name},
@@ -102,3 +105,6 @@ def ear_claims(submods: dict[str, Any], settings: TokenSettings, now: datetime.d
         "exp": issued + settings.duration_min * 60,
         "iss": settings.issuer_name,
     }
+    if epoch is not None:
+        claims[EPOCH_CLAIM] = epoch
+    return claims
