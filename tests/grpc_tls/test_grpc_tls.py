@@ -127,7 +127,7 @@ def test_tls_rvps_is_verified_against_the_given_ca(procs: list[Proc], tmp_path: 
 
 def test_writes_on_a_non_loopback_rvps_without_mutual_tls_are_refused(procs: list[Proc], tmp_path: Path, pki: Pki,
                                                                      message_file: Path) -> None:
-    plain = start_rvps(procs, tmp_path / "plain", "", "0.0.0.0")  # noqa: S104 - reached via 127.0.0.1 only
+    plain = start_rvps(procs, tmp_path / "plain", "", "0.0.0.0")
     refused = register(f"127.0.0.1:{plain}", message_file)
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: AdminAuthAccess: RVPS: write calls are refused"), refused.stderr
@@ -136,16 +136,16 @@ def test_writes_on_a_non_loopback_rvps_without_mutual_tls_are_refused(procs: lis
     deleted = rvps_tool("delete", "-a", f"127.0.0.1:{plain}", "-r", "tls.test")
     assert deleted.stderr.startswith("error: AdminAuthAccess"), deleted.stderr
 
-    server_only = start_rvps(procs, tmp_path / "tls", tls_table(pki, mutual=False), "0.0.0.0")  # noqa: S104
+    server_only = start_rvps(procs, tmp_path / "tls", tls_table(pki, mutual=False), "0.0.0.0")
     result = register(f"https://127.0.0.1:{server_only}", message_file, "--ca", str(pki.ca))
     assert result.stderr.startswith("error: AdminAuthAccess"), result.stderr
 
-    mutual = start_rvps(procs, tmp_path / "mtls", tls_table(pki, mutual=True), "0.0.0.0")  # noqa: S104
+    mutual = start_rvps(procs, tmp_path / "mtls", tls_table(pki, mutual=True), "0.0.0.0")
     client = ("--ca", str(pki.ca), "--cert", str(pki.client_cert), "--key", str(pki.client_key))
     result = register(f"https://127.0.0.1:{mutual}", message_file, *client)
     assert result.returncode == 0, result.stderr
 
-    opened = start_rvps(procs, tmp_path / "open", "", "0.0.0.0", "--insecure-allow-writes")  # noqa: S104
+    opened = start_rvps(procs, tmp_path / "open", "", "0.0.0.0", "--insecure-allow-writes")
     assert register(f"127.0.0.1:{opened}", message_file).returncode == 0
     assert "open to every caller (--insecure-allow-writes)" in procs[-1].output()
 
@@ -182,7 +182,7 @@ async def test_as_to_rvps_over_mutual_tls_and_the_as_write_guard(procs: list[Pro
     """AS (mutual TLS, non-loopback) -> RVPS (mutual TLS): writes through the proxy with a client certificate."""
     rvps_port = start_rvps(procs, tmp_path / "rvps", tls_table(pki, mutual=True))
     config = as_config(tmp_path, rvps_port, pki, server_tls=tls_table(pki, mutual=True))
-    as_port = start_as(procs, tmp_path, config, "0.0.0.0")  # noqa: S104 - reached via 127.0.0.1 only
+    as_port = start_as(procs, tmp_path, config, "0.0.0.0")
     async with grpc.aio.secure_channel(f"127.0.0.1:{as_port}", credentials(pki)) as channel:
         proxy = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
         await proxy.RegisterReferenceValue(reference_pb2.ReferenceValueRegisterRequest(message=MESSAGE), timeout=30)
@@ -199,7 +199,7 @@ async def test_as_to_rvps_over_mutual_tls_and_the_as_write_guard(procs: list[Pro
 
 async def test_plain_non_loopback_as_refuses_writes_but_serves_reads(procs: list[Proc], tmp_path: Path, pki: Pki) -> None:
     rvps_port = start_rvps(procs, tmp_path / "rvps")
-    as_port = start_as(procs, tmp_path, as_config(tmp_path, rvps_port, pki, rvps_tls=False), "0.0.0.0")  # noqa: S104
+    as_port = start_as(procs, tmp_path, as_config(tmp_path, rvps_port, pki, rvps_tls=False), "0.0.0.0")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{as_port}") as channel:
         stub = attestation_pb2_grpc.AttestationServiceStub(channel)
         proxy = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)

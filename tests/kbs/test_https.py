@@ -100,8 +100,8 @@ def test_bad_tls_values_are_refused_at_start(material: Material, tmp_path: Path,
          "attestation_service.ca_certificate needs an https:// address (TLS)"),
         (lambda t: t.replace('as_addr = "http://', 'as_addr = "https://').replace('timeout = 5', 'timeout = 5\ncertificate = "/c.pem"'),
          "attestation_service: certificate and private_key go together"),
-        (lambda t: t.replace('as_addr = "http://', 'as_addr = "https://').replace('timeout = 5', 'timeout = 5\nca_certificate = "/nope.pem"'),
-         "cannot read attestation_service.ca_certificate /nope.pem"),
+        (lambda t: t.replace('as_addr = "http://', 'as_addr = "https://').replace("timeout = 5", 'timeout = 5\nca_certificate = "/no.pem"'),
+         "cannot read attestation_service.ca_certificate /no.pem"),
     ],
 )
 def test_bad_as_client_tls_is_refused_at_start(material: Material, tmp_path: Path, edit: object, expected: str) -> None:
