@@ -162,7 +162,7 @@ def as_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
         "storage_backend": _storage(paths.as_dir / "storage.sqlite3", settings),
         "rvps_config": {
             "type": "GrpcRemote",
-            "address": _grpc_address(settings, settings.rvps_port),
+            "address": _grpc_address(settings, settings.rvps_port) if settings.tls else socket_address(LOOPBACK, settings.rvps_port),
             **_client_tls(paths, settings, "as-client"),
         },
         "attestation_token_broker": {
