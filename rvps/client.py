@@ -25,11 +25,16 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 
 
 class RemoteReferenceValueProvider:
-    def __init__(self, address: str, *, tls: ClientTls | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        """`address` with `https://` uses TLS (`tls`: CA and client certificate files, else system roots)."""
+    def __init__(
+        self, address: str, *, tls: ClientTls | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS, where: str = "rvps_config"
+    ) -> None:
+        """`address` with `https://` uses TLS (`tls`: CA and client certificate files, else system roots).
+
+        `where` names the settings in errors: a config table (`<where>.address`, `<where>.ca_certificate`...).
+        """
         self.address = address
-        endpoint = grpc_endpoint(address, "rvps_config.address")
-        self._channel = client_channel(endpoint, tls, "rvps_config", CLIENT_CHANNEL_OPTIONS)
+        endpoint = grpc_endpoint(address, f"{where}.address")
+        self._channel = client_channel(endpoint, tls, where, CLIENT_CHANNEL_OPTIONS)
         self._stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
         self._timeout = timeout
 
