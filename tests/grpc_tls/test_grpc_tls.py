@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.kbs.helpers import kbs_toml, make_material, start_kbs
 from tests.procs import Proc, free_port, script
 from trustee_common.pki import ensure_token_signing_material, issue_leaf, make_ca, pem_cert, pem_private_key
 from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
@@ -258,3 +259,25 @@ def test_bad_as_client_tls_config_is_refused_naming_the_key(tmp_path: Path, pki:
     config.write_text(edit(config.read_text()))  # type: ignore[operator]
     stderr = expect_start_failure([script("grpc-as"), "--config-file", str(config), "--socket", f"127.0.0.1:{free_port()}"])
     assert expected in stderr
+
+
+def test_kbs_admin_gets_403_when_the_as_refuses_a_write(procs: list[Proc], tmp_path: Path, pki: Pki) -> None:
+    """KBS -> plain AS on a non-loopback address: the admin's policy write is a clean 403 naming the reason; attestation still works."""
+    rvps_port = start_rvps(procs, tmp_path / "rvps")
+    as_port = start_as(procs, tmp_path, as_config(tmp_path, rvps_port, pki, rvps_tls=False), "0.0.0.0")
+    material = make_material(tmp_path / "material")
+    kbs_port = free_port()
+    kbs = start_kbs(tmp_path / "kbs", kbs_toml(kbs_port, material, tmp_path / "repo", as_port=as_port), kbs_port)
+    procs.append(kbs.proc)
+    token = tmp_path / "admin-token"
+    token.write_text(material.admin_token())
+    policy = tmp_path / "policy.rego"
+    policy.write_bytes(POLICY_TEXT)
+    url = f"http://127.0.0.1:{kbs_port}"
+    result = subprocess.run([script("kbs-client"), "--url", url, "config", "--admin-token-file", str(token), "set-attestation-policy",
+                             "--policy-file", str(policy), "--id", "tls_cpu"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: AdminAuthAccess: "), result.stderr
+    assert "write calls are refused" in result.stderr
+    attest = subprocess.run([script("kbs-client"), "--url", url, "attest"], capture_output=True, text=True, timeout=60, check=False)
+    assert attest.returncode == 0, attest.stderr
