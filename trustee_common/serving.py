@@ -22,7 +22,7 @@ from grpc_health.v1.health import aio as health_aio
 from trustee_common.addresses import join_host_port, parse_listen_address
 from trustee_common.errors import ConfigError
 from trustee_common.grpc_tls import WriteAccess, WriteGuard, server_credentials
-from trustee_common.tls_config import ServerTls
+from trustee_common.tls_config import ServerTls, is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ async def serve_grpc(
     logger.info("%s listening on %s (gRPC, %s)", name, bind, _describe(tls, guard))
     if guard is not None and guard.access is WriteAccess.INSECURE:
         logger.warning("%s: write calls on %s are open to every caller (--insecure-allow-writes)", name, bind)
+    if tls is None and not is_loopback_host(parse_listen_address(address, "listen address")[0]):
+        logger.warning("%s: plain-text gRPC on the non-loopback address %s: evidence and tokens travel unencrypted "
+                       "(configure [tls], docs/grpc-tls.md)", name, bind)
     try:
         await wait_for_stop_signal()
     finally:

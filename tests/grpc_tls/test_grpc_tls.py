@@ -132,6 +132,7 @@ def test_writes_on_a_non_loopback_rvps_without_mutual_tls_are_refused(procs: lis
     refused = register(f"127.0.0.1:{plain}", message_file)
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: AdminAuthAccess: RVPS: write calls are refused"), refused.stderr
+    assert "plain-text gRPC on the non-loopback address" in procs[-1].output()
     listed = rvps_tool("query", "-a", f"127.0.0.1:{plain}")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []  # reads keep working, nothing was stored
     deleted = rvps_tool("delete", "-a", f"127.0.0.1:{plain}", "-r", "tls.test")
