@@ -40,6 +40,12 @@ def _kbs_root(paths: ServerPaths, settings: ServerSettings) -> str | None:
     return str(paths.tls_ca) if settings.tls else None
 
 
+def _ca_line(paths: ServerPaths, settings: ServerSettings) -> str:
+    if settings.tls_cert:
+        return f"  TLS CA {paths.tls_ca} (KBS -> AS -> RVPS links; the KBS serves --tls-cert)"
+    return f"  TLS CA {paths.tls_ca} (trust it: kbs-client --cert-file, trustee guest --kbs-cert; certificates in {paths.tls_dir})"
+
+
 def banner(paths: ServerPaths, settings: ServerSettings) -> str:
     url = settings.kbs_url
     root = _kbs_root(paths, settings)
@@ -54,8 +60,7 @@ def banner(paths: ServerPaths, settings: ServerSettings) -> str:
         f"  KBS   {url}",
         f"  AS    {grpc}://{socket_address(LOOPBACK, settings.as_port)}{links}",
         f"  RVPS  {grpc}://{socket_address(LOOPBACK, settings.rvps_port)}{links}",
-        *([f"  TLS CA {paths.tls_ca} (trust it: kbs-client --cert-file, trustee guest --kbs-cert; "
-           f"certificates in {paths.tls_dir})"] if settings.tls else []),
+        *([_ca_line(paths, settings)] if settings.tls else []),
         f"  admin token {paths.admin_token} (key {paths.admin_key})",
         f"  logs  {paths.logs_dir}/{{rvps,as,kbs}}.log",
         f"  storage {storage}",
