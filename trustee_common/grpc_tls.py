@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from trustee_common.addresses import GrpcEndpoint, parse_listen_address
 from trustee_common.errors import AdminForbiddenError, ConfigError
@@ -65,10 +67,26 @@ def _key(path: Path, what: str) -> bytes:
     return _pem(path, what, b"PRIVATE KEY")
 
 
+def _pair(cert_path: Path, key_path: Path, where: str) -> tuple[bytes, bytes]:
+    """(chain PEM, key PEM), checked to parse and to belong together (grpc would only say "failed to bind")."""
+    chain, key = _cert(cert_path, f"{where}.certificate"), _key(key_path, f"{where}.private_key")
+    try:
+        leaf = x509.load_pem_x509_certificates(chain)[0]
+    except ValueError as exc:
+        raise ConfigError(f"{where}.certificate {cert_path} is not a PEM certificate: {exc}") from None
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}.private_key {key_path} is not an unencrypted PEM private key: {exc}") from None
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
+        raise ConfigError(f"{where}.private_key {key_path} does not belong to {where}.certificate {cert_path}")
+    return chain, key
+
+
 def server_credentials(tls: ServerTls, where: str) -> grpc.ServerCredentials:
     """TLS server credentials; with `client_ca`, a verified client certificate is required."""
-    chain = _cert(tls.certificate, f"{where}.certificate")
-    key = _key(tls.private_key, f"{where}.private_key")
+    chain, key = _pair(tls.certificate, tls.private_key, where)
     client_ca = None if tls.client_ca is None else _cert(tls.client_ca, f"{where}.client_ca")
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
@@ -76,8 +94,9 @@ def server_credentials(tls: ServerTls, where: str) -> grpc.ServerCredentials:
 def channel_credentials(tls: ClientTls, where: str) -> grpc.ChannelCredentials:
     """Client credentials: `ca_certificate` (None: system roots) and an optional client certificate."""
     ca = None if tls.ca_certificate is None else _cert(tls.ca_certificate, f"{where}.ca_certificate")
-    key = None if tls.private_key is None else _key(tls.private_key, f"{where}.private_key")
-    chain = None if tls.certificate is None else _cert(tls.certificate, f"{where}.certificate")
+    chain, key = None, None
+    if tls.certificate is not None and tls.private_key is not None:
+        chain, key = _pair(tls.certificate, tls.private_key, where)
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain)
 
 

@@ -238,6 +238,8 @@ def expect_start_failure(args: list[str], timeout: float = 60) -> str:
          "cannot read tls.certificate /nonexistent/cert.pem"),
         ('[tls]\ncertificate = "PKI/ca.pem"\nprivate_key = "PKI/ca.pem"\n', "tls.private_key PKI/ca.pem is not a PEM PRIVATE KEY"),
         ('[tls]\ncertificate = "PKI/server.pem"\nprivate_key = "PKI/server.key"\nclient_cert = "x"\n', "unknown key(s) in config"),
+        ('[tls]\ncertificate = "PKI/server.pem"\nprivate_key = "PKI/client.key"\n',
+         "tls.private_key PKI/client.key does not belong to tls.certificate PKI/server.pem"),
     ],
 )
 def test_bad_rvps_tls_config_is_refused_naming_the_key(tmp_path: Path, pki: Pki, extra: str, expected: str) -> None:
