@@ -19,6 +19,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from cryptography import x509
+from trustee_cli.configs import ServerPaths, ServerSettings, kbs_config
+from trustee_cli.server import banner
 
 from tests.procs import Proc, script
 from tests.tools.stack import TrusteeRun, clean_env, free_ports, run_tool
@@ -161,7 +163,7 @@ def test_kbs_refuses_tls_12(stack: TrusteeRun) -> None:
         assert tls.version() == "TLSv1.3"
 
 
-def test_restart_reuses_the_material_and_a_new_name_reissues_only_the_kbs_certificate(tmp_path: Path) -> None:
+def test_restart_reuses_the_material_and_reissues_only_what_changed(tmp_path: Path) -> None:
     data = tmp_path / "trustee-data"
     first = TrusteeRun(data, tmp_path / "first.log", extra=("--tls",))
     first.stop()
@@ -176,6 +178,15 @@ def test_restart_reuses_the_material_and_a_new_name_reissues_only_the_kbs_certif
     kbs = x509.load_pem_x509_certificates(after["kbs.pem"])[0]
     san = kbs.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "10.0.0.7" in {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    for name in ("ca.pem", "ca.key"):
+        (data / "tls" / name).unlink()
+    fourth = TrusteeRun(data, tmp_path / "fourth.log", extra=("--tls",))
+    fourth.stop()
+    renewed = snapshot(fourth)
+    assert all(renewed[n] != after[n] for n in after), "a new CA re-issues every certificate"
+    ca_cert = x509.load_pem_x509_certificate(renewed["ca.pem"])
+    for name in TLS_FILES[1:]:
+        x509.load_pem_x509_certificates(renewed[f"{name}.pem"])[0].verify_directly_issued_by(ca_cert)
 
 
 @pytest.mark.parametrize(
@@ -191,3 +202,14 @@ def test_tls_flag_misuse_is_a_usage_error(tmp_path: Path, flags: tuple[str, ...]
     result = run_tool("trustee", "run", "--data-dir", str(tmp_path / "d"), *flags)
     assert result.returncode == 2
     assert expected in result.stderr
+
+
+def test_tls_with_own_kbs_certificate_keeps_it_for_https(tmp_path: Path) -> None:
+    """`--tls --tls-cert/--tls-key`: the KBS serves the given certificate, the internal links still use the local CA."""
+    settings = ServerSettings("127.0.0.1", 8080, 50004, 50003, tmp_path / "own.pem", tmp_path / "own.key", tls=True)
+    paths = ServerPaths.under(tmp_path / "data")
+    kbs = kbs_config(paths, settings)
+    assert kbs["http_server"]["certificate"] == str(tmp_path / "own.pem")
+    assert kbs["attestation_service"]["certificate"] == str(paths.tls_cert("kbs-client"))
+    assert f"--cert-file {tmp_path / 'own.pem'}" in banner(paths, settings)
+    assert "(KBS -> AS -> RVPS links; the KBS serves --tls-cert)" in banner(paths, settings)

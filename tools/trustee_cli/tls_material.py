@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -77,7 +78,7 @@ def _still_good(leaf: Leaf, cert_path: Path, key_path: Path, ca: x509.Certificat
     try:
         cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, IndexError):
+    except (ValueError, TypeError, IndexError, InvalidSignature):
         return False
     dns, ips = _split(leaf.names)
     return set(dns) | set(ips) <= _san_names(cert) and cert.not_valid_after_utc - now > RENEW_BEFORE
