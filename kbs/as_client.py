@@ -26,7 +26,9 @@ from trustee_common.errors import (
     UpstreamError,
 )
 from trustee_common.grpc_errors import error_from_rpc
+from trustee_common.grpc_tls import client_channel
 from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
+from trustee_common.tls_config import ClientTls
 from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -65,13 +67,10 @@ def _to_pb(item: EvidenceItem) -> attestation_pb2.IndividualAttestationRequest:
 class GrpcAttestationService:
     """Create inside the running event loop (grpc.aio channels bind to it)."""
 
-    def __init__(self, as_addr: str, *, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+    def __init__(self, as_addr: str, *, tls: ClientTls | None = None, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+        """`https://` as_addr: TLS with `tls`'s CA (else system roots) and client certificate, if any."""
         endpoint = grpc_endpoint(as_addr, "attestation_service.as_addr")
-        self._channel = (
-            grpc.aio.secure_channel(endpoint.target, grpc.ssl_channel_credentials(), options=CLIENT_CHANNEL_OPTIONS)
-            if endpoint.tls
-            else grpc.aio.insecure_channel(endpoint.target, options=CLIENT_CHANNEL_OPTIONS)
-        )
+        self._channel = client_channel(endpoint, tls, "attestation_service", CLIENT_CHANNEL_OPTIONS)
         self._as = attestation_pb2_grpc.AttestationServiceStub(self._channel)
         self._rv = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
         self._timeout = timeout

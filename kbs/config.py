@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from kbs.core.admin import AdminMode, compile_acl
+from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.storage import StorageConfig
+from trustee_common.tls_config import ClientTls, parse_client_tls
 
 DEFAULT_SOCKET = "127.0.0.1:8080"
 DEFAULT_PAYLOAD_MIB = 2
@@ -67,6 +69,8 @@ class HttpServerConfig:
     private_key: Path | None
     certificate: Path | None
     payload_request_size: int
+    #: The `tls_*` keys (profile, versions, ciphers, group); used only with HTTPS.
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     @property
     def payload_limit_bytes(self) -> int:
@@ -111,6 +115,8 @@ class AttestationServiceConfig:
     session_timeout_minutes: float
     #: How long a reading of the AS's appraisal epoch is reused (docs/token-freshness.md).
     appraisal_epoch_ttl_seconds: float = DEFAULT_EPOCH_TTL_SECONDS
+    #: `https://` as_addr: CA of the AS's certificate and the KBS's client certificate (mutual TLS).
+    tls: ClientTls | None = None
 
     @property
     def session_lifetime_seconds(self) -> float:
@@ -187,10 +193,11 @@ def _http_server(table: _Table) -> HttpServerConfig:
     key = table.string("private_key")
     cert = table.string("certificate")
     size = table.integer("payload_request_size", DEFAULT_PAYLOAD_MIB, minimum=1)
+    tls = parse_tls_settings(table)
     table.finish()
     if not insecure and (key is None or cert is None):
         raise ConfigError("http_server: certificate and private_key are required unless insecure_http = true")
-    return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size)
+    return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size, tls)
 
 
 def _admin(root: _Table, key: str) -> AdminConfig:
@@ -274,14 +281,15 @@ def _attestation_service(table: _Table) -> AttestationServiceConfig:
     timeout = table.number("timeout", DEFAULT_SESSION_MINUTES, minimum_exclusive=0.0)
     table.integer("pool_size", 100, minimum=1)
     epoch_ttl = table.number("appraisal_epoch_ttl_seconds", DEFAULT_EPOCH_TTL_SECONDS, minimum_exclusive=-math.inf)
+    if urlsplit(addr).scheme not in ("http", "https"):
+        raise ConfigError(f"attestation_service.as_addr {addr!r} must be an http:// or https:// URL")
+    endpoint = grpc_endpoint(addr, "attestation_service.as_addr")
+    tls = parse_client_tls(table, "attestation_service", tls=endpoint.tls)
     table.finish()
     if not 0.0 <= epoch_ttl <= MAX_EPOCH_TTL_SECONDS:
         limit = f"0..{MAX_EPOCH_TTL_SECONDS:g}"
         raise ConfigError(f"attestation_service.appraisal_epoch_ttl_seconds must be {limit} seconds, got {epoch_ttl:g}")
-    if urlsplit(addr).scheme not in ("http", "https"):
-        raise ConfigError(f"attestation_service.as_addr {addr!r} must be an http:// or https:// URL")
-    grpc_endpoint(addr, "attestation_service.as_addr")
-    return AttestationServiceConfig(addr, timeout, epoch_ttl)
+    return AttestationServiceConfig(addr, timeout, appraisal_epoch_ttl_seconds=epoch_ttl, tls=tls)
 
 
 def _plugins(tables: list[ConfigTable]) -> ResourcePluginConfig | None:

@@ -29,6 +29,7 @@ from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.freshness import AppraisalEpochGuard
 from kbs.http.app import make_app
 from kbs.http.state import KbsState
+from kbs.https import server_context
 from kbs.metrics import KbsMetrics
 from kbs.protocol import RcarService
 from kbs.resources import PolicyStore, ResourceService
@@ -88,15 +89,12 @@ def load_admin(config: AdminConfig) -> AdminAuthorizer:
 
 
 def tls_context(http: HttpServerConfig) -> ssl.SSLContext | None:
+    """The HTTPS context from the `tls_*` keys (`kbs.https`; default: TLS 1.3 only); None for plain HTTP."""
     if http.insecure_http:
         return None
     assert http.certificate is not None and http.private_key is not None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(http.certificate, http.private_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"http_server: cannot load certificate/private_key: {exc}") from None
+    context = server_context(http.tls, http.certificate, http.private_key)
+    logger.info("HTTPS: tls_profile %s, TLS %s to %s", http.tls.profile, http.tls.min_version, http.tls.max_version)
     return context
 
 
@@ -170,7 +168,7 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
     store = open_kv_store(config.storage)
     sessions = None if config.session_storage is None else open_kv_store(config.session_storage)
     logger.info("storage: %s; sessions: %s", config.storage.describe(), (config.session_storage or config.storage).describe())
-    attestation = GrpcAttestationService(config.attestation_service.as_addr)
+    attestation = GrpcAttestationService(config.attestation_service.as_addr, tls=config.attestation_service.tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -1,7 +1,10 @@
 """`rvps [-c|--config FILE] [-a|--address 127.0.0.1:50003]`: the RVPS gRPC server.
 
 The composition root: reads the config, opens the store, loads the
-start-up reference values, and serves until SIGTERM/SIGINT (exit 0). A bad
+start-up reference values, and serves until SIGTERM/SIGINT (exit 0), over
+TLS or mutual TLS with `[tls]`; the write RPCs follow `grpc_tls.WriteGuard`
+(refused on a non-loopback address without mutual TLS unless
+`--insecure-allow-writes`). A bad
 config, values file or address exits 1 with one line naming the problem.
 """
 
@@ -18,6 +21,7 @@ from rvps.core.values_file import parse_values_file
 from rvps.server import SERVICE_NAME, ReferenceValueServicer
 from rvps.service import ReferenceValueService, utc_now
 from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.grpc_tls import WriteGuard, write_access
 from trustee_common.logsetup import setup_logging
 from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import open_kv_store
@@ -30,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rvps", description="Reference Value Provider Service (gRPC)")
     parser.add_argument("-c", "--config", type=Path, help="config file (TOML, or JSON by .json suffix)")
     parser.add_argument("-a", "--address", default=DEFAULT_ADDRESS, help=f"listen address (default {DEFAULT_ADDRESS})")
+    parser.add_argument("--insecure-allow-writes", action="store_true",
+                        help="allow reference-value writes from unauthenticated callers on a non-loopback --address "
+                             "without mutual TLS (refused by default)")
     return parser
 
 
@@ -45,7 +52,8 @@ async def load_initial_values(service: ReferenceValueService, path: Path) -> Non
     logger.info("loaded %d reference value(s) from %s", len(records), path)
 
 
-async def serve(config: RvpsConfig, address: str) -> None:
+async def serve(config: RvpsConfig, address: str, *, insecure_allow_writes: bool = False) -> None:
+    guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "RVPS")
     store = open_kv_store(config.storage)
     try:
         service = ReferenceValueService(store)
@@ -54,13 +62,13 @@ async def serve(config: RvpsConfig, address: str) -> None:
         purged = await service.purge_expired()
         if purged:
             logger.info("purged %d expired entries", purged)
-        server = new_grpc_server()
+        server = new_grpc_server(interceptors=[guard])
         reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(service), server)
     except BaseException:
         await store.close()
         raise
     try:
-        await serve_grpc(server, address, "RVPS", [SERVICE_NAME])
+        await serve_grpc(server, address, "RVPS", [SERVICE_NAME], tls=config.tls, guard=guard)
     finally:
         await store.close()
 
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         config = RvpsConfig.load(args.config)
-        asyncio.run(serve(config, args.address))
+        asyncio.run(serve(config, args.address, insecure_allow_writes=args.insecure_allow_writes))
     except TrusteeError as exc:
         print(f"rvps: error: {exc.detail}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
 """`ReferenceValueProvider` over gRPC: a client of a remote RVPS.
 
-Every failed call becomes the `TrusteeError` the RVPS raised (from the
+Plain text for `host:port` / `http://`, TLS for `https://` (mutual TLS
+with a client certificate). Every failed call becomes the `TrusteeError` the RVPS raised (from the
 `trustee-error-variant` trailer), or `UpstreamError` when it is unreachable.
 """
 
@@ -12,20 +13,29 @@ from typing import Any
 import grpc
 
 from rvps.core.record import ReferenceValue, parse_time
-from trustee_common.addresses import grpc_target
+from trustee_common.addresses import grpc_endpoint
 from trustee_common.epoch import UNSUPPORTED
 from trustee_common.errors import InvalidReferenceValueError, UpstreamError
 from trustee_common.grpc_errors import error_from_rpc
+from trustee_common.grpc_tls import client_channel
 from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
+from trustee_common.tls_config import ClientTls
 from trustee_pb import reference_pb2, reference_pb2_grpc
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
 
 class RemoteReferenceValueProvider:
-    def __init__(self, address: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, address: str, *, tls: ClientTls | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS, where: str = "rvps_config"
+    ) -> None:
+        """`address` with `https://` uses TLS (`tls`: CA and client certificate files, else system roots).
+
+        `where` names the settings in errors: a config table (`<where>.address`, `<where>.ca_certificate`...).
+        """
         self.address = address
-        self._channel = grpc.aio.insecure_channel(grpc_target(address, "RVPS address"), options=CLIENT_CHANNEL_OPTIONS)
+        endpoint = grpc_endpoint(address, f"{where}.address")
+        self._channel = client_channel(endpoint, tls, where, CLIENT_CHANNEL_OPTIONS)
         self._stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
         self._timeout = timeout
 

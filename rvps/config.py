@@ -8,6 +8,10 @@ storage_type = "Sqlite"             # or "Memory", "Postgres" (not "Redis": sess
 path = "..."   # default: <config file dir>/storage.sqlite3, or ./rvps.sqlite3 without a config file
 [storage_backend.backends.postgres]
 url = "postgresql://..."            # env POSTGRES_URL overrides; pool_size = 10 (docs/storage.md)
+[tls]                               # optional: serve gRPC over TLS (docs/grpc-tls.md)
+certificate = "rvps.pem"            # PEM chain, leaf first
+private_key = "rvps.key"
+client_ca = "ca.pem"                # optional: require client certificates from this CA (mutual TLS)
 ```
 
 Relative paths are taken as given (relative to the working directory).
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.storage import StorageConfig
+from trustee_common.tls_config import ServerTls, parse_server_tls
 
 DEFAULT_ADDRESS = "127.0.0.1:50003"
 NO_CONFIG_SQLITE_PATH = Path("rvps.sqlite3")
@@ -30,6 +35,8 @@ NO_CONFIG_SQLITE_PATH = Path("rvps.sqlite3")
 class RvpsConfig:
     storage: StorageConfig
     reference_values_path: Path | None = None
+    #: `[tls]`: serve gRPC over TLS; None: plain text.
+    tls: ServerTls | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> RvpsConfig:
@@ -38,5 +45,6 @@ class RvpsConfig:
         root = ConfigTable(load_config_file(path), f"config {path}")
         storage = StorageConfig.from_table(root.table("storage_backend"), path.parent / "storage.sqlite3")
         values = root.string("reference_values_path")
+        tls = parse_server_tls(root.table("tls"), "tls")
         root.finish()
-        return cls(storage, None if values is None else Path(values))
+        return cls(storage, None if values is None else Path(values), tls)

@@ -3,6 +3,8 @@
 `serve_grpc` binds a `grpc.aio` server, marks it SERVING in
 `grpc.health.v1`, runs until SIGTERM or SIGINT, then enters graceful
 shutdown. A port another process holds is refused (no SO_REUSEPORT).
+With `ServerTls` the port serves TLS (mutual TLS with `client_ca`);
+`serve_grpc` logs which callers may use the write RPCs (`grpc_tls.WriteGuard`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +21,8 @@ from grpc_health.v1.health import aio as health_aio
 
 from trustee_common.addresses import join_host_port, parse_listen_address
 from trustee_common.errors import ConfigError
+from trustee_common.grpc_tls import WriteAccess, WriteGuard, server_credentials
+from trustee_common.tls_config import ServerTls, is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +41,10 @@ CLIENT_CHANNEL_OPTIONS = (
 )
 
 
-def new_grpc_server(max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.aio.Server:
+def new_grpc_server(max_message_bytes: int = MAX_MESSAGE_BYTES, *, interceptors: Sequence[Any] = ()) -> grpc.aio.Server:
     """A grpc.aio server bounded in request size, refusing a port already taken."""
-    return grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes), ("grpc.so_reuseport", 0)])
+    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.so_reuseport", 0)]
+    return grpc.aio.server(options=options, interceptors=list(interceptors) or None)
 
 
 async def wait_for_stop_signal() -> None:
@@ -51,13 +57,40 @@ async def wait_for_stop_signal() -> None:
     logger.info("stop signal received, shutting down")
 
 
-async def serve_grpc(server: grpc.aio.Server, address: str, name: str, services: Sequence[str] = ()) -> None:
+def _add_port(server: grpc.aio.Server, bind: str, tls: ServerTls | None) -> int:
+    if tls is None:
+        return server.add_insecure_port(bind)
+    return server.add_secure_port(bind, server_credentials(tls, "tls"))
+
+
+def _describe(tls: ServerTls | None, guard: WriteGuard | None) -> str:
+    transport = "plain text" if tls is None else "mutual TLS" if tls.mutual else "TLS"
+    if guard is None:
+        return transport
+    writes = {
+        WriteAccess.LOOPBACK: "write calls open to local callers (loopback)",
+        WriteAccess.MUTUAL_TLS: "write calls for client-certificate holders",
+        WriteAccess.INSECURE: "write calls open to everyone (--insecure-allow-writes)",
+        WriteAccess.REFUSED: "write calls refused (non-loopback without mutual TLS)",
+    }[guard.access]
+    return f"{transport}; {writes}"
+
+
+async def serve_grpc(
+    server: grpc.aio.Server,
+    address: str,
+    name: str,
+    services: Sequence[str] = (),
+    *,
+    tls: ServerTls | None = None,
+    guard: WriteGuard | None = None,
+) -> None:
     """Serve `server` on `address` until a stop signal; `services` are reported SERVING."""
     bind = join_host_port(*parse_listen_address(address, "listen address"))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     try:
-        port = server.add_insecure_port(bind)
+        port = _add_port(server, bind, tls)
     except RuntimeError as exc:
         raise ConfigError(f"{name} cannot listen on {bind}: {exc}") from None
     if port == 0:
@@ -65,7 +98,12 @@ async def serve_grpc(server: grpc.aio.Server, address: str, name: str, services:
     await server.start()
     for service in ("", *services):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("%s listening on %s (gRPC)", name, bind)
+    logger.info("%s listening on %s (gRPC, %s)", name, bind, _describe(tls, guard))
+    if guard is not None and guard.access is WriteAccess.INSECURE:
+        logger.warning("%s: write calls on %s are open to every caller (--insecure-allow-writes)", name, bind)
+    if tls is None and not is_loopback_host(parse_listen_address(address, "listen address")[0]):
+        logger.warning("%s: plain-text gRPC on the non-loopback address %s: evidence and tokens travel unencrypted "
+                       "(configure [tls], docs/grpc-tls.md)", name, bind)
     try:
         await wait_for_stop_signal()
     finally:

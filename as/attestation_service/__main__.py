@@ -3,7 +3,10 @@
 The composition root: reads the config and key material, opens the
 store, picks the RVPS (built-in or remote), installs the default policies
 and serves `attestation.AttestationService`, the RVPS proxy and
-`grpc.health.v1` on one port until SIGTERM/SIGINT (exit 0). A bad config,
+`grpc.health.v1` on one port until SIGTERM/SIGINT (exit 0), over TLS or
+mutual TLS with `[tls]`; the write RPCs follow `grpc_tls.WriteGuard`
+(refused on a non-loopback address without mutual TLS unless
+`--insecure-allow-writes`). A bad config,
 key file or address exits 1 with one line naming the problem.
 """
 
@@ -30,6 +33,7 @@ from rvps.server import SERVICE_NAME as RVPS_SERVICE_NAME
 from rvps.server import ReferenceValueServicer
 from rvps.service import ReferenceValueService
 from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.grpc_tls import WriteGuard, write_access
 from trustee_common.logsetup import setup_logging
 from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import KeyValueStore, open_kv_store
@@ -42,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpc-as", description="CoCo Attestation Service (gRPC)")
     parser.add_argument("-c", "--config-file", "--config", dest="config", type=Path, help="config file (TOML, or JSON by .json suffix)")
     parser.add_argument("-s", "--socket", default=DEFAULT_SOCKET, help=f"listen address (default {DEFAULT_SOCKET})")
+    parser.add_argument("--insecure-allow-writes", action="store_true",
+                        help="allow policy and reference-value writes from unauthenticated callers on a non-loopback --socket "
+                             "without mutual TLS (refused by default)")
     return parser
 
 
@@ -66,12 +73,13 @@ def load_signer(files: SignerFiles | None) -> TokenSigner:
 def reference_value_provider(config: AsConfig, store: KeyValueStore) -> ReferenceValueProvider:
     if config.rvps.kind == "GrpcRemote":
         logger.info("reference values from the RVPS at %s", config.rvps.address)
-        return RemoteReferenceValueProvider(config.rvps.address)
+        return RemoteReferenceValueProvider(config.rvps.address, tls=config.rvps.tls)
     logger.info("reference values from the built-in RVPS (this service's storage)")
     return ReferenceValueService(store)
 
 
-async def serve(config: AsConfig, signer: TokenSigner, address: str) -> None:
+async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure_allow_writes: bool = False) -> None:
+    guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "Attestation Service")
     store = open_kv_store(config.storage)
     provider = reference_value_provider(config, store)
 
@@ -87,14 +95,14 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str) -> None:
         verifiers["az-tdx-vtpm"] = build_az_tdx_verifier(config.dcap)
         service = AttestationService(PolicyStore(store), provider, signer, config.token, verifiers, verbose_token=config.verbose_token)
         await service.load_default_policies()
-        server = new_grpc_server()
+        server = new_grpc_server(interceptors=[guard])
         attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service), server)
         reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(provider), server)
     except BaseException:
         await close()
         raise
     try:
-        await serve_grpc(server, address, "Attestation Service", [SERVICE_NAME, RVPS_SERVICE_NAME])
+        await serve_grpc(server, address, "Attestation Service", [SERVICE_NAME, RVPS_SERVICE_NAME], tls=config.tls, guard=guard)
     finally:
         await close()
 
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = AsConfig.load(args.config)
         signer = load_signer(config.signer)
-        asyncio.run(serve(config, signer, args.socket))
+        asyncio.run(serve(config, signer, args.socket, insecure_allow_writes=args.insecure_allow_writes))
     except TrusteeError as exc:
         print(f"grpc-as: error: {exc.detail}", file=sys.stderr)
         return 1

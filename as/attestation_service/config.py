@@ -11,7 +11,14 @@ storage_type = "Sqlite"    # default path: <config dir>/storage.sqlite3,
                            # (env POSTGRES_URL overrides); "Redis" is refused (docs/storage.md)
 [rvps_config]
 type = "GrpcRemote"        # or "BuiltIn" (default): reference values in this service's storage
-address = "127.0.0.1:50003"   # GrpcRemote only; "http://" prefix optional
+address = "127.0.0.1:50003"   # GrpcRemote only; "http://" prefix optional, "https://" for TLS
+ca_certificate = "ca.pem"     # https:// only, optional: CA of the RVPS's certificate (default: system roots)
+certificate = "as-client.pem" # https:// only, optional (with private_key): client certificate for mutual TLS
+private_key = "as-client.key"
+[tls]                      # optional: serve gRPC over TLS (docs/grpc-tls.md)
+certificate = "as.pem"     # PEM chain, leaf first
+private_key = "as.key"
+client_ca = "ca.pem"       # optional: require client certificates from this CA (mutual TLS)
 [attestation_token_broker]
 type = "Ear"               # optional; only "Ear" exists
 duration_min = 5
@@ -49,10 +56,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attestation_service.core.token import TokenSettings
-from trustee_common.addresses import grpc_target
+from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.storage import StorageConfig
+from trustee_common.tls_config import ClientTls, ServerTls, parse_client_tls, parse_server_tls
 
 DEFAULT_SOCKET = "127.0.0.1:50004"
 DEFAULT_RVPS_ADDRESS = "127.0.0.1:50003"
@@ -64,6 +72,8 @@ RVPS_TYPES = ("BuiltIn", "GrpcRemote")
 class RvpsSettings:
     kind: str = "BuiltIn"
     address: str = DEFAULT_RVPS_ADDRESS
+    #: GrpcRemote over https://: how to verify the RVPS and the client certificate to show it.
+    tls: ClientTls | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,8 @@ class AsConfig:
     dcap: DcapSettings | None = None
     tpm: TpmSettings | None = None
     snp: SnpSettings | None = None
+    #: `[tls]`: serve gRPC over TLS; None: plain text.
+    tls: ServerTls | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -132,8 +144,9 @@ class AsConfig:
             tpm = _tpm_verifier(verifier_table, path.parent)
             snp = _snp_verifier(verifier_table, path.parent)
             dcap = _verifier_config(verifier_table, path.parent)
+        tls = parse_server_tls(root.table("tls"), "tls")
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls)
 
 
 def _rvps(table: ConfigTable) -> RvpsSettings:
@@ -141,11 +154,13 @@ def _rvps(table: ConfigTable) -> RvpsSettings:
     if kind not in RVPS_TYPES:
         raise ConfigError(f"rvps_config.type {kind!r} is not one of {', '.join(RVPS_TYPES)}")
     address = DEFAULT_RVPS_ADDRESS
+    tls = None
     if kind == "GrpcRemote":
         address = table.string("address", DEFAULT_RVPS_ADDRESS) or DEFAULT_RVPS_ADDRESS
-        grpc_target(address, "rvps_config.address")
+        endpoint = grpc_endpoint(address, "rvps_config.address")
+        tls = parse_client_tls(table, "rvps_config", tls=endpoint.tls)
     table.finish()
-    return RvpsSettings(kind, address)
+    return RvpsSettings(kind, address, tls)
 
 
 def _verifier_config(table: ConfigTable, base: Path) -> DcapSettings | None:

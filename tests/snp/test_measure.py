@@ -16,6 +16,7 @@ from sevsnpmeasure.sev_mode import SevMode
 from sevsnpmeasure.vmm_types import VMMType
 
 from tests.procs import Proc, free_port, script
+from trustee_common.pki import issue_leaf, make_ca, pem_cert, pem_private_key
 from trustee_pb import reference_pb2, reference_pb2_grpc
 
 FOOTER_GUID = "96b582de-1fb2-45f7-baea-a366c55a082d"
@@ -90,3 +91,31 @@ def test_errors(tmp_path: Path) -> None:
     unreachable = snp_measure("--ovmf", str(ovmf), "--vcpus", "1", "--vcpu-type", "EPYC", "--register-rvps", "127.0.0.1:9")
     assert unreachable.returncode == 1
     assert "FAIL:" in unreachable.stderr
+
+
+def test_register_over_mutual_tls(tmp_path: Path) -> None:
+    """`--register-rvps https://...` with `--rvps-ca` and a client certificate reaches a mutual-TLS AS; without it, FAIL."""
+    ca_key, ca = make_ca("snp-measure test CA")
+    files = {"ca.pem": pem_cert(ca)}
+    for name, names in (("server", {"ip_addresses": ("127.0.0.1",)}), ("client", {})):
+        key, cert = issue_leaf(ca_key, ca, name, **names)
+        files[f"{name}.pem"], files[f"{name}.key"] = pem_cert(cert), pem_private_key(key)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    config = tmp_path / "as.toml"
+    config.write_text(f'[storage_backend]\nstorage_type = "Memory"\n[tls]\ncertificate = "{tmp_path / "server.pem"}"\n'
+                      f'private_key = "{tmp_path / "server.key"}"\nclient_ca = "{tmp_path / "ca.pem"}"\n')
+    port = free_port()
+    proc = Proc([script("grpc-as"), "--config-file", str(config), "--socket", f"127.0.0.1:{port}"], tmp_path / "as.log", port=port)
+    try:
+        ovmf = synthetic_ovmf(tmp_path / "OVMF.fd")
+        base = ("--ovmf", str(ovmf), "--vcpus", "1", "--vcpu-type", "EPYC-Genoa", "--register-rvps", f"https://127.0.0.1:{port}",
+                "--rvps-ca", str(tmp_path / "ca.pem"))
+        refused = snp_measure(*base)
+        assert refused.returncode == 1 and "FAIL:" in refused.stderr
+        done = snp_measure(*base, "--rvps-cert", str(tmp_path / "client.pem"), "--rvps-key", str(tmp_path / "client.key"), "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["registered"] == [json.loads(done.stdout)["measurement"]]
+        assert snp_measure(*base[:-2], "--rvps-cert", str(tmp_path / "client.pem")).returncode == 2  # without --rvps-key
+    finally:
+        assert proc.stop() == 0

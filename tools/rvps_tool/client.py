@@ -14,8 +14,11 @@ from typing import Any
 
 import grpc
 
+from trustee_common.addresses import GrpcEndpoint
 from trustee_common.errors import ReferenceValueNotFoundError
 from trustee_common.grpc_errors import error_from_rpc
+from trustee_common.grpc_tls import client_channel
+from trustee_common.tls_config import ClientTls
 from trustee_pb import reference_pb2, reference_pb2_grpc
 
 RPC_TIMEOUT_SECONDS = 15.0
@@ -40,11 +43,11 @@ def _json_or_text(text: str) -> Any:
 
 
 class RvpsClient:
-    """Async RVPS client over an insecure channel; use as an async context manager."""
+    """Async RVPS client (plain text, or TLS for an https:// endpoint); use as an async context manager."""
 
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(self, endpoint: GrpcEndpoint, tls: ClientTls | None = None) -> None:
+        self.target = endpoint.target
+        self._channel = client_channel(endpoint, tls, "rvps-tool")
         self._stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
 
     async def __aenter__(self) -> RvpsClient:

@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--insecure-http", action="store_true", help="allow plain HTTP on a non-loopback --host")
     run.add_argument("--tls-cert", help="PEM certificate chain for HTTPS (with --tls-key)")
     run.add_argument("--tls-key", help="PEM private key for HTTPS (with --tls-cert)")
+    run.add_argument("--tls", action="store_true",
+                     help="generate (once) a local CA and certificates under <data-dir>/tls: HTTPS for the KBS (unless --tls-cert) "
+                          "and mutual TLS from KBS to AS to RVPS")
+    run.add_argument("--tls-san", action="append", default=[], metavar="NAME",
+                     help="with --tls: another DNS name or IP address for the KBS certificate (repeatable)")
     run.add_argument("--storage", type=storage_url, default="sqlite",
                      help="'sqlite' (default: embedded, under --data-dir) or a postgresql:// URL used by all three services")
     run.set_defaults(handler=cmd_run)
@@ -126,6 +131,18 @@ def _check_tls(cert: str, key: str) -> None:
         raise ConfigError(f"--tls-key {key} is not an unencrypted PEM private key") from None
 
 
+def _san(parser: argparse.ArgumentParser, name: str) -> str:
+    """An IP literal (normalised) or a DNS name."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        pass
+    labels = name.rstrip(".").split(".")
+    if not name or not all(label and len(label) < 64 and label.replace("-", "").isalnum() for label in labels):
+        parser.error(f"--tls-san {name!r} is neither an IP address nor a DNS name")
+    return name.rstrip(".").lower()
+
+
 def _distinct(parser: argparse.ArgumentParser, **ports: int) -> None:
     if len(set(ports.values())) != len(ports):
         parser.error("the ports must differ: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in ports.items()))
@@ -136,15 +153,18 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     tls = bool(args.tls_cert)
-    if tls and args.insecure_http:
-        parser.error("--insecure-http cannot be combined with --tls-cert/--tls-key")
-    if not tls and not args.insecure_http and not ipaddress.ip_address(args.host).is_loopback:
-        parser.error(f"refusing plain HTTP on the non-loopback address {args.host}: give --tls-cert and --tls-key, or --insecure-http")
+    if (tls or args.tls) and args.insecure_http:
+        parser.error("--insecure-http cannot be combined with --tls or --tls-cert/--tls-key")
+    if args.tls_san and not args.tls:
+        parser.error("--tls-san needs --tls")
+    if not (tls or args.tls) and not args.insecure_http and not ipaddress.ip_address(args.host).is_loopback:
+        parser.error(f"refusing plain HTTP on the non-loopback address {args.host}: give --tls (or --tls-cert and --tls-key), "
+                     "or --insecure-http")
     if tls:
         _check_tls(args.tls_cert, args.tls_key)
     settings = ServerSettings(args.host, args.kbs_port, args.as_port, args.rvps_port,
                               Path(args.tls_cert).absolute() if tls else None, Path(args.tls_key).absolute() if tls else None,
-                              None if args.storage == "sqlite" else args.storage)
+                              None if args.storage == "sqlite" else args.storage, args.tls, tuple(_san(parser, n) for n in args.tls_san))
     return run_server(Path(args.data_dir), settings, insecure_http=args.insecure_http)
 
 

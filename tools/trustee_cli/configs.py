@@ -51,6 +51,8 @@ class ServerPaths:
     kbs_config: Path
     as_config: Path
     rvps_config: Path
+    #: `trustee run --tls`: the local CA and every service/client certificate.
+    tls_dir: Path
 
     @classmethod
     def under(cls, root: Path) -> ServerPaths:
@@ -70,7 +72,19 @@ class ServerPaths:
             kbs_config=kbs / "config.toml",
             as_config=as_dir / "config.toml",
             rvps_config=rvps / "config.toml",
+            tls_dir=root / "tls",
         )
+
+    @property
+    def tls_ca(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    def tls_cert(self, name: str) -> Path:
+        """`kbs`, `as`, `rvps`, `kbs-client` or `as-client`: PEM chain, leaf first."""
+        return self.tls_dir / f"{name}.pem"
+
+    def tls_key(self, name: str) -> Path:
+        return self.tls_dir / f"{name}.key"
 
 
 @dataclass(frozen=True)
@@ -83,18 +97,46 @@ class ServerSettings:
     tls_key: Path | None = None
     #: A postgresql:// URL shared by all three services (resources included); None: embedded storage.
     storage_url: str | None = None
+    #: `--tls`: generated CA and certificates; HTTPS for the KBS, mutual TLS between KBS, AS and RVPS.
+    tls: bool = False
+    #: `--tls-san`: more names for the generated KBS certificate.
+    tls_names: tuple[str, ...] = ()
+
+    @property
+    def https(self) -> bool:
+        return self.tls or self.tls_cert is not None
 
     @property
     def kbs_url(self) -> str:
         shown = LOOPBACK if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104 - only for display
-        scheme = "https" if self.tls_cert else "http"
+        scheme = "https" if self.https else "http"
         return f"{scheme}://{socket_address(shown, self.kbs_port)}"
+
+
+def _grpc_address(settings: ServerSettings, port: int) -> str:
+    return f"{'https' if settings.tls else 'http'}://{socket_address(LOOPBACK, port)}"
+
+
+def _client_tls(paths: ServerPaths, settings: ServerSettings, name: str) -> dict[str, str]:
+    """CA and client certificate of a gRPC link (`--tls` only)."""
+    if not settings.tls:
+        return {}
+    return {"ca_certificate": str(paths.tls_ca), "certificate": str(paths.tls_cert(name)), "private_key": str(paths.tls_key(name))}
+
+
+def _server_tls(paths: ServerPaths, settings: ServerSettings, name: str) -> dict[str, Any]:
+    """`[tls]` of the AS or RVPS: mutual TLS with the local CA (`--tls` only)."""
+    if not settings.tls:
+        return {}
+    return {"tls": {"certificate": str(paths.tls_cert(name)), "private_key": str(paths.tls_key(name)), "client_ca": str(paths.tls_ca)}}
 
 
 def kbs_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
     http: dict[str, Any] = {"sockets": [socket_address(settings.host, settings.kbs_port)]}
     if settings.tls_cert and settings.tls_key:
         http.update(insecure_http=False, certificate=str(settings.tls_cert), private_key=str(settings.tls_key))
+    elif settings.tls:
+        http.update(insecure_http=False, certificate=str(paths.tls_cert("kbs")), private_key=str(paths.tls_key("kbs")))
     else:
         http["insecure_http"] = True
     return {
@@ -105,7 +147,11 @@ def kbs_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
             "authorization": {"regex_acl": {"acls": [{"role": "admin", "allowed_endpoints": "^/kbs/v0/.+$"}]}},
         },
         "attestation_token": {"trusted_certs_paths": [str(paths.as_dir / "ca.pem")]},
-        "attestation_service": {"type": "coco_as_grpc", "as_addr": f"http://{socket_address(LOOPBACK, settings.as_port)}"},
+        "attestation_service": {
+            "type": "coco_as_grpc",
+            "as_addr": _grpc_address(settings, settings.as_port),
+            **_client_tls(paths, settings, "kbs-client"),
+        },
         "storage_backend": _storage(paths.kbs_dir / "storage.sqlite3", settings),
         "plugins": [_resource_plugin(paths, settings)],
     }
@@ -114,16 +160,21 @@ def kbs_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
 def as_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
     return {
         "storage_backend": _storage(paths.as_dir / "storage.sqlite3", settings),
-        "rvps_config": {"type": "GrpcRemote", "address": socket_address(LOOPBACK, settings.rvps_port)},
+        "rvps_config": {
+            "type": "GrpcRemote",
+            "address": _grpc_address(settings, settings.rvps_port) if settings.tls else socket_address(LOOPBACK, settings.rvps_port),
+            **_client_tls(paths, settings, "as-client"),
+        },
         "attestation_token_broker": {
             "signer": {"key_path": str(paths.as_dir / "token.key"), "cert_path": str(paths.as_dir / "token-cert-chain.pem")},
         },
         "verifier_config": {"dcap_verifier": {"collateral_dir": str(paths.as_dir / "dcap-collateral")}},
+        **_server_tls(paths, settings, "as"),
     }
 
 
 def rvps_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
-    return {"storage_backend": _storage(paths.rvps_dir / "storage.sqlite3", settings)}
+    return {"storage_backend": _storage(paths.rvps_dir / "storage.sqlite3", settings), **_server_tls(paths, settings, "rvps")}
 
 
 def server_config_files(paths: ServerPaths, settings: ServerSettings) -> dict[Path, str]:

@@ -1,7 +1,8 @@
 """Key material and generated files in the data directories of `trustee`.
 
 `prepare_server_dir` creates (once) and reuses the admin key pair, the
-admin token and the AS token-signing CA/key/chain, and writes the three
+admin token, the AS token-signing CA/key/chain and, with `--tls`, the local
+TLS CA and certificates (`trustee_cli.tls_material`), and writes the three
 service configs on every start. The admin token (30 days) is re-minted
 when it is missing, does not verify with `admin/public.pem`, or has less
 than 7 days left. Private keys and the token are written 0600 and never
@@ -24,6 +25,7 @@ from jwcrypto import jwk, jwt
 from jwcrypto.common import JWException
 
 from trustee_cli.configs import GuestSettings, ServerPaths, ServerSettings, guest_config_files, server_config_files
+from trustee_cli.tls_material import ensure_service_tls
 from trustee_common.admin_token import generate_admin_key, mint_admin_token
 from trustee_common.errors import ConfigError
 from trustee_common.pki import ensure_token_signing_material
@@ -103,6 +105,8 @@ def prepare_server_dir(paths: ServerPaths, settings: ServerSettings, now: float 
         private = _ensure_admin_key(paths)
         _ensure_admin_token(paths, private, time.time() if now is None else now)
         ensure_token_signing_material(paths.as_dir)
+        if settings.tls:
+            ensure_service_tls(paths, settings.host, settings.tls_names, write_private)
         for path, text in server_config_files(paths, settings).items():
             write_private(path, text.encode())  # owner only: a storage URL may hold a password
 

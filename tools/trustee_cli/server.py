@@ -4,7 +4,9 @@ Prepares the data directory (`trustee_cli.material`), checks the ports,
 starts `rvps`, `grpc-as` and `kbs` in that order (each once the previous
 one's port is open), prints where everything is and the first
 `kbs-client` command to try, then waits (`trustee_cli.supervisor`).
-RVPS and AS always listen on 127.0.0.1; only the KBS uses `--host`.
+RVPS and AS always listen on 127.0.0.1; only the KBS uses `--host`. With
+`--tls` the KBS serves HTTPS and the KBS -> AS -> RVPS links use mutual TLS,
+all with certificates from a local CA (`trustee_cli.tls_material`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from trustee_common.storage.urls import redact_url
 
 def _children(paths: ServerPaths, settings: ServerSettings, insecure_http: bool) -> list[ChildSpec]:
     kbs_argv = [program("kbs"), "--config-file", str(paths.kbs_config)]
-    if insecure_http and settings.tls_cert is None:
+    if insecure_http and not settings.https:
         kbs_argv.append("--insecure-http")
     return [
         ChildSpec("rvps", [program("rvps"), "--config", str(paths.rvps_config), "--address", socket_address(LOOPBACK, settings.rvps_port)],
@@ -31,24 +33,41 @@ def _children(paths: ServerPaths, settings: ServerSettings, insecure_http: bool)
     ]
 
 
+def _kbs_root(paths: ServerPaths, settings: ServerSettings) -> str | None:
+    """The file a client must trust for the KBS's HTTPS certificate, None for HTTP."""
+    if settings.tls_cert:
+        return str(settings.tls_cert)
+    return str(paths.tls_ca) if settings.tls else None
+
+
+def _ca_line(paths: ServerPaths, settings: ServerSettings) -> str:
+    if settings.tls_cert:
+        return f"  TLS CA {paths.tls_ca} (KBS -> AS -> RVPS links; the KBS serves --tls-cert)"
+    return f"  TLS CA {paths.tls_ca} (trust it: kbs-client --cert-file, trustee guest --kbs-cert; certificates in {paths.tls_dir})"
+
+
 def banner(paths: ServerPaths, settings: ServerSettings) -> str:
     url = settings.kbs_url
-    cert = f" --cert-file {shlex.quote(str(settings.tls_cert))}" if settings.tls_cert else ""
+    root = _kbs_root(paths, settings)
+    cert = f" --cert-file {shlex.quote(root)}" if root else ""
     token = shlex.quote(str(paths.admin_token))
     embedded = f"embedded (SQLite, resources in {paths.repository})"
     storage = f"PostgreSQL {redact_url(settings.storage_url)}" if settings.storage_url else embedded
+    grpc = "grpcs" if settings.tls else "grpc"
+    links = " (mutual TLS)" if settings.tls else ""
     return "\n".join([
         f"trustee is running; data in {paths.root}",
         f"  KBS   {url}",
-        f"  AS    grpc://{socket_address(LOOPBACK, settings.as_port)}",
-        f"  RVPS  grpc://{socket_address(LOOPBACK, settings.rvps_port)}",
+        f"  AS    {grpc}://{socket_address(LOOPBACK, settings.as_port)}{links}",
+        f"  RVPS  {grpc}://{socket_address(LOOPBACK, settings.rvps_port)}{links}",
+        *([_ca_line(paths, settings)] if settings.tls else []),
         f"  admin token {paths.admin_token} (key {paths.admin_key})",
         f"  logs  {paths.logs_dir}/{{rvps,as,kbs}}.log",
         f"  storage {storage}",
         "Try first:",
         f"  kbs-client --url {url}{cert} config --admin-token-file {token} set-resource-policy --allow-all",
         *(["  (--cert-file must hold the root CA of the TLS certificate: the --tls-cert file does if it is self-signed "
-           "or ends with its root)"] if settings.tls_cert else []),
+           "or ends with its root)"] if settings.tls_cert and not settings.tls else []),
         "Stop with Ctrl-C.",
     ])
 

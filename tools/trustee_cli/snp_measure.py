@@ -4,7 +4,8 @@
 trustee snp-measure --ovmf OVMF.fd --vcpus N
                     (--vcpu-type EPYC-Milan | --vcpu-sig 0xA00F11 | --vcpu-family F --vcpu-model M --vcpu-stepping S)
                     [--kernel K [--initrd I] [--append CMDLINE]] [--guest-features 0x1] [--vmm-type QEMU|ec2|gce]
-                    [--snp-ovmf-hash HEX] [--register-rvps HOST:PORT [--name snp_launch_measurement] [--replace]] [--json]
+                    [--snp-ovmf-hash HEX] [--register-rvps HOST:PORT [--name snp_launch_measurement] [--replace]
+                    [--rvps-ca PEM] [--rvps-cert PEM --rvps-key PEM]] [--json]
 ```
 
 The digest is computed by the `sev-snp-measure` package (virtee, evidence.md
@@ -13,7 +14,9 @@ hex digest is added to the reference value `snp_launch_measurement` (the
 name the default policy reads: `input.snp.measurement in
 query_reference_value("snp_launch_measurement")`) of the RVPS at that gRPC
 address (an RVPS, or an AS serving the RVPS API): existing measurements are
-kept unless `--replace`. Prints the hex digest (or JSON with `--json`).
+kept unless `--replace`. `--register-rvps https://HOST:PORT` uses TLS
+(`--rvps-ca`; `--rvps-cert`/`--rvps-key` for a mutual-TLS RVPS or AS, which
+is needed for writes on a non-loopback one, docs/grpc-tls.md). Prints the hex digest (or JSON with `--json`).
 Exit 0 done, 1 failure, 2 usage error.
 """
 
@@ -29,6 +32,7 @@ from typing import Any
 from rvps.client import RemoteReferenceValueProvider
 from trustee_common.b64 import std_encode
 from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.tls_config import ClientTls
 
 DEFAULT_NAME = "snp_launch_measurement"
 
@@ -58,6 +62,9 @@ def add_snp_measure_parser(commands: Any) -> None:
     measure.add_argument("--register-rvps", metavar="HOST:PORT", help="add the digest to the reference value in this RVPS (gRPC)")
     measure.add_argument("--name", default=DEFAULT_NAME, help=f"reference value name (default {DEFAULT_NAME})")
     measure.add_argument("--replace", action="store_true", help="replace the registered measurements instead of adding to them")
+    measure.add_argument("--rvps-ca", help="https:// --register-rvps: PEM CA of the RVPS's TLS certificate (default: system roots)")
+    measure.add_argument("--rvps-cert", help="https:// --register-rvps: PEM client certificate for mutual TLS (with --rvps-key)")
+    measure.add_argument("--rvps-key", help="PEM private key of --rvps-cert")
     measure.add_argument("--json", action="store_true", help="print one JSON object")
     measure.set_defaults(handler=cmd_snp_measure)
 
@@ -99,9 +106,23 @@ def launch_digest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return bytes(digest)
 
 
-async def register(address: str, name: str, measurement: str, *, replace: bool) -> list[str]:
+def _rvps_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ClientTls | None:
+    files = (args.rvps_ca, args.rvps_cert, args.rvps_key)
+    if bool(args.rvps_cert) != bool(args.rvps_key):
+        parser.error("--rvps-cert and --rvps-key go together")
+    if not any(files):
+        return None
+    if args.register_rvps is None or not args.register_rvps.startswith("https://"):
+        parser.error("--rvps-ca/--rvps-cert/--rvps-key need --register-rvps https://HOST:PORT")
+    for flag, path in (("--rvps-ca", args.rvps_ca), ("--rvps-cert", args.rvps_cert), ("--rvps-key", args.rvps_key)):
+        if path is not None and not Path(path).is_file():
+            parser.error(f"{flag} {path}: no such file")
+    return ClientTls(*(None if f is None else Path(f) for f in files))
+
+
+async def register(address: str, name: str, measurement: str, *, replace: bool, tls: ClientTls | None = None) -> list[str]:
     """Add `measurement` to the list `name` in the RVPS (or set it alone with `replace`); returns the new list."""
-    rvps = RemoteReferenceValueProvider(address)
+    rvps = RemoteReferenceValueProvider(address, tls=tls, where="--register-rvps")
     try:
         values: list[str] = []
         current = None if replace else await rvps.query(name)
@@ -120,11 +141,12 @@ async def register(address: str, name: str, measurement: str, *, replace: bool) 
 def cmd_snp_measure(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.vcpus < 1:
         parser.error("--vcpus must be at least 1")
+    tls = _rvps_tls(parser, args)
     try:
         digest = launch_digest(parser, args).hex()
         registered = None
         if args.register_rvps is not None:
-            registered = asyncio.run(register(args.register_rvps, args.name, digest, replace=args.replace))
+            registered = asyncio.run(register(args.register_rvps, args.name, digest, replace=args.replace, tls=tls))
     except TrusteeError as exc:
         print(f"FAIL: {exc.detail}", file=sys.stderr)
         return 1
