@@ -9,7 +9,7 @@ wiring in `kbs.server` does), so a parsed config is plain data.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,6 +18,7 @@ from kbs.core.admin import AdminMode, compile_acl
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
+from trustee_common.http_serving import ConnectionLimits
 from trustee_common.storage import StorageConfig
 
 DEFAULT_SOCKET = "127.0.0.1:8080"
@@ -63,6 +64,7 @@ class HttpServerConfig:
     private_key: Path | None
     certificate: Path | None
     payload_request_size: int
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def payload_limit_bytes(self) -> int:
@@ -176,10 +178,20 @@ def _http_server(table: _Table) -> HttpServerConfig:
     key = table.string("private_key")
     cert = table.string("certificate")
     size = table.integer("payload_request_size", DEFAULT_PAYLOAD_MIB, minimum=1)
+    limits = _connection_limits(table)
     table.finish()
     if not insecure and (key is None or cert is None):
         raise ConfigError("http_server: certificate and private_key are required unless insecure_http = true")
-    return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size)
+    return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size, limits)
+
+
+def _connection_limits(table: _Table) -> ConnectionLimits:
+    default = ConnectionLimits()
+    return ConnectionLimits(
+        header_read_timeout=table.number("header_read_timeout", default.header_read_timeout, minimum_exclusive=0),
+        keep_alive_timeout=table.number("keep_alive_timeout", default.keep_alive_timeout, minimum_exclusive=0),
+        max_connections=table.integer("max_connections", default.max_connections, minimum=1),
+    )
 
 
 def _admin(root: _Table, key: str) -> AdminConfig:

@@ -1,0 +1,100 @@
+"""Slow and numerous connections against a real KBS: header read timeout and connection cap.
+
+A connection that never finishes its request headers is closed after
+`header_read_timeout`; connections above `max_connections` are closed at
+once; meanwhile `/healthz` answers, and nothing logs a traceback.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.kbs.helpers import Kbs, Material, kbs_toml, start_kbs
+from tests.procs import free_port
+
+HEADER_TIMEOUT = 2.0
+MAX_CONNECTIONS = 40
+PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+@pytest.fixture(scope="module")
+def slow_kbs(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[Kbs]:
+    directory = tmp_path_factory.mktemp("kbs-slow")
+    port = free_port()
+    extra = f"header_read_timeout = {HEADER_TIMEOUT}\nkeep_alive_timeout = 5\nmax_connections = {MAX_CONNECTIONS}"
+    server = start_kbs(directory, kbs_toml(port, material, directory / "repo", as_port=free_port(), extra_http=extra), port)
+    yield server
+    server.proc.stop()
+
+
+def open_slow(port: int, count: int) -> list[socket.socket]:
+    conns = []
+    for _ in range(count):
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn.sendall(PARTIAL)
+        conns.append(conn)
+    return conns
+
+
+def closed_by_server(conn: socket.socket, timeout: float) -> bool:
+    """True when the server closes `conn` within `timeout` seconds (EOF or reset), sending no response."""
+    conn.settimeout(timeout)
+    try:
+        return conn.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def healthz(kbs: Kbs) -> int:
+    return requests.get(f"{kbs.url}/healthz", timeout=10).status_code
+
+
+def test_headers_that_never_finish_are_closed_after_the_timeout(slow_kbs: Kbs) -> None:
+    conns = open_slow(slow_kbs.port, MAX_CONNECTIONS // 2)
+    try:
+        started = time.monotonic()
+        assert healthz(slow_kbs) == 200  # other clients are served meanwhile
+        for conn in conns:
+            conn.sendall(b"a")  # trickling bytes does not extend the deadline
+        assert all(closed_by_server(c, 20.0) for c in conns)
+        assert time.monotonic() - started >= HEADER_TIMEOUT * 0.9
+    finally:
+        for conn in conns:
+            conn.close()
+    assert healthz(slow_kbs) == 200
+
+
+def test_connections_above_the_cap_are_refused_then_served_again(slow_kbs: Kbs) -> None:
+    conns = open_slow(slow_kbs.port, MAX_CONNECTIONS)
+    try:
+        time.sleep(0.3)  # let the server accept them all
+        extra = socket.create_connection(("127.0.0.1", slow_kbs.port), timeout=10)
+        with extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert closed_by_server(extra, 5.0)
+        assert all(closed_by_server(c, 20.0) for c in conns)
+    finally:
+        for conn in conns:
+            conn.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if healthz(slow_kbs) == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    assert healthz(slow_kbs) == 200
+
+
+def test_no_traceback_in_the_log(slow_kbs: Kbs) -> None:
+    log = Path(slow_kbs.proc.log).read_text(errors="replace")
+    assert "Traceback" not in log
+    assert "request headers took longer" in log
