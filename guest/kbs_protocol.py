@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from guest.attesters.base import Attester
+from trustee_common.bounded import loads_json
 from trustee_common.canonical import HashAlgorithm, device_runtime_data, primary_runtime_data, runtime_data_digest
 from trustee_common.errors import ERROR_TYPE_PREFIX, MalformedRequestError, TrusteeError, UpstreamError, error_from_variant
 from trustee_common.jose import TeeKeyPair
@@ -62,9 +63,9 @@ def ssl_context(cert_pem: bytes | None) -> ssl.SSLContext | bool:
 def parse_error_body(text: str) -> tuple[str, str] | None:
     """(variant, detail) of a KBS `{"type", "detail"}` error body; None when it is not one."""
     try:
-        body = json.loads(text)
+        body = loads_json(text, "KBS error body")
         return str(body["type"]).removeprefix(ERROR_TYPE_PREFIX), str(body.get("detail", ""))
-    except (ValueError, KeyError, TypeError):
+    except (MalformedRequestError, KeyError, TypeError):
         return None
 
 

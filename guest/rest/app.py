@@ -17,7 +17,6 @@ body; nothing else (no traceback) reaches the client.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
@@ -28,7 +27,8 @@ from guest.attestation_agent.agent import MeasurementResult
 from guest.attestation_agent.client import AaClient
 from guest.cdh.client import CdhClient
 from guest.rest import routes
-from trustee_common.errors import MalformedRequestError, TrusteeError
+from trustee_common.bounded import loads_json
+from trustee_common.errors import TrusteeError
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ async def aa_additional_evidence(request: web.Request) -> web.Response:
 
 
 async def aa_aael(request: web.Request) -> web.Response:
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        raise MalformedRequestError("body is not JSON") from None
+    body = loads_json(await request.read(), "body")
     result = await request.app[AA].extend_runtime_measurement(*routes.aael_event(body))
     if result is MeasurementResult.OK:
         return web.json_response({"success": "true"})

@@ -10,7 +10,6 @@ their own variants. Which key to trust is not decided here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,8 @@ from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
 from trustee_common.b64 import url_decode
-from trustee_common.errors import MalformedRequestError, TrusteeError
+from trustee_common.bounded import loads_json
+from trustee_common.errors import MalformedRequestError, TrusteeError, clip_repr
 
 #: `exp` is checked with this leeway, as upstream's jsonwebtoken default.
 EXPIRY_LEEWAY_SECONDS = 60
@@ -34,8 +34,8 @@ class CompactJws:
 
 def _json_object(segment: str, what: str, error: type[TrusteeError]) -> dict[str, Any]:
     try:
-        value = json.loads(url_decode(segment, what))
-    except (MalformedRequestError, ValueError):
+        value = loads_json(url_decode(segment, what), what)
+    except MalformedRequestError:
         raise error(f"token {what} is not base64url JSON") from None
     if not isinstance(value, dict):
         raise error(f"token {what} is not a JSON object")
@@ -58,7 +58,7 @@ def parse_compact(token: str, error: type[TrusteeError]) -> CompactJws:
 def verify_signature(token: CompactJws, key: jwk.JWK, alg: str, error: type[TrusteeError]) -> None:
     """Raise `error` unless the header names `alg` and the signature verifies under `key`."""
     if token.header.get("alg") != alg:
-        raise error(f"token alg {token.header.get('alg')!r} is not {alg}")
+        raise error(f"token alg {clip_repr(token.header.get('alg'))} is not {alg}")
     checker = jws.JWS()
     checker.allowed_algs = [alg]
     try:

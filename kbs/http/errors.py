@@ -69,7 +69,7 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> e.Trus
         limit = request.app[STATE].payload_limit_mib
         return e.PayloadTooLargeError(f"request body is larger than payload_request_size ({limit} MiB)")
     if exc.status == 404:
-        return InvalidRequestPathError(f"Request path {request.path} is invalid")
+        return InvalidRequestPathError(f"Request path {e.clip(request.path)} is invalid")
     if exc.status == 405:
         return MethodNotAllowedError(f"method {request.method} is not allowed on {request.path}")
     if 400 <= exc.status < 500:

@@ -7,7 +7,6 @@ sets it (no Path, so it is scoped to `/kbs/v0`).
 
 from __future__ import annotations
 
-import json
 from email.utils import formatdate
 
 from aiohttp import web
@@ -16,21 +15,19 @@ from kbs.core.admin import bearer_token
 from kbs.core.session import COOKIE_NAME
 from kbs.errors import InvalidRequestPathError
 from kbs.http.state import KbsState
-from trustee_common.errors import MalformedRequestError, PluginNotFoundError, TokenNotFoundError
+from trustee_common.bounded import loads_json
+from trustee_common.errors import PluginNotFoundError, TokenNotFoundError, clip
 from trustee_common.storage.directory import parse_resource_path
 
 
 def parse_json_body(body: bytes) -> object:
     """A request body as JSON; `MalformedRequestError` otherwise."""
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise MalformedRequestError("request body is not valid JSON") from None
+    return loads_json(body, "request body")
 
 
 def no_subpath(request: web.Request, rest: list[str]) -> None:
     if rest:
-        raise InvalidRequestPathError(f"Request path {request.path} is invalid")
+        raise InvalidRequestPathError(f"Request path {clip(request.path)} is invalid")
 
 
 def _with_cookie(response: web.Response, session_id: str, expires_at: float) -> web.Response:
