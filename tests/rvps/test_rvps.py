@@ -79,8 +79,7 @@ BAD_MESSAGES = [
     (message({"good": 1}, expiration="1969-12-31T23:59:59Z"), "1970..9999"),
     (message({"good": 1}, expiration="99999-01-01T00:00:00Z"), "RFC 3339"),
     ("[" * 100_000 + "]" * 100_000, "nested deeper"),
-    (json.dumps({"version": "0.1.0", "type": "sample", "payload": base64.b64encode(b'{"good":' + b"[" * 5000 + b"]" * 5000 + b"}").decode()}),
-     "nested deeper"),
+    (message({"good": 1}, payload=base64.b64encode(b'{"good":' + b"[" * 5000 + b"]" * 5000 + b"}").decode()), "nested deeper"),
 ]
 
 
