@@ -156,7 +156,6 @@ class ConfigError(TrusteeError):
     """A configuration file, key or flag that is not valid."""
 
     variant = "ConfigError"
-    internal = True
 
 
 class StorageError(TrusteeError):
