@@ -120,7 +120,7 @@ class KbsClient:
             async with self._session.post(f"{self.base}/{path}", json=body, ssl=self._ssl) as response:
                 if response.status != 200:
                     raise await error_from_response(response)
-                return await response.json(content_type=None)
+                return loads_json(await response.read(), "KBS reply", error=UpstreamError)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
 
@@ -160,7 +160,7 @@ class KbsClient:
             try:
                 async with self._session.get(f"{self.base}/{path}", headers=headers, ssl=self._ssl) as response:
                     if response.status == 200:
-                        return self.key_pair.decrypt(await response.json(content_type=None))
+                        return self.key_pair.decrypt(loads_json(await response.read(), "KBS resource reply", error=UpstreamError))
                     last = await error_from_response(response)
                     if response.status != 401 or self.evidence is None:
                         raise last

@@ -19,7 +19,6 @@ from trustee_common.bounded import loads_json
 from trustee_common.errors import PayloadTooLargeError, PluginNotFoundError, TokenNotFoundError, clip
 from trustee_common.storage.directory import parse_resource_path
 
-
 #: `/auth` is unauthenticated and its body is a few short fields: anything larger is refused.
 AUTH_BODY_LIMIT = 16 * 1024
 _CHUNK = 64 * 1024
