@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 HEADER_END = b"\r\n\r\n"
 #: Seconds between two log lines about refused or timed-out connections.
 LOG_INTERVAL_SECONDS = 10.0
+#: Descriptors kept for everything but counted client connections: the process's own
+#: (storage, gRPC, logs) and a burst of accepted sockets not yet refused (asyncio
+#: accepts up to its backlog, 100, in one go).
+FD_HEADROOM = 256
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,9 @@ class _RateLimitedLog:
 class _Gate:
     """Connection accounting shared by every protocol of one listener set."""
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(self, limits: ConnectionLimits, cap: int) -> None:
         self.limits = limits
+        self.cap = cap
         self.active = 0
         self.report = _RateLimitedLog()
 
@@ -84,8 +89,8 @@ class _BoundedProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        if self._gate.active >= self._gate.limits.max_connections:
-            self._gate.report(f"refusing connections above max_connections ({self._gate.limits.max_connections})")
+        if self._gate.active >= self._gate.cap:
+            self._gate.report(f"refusing connections above max_connections ({self._gate.cap})")
             self._transport.abort()
             return
         self._gate.active += 1
@@ -135,16 +140,22 @@ class _BoundedProtocol(asyncio.Protocol):
             self._inner.resume_writing()
 
 
-def raise_fd_limit(needed: int) -> None:
-    """Raise the soft descriptor limit towards the hard one; warn when `needed` does not fit."""
+def fit_fd_limit(max_connections: int) -> int:
+    """Raise the soft descriptor limit towards the hard one; the connection cap that fits under it."""
+    needed = max_connections + FD_HEADROOM
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
     if soft != resource.RLIM_INFINITY and soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        logger.warning("the open-file limit (%d) is below max_connections + headroom (%d): lower max_connections", soft, needed)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return max_connections
+    fitted = max(1, soft - FD_HEADROOM)
+    logger.warning(
+        "the open-file limit (%d) cannot hold max_connections = %d: serving at most %d connections", soft, max_connections, fitted
+    )
+    return fitted
 
 
 def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
@@ -174,9 +185,8 @@ async def serve_bounded(
     """Listen on every `(host, port)` with `limits` until the block exits; `runner` must be set up."""
     factory = runner.server
     assert factory is not None, "runner.setup() first"
-    gate = _Gate(limits)
+    gate = _Gate(limits, fit_fd_limit(limits.max_connections))
     loop = asyncio.get_running_loop()
-    raise_fd_limit(limits.max_connections + 64)
     quiet_loop_errors(loop)
     servers: list[asyncio.Server] = []
     try:

@@ -7,6 +7,8 @@ once; meanwhile `/healthz` answers, and nothing logs a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import pytest
 import requests
 
 from tests.kbs.helpers import Kbs, Material, kbs_toml, start_kbs
-from tests.procs import free_port
+from tests.procs import Proc, free_port, script
 
 HEADER_TIMEOUT = 2.0
 MAX_CONNECTIONS = 40
@@ -73,6 +75,7 @@ def test_headers_that_never_finish_are_closed_after_the_timeout(slow_kbs: Kbs) -
 
 
 def test_connections_above_the_cap_are_refused_then_served_again(slow_kbs: Kbs) -> None:
+    time.sleep(0.5)  # connections of the previous test are gone on the server side too
     conns = open_slow(slow_kbs.port, MAX_CONNECTIONS)
     try:
         time.sleep(0.3)  # let the server accept them all
@@ -98,3 +101,41 @@ def test_no_traceback_in_the_log(slow_kbs: Kbs) -> None:
     log = Path(slow_kbs.proc.log).read_text(errors="replace")
     assert "Traceback" not in log
     assert "request headers took longer" in log
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
+def test_cap_fits_the_descriptor_limit_and_service_recovers(tmp_path: Path, material: Material) -> None:
+    """A cap above the descriptor limit is lowered to fit: excess connections are refused, not a crash or a traceback."""
+    port = free_port()
+    extra = "header_read_timeout = 2\nmax_connections = 1024"
+    config = tmp_path / "kbs.toml"
+    config.write_text(kbs_toml(port, material, tmp_path / "repo", as_port=free_port(), extra_http=extra))
+    proc = Proc(["prlimit", "--nofile=512:512", script("kbs"), "--config-file", str(config)], tmp_path / "kbs.log", port=port)
+    conns: list[socket.socket] = []
+    try:
+        for _ in range(400):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conns.append(conn)
+            with contextlib.suppress(OSError):  # refused ones may be reset already
+                conn.sendall(PARTIAL)
+        time.sleep(1.5)  # without the fitted cap the server would run out of descriptors accepting these
+        for conn in conns:
+            conn.close()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "the KBS did not recover"
+            time.sleep(0.5)
+        log = proc.output()
+        assert "open-file limit (512) cannot hold max_connections = 1024: serving at most 256" in log
+        assert "refusing connections above max_connections (256)" in log
+        assert "Traceback" not in log and "out of system resource" not in log
+        assert log.count("refusing connections") < 10  # rate-limited
+    finally:
+        for conn in conns:
+            conn.close()
+        proc.stop()
