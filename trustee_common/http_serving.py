@@ -6,7 +6,8 @@ descriptor each until the keep-alive timer fires. `serve_bounded` puts a
 thin protocol in front of aiohttp's request handler that:
 
 - closes a connection whose first request headers are not complete within
-  `header_read_timeout` seconds of the connection being accepted (later
+  `header_read_timeout` seconds of the connection being accepted (over TLS,
+  the handshake gets the same bound before that; later
   requests on a kept-alive connection are bounded by `keep_alive_timeout`:
   aiohttp closes a connection still waiting for a complete request then);
 - refuses (closes at once) connections beyond `max_connections`;
@@ -191,7 +192,16 @@ async def serve_bounded(
     servers: list[asyncio.Server] = []
     try:
         for host, port in binds:
-            servers.append(await loop.create_server(lambda: _BoundedProtocol(factory, gate), host, port, ssl=ssl_context))
+            servers.append(
+                await loop.create_server(
+                    lambda: _BoundedProtocol(factory, gate),
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    # The TLS handshake comes before the protocol sees the connection: bound it the same way.
+                    ssl_handshake_timeout=limits.header_read_timeout if ssl_context is not None else None,
+                )
+            )
         yield servers
     finally:
         for server in servers:

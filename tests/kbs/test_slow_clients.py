@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.kbs.helpers import Kbs, Material, kbs_toml, start_kbs
+from tests.kbs.helpers import Kbs, Material, kbs_toml, start_kbs, tls_files
 from tests.procs import Proc, free_port, script
 
 HEADER_TIMEOUT = 2.0
@@ -49,7 +50,7 @@ def closed_by_server(conn: socket.socket, timeout: float) -> bool:
     conn.settimeout(timeout)
     try:
         return conn.recv(1024) == b""
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLError):
         return True
     except TimeoutError:
         return False
@@ -139,3 +140,24 @@ def test_cap_fits_the_descriptor_limit_and_service_recovers(tmp_path: Path, mate
         for conn in conns:
             conn.close()
         proc.stop()
+
+
+def test_https_handshake_and_headers_are_bounded(tmp_path: Path, material: Material) -> None:
+    """Over TLS, a client that never completes the handshake or its headers is closed after the timeout."""
+    cert, key, ca_pem = tls_files(tmp_path)
+    port = free_port()
+    text = kbs_toml(port, material, tmp_path / "repo", as_port=free_port(), extra_http=f"header_read_timeout = {HEADER_TIMEOUT}")
+    text = text.replace("insecure_http = true", f'insecure_http = false\nprivate_key = "{key}"\ncertificate = "{cert}"')
+    server = start_kbs(tmp_path, text, port)
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    try:
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)  # never starts the handshake
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        slow.sendall(PARTIAL)
+        with silent, slow:
+            assert closed_by_server(silent, 20.0)
+            assert closed_by_server(slow, 20.0)
+        assert "Traceback" not in server.proc.output()
+    finally:
+        server.proc.stop()
