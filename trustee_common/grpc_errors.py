@@ -99,7 +99,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> e.TrusteeError:
     if variant is not None:
         return e.error_from_variant(variant, detail, forbidden=exc.code() == grpc.StatusCode.PERMISSION_DENIED)
     # Transport details name internal addresses: they go to the log, not to the caller.
-    logger.warning("%s call failed: %s: %s", service, exc.code().name, detail)
+    logger.info("%s call failed: %s: %s", service, exc.code().name, detail)
     if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return e.UpstreamError(f"{service} unavailable")
     return e.UpstreamError(f"{service} failed ({exc.code().name})")
