@@ -31,7 +31,7 @@ from kbs.metrics import KbsMetrics
 from kbs.protocol import RcarService
 from kbs.resources import PolicyStore, ResourceService
 from trustee_common.errors import ConfigError
-from trustee_common.http_serving import serve_bounded
+from trustee_common.http_serving import runner_options, serve_bounded
 from trustee_common.storage import KeyValueStore, ResourceStore, open_kv_store
 from trustee_common.storage.directory import DirectoryResourceStore
 from trustee_common.storage.kv_resources import KvResourceStore
@@ -145,7 +145,7 @@ async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSL
         access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         max_field_size=MAX_HEADER_FIELD_BYTES,
-        keepalive_timeout=http.limits.keep_alive_timeout,
+        **runner_options(http.limits),
     )
     await runner.setup()
     try:

@@ -67,6 +67,44 @@ class _RateLimitedLog:
         logger.warning("%s%s", message, extra)
 
 
+class _OneLineFilter(logging.Filter):
+    """aiohttp logs every malformed request with a traceback: keep one rate-limited line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._last < LOG_INTERVAL_SECONDS:
+            self._suppressed += 1
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            summary = " ".join(str(exc).split())[:200]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {summary}"
+            record.args = None
+        if self._suppressed:
+            record.msg = f"{record.getMessage()} ({self._suppressed} more since the last report)"
+            record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self._last, self._suppressed = now, 0
+        return True
+
+
+#: The logger aiohttp's request handler reports connection-level errors to.
+CONNECTION_LOGGER = logging.getLogger("trustee_common.http_serving.connections")
+CONNECTION_LOGGER.addFilter(_OneLineFilter())
+
+
+def runner_options(limits: ConnectionLimits) -> dict[str, Any]:
+    """Keyword arguments for `web.AppRunner` that go with `serve_bounded`."""
+    return {"keepalive_timeout": limits.keep_alive_timeout, "logger": CONNECTION_LOGGER}
+
+
 class _Gate:
     """Connection accounting shared by every protocol of one listener set."""
 

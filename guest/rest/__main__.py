@@ -22,7 +22,7 @@ from guest.rest.app import make_app
 from guest.rest.routes import FEATURES, Features
 from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.errors import ConfigError, TrusteeError
-from trustee_common.http_serving import ConnectionLimits, serve_bounded
+from trustee_common.http_serving import ConnectionLimits, runner_options, serve_bounded
 from trustee_common.logsetup import setup_logging
 from trustee_common.serving import wait_for_stop_signal
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(app: web.Application, host: str, port: int, limits: ConnectionLimits = GUEST_LIMITS) -> None:
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.keep_alive_timeout)
+    runner = web.AppRunner(app, access_log=None, **runner_options(limits))
     await runner.setup()
     try:
         async with contextlib.AsyncExitStack() as stack:

@@ -98,6 +98,23 @@ def test_connections_above_the_cap_are_refused_then_served_again(slow_kbs: Kbs) 
     assert healthz(slow_kbs) == 200
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+        b"POST /kbs/v0/auth HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"version\"",  # then reset
+        b"POST /kbs/v0/attest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_broken_requests_are_answered_or_closed(slow_kbs: Kbs, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", slow_kbs.port), timeout=10) as conn:
+        with contextlib.suppress(OSError):
+            conn.sendall(data)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close = reset
+    assert healthz(slow_kbs) == 200
+
+
 def test_no_traceback_in_the_log(slow_kbs: Kbs) -> None:
     log = Path(slow_kbs.proc.log).read_text(errors="replace")
     assert "Traceback" not in log
