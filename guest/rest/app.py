@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from guest.attestation_agent.agent import MeasurementResult
 from guest.attestation_agent.client import AaClient
@@ -73,6 +74,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return text(404, routes.NOT_FOUND_BODY)
     except web.HTTPException as exc:
         return text(exc.status, exc.reason)
+    except HttpProcessingError:  # a body that breaks HTTP framing
+        return text(400, "request body is not valid HTTP framing")
+    except ConnectionError:  # the client went away: nobody to answer, nothing to report
+        logger.debug("%s %s: client connection lost", request.method, request.path)
+        return text(400, "client connection lost")
     except Exception:
         logger.exception("%s %s failed with an unexpected error", request.method, request.path)
         return text(500, routes.INTERNAL_BODY)
