@@ -93,6 +93,13 @@ async def test_bad_message_rejected_and_nothing_stored(stub: Stub, text: str, ex
     assert await query(stub, "good") == "<absent>"
 
 
+async def test_expiration_at_the_end_of_the_range_is_stored(stub: Stub) -> None:
+    text = message({"far_future": 1}, expiration="9999-12-31T23:59:59Z")
+    await stub.RegisterReferenceValue(pb.ReferenceValueRegisterRequest(message=text))
+    assert await query(stub, "far_future") == 1
+    assert (await listed(stub))["far_future"].expiration == "9999-12-31T23:59:59Z"
+
+
 def test_no_traceback_after_bad_messages(rvps: RvpsProcess) -> None:
     assert "Traceback" not in rvps.proc.output()
 
