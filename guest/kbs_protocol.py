@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from guest.attesters.base import Attester
+from trustee_common.bounded import loads_json
 from trustee_common.canonical import HashAlgorithm, device_runtime_data, primary_runtime_data, runtime_data_digest
 from trustee_common.errors import ERROR_TYPE_PREFIX, MalformedRequestError, TrusteeError, UpstreamError, error_from_variant
 from trustee_common.jose import TeeKeyPair
@@ -62,9 +63,9 @@ def ssl_context(cert_pem: bytes | None) -> ssl.SSLContext | bool:
 def parse_error_body(text: str) -> tuple[str, str] | None:
     """(variant, detail) of a KBS `{"type", "detail"}` error body; None when it is not one."""
     try:
-        body = json.loads(text)
+        body = loads_json(text, "KBS error body")
         return str(body["type"]).removeprefix(ERROR_TYPE_PREFIX), str(body.get("detail", ""))
-    except (ValueError, KeyError, TypeError):
+    except (MalformedRequestError, KeyError, TypeError):
         return None
 
 
@@ -119,7 +120,7 @@ class KbsClient:
             async with self._session.post(f"{self.base}/{path}", json=body, ssl=self._ssl) as response:
                 if response.status != 200:
                     raise await error_from_response(response)
-                return await response.json(content_type=None)
+                return loads_json(await response.read(), "KBS reply", error=UpstreamError)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
 
@@ -159,7 +160,7 @@ class KbsClient:
             try:
                 async with self._session.get(f"{self.base}/{path}", headers=headers, ssl=self._ssl) as response:
                     if response.status == 200:
-                        return self.key_pair.decrypt(await response.json(content_type=None))
+                        return self.key_pair.decrypt(loads_json(await response.read(), "KBS resource reply", error=UpstreamError))
                     last = await error_from_response(response)
                     if response.status != 401 or self.evidence is None:
                         raise last

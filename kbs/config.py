@@ -20,6 +20,7 @@ from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
+from trustee_common.http_serving import ConnectionLimits
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ClientTls, parse_client_tls
 
@@ -71,6 +72,7 @@ class HttpServerConfig:
     payload_request_size: int
     #: The `tls_*` keys (profile, versions, ciphers, group); used only with HTTPS.
     tls: TlsSettings = field(default_factory=TlsSettings)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @property
     def payload_limit_bytes(self) -> int:
@@ -194,10 +196,21 @@ def _http_server(table: _Table) -> HttpServerConfig:
     cert = table.string("certificate")
     size = table.integer("payload_request_size", DEFAULT_PAYLOAD_MIB, minimum=1)
     tls = parse_tls_settings(table)
+    limits = _connection_limits(table)
     table.finish()
     if not insecure and (key is None or cert is None):
         raise ConfigError("http_server: certificate and private_key are required unless insecure_http = true")
-    return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size, tls)
+    return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size,
+                            tls=tls, limits=limits)
+
+
+def _connection_limits(table: _Table) -> ConnectionLimits:
+    default = ConnectionLimits()
+    return ConnectionLimits(
+        header_read_timeout=table.number("header_read_timeout", default.header_read_timeout, minimum_exclusive=0),
+        keep_alive_timeout=table.number("keep_alive_timeout", default.keep_alive_timeout, minimum_exclusive=0),
+        max_connections=table.integer("max_connections", default.max_connections, minimum=1),
+    )
 
 
 def _admin(root: _Table, key: str) -> AdminConfig:

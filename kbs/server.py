@@ -34,6 +34,7 @@ from kbs.metrics import KbsMetrics
 from kbs.protocol import RcarService
 from kbs.resources import PolicyStore, ResourceService
 from trustee_common.errors import ConfigError
+from trustee_common.http_serving import runner_options, serve_bounded
 from trustee_common.storage import KeyValueStore, ResourceStore, open_kv_store
 from trustee_common.storage.directory import DirectoryResourceStore
 from trustee_common.storage.kv_resources import KvResourceStore
@@ -145,18 +146,20 @@ async def purge_sessions(rcar: RcarService, interval: float) -> None:
 
 @contextlib.asynccontextmanager
 async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSLContext | None) -> AsyncIterator[None]:
+    http = config.http_server
     runner = web.AppRunner(
         app,
         access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         max_field_size=MAX_HEADER_FIELD_BYTES,
+        **runner_options(http.limits),
     )
     await runner.setup()
     try:
-        for socket in config.http_server.sockets:
-            await web.TCPSite(runner, socket.host, socket.port, ssl_context=context).start()
-            logger.info("KBS listening on %s://%s", "http" if context is None else "https", socket)
-        yield
+        async with serve_bounded(runner, [(s.host, s.port) for s in http.sockets], http.limits, context):
+            for socket in http.sockets:
+                logger.info("KBS listening on %s://%s", "http" if context is None else "https", socket)
+            yield
     finally:
         await runner.cleanup()
 

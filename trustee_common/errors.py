@@ -17,20 +17,47 @@ from __future__ import annotations
 from typing import ClassVar
 
 ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
+#: Characters of one client-supplied value quoted in an error detail.
+CLIENT_TEXT_CHARS = 200
+#: Characters of a whole error detail (a safety net for transports with small limits).
+MAX_DETAIL_CHARS = 2000
+ELLIPSIS = "…"
+
+
+def clip(value: object, limit: int = CLIENT_TEXT_CHARS) -> str:
+    """`value` as text cut to `limit` characters with an ellipsis: how client input is quoted in errors."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def clip_repr(value: object, limit: int = CLIENT_TEXT_CHARS) -> str:
+    """`repr(value)` cut like `clip` (quotes kept visible for strings)."""
+    return clip(repr(value), limit)
 
 
 class TrusteeError(Exception):
     """Root of every deliberate error. `detail` is safe to show to the caller."""
 
     variant: ClassVar[str] = "InternalError"
+    #: True when `detail` may name internal file paths or service addresses:
+    #: callers then get `public_detail`, the server log keeps `detail`.
+    internal: ClassVar[bool] = False
 
     def __init__(self, detail: str) -> None:
+        detail = clip(detail, MAX_DETAIL_CHARS)
         super().__init__(detail)
         self.detail = detail
 
+    @property
+    def public_detail(self) -> str:
+        """The detail as a remote caller may see it."""
+        if self.internal:
+            return f"{self.variant}: the server could not complete the request (details in its log)"
+        return self.detail
+
     def to_json(self) -> dict[str, str]:
         """The KBS error body: `{"type": <URL>, "detail": <text>}`."""
-        return {"type": ERROR_TYPE_PREFIX + self.variant, "detail": self.detail}
+        return {"type": ERROR_TYPE_PREFIX + self.variant, "detail": self.public_detail}
 
 
 # --- the caller sent something malformed -------------------------------------
@@ -143,10 +170,12 @@ class ConfigError(TrusteeError):
 
 class StorageError(TrusteeError):
     variant = "StorageError"
+    internal = True
 
 
 class InternalError(TrusteeError):
     variant = "InternalError"
+    internal = True
 
 
 def _all_subclasses(cls: type[TrusteeError]) -> list[type[TrusteeError]]:

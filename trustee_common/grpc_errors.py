@@ -21,6 +21,10 @@ from trustee_common import errors as e
 logger = logging.getLogger(__name__)
 
 VARIANT_TRAILER = "trustee-error-variant"
+#: UTF-8 bytes of an error message sent in the `grpc-message` trailer. gRPC
+#: percent-encodes it (up to 3x) and drops trailers over its 8 KiB metadata
+#: limit, which the caller then sees as a transport failure.
+MAX_MESSAGE_BYTES = 1024
 
 STATUS_BY_ERROR: dict[type[e.TrusteeError], grpc.StatusCode] = {
     e.MalformedRequestError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -53,8 +57,16 @@ def status_for(error: e.TrusteeError) -> grpc.StatusCode:
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: e.TrusteeError) -> NoReturn:
     context.set_trailing_metadata(((VARIANT_TRAILER, error.variant),))
-    await context.abort(status_for(error), error.detail)
+    await context.abort(status_for(error), wire_message(error.public_detail))
     raise AssertionError("unreachable: context.abort raises")
+
+
+def wire_message(detail: str) -> str:
+    """`detail` cut to `MAX_MESSAGE_BYTES` of UTF-8 (on a character boundary), with an ellipsis when cut."""
+    raw = detail.encode("utf-8")
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        return detail
+    return raw[: MAX_MESSAGE_BYTES - len(e.ELLIPSIS.encode())].decode("utf-8", errors="ignore") + e.ELLIPSIS
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -86,6 +98,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, service: str) -> e.TrusteeError:
     detail = exc.details() or ""
     if variant is not None:
         return e.error_from_variant(variant, detail, forbidden=exc.code() == grpc.StatusCode.PERMISSION_DENIED)
+    # Transport details name internal addresses: they go to the log, not to the caller.
+    logger.info("%s call failed: %s: %s", service, exc.code().name, detail)
     if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return e.UpstreamError(f"{service} unavailable: {detail}")
-    return e.UpstreamError(f"{service} failed ({exc.code().name}): {detail}")
+        return e.UpstreamError(f"{service} unavailable")
+    return e.UpstreamError(f"{service} failed ({exc.code().name})")

@@ -8,11 +8,11 @@ as `null`; both are accepted (trustee-server.md 2.3).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from trustee_common.errors import MalformedRequestError
+from trustee_common.bounded import loads_json
+from trustee_common.errors import MalformedRequestError, clip
 from trustee_common.jose import TeePubKey
 from trustee_common.tee import parse_tee
 
@@ -52,7 +52,7 @@ class Request:
         version = _string(_require(obj, "version", "request"), "version")
         if version != PROTOCOL_VERSION:
             raise MalformedRequestError(
-                f"KBS client protocol version mismatch: expect ={PROTOCOL_VERSION} while the request is {version}"
+                f"KBS client protocol version mismatch: expect ={PROTOCOL_VERSION} while the request is {clip(version)}"
             )
         tee = parse_tee(_require(obj, "tee", "request"))
         extra = _require(obj, "extra-params", "request")
@@ -116,10 +116,7 @@ class TeeEvidence:
         """The additional evidence map `{<tee>: <evidence>}` (empty when `""`)."""
         if self.additional_evidence == "":
             return {}
-        try:
-            parsed = json.loads(self.additional_evidence)
-        except ValueError:
-            raise MalformedRequestError("tee-evidence.additional_evidence: not JSON text") from None
+        parsed = loads_json(self.additional_evidence, "tee-evidence.additional_evidence")
         devices = _object(parsed, "tee-evidence.additional_evidence")
         for name in devices:
             parse_tee(name, "tee-evidence.additional_evidence key")

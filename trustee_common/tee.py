@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trustee_common.errors import MalformedRequestError
+from trustee_common.errors import MalformedRequestError, clip_repr
 
 #: Every TEE name the KBS protocol knows, with the class its verifier reports
 #: (`<policy id>_<class>` picks the policy; `<class><n>` names the submod).
@@ -27,5 +27,5 @@ TEE_CLASSES: dict[str, str] = {
 def parse_tee(name: object, field: str = "tee") -> str:
     """Return `name` if it is a known TEE, else raise `MalformedRequestError`."""
     if not isinstance(name, str) or name not in TEE_CLASSES:
-        raise MalformedRequestError(f"{field}: unknown TEE {name!r}")
+        raise MalformedRequestError(f"{field}: unknown TEE {clip_repr(name)}")
     return name

@@ -31,6 +31,7 @@ from attestation_service.core.verifiers.tdx.quote import parse_quote
 from attestation_service.core.verifiers.tdx.tcb import parse_qe_identity, parse_tcb_info
 from attestation_service.core.verifiers.tdx.verifier import TdxVerifier, collateral_key, parse_evidence
 from attestation_service.fetching import FetchingVerifier
+from trustee_common.bounded import loads_json
 from trustee_common.errors import ConfigError, TrusteeError, UpstreamError
 from trustee_common.storage import KeyValueStore
 
@@ -77,7 +78,7 @@ def _chain_header(response: aiohttp.ClientResponse, *names: str) -> bytes:
 
 def _raw_member(body: str, member: str) -> tuple[str, str]:
     """The exact text of `member`'s object in a PCS body (the signed bytes) and the hex signature."""
-    parsed = json.loads(body)
+    parsed = loads_json(body, "collateral service body", error=UpstreamError)
     start = body.find(f'"{member}"')
     if start < 0 or not isinstance(parsed, dict) or not isinstance(parsed.get("signature"), str):
         raise UpstreamError(f"collateral service: body has no {member} / signature")

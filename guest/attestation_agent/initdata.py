@@ -8,9 +8,9 @@ the attester's job. This module reads no files.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 
+from trustee_common.bounded import loads_toml
 from trustee_common.canonical import HashAlgorithm
 from trustee_common.config import ConfigTable
 from trustee_common.errors import ConfigError
@@ -28,10 +28,10 @@ class InitData:
 def parse_init_data(raw: bytes, where: str) -> InitData:
     """Check the init-data document and compute its digest; raises `ConfigError`."""
     try:
-        text = raw.decode("utf-8")
-        document = tomllib.loads(text)
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{where}: not a UTF-8 TOML document: {exc}") from exc
+        document = loads_toml(raw, "document", error=ConfigError)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: not a UTF-8 TOML document ({exc.detail})") from None
+    text = raw.decode("utf-8")
     table = ConfigTable(document, where)
     version = table.required_string("version")
     name = table.required_string("algorithm")

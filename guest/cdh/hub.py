@@ -12,7 +12,6 @@ The AA and the KBS are reached through the `TokenSource` and
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Protocol
 
 from guest.resource_uri import ResourceUri
 from trustee_common.b64 import url_decode
+from trustee_common.bounded import loads_json
 from trustee_common.errors import (
     AttestationError,
     ConfigError,
@@ -60,8 +60,8 @@ def token_expiry(token: str) -> float | None:
     if len(parts) != 3:
         return None
     try:
-        claims = json.loads(url_decode(parts[1], "token payload"))
-    except (TrusteeError, ValueError):
+        claims = loads_json(url_decode(parts[1], "token payload"), "token payload")
+    except TrusteeError:
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
     return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
@@ -70,9 +70,9 @@ def token_expiry(token: str) -> float | None:
 def parse_token_reply(reply: bytes) -> Credential:
     """The AA's `GetToken("kbs")` reply: `{"token": "<JWT>", "tee_keypair": "<PEM>"}`."""
     try:
-        body = json.loads(reply)
+        body = loads_json(reply, "kbs token reply")
         token, pem = body["token"], body["tee_keypair"]
-    except (ValueError, KeyError, TypeError):
+    except (TrusteeError, KeyError, TypeError):
         raise UpstreamError("attestation agent returned a malformed kbs token reply") from None
     if not isinstance(token, str) or not isinstance(pem, str):
         raise UpstreamError("attestation agent returned a malformed kbs token reply")

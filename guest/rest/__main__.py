@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
@@ -21,10 +22,14 @@ from guest.rest.app import make_app
 from guest.rest.routes import FEATURES, Features
 from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.http_serving import ConnectionLimits, runner_options, serve_bounded
 from trustee_common.logsetup import setup_logging
 from trustee_common.serving import wait_for_stop_signal
 
 logger = logging.getLogger(__name__)
+
+#: The guest API serves one pod's processes: few connections, short timeouts.
+GUEST_LIMITS = ConnectionLimits(header_read_timeout=10.0, keep_alive_timeout=15.0, max_connections=256)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,17 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, access_log=None)
+async def serve(app: web.Application, host: str, port: int, limits: ConnectionLimits = GUEST_LIMITS) -> None:
+    runner = web.AppRunner(app, access_log=None, **runner_options(limits))
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        logger.info("api-server-rest listening on http://%s:%d", host, port)
-        await wait_for_stop_signal()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(serve_bounded(runner, [(host, port)], limits))
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            logger.info("api-server-rest listening on http://%s:%d", host, port)
+            await wait_for_stop_signal()
     finally:
         await runner.cleanup()
         logger.info("api-server-rest stopped")

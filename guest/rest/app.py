@@ -17,18 +17,19 @@ body; nothing else (no traceback) reaches the client.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from guest.attestation_agent.agent import MeasurementResult
 from guest.attestation_agent.client import AaClient
 from guest.cdh.client import CdhClient
 from guest.rest import routes
-from trustee_common.errors import MalformedRequestError, TrusteeError
+from trustee_common.bounded import loads_json
+from trustee_common.errors import TrusteeError
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return text(404, routes.NOT_FOUND_BODY)
     except web.HTTPException as exc:
         return text(exc.status, exc.reason)
+    except HttpProcessingError:  # a body that breaks HTTP framing
+        return text(400, "request body is not valid HTTP framing")
+    except ConnectionError:  # the client went away: nobody to answer, nothing to report
+        logger.debug("%s %s: client connection lost", request.method, request.path)
+        return text(400, "client connection lost")
     except Exception:
         logger.exception("%s %s failed with an unexpected error", request.method, request.path)
         return text(500, routes.INTERNAL_BODY)
@@ -114,10 +120,7 @@ async def aa_additional_evidence(request: web.Request) -> web.Response:
 
 
 async def aa_aael(request: web.Request) -> web.Response:
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        raise MalformedRequestError("body is not JSON") from None
+    body = loads_json(await request.read(), "body")
     result = await request.app[AA].extend_runtime_measurement(*routes.aael_event(body))
     if result is MeasurementResult.OK:
         return web.json_response({"success": "true"})

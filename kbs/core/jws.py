@@ -30,7 +30,7 @@ from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
 from trustee_common.b64 import url_decode
-from trustee_common.errors import MalformedRequestError, TrusteeError
+from trustee_common.errors import MalformedRequestError, TrusteeError, clip_repr
 
 #: Clock-skew allowance for `exp`, `nbf` and `iat` (upstream's jsonwebtoken default for `exp`).
 TIME_LEEWAY_SECONDS = 60
@@ -107,7 +107,7 @@ def parse_compact(token: str, error: type[TrusteeError]) -> CompactJws:
 def verify_signature(token: CompactJws, key: jwk.JWK, alg: str, error: type[TrusteeError]) -> None:
     """Raise `error` unless the header names `alg` and the signature verifies under `key`."""
     if token.header.get("alg") != alg:
-        raise error(f"token alg {token.header.get('alg')!r} is not {alg}")
+        raise error(f"token alg {clip_repr(token.header.get('alg'))} is not {alg}")
     checker = jws.JWS()
     checker.allowed_algs = [alg]
     try:

@@ -52,7 +52,10 @@ def new_session(request: Request, *, now: float, lifetime: float, random_bytes: 
     """A fresh session: UUIDv4 id in simple form and a 32-byte standard-base64 nonce."""
     session_id = uuid.UUID(bytes=random_bytes(16), version=4).hex
     challenge = Challenge(nonce=std_encode(random_bytes(NONCE_BYTES)), extra_params="")
-    return AuthedSession(session_id, request, challenge, now + lifetime)
+    # Keep only what the handshake needs: the version and tee are short validated
+    # values; the client's extra-params (unused) are not stored for the session's lifetime.
+    stored = Request(request.version, request.tee, "")
+    return AuthedSession(session_id, stored, challenge, now + lifetime)
 
 
 def attested(session: AuthedSession, token: str) -> AttestedSession:

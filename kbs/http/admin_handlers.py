@@ -18,7 +18,7 @@ from kbs.http.handlers import no_subpath, parse_json_body
 from kbs.http.state import KbsState
 from kbs.resources import ResourceService
 from trustee_common.b64 import url_decode
-from trustee_common.errors import MalformedRequestError, PluginNotFoundError, ReferenceValueNotFoundError
+from trustee_common.errors import MalformedRequestError, PluginNotFoundError, ReferenceValueNotFoundError, clip_repr
 from trustee_common.storage.directory import parse_resource_path
 
 _POLICY_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,127}$")
@@ -75,7 +75,7 @@ def _attestation_policy(body: object) -> tuple[str, str]:
         raise MalformedRequestError("policy: missing or not a string")
     url_decode(policy, "policy")
     if body.get("type", "rego") not in POLICY_TYPES:
-        raise MalformedRequestError(f"type: unsupported policy type {body.get('type')!r} (only rego)")
+        raise MalformedRequestError(f"type: unsupported policy type {clip_repr(body.get('type'))} (only rego)")
     return policy_id, policy
 
 

@@ -20,7 +20,7 @@ from kbs.http import handlers
 from kbs.http.errors import Handler, error_middleware
 from kbs.http.state import STATE, KbsState
 from kbs.metrics import CONTENT_TYPE
-from trustee_common.errors import PluginNotFoundError
+from trustee_common.errors import PluginNotFoundError, clip
 
 Endpoint = Callable[[web.Request, KbsState, list[str]], Awaitable[web.StreamResponse]]
 
@@ -57,7 +57,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     plugin, *rest = path_segments(request)
     methods = endpoint_table(state).get(plugin)
     if methods is None:
-        raise PluginNotFoundError(f"Plugin {plugin} not found")
+        raise PluginNotFoundError(f"Plugin {clip(plugin)} not found")
     endpoint = methods.get(request.method)
     if endpoint is None:
         allowed = tuple(sorted(methods))

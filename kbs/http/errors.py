@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from kbs.errors import InvalidRequestPathError, MethodNotAllowedError
 from kbs.http.state import STATE
@@ -69,7 +70,7 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> e.Trus
         limit = request.app[STATE].payload_limit_mib
         return e.PayloadTooLargeError(f"request body is larger than payload_request_size ({limit} MiB)")
     if exc.status == 404:
-        return InvalidRequestPathError(f"Request path {request.path} is invalid")
+        return InvalidRequestPathError(f"Request path {e.clip(request.path)} is invalid")
     if exc.status == 405:
         return MethodNotAllowedError(f"method {request.method} is not allowed on {request.path}")
     if 400 <= exc.status < 500:
@@ -89,6 +90,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(_from_http_exception(exc, request))
+    except HttpProcessingError as exc:  # a body that breaks HTTP framing (bad chunk, bad encoding)
+        logger.info("%s %s -> malformed body: %s", request.method, request.path, type(exc).__name__)
+        return error_response(e.MalformedRequestError("request body is not valid HTTP framing"))
+    except ConnectionError:  # the client went away mid-request: nobody to answer
+        logger.debug("%s %s: client connection lost", request.method, request.path)
+        return error_response(e.MalformedRequestError("client connection lost"))
     except Exception:
         logger.exception("unexpected error handling %s %s", request.method, request.path)
         return error_response(e.InternalError("internal error"))

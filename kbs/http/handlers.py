@@ -7,7 +7,6 @@ sets it (no Path, so it is scoped to `/kbs/v0`).
 
 from __future__ import annotations
 
-import json
 from email.utils import formatdate
 
 from aiohttp import web
@@ -16,21 +15,38 @@ from kbs.core.admin import bearer_token
 from kbs.core.session import COOKIE_NAME
 from kbs.errors import InvalidRequestPathError
 from kbs.http.state import KbsState
-from trustee_common.errors import MalformedRequestError, PluginNotFoundError, TokenNotFoundError
+from trustee_common.bounded import loads_json
+from trustee_common.errors import PayloadTooLargeError, PluginNotFoundError, TokenNotFoundError, clip
 from trustee_common.storage.directory import parse_resource_path
+
+#: `/auth` is unauthenticated and its body is a few short fields: anything larger is refused.
+AUTH_BODY_LIMIT = 16 * 1024
+_CHUNK = 64 * 1024
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with `PayloadTooLargeError` as soon as it exceeds `limit` bytes."""
+    too_large = PayloadTooLargeError(f"request body is larger than {limit} bytes allowed on {clip(request.path)}")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(min(_CHUNK, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+    return b"".join(chunks)
 
 
 def parse_json_body(body: bytes) -> object:
     """A request body as JSON; `MalformedRequestError` otherwise."""
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise MalformedRequestError("request body is not valid JSON") from None
+    return loads_json(body, "request body")
 
 
 def no_subpath(request: web.Request, rest: list[str]) -> None:
     if rest:
-        raise InvalidRequestPathError(f"Request path {request.path} is invalid")
+        raise InvalidRequestPathError(f"Request path {clip(request.path)} is invalid")
 
 
 def _with_cookie(response: web.Response, session_id: str, expires_at: float) -> web.Response:
@@ -40,7 +56,7 @@ def _with_cookie(response: web.Response, session_id: str, expires_at: float) -> 
 
 async def auth(request: web.Request, state: KbsState, rest: list[str]) -> web.StreamResponse:
     no_subpath(request, rest)
-    session = await state.rcar.auth(parse_json_body(await request.read()))
+    session = await state.rcar.auth(parse_json_body(await read_limited(request, AUTH_BODY_LIMIT)))
     return _with_cookie(web.json_response(session.challenge.to_json()), session.id, session.expires_at)
 
 

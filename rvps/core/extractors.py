@@ -8,20 +8,17 @@ an `InvalidReferenceValueError` naming the type.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+from trustee_common.bounded import loads_json
 from trustee_common.errors import InvalidReferenceValueError
 
 Extractor = Callable[[bytes], dict[str, Any]]
 
 
 def sample_extractor(payload: bytes) -> dict[str, Any]:
-    try:
-        values = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidReferenceValueError("payload of a sample message is not JSON text") from None
+    values = loads_json(payload, "payload of a sample message", error=InvalidReferenceValueError)
     if not isinstance(values, dict):
         raise InvalidReferenceValueError("payload of a sample message must be a JSON object {name: value}")
     return values

@@ -10,11 +10,11 @@ store all records or none. Pure: text and `now` in, records out.
 from __future__ import annotations
 
 import datetime
-import json
 
 from rvps.core.extractors import extractor_for
 from rvps.core.record import ReferenceValue, check_name, default_expiration, parse_time
 from trustee_common.b64 import std_decode
+from trustee_common.bounded import loads_json
 from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError
 
 MESSAGE_VERSION = "0.1.0"
@@ -22,10 +22,7 @@ _KEYS = {"version", "type", "payload", "expiration"}
 
 
 def records_from_message(text: str, now: datetime.datetime) -> list[ReferenceValue]:
-    try:
-        message = json.loads(text)
-    except ValueError:
-        raise InvalidReferenceValueError("message is not JSON text") from None
+    message = loads_json(text, "message", error=InvalidReferenceValueError)
     if not isinstance(message, dict):
         raise InvalidReferenceValueError("message must be a JSON object")
     unknown = sorted(set(message) - _KEYS)

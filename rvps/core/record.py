@@ -23,6 +23,8 @@ RECORD_VERSION = "0.1.0"
 NAMESPACE = "reference_value"
 DEFAULT_LIFETIME_MONTHS = 12
 
+#: Expirations must be storable everywhere (epoch seconds, RFC 3339 with a 4-digit year).
+MIN_YEAR, MAX_YEAR = 1970, 9999
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -31,10 +33,12 @@ def parse_time(text: object, field: str) -> datetime.datetime:
     if not isinstance(text, str) or not _RFC3339.fullmatch(text):
         raise InvalidReferenceValueError(f"{field}: {text!r} is not an RFC 3339 date-time with a time zone")
     try:
-        parsed = datetime.datetime.fromisoformat(text.upper().replace(" ", "T"))
-    except ValueError:
-        raise InvalidReferenceValueError(f"{field}: {text!r} is not a valid date-time") from None
-    return parsed.astimezone(datetime.UTC).replace(microsecond=0)
+        parsed = datetime.datetime.fromisoformat(text.upper().replace(" ", "T")).astimezone(datetime.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidReferenceValueError(f"{field}: {text!r} is not a valid date-time in {MIN_YEAR}..{MAX_YEAR}") from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise InvalidReferenceValueError(f"{field}: {text!r} is outside the years {MIN_YEAR}..{MAX_YEAR}")
+    return parsed.replace(microsecond=0)
 
 
 def format_time(value: datetime.datetime) -> str:

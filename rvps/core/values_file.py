@@ -9,9 +9,9 @@ Pure: the caller reads the file.
 from __future__ import annotations
 
 import datetime
-import json
 
 from rvps.core.record import ReferenceValue, check_name, default_expiration, parse_time
+from trustee_common.bounded import loads_json
 from trustee_common.errors import ConfigError, InvalidReferenceValueError
 
 _KEYS = {"name", "value", "expiration"}
@@ -19,9 +19,9 @@ _KEYS = {"name", "value", "expiration"}
 
 def parse_values_file(text: str, source: str, now: datetime.datetime) -> list[ReferenceValue]:
     try:
-        entries = json.loads(text)
-    except ValueError as exc:
-        raise ConfigError(f"reference values file {source} is not valid JSON: {exc}") from None
+        entries = loads_json(text, "content", error=ConfigError)
+    except ConfigError as exc:
+        raise ConfigError(f"reference values file {source} is not valid JSON ({exc.detail})") from None
     if not isinstance(entries, list):
         raise ConfigError(f"reference values file {source} must hold a JSON array")
     return [_entry(entry, f"reference values file {source}, entry {i}", now) for i, entry in enumerate(entries)]

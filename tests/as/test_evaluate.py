@@ -200,6 +200,12 @@ MALFORMED = [
     (_with(init_data_toml='version = "0.1.0"\nalgorithm = "sha1"\n'), "algorithm"),
     (_with(init_data_toml="=broken"), "init_data_toml"),
     (_with(init_data_digest="a=b"), "init_data_digest"),
+    # Hostile nesting used to overflow the parser's recursion (INTERNAL) instead of a clear refusal.
+    (_with(evidence=url_encode(b"[" * 100_000 + b"]" * 100_000)), "evidence: nested deeper"),
+    (_with(structured_runtime_data='{"a":' * 50_000 + "1" + "}" * 50_000), "structured_runtime_data: nested deeper"),
+    (_with(init_data_toml='version = "0.1.0"\nalgorithm = "sha256"\nx = ' + "[" * 50_000 + "]" * 50_000), "init_data_toml: nested deeper"),
+    (_with(init_data_toml='version = "0.1.0"\nalgorithm = "sha256"\n' + "a." * 2000 + "b = 1"), "init_data_toml: nested deeper"),
+    (_with(evidence=b64url_json({"svn": "1", "report_data": "", "x": float("nan")})), "evidence: not JSON"),
 ]
 
 
@@ -223,3 +229,16 @@ async def test_tee_without_verifier_is_clear_error(attestation_stub: Stub) -> No
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await attestation_stub.AttestationEvaluate(attestation(_with(tee="csv")))
     assert rpc_error(caught.value) == (grpc.StatusCode.PERMISSION_DENIED, "AttestationError", "no verifier for tee csv")
+
+
+def test_no_traceback_in_the_as_log(stack: Stack) -> None:
+    assert "Traceback" not in stack.as_proc.output()
+
+
+async def test_long_client_text_is_clipped_in_the_error(attestation_stub: Stub) -> None:
+    """A 100 KB value quoted in an error used to overflow the trailer and come back as a transport failure."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await attestation_stub.AttestationEvaluate(attestation(_with(tee="x" * 100_000)))
+    code, variant, details = rpc_error(caught.value)
+    assert (code, variant) == (grpc.StatusCode.INVALID_ARGUMENT, "MalformedRequest")
+    assert "unknown TEE" in details and "…" in details and len(details) < 400

@@ -20,7 +20,32 @@ def test_variant_round_trips(cls: type[e.TrusteeError]) -> None:
     forbidden = cls is e.AdminForbiddenError
     rebuilt = e.error_from_variant(error.variant, error.detail, forbidden=forbidden)
     assert type(rebuilt) is cls
-    assert rebuilt.to_json() == {"type": e.ERROR_TYPE_PREFIX + cls.variant, "detail": "detail text"}
+    assert rebuilt.detail == "detail text"
+    shown = "detail text" if not cls.internal else rebuilt.public_detail
+    assert rebuilt.to_json() == {"type": e.ERROR_TYPE_PREFIX + cls.variant, "detail": shown}
+
+
+@pytest.mark.parametrize("cls", [e.StorageError, e.InternalError])
+def test_internal_details_stay_in_the_log(cls: type[e.TrusteeError]) -> None:
+    error = cls("cannot open SQLite store /var/lib/kbs/kbs.db at 10.0.0.5:5432")
+    assert "/var/lib" not in error.to_json()["detail"] and "10.0.0.5" not in error.public_detail
+    assert error.variant in error.public_detail
+
+
+def test_client_text_is_clipped() -> None:
+    assert e.clip("x" * 100_000) == "x" * (e.CLIENT_TEXT_CHARS - 1) + e.ELLIPSIS
+    assert e.clip("short") == "short"
+    assert len(e.clip_repr("y" * 1000)) == e.CLIENT_TEXT_CHARS
+    assert len(e.MalformedRequestError("z" * 100_000).detail) == e.MAX_DETAIL_CHARS
+
+
+def test_grpc_message_fits_the_trailer_limit() -> None:
+    from trustee_common.grpc_errors import MAX_MESSAGE_BYTES, wire_message
+
+    for text in ("a" * 5000, "é" * 5000, "\U0001f600" * 5000):
+        message = wire_message(text)
+        assert len(message.encode()) <= MAX_MESSAGE_BYTES and message.endswith(e.ELLIPSIS)
+    assert wire_message("short") == "short"
 
 
 def test_every_error_class_has_a_grpc_status() -> None:

@@ -117,6 +117,31 @@ async def test_aael_reports_event_log_disabled(rests: dict[str, GuestProc], http
     assert status == 400 and b"not JSON" in body
 
 
+@pytest.mark.parametrize(("data", "message"), [(b'{"domain":' + b"[" * 20_000 + b"]" * 20_000 + b"}", b"nested deeper"),
+                                               (b'{"domain": NaN}', b"not JSON")])
+async def test_aael_hostile_json_is_400(rests: dict[str, GuestProc], http: aiohttp.ClientSession, data: bytes, message: bytes) -> None:
+    status, body = await fetch(http, rests["all"], "/aa/aael", "POST", data=data)
+    assert status == 400 and message in body
+    assert "Traceback" not in rests["all"].output()
+
+
+def test_headers_that_never_finish_are_closed(rests: dict[str, GuestProc]) -> None:
+    """The guest API closes connections whose request headers are not complete within 10 s."""
+    proc = rests["resource"]
+    conns = [socket.create_connection(("127.0.0.1", proc.port), timeout=30) for _ in range(5)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as other:  # others are served meanwhile
+            other.sendall(b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert other.recv(64).startswith(b"HTTP/1.1 200")
+        for conn in conns:
+            assert conn.recv(64) == b""  # closed by the server well before the 30 s socket timeout
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 @pytest.mark.parametrize(
     ("proc", "path", "method", "status", "body"),
     [

@@ -183,7 +183,7 @@ async def test_open_admin_read_only_repository_and_header_jwk(tmp_path: Path) ->
             async with http.post(server.api("resource/ro/key/new"), data=b"x") as response:
                 body = await response.json()
                 assert response.status == 500 and variant(body) == "StorageError"
-                assert "ro/key/new" in body["detail"]
+                assert str(repo) not in body["detail"]  # the log has the path, the client does not
             key = TeeKeyPair.generate()
             claims = ear_claims("tdx", None)
             claims["custom"] = {"key": key.public_jwk()}

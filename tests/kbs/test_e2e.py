@@ -18,7 +18,7 @@ from tests.kbs.helpers import ALLOW_ALL, Kbs, Material, kbs_toml, policy_body, s
 from tests.procs import Proc, free_port, script
 from trustee_common.b64 import std_encode, url_decode, url_encode
 from trustee_common.canonical import HashAlgorithm
-from trustee_common.errors import PolicyDenyError
+from trustee_common.errors import MalformedRequestError, PolicyDenyError
 from trustee_common.jose import KEY_ALGORITHMS, TeeKeyPair
 
 pytestmark = pytest.mark.e2e
@@ -216,3 +216,12 @@ async def test_init_data_and_device_evidence_reach_the_token(stack: Stack) -> No
     assert json.loads(cpu["runtime_data_claims"]["additional-evidence"])["sampledevice"]["svn"] == "2"
     gpu = claims["submods"]["gpu0"]["ear.veraison.annotated-evidence"]
     assert "sampledevice" in gpu and set(gpu["runtime_data_claims"]) == {"nonce", "tee-pubkey"}
+
+
+async def test_deeply_nested_init_data_is_400_without_traceback(stack: Stack) -> None:
+    """Init-data TOML nested past the parser's recursion used to come back as a 500/503."""
+    init_data = 'version = "0.1.0"\nalgorithm = "sha256"\nx = ' + "[" * 50_000 + "]" * 50_000 + "\n"
+    async with KbsClient(stack.kbs.url, evidence=AttesterEvidence(SampleAttester()), init_data_toml=init_data) as client:
+        with pytest.raises(MalformedRequestError, match="nested deeper"):
+            await client.attest()
+    assert "Traceback" not in stack.kbs.proc.output()

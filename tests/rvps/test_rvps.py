@@ -73,6 +73,13 @@ BAD_MESSAGES = [
     (message({}), "no reference values"),
     (json.dumps({"version": "0.1.0", "type": "sample", "payload": base64.b64encode(b"[1]").decode()}), "JSON object"),
     ("not json", "not JSON"),
+    # Date-times that overflow Python's or the store's range, nesting that overflowed the stack.
+    (message({"good": 1}, expiration="9999-12-31T23:59:59-23:59"), "expiration"),
+    (message({"good": 1}, expiration="0001-01-01T00:00:00+01:00"), "expiration"),
+    (message({"good": 1}, expiration="1969-12-31T23:59:59Z"), "1970..9999"),
+    (message({"good": 1}, expiration="99999-01-01T00:00:00Z"), "RFC 3339"),
+    ("[" * 100_000 + "]" * 100_000, "nested deeper"),
+    (message({"good": 1}, payload=base64.b64encode(b'{"good":' + b"[" * 5000 + b"]" * 5000 + b"}").decode()), "nested deeper"),
 ]
 
 
@@ -84,6 +91,17 @@ async def test_bad_message_rejected_and_nothing_stored(stub: Stub, text: str, ex
     assert expected in (caught.value.details() or "")
     assert dict(caught.value.trailing_metadata() or ())["trustee-error-variant"] == "RvpsError"
     assert await query(stub, "good") == "<absent>"
+
+
+async def test_expiration_at_the_end_of_the_range_is_stored(stub: Stub) -> None:
+    text = message({"far_future": 1}, expiration="9999-12-31T23:59:59Z")
+    await stub.RegisterReferenceValue(pb.ReferenceValueRegisterRequest(message=text))
+    assert await query(stub, "far_future") == 1
+    assert (await listed(stub))["far_future"].expiration == "9999-12-31T23:59:59Z"
+
+
+def test_no_traceback_after_bad_messages(rvps: RvpsProcess) -> None:
+    assert "Traceback" not in rvps.proc.output()
 
 
 async def test_invalid_query_name_rejected(stub: Stub) -> None:

@@ -14,20 +14,24 @@ import re
 import tempfile
 from pathlib import Path
 
-from trustee_common.errors import MalformedRequestError, StorageError
+from trustee_common.errors import MalformedRequestError, StorageError, clip_repr
 
 # Upstream resource plugin: each segment ^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-\.]*$
 RESOURCE_SEGMENT = re.compile(r"^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-.]*$")
+#: A segment is a file or directory name: at most 255 bytes on Linux file systems.
+MAX_SEGMENT_CHARS = 255
 
 
 def parse_resource_path(path: str) -> tuple[str, str, str]:
     """Split and validate `repo/type/tag`; raises `MalformedRequestError`."""
     parts = path.split("/")
     if len(parts) != 3:
-        raise MalformedRequestError(f"resource path {path!r} must be <repository>/<type>/<tag>")
+        raise MalformedRequestError(f"resource path {clip_repr(path)} must be <repository>/<type>/<tag>")
     for part in parts:
+        if len(part) > MAX_SEGMENT_CHARS:
+            raise MalformedRequestError(f"resource path segment {clip_repr(part)} is longer than {MAX_SEGMENT_CHARS} characters")
         if not RESOURCE_SEGMENT.fullmatch(part):
-            raise MalformedRequestError(f"invalid resource path segment {part!r}")
+            raise MalformedRequestError(f"invalid resource path segment {clip_repr(part)}")
     return parts[0], parts[1], parts[2]
 
 

@@ -3,6 +3,11 @@
 One table `kv(namespace, key, value, expires_at)`. Each call is one
 transaction, run in a worker thread so the event loop never blocks on disk.
 WAL journal and `synchronous=FULL`: an acknowledged write survives a crash.
+
+Space is given back: new files are created with `auto_vacuum=INCREMENTAL`,
+an existing file without it is converted once at open (one `VACUUM`), and
+each purge that removed rows runs `incremental_vacuum` and truncates the WAL,
+so the file shrinks again after a burst of expired sessions.
 """
 
 from __future__ import annotations
@@ -31,12 +36,25 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
+_INCREMENTAL = 2
+
+
+def _enable_auto_vacuum(conn: sqlite3.Connection) -> None:
+    """`auto_vacuum=INCREMENTAL`; takes effect on a new file at once, on an existing one after `VACUUM`."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+        return
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        conn.execute("VACUUM")  # an existing file: rewrite it once so the setting applies
+
+
 class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            _enable_auto_vacuum(self._conn)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(_SCHEMA)
@@ -111,9 +129,22 @@ class SqliteStore:
         return await self._run(op)
 
     async def purge_expired(self) -> int:
-        return await self._run(
+        purged = await self._run(
             lambda c: c.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),)).rowcount
         )
+        if purged:
+            await asyncio.to_thread(self._reclaim)
+        return int(purged)
+
+    def _reclaim(self) -> None:
+        """Give the free pages back to the file system (outside any transaction)."""
+        with self._lock:
+            try:
+                # executescript steps the pragma to completion (execute frees a single page).
+                self._conn.executescript("PRAGMA incremental_vacuum;")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"SQLite store {self.path}: reclaiming space failed: {exc}") from exc
 
     async def namespaces(self) -> list[str]:
         return await self._run(lambda c: [str(r[0]) for r in c.execute("SELECT DISTINCT namespace FROM kv ORDER BY namespace")])

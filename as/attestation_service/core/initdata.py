@@ -12,16 +12,21 @@ turned into `agent_policy_claims` (trustee-server.md 6.4 step 3).
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+from trustee_common.bounded import json_depth, loads_toml
 from trustee_common.canonical import HashAlgorithm
-from trustee_common.errors import MalformedRequestError
+from trustee_common.errors import MalformedRequestError, clip_repr
 
 PARSED_TOML_KEYS = ("cdh.toml", "aa.toml")
 AGENT_POLICY_KEY = "policy.rego"
 AGENT_POLICY_MARKER = "policy_data := {"
+MAX_POLICY_DATA_DEPTH = 64
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +36,12 @@ class InitData:
 
 
 def parse_init_data_toml(text: str) -> InitData:
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MalformedRequestError(f"init_data_toml: not valid TOML: {exc}") from None
+    doc = loads_toml(text, "init_data_toml")
     if not isinstance(doc.get("version"), str):
         raise MalformedRequestError("init_data_toml: 'version' is missing or not a string")
     algorithm = doc.get("algorithm")
     if not isinstance(algorithm, str) or algorithm not in {a.value for a in HashAlgorithm}:
-        raise MalformedRequestError(f"init_data_toml: 'algorithm' must be one of sha256, sha384, sha512, got {algorithm!r}")
+        raise MalformedRequestError(f"init_data_toml: 'algorithm' must be one of sha256, sha384, sha512, got {clip_repr(algorithm)}")
     data = doc.get("data", {})
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise MalformedRequestError("init_data_toml: [data] must be a table of strings")
@@ -51,8 +53,8 @@ def init_data_claims(data: dict[str, str]) -> dict[str, Any]:
     for key in PARSED_TOML_KEYS:
         if key in data:
             try:
-                claims[key] = tomllib.loads(data[key])
-            except tomllib.TOMLDecodeError:
+                claims[key] = loads_toml(data[key], key)
+            except MalformedRequestError:
                 pass
     agent_policy = data.get(AGENT_POLICY_KEY)
     if agent_policy is not None:
@@ -68,8 +70,11 @@ def _agent_policy_data(policy: str) -> Any:
     start = policy.find(AGENT_POLICY_MARKER)
     if start < 0:
         return None
+    begin = start + len(AGENT_POLICY_MARKER) - 1
+    if json_depth(policy[begin:]) > MAX_POLICY_DATA_DEPTH:
+        return None
     try:
-        value, _ = json.JSONDecoder().raw_decode(policy, start + len(AGENT_POLICY_MARKER) - 1)
-    except ValueError:
+        value, _ = json.JSONDecoder(parse_constant=_no_constant).raw_decode(policy, begin)
+    except (ValueError, RecursionError):
         return None
     return value

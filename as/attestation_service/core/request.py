@@ -10,12 +10,12 @@ naming the field. Pure.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from attestation_service.core.initdata import parse_init_data_toml
 from trustee_common.b64 import url_decode
+from trustee_common.bounded import loads_json
 from trustee_common.canonical import HashAlgorithm, runtime_data_digest
 from trustee_common.errors import MalformedRequestError
 from trustee_common.tee import parse_tee
@@ -59,10 +59,7 @@ def _evidence(text: str) -> Any:
     if not text:
         raise MalformedRequestError("evidence: empty")
     raw = url_decode(text, "evidence")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise MalformedRequestError("evidence: not JSON text") from None
+    return loads_json(raw, "evidence")
 
 
 def _runtime_data(value: tuple[str, str] | None, algorithm: HashAlgorithm) -> tuple[bytes | None, Any]:
@@ -71,10 +68,7 @@ def _runtime_data(value: tuple[str, str] | None, algorithm: HashAlgorithm) -> tu
     kind, text = value
     if kind == "raw":
         return url_decode(text, "raw_runtime_data"), None
-    try:
-        structured = json.loads(text)
-    except ValueError:
-        raise MalformedRequestError("structured_runtime_data: not JSON text") from None
+    structured = loads_json(text, "structured_runtime_data")
     return runtime_data_digest(structured, algorithm), structured
 
 

@@ -13,12 +13,14 @@ details, are what the registers bind. Pure.
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import unicodedata
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from trustee_common.bounded import loads_json
+from trustee_common.errors import MalformedRequestError
 
 #: TCG_PCClientTaggedEvent id of an AAEL entry ("LEAA" on disk).
 AAEL_TAG_ID = 0x4141454C
@@ -108,13 +110,9 @@ def _event_tag(data: bytes) -> Details:
 def _json_or_text(text: str) -> Any:
     """AAEL content as JSON when it parses (as upstream), else the text itself."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+        return loads_json(text, "AAEL content")
+    except MalformedRequestError:
         return text
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _boot_services_application(data: bytes) -> Details:

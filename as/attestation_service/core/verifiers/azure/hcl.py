@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation_service.core.verifiers.tpm.quote import TpmQuoteError, parse_pcrs
-from trustee_common.errors import EvidenceError, MalformedRequestError
+from trustee_common.bounded import loads_json
+from trustee_common.errors import EvidenceError, MalformedRequestError, clip_repr
 
 HCL_MAGIC = b"HCLA"
 HEADER_SIZE = 0x20
@@ -92,10 +92,7 @@ def parse_hcl_report(data: bytes) -> HclReport:
     if VAR_DATA_OFFSET + var_size > len(data):
         raise HclReportError(f"HCL report: var_size {var_size} at offset {RUNTIME_HEADER_OFFSET + 16} exceeds the report")
     var_data = bytes(data[VAR_DATA_OFFSET : VAR_DATA_OFFSET + var_size])
-    try:
-        runtime = json.loads(var_data)
-    except (ValueError, UnicodeDecodeError):
-        raise HclReportError("HCL report: the runtime data is not JSON") from None
+    runtime = loads_json(var_data, "HCL report: the runtime data", error=HclReportError)
     if not isinstance(runtime, dict):
         raise HclReportError("HCL report: the runtime data is not a JSON object")
     return HclReport(report_type, hash_type, bytes(data[HEADER_SIZE : HEADER_SIZE + HW_REPORT_SIZE]), var_data, runtime)
@@ -127,7 +124,7 @@ def parse_azure_evidence(evidence: object, tee: str) -> AzureEvidence:
         raise MalformedRequestError(f"evidence ({tee}): must be a JSON object")
     version = evidence.get("version")
     if str(version) not in ("1", "2"):
-        raise MalformedRequestError(f"evidence ({tee}): version {version!r} is not 1 or 2")
+        raise MalformedRequestError(f"evidence ({tee}): version {clip_repr(version)} is not 1 or 2")
     quote = evidence.get("tpm_quote")
     if not isinstance(quote, dict):
         raise MalformedRequestError(f"evidence ({tee}): field 'tpm_quote' is missing or not an object")

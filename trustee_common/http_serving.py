@@ -1,0 +1,246 @@
+"""HTTP listener hardening shared by every aiohttp server (adapter).
+
+aiohttp has no header-read timeout and no connection cap, so a client that
+opens many connections and never finishes its request headers holds a file
+descriptor each until the keep-alive timer fires. `serve_bounded` puts a
+thin protocol in front of aiohttp's request handler that:
+
+- closes a connection whose first request headers are not complete within
+  `header_read_timeout` seconds of the connection being accepted (over TLS,
+  the handshake gets the same bound before that; later
+  requests on a kept-alive connection are bounded by `keep_alive_timeout`:
+  aiohttp closes a connection still waiting for a complete request then);
+- refuses (closes at once) connections beyond `max_connections`;
+- logs per-connection trouble as a rate-limited one-liner, never a traceback.
+
+The listening sockets are plain `asyncio` servers over the runner's public
+request-handler factory, so the aiohttp runner still owns shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import ssl
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiohttp import web
+
+logger = logging.getLogger(__name__)
+
+HEADER_END = b"\r\n\r\n"
+#: Seconds between two log lines about refused or timed-out connections.
+LOG_INTERVAL_SECONDS = 10.0
+#: Descriptors kept for everything but counted client connections: the process's own
+#: (storage, gRPC, logs) and a burst of accepted sockets not yet refused (asyncio
+#: accepts up to its backlog, 100, in one go).
+FD_HEADROOM = 256
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_read_timeout: float = 10.0
+    keep_alive_timeout: float = 15.0
+    max_connections: int = 1024
+
+
+class _RateLimitedLog:
+    """At most one line per `LOG_INTERVAL_SECONDS`, with the count of suppressed events."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._suppressed = 0
+
+    def __call__(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < LOG_INTERVAL_SECONDS:
+            self._suppressed += 1
+            return
+        extra = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        self._suppressed = 0
+        self._last = now
+        logger.warning("%s%s", message, extra)
+
+
+class _OneLineFilter(logging.Filter):
+    """aiohttp logs every malformed request with a traceback: keep one rate-limited line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._last < LOG_INTERVAL_SECONDS:
+            self._suppressed += 1
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            summary = " ".join(str(exc).split())[:200]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {summary}"
+            record.args = None
+        if self._suppressed:
+            record.msg = f"{record.getMessage()} ({self._suppressed} more since the last report)"
+            record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self._last, self._suppressed = now, 0
+        return True
+
+
+#: The logger aiohttp's request handler reports connection-level errors to.
+CONNECTION_LOGGER = logging.getLogger("trustee_common.http_serving.connections")
+CONNECTION_LOGGER.addFilter(_OneLineFilter())
+
+
+def runner_options(limits: ConnectionLimits) -> dict[str, Any]:
+    """Keyword arguments for `web.AppRunner` that go with `serve_bounded`."""
+    return {"keepalive_timeout": limits.keep_alive_timeout, "logger": CONNECTION_LOGGER}
+
+
+class _Gate:
+    """Connection accounting shared by every protocol of one listener set."""
+
+    def __init__(self, limits: ConnectionLimits, cap: int) -> None:
+        self.limits = limits
+        self.cap = cap
+        self.active = 0
+        self.report = _RateLimitedLog()
+
+
+class _BoundedProtocol(asyncio.Protocol):
+    """Forwards to aiohttp's `RequestHandler`; enforces the header deadline and the cap."""
+
+    def __init__(self, factory: web.Server, gate: _Gate) -> None:
+        self._factory = factory
+        self._gate = gate
+        self._inner: Any = None
+        self._transport: asyncio.Transport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._tail = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        if self._gate.active >= self._gate.cap:
+            self._gate.report(f"refusing connections above max_connections ({self._gate.cap})")
+            self._transport.abort()
+            return
+        self._gate.active += 1
+        self._deadline = asyncio.get_running_loop().call_later(self._gate.limits.header_read_timeout, self._expired)
+        self._inner = self._factory()
+        self._inner.connection_made(transport)
+
+    def _expired(self) -> None:
+        self._deadline = None
+        self._gate.report(f"closing connection(s) whose request headers took longer than {self._gate.limits.header_read_timeout} s")
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is None:
+            return
+        if self._deadline is not None:
+            window = self._tail + data
+            if HEADER_END in window:
+                self._disarm()
+            else:
+                self._tail = window[-(len(HEADER_END) - 1) :]
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None if self._inner is None else cast(bool | None, self._inner.eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is None:
+            return
+        self._disarm()
+        self._gate.active -= 1
+        inner, self._inner = self._inner, None
+        inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+def fit_fd_limit(max_connections: int) -> int:
+    """Raise the soft descriptor limit towards the hard one; the connection cap that fits under it."""
+    needed = max_connections + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return max_connections
+    fitted = max(1, soft - FD_HEADROOM)
+    logger.warning(
+        "the open-file limit (%d) cannot hold max_connections = %d: serving at most %d connections", soft, max_connections, fitted
+    )
+    return fitted
+
+
+def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Socket errors reported by the event loop (e.g. accept() out of descriptors) become rate-limited one-liners."""
+    report = _RateLimitedLog()
+    default = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError):
+            report(f"{context.get('message', 'socket error')}: {exc.__class__.__name__}: {exc}")
+        elif default is not None:
+            default(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
+@contextlib.asynccontextmanager
+async def serve_bounded(
+    runner: web.AppRunner,
+    binds: Sequence[tuple[str, int]],
+    limits: ConnectionLimits,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[list[asyncio.Server]]:
+    """Listen on every `(host, port)` with `limits` until the block exits; `runner` must be set up."""
+    factory = runner.server
+    assert factory is not None, "runner.setup() first"
+    gate = _Gate(limits, fit_fd_limit(limits.max_connections))
+    loop = asyncio.get_running_loop()
+    quiet_loop_errors(loop)
+    servers: list[asyncio.Server] = []
+    try:
+        for host, port in binds:
+            servers.append(
+                await loop.create_server(
+                    lambda: _BoundedProtocol(factory, gate),
+                    host,
+                    port,
+                    ssl=ssl_context,
+                    # The TLS handshake comes before the protocol sees the connection: bound it the same way.
+                    ssl_handshake_timeout=limits.header_read_timeout if ssl_context is not None else None,
+                )
+            )
+        yield servers
+    finally:
+        for server in servers:
+            server.close()
