@@ -68,7 +68,7 @@ def reference_value_provider(config: AsConfig, store: KeyValueStore) -> Referenc
         logger.info("reference values from the RVPS at %s", config.rvps.address)
         return RemoteReferenceValueProvider(config.rvps.address)
     logger.info("reference values from the built-in RVPS (this service's storage)")
-    return ReferenceValueService(store)
+    return ReferenceValueService(store, limits=config.rvps.limits)
 
 
 async def serve(config: AsConfig, signer: TokenSigner, address: str) -> None:

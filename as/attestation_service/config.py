@@ -12,6 +12,8 @@ storage_type = "Sqlite"    # default path: <config dir>/storage.sqlite3,
 [rvps_config]
 type = "GrpcRemote"        # or "BuiltIn" (default): reference values in this service's storage
 address = "127.0.0.1:50003"   # GrpcRemote only; "http://" prefix optional
+max_value_bytes = 1048576  # BuiltIn only: cap on one value's JSON (default 1 MiB; GrpcRemote: the RVPS's config)
+max_total_bytes = 4194304  # BuiltIn only: cap on all live values (default 4 MiB, at most 6 MiB)
 [attestation_token_broker]
 type = "Ear"               # optional; only "Ear" exists
 duration_min = 5
@@ -45,10 +47,11 @@ verification_time = "2025-01-01T00:00:00Z"  # TEST ONLY: pin the SNP clock
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from attestation_service.core.token import TokenSettings
+from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_target
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
@@ -64,6 +67,8 @@ RVPS_TYPES = ("BuiltIn", "GrpcRemote")
 class RvpsSettings:
     kind: str = "BuiltIn"
     address: str = DEFAULT_RVPS_ADDRESS
+    #: Size caps of the BuiltIn provider (a GrpcRemote RVPS has its own).
+    limits: ReferenceValueLimits = field(default_factory=ReferenceValueLimits)
 
 
 @dataclass(frozen=True)
@@ -141,11 +146,17 @@ def _rvps(table: ConfigTable) -> RvpsSettings:
     if kind not in RVPS_TYPES:
         raise ConfigError(f"rvps_config.type {kind!r} is not one of {', '.join(RVPS_TYPES)}")
     address = DEFAULT_RVPS_ADDRESS
+    limits = ReferenceValueLimits()
     if kind == "GrpcRemote":
         address = table.string("address", DEFAULT_RVPS_ADDRESS) or DEFAULT_RVPS_ADDRESS
         grpc_target(address, "rvps_config.address")
+        for key in ("max_value_bytes", "max_total_bytes"):
+            if table.has(key):
+                raise ConfigError(f"rvps_config.{key} applies to type = \"BuiltIn\" only; a GrpcRemote RVPS takes it in its own config")
+    else:
+        limits = ReferenceValueLimits.from_table(table, "rvps_config.")
     table.finish()
-    return RvpsSettings(kind, address)
+    return RvpsSettings(kind, address, limits)
 
 
 def _verifier_config(table: ConfigTable, base: Path) -> DcapSettings | None:

@@ -16,6 +16,7 @@ import grpc
 
 from trustee_common.errors import ReferenceValueNotFoundError
 from trustee_common.grpc_errors import error_from_rpc
+from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
 from trustee_pb import reference_pb2, reference_pb2_grpc
 
 RPC_TIMEOUT_SECONDS = 15.0
@@ -44,7 +45,7 @@ class RvpsClient:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = grpc.aio.insecure_channel(target, options=CLIENT_CHANNEL_OPTIONS)
         self._stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
 
     async def __aenter__(self) -> RvpsClient:
