@@ -8,9 +8,9 @@ code uses depends on the order the dynamic linker saw the libraries:
   `cygrpc` is one: every gRPC service imports it before any policy), the
   code inside libstdc++ keeps libstdc++'s own `new`/`delete` (glibc
   malloc) while rego-cpp's code binds to snmalloc. An object that libstdc++
-  allocates and rego-cpp frees goes to snmalloc's `delete`, which ignores a
-  pointer it does not own: the glibc block is never freed. Each attestation
-  evaluated by the AS lost ~40-80 KB this way (issue 9);
+  allocates and rego-cpp frees goes to snmalloc's `delete`, and the glibc
+  block is never freed. Each attestation evaluated by the AS lost ~40-80 KB
+  this way (issue 9);
 - when regopy loads first, libstdc++ binds to snmalloc and grpcio keeps
   glibc's, the same split the other way round.
 
