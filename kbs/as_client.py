@@ -22,12 +22,13 @@ from trustee_common.errors import (
     AttestationError,
     InvalidPolicyError,
     InvalidReferenceValueError,
+    PayloadTooLargeError,
     TrusteeError,
     UpstreamError,
 )
 from trustee_common.grpc_errors import error_from_rpc
 from trustee_common.grpc_tls import client_channel
-from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
+from trustee_common.serving import CLIENT_CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
 from trustee_common.tls_config import ClientTls
 from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
 
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 CALL_TIMEOUT_SECONDS = 120.0
 #: The epoch is asked for on the resource path: a dead AS must not hold requests for long.
 EPOCH_TIMEOUT_SECONDS = 5.0
+#: Room for the protobuf framing around a registration message within MAX_MESSAGE_BYTES.
+_FRAMING_BYTES = 64
 _TRANSPORT_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -99,6 +102,12 @@ class GrpcAttestationService:
         await self._call(self._as.SetAttestationPolicy, request, InvalidPolicyError)
 
     async def register_reference_value(self, message: str) -> None:
+        size = len(message.encode())
+        if size > MAX_MESSAGE_BYTES - _FRAMING_BYTES:
+            raise PayloadTooLargeError(
+                f"reference value message is {size} bytes, above the {MAX_MESSAGE_BYTES - _FRAMING_BYTES}-byte limit "
+                "of a gRPC message to the attestation service; register the values in smaller messages"
+            )
         request = reference_pb2.ReferenceValueRegisterRequest(message=message)
         await self._call(self._rv.RegisterReferenceValue, request, InvalidReferenceValueError)
 

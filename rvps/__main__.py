@@ -20,7 +20,7 @@ from rvps.config import DEFAULT_ADDRESS, RvpsConfig
 from rvps.core.values_file import parse_values_file
 from rvps.server import SERVICE_NAME, ReferenceValueServicer
 from rvps.service import ReferenceValueService, utc_now
-from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.errors import ConfigError, InvalidReferenceValueError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
 from trustee_common.logsetup import setup_logging
 from trustee_common.serving import new_grpc_server, serve_grpc
@@ -48,7 +48,10 @@ async def load_initial_values(service: ReferenceValueService, path: Path) -> Non
     except UnicodeDecodeError:
         raise ConfigError(f"reference values file {path} is not UTF-8 text") from None
     records = parse_values_file(text, str(path), utc_now())
-    await service.store_records(records)
+    try:
+        await service.store_records(records)
+    except InvalidReferenceValueError as exc:
+        raise ConfigError(f"reference values file {path}: {exc.detail}") from None
     logger.info("loaded %d reference value(s) from %s", len(records), path)
 
 
@@ -56,7 +59,7 @@ async def serve(config: RvpsConfig, address: str, *, insecure_allow_writes: bool
     guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "RVPS")
     store = open_kv_store(config.storage)
     try:
-        service = ReferenceValueService(store)
+        service = ReferenceValueService(store, limits=config.limits)
         if config.reference_values_path is not None:
             await load_initial_values(service, config.reference_values_path)
         purged = await service.purge_expired()

@@ -8,6 +8,7 @@ with a client certificate). Every failed call becomes the `TrusteeError` the RVP
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 import grpc
@@ -56,8 +57,11 @@ class RemoteReferenceValueProvider:
         reply = await self._call(self._stub.DeleteReferenceValue, reference_pb2.ReferenceValueDeleteRequest(reference_value_id=name))
         return bool(reply.deleted)
 
-    async def list(self) -> list[ReferenceValue]:
-        reply = await self._call(self._stub.ListReferenceValues, reference_pb2.ReferenceValueListRequest())
+    async def list(self, names: Collection[str] | None = None) -> list[ReferenceValue]:
+        if names is not None and not names:
+            return []
+        request = reference_pb2.ReferenceValueListRequest(names=sorted(names or ()))
+        reply = await self._call(self._stub.ListReferenceValues, request)
         return [_record(r) for r in reply.reference_values]
 
     async def epoch(self) -> str:

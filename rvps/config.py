@@ -2,6 +2,8 @@
 
 ```toml
 reference_values_path = "rv.json"   # optional: JSON array loaded (upserted) at start
+max_value_bytes = 1048576           # optional: cap on one value's JSON text (default 1 MiB)
+max_total_bytes = 4194304           # optional: cap on all live values (default 4 MiB, at most 6 MiB)
 [storage_backend]                   # trustee_common.storage.StorageConfig
 storage_type = "Sqlite"             # or "Memory", "Postgres" (not "Redis": sessions only)
 [storage_backend.backends.sqlite]
@@ -20,9 +22,10 @@ Unknown keys are a `ConfigError` naming them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from rvps.core.limits import ReferenceValueLimits
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ServerTls, parse_server_tls
@@ -37,6 +40,7 @@ class RvpsConfig:
     reference_values_path: Path | None = None
     #: `[tls]`: serve gRPC over TLS; None: plain text.
     tls: ServerTls | None = None
+    limits: ReferenceValueLimits = field(default_factory=ReferenceValueLimits)
 
     @classmethod
     def load(cls, path: Path | None) -> RvpsConfig:
@@ -46,5 +50,6 @@ class RvpsConfig:
         storage = StorageConfig.from_table(root.table("storage_backend"), path.parent / "storage.sqlite3")
         values = root.string("reference_values_path")
         tls = parse_server_tls(root.table("tls"), "tls")
+        limits = ReferenceValueLimits.from_table(root)
         root.finish()
-        return cls(storage, None if values is None else Path(values), tls)
+        return cls(storage, None if values is None else Path(values), tls, limits)

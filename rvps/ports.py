@@ -6,6 +6,7 @@ Service proxies the RVPS by serving a remote client with the same servicer.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from rvps.core.record import ReferenceValue
@@ -21,8 +22,8 @@ class ReferenceValueProvider(Protocol):
     async def delete(self, name: str) -> bool:
         """Remove a value; True if a record existed."""
 
-    async def list(self) -> list[ReferenceValue]:
-        """Every live record, sorted by name."""
+    async def list(self, names: Collection[str] | None = None) -> list[ReferenceValue]:
+        """Every live record (or those named in `names`), sorted by name."""
 
     async def epoch(self) -> str:
         """Opaque text that changes on every registration or deletion (`trustee_common.epoch`)."""

@@ -47,7 +47,7 @@ class ReferenceValueServicer(reference_pb2_grpc.ReferenceValueProviderServiceSer
     async def ListReferenceValues(self, request: pb.ReferenceValueListRequest, context: Ctx) -> pb.ReferenceValueListResponse:  # noqa: N802 (gRPC method name)
         records = [
             pb.ReferenceValueRecord(name=r.name, value=value_json(r.value), expiration=format_time(r.expiration))
-            for r in await self._provider.list()
+            for r in await self._provider.list(list(request.names) or None)
         ]
         return pb.ReferenceValueListResponse(reference_values=records)
 

@@ -1,8 +1,9 @@
 """Reference values kept in a `KeyValueStore` (namespace `reference_value`).
 
-Registration validates the whole message before the first write, and
-restores the previous records if a write fails halfway, so a caller sees
-all of a message's values or none. Expired records are invisible: the store
+Registration validates the whole message before the first write, checks
+the size caps (`rvps.core.limits`: one value, and all live values after
+the upsert), and restores the previous records if a write fails halfway,
+so a caller sees all of a message's values or none. Expired records are invisible: the store
 entry carries `expires_at`, and every read checks `now < expiration` too.
 Every registration or deletion then writes a new appraisal epoch
 (`trustee_common.epoch`), which the AS folds into the epoch its tokens carry.
@@ -14,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
+from rvps.core.limits import ReferenceValueLimits
 from rvps.core.message import records_from_message
 from rvps.core.record import NAMESPACE, ReferenceValue, check_name, value_json
 from trustee_common.epoch import REFERENCE_VALUE_KEY, bump_epoch, read_epoch
@@ -32,9 +34,10 @@ def utc_now() -> datetime.datetime:
 
 
 class ReferenceValueService:
-    def __init__(self, store: KeyValueStore, clock: Clock = utc_now) -> None:
+    def __init__(self, store: KeyValueStore, clock: Clock = utc_now, limits: ReferenceValueLimits | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._limits = limits or ReferenceValueLimits()
         self._write_lock = asyncio.Lock()
 
     async def register(self, message: str) -> None:
@@ -43,8 +46,10 @@ class ReferenceValueService:
         logger.info("registered reference values: %s", ", ".join(r.name for r in records))
 
     async def store_records(self, records: Sequence[ReferenceValue]) -> None:
-        """Upsert `records` all-or-nothing (as seen by this service's callers)."""
+        """Upsert `records` all-or-nothing (as seen by this service's callers), within the size caps."""
         async with self._write_lock:
+            replaced = {r.name for r in records}
+            self._limits.check(records, [r for r in await self.list() if r.name not in replaced])
             previous = {r.name: await self._store.get(NAMESPACE, r.name) for r in records}
             written: list[str] = []
             try:
@@ -97,9 +102,14 @@ class ReferenceValueService:
         logger.info("deleted reference value %s: %s", name, "existed" if deleted else "absent")
         return deleted
 
-    async def list(self) -> list[ReferenceValue]:
+    async def list(self, names: Collection[str] | None = None) -> list[ReferenceValue]:
+        """Live records, sorted by name: all of them, or those named in `names`."""
+        keys = await self._store.list_keys(NAMESPACE)
+        if names is not None:
+            wanted = set(names)
+            keys = [key for key in keys if key in wanted]
         found = []
-        for name in await self._store.list_keys(NAMESPACE):
+        for name in keys:
             record = await self._live(name)
             if record is not None:
                 found.append(record)

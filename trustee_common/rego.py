@@ -9,6 +9,10 @@ for the KBS, a reference-value snapshot for the AS) and every request after
 that only queries. Construction compiles once with empty data, so a policy
 that does not parse or compile is refused up front with the engine's
 message (`InvalidPolicyError`).
+
+regopy is imported only here, after `share_cxx_allocator()`, so that
+rego-cpp and every other C++ library share libstdc++'s allocator (mixing
+it with regopy's snmalloc leaked memory on every evaluation).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from regopy import Bundle, Input, Interpreter, RegoError
-
 from trustee_common.canonical import canonical_json
+from trustee_common.cxx_allocator import share_cxx_allocator
 from trustee_common.errors import InternalError, InvalidPolicyError
+
+share_cxx_allocator()  # before librego_shared.so loads: see trustee_common/cxx_allocator.py
+
+from regopy import Bundle, Input, Interpreter, RegoError  # noqa: E402 (after share_cxx_allocator)
 
 DEFAULT_CACHE_SIZE = 64
 MAX_POLICY_BYTES = 1 << 20

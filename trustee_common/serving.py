@@ -5,6 +5,15 @@
 shutdown. A port another process holds is refused (no SO_REUSEPORT).
 With `ServerTls` the port serves TLS (mutual TLS with `client_ca`);
 `serve_grpc` logs which callers may use the write RPCs (`grpc_tls.WriteGuard`).
+
+Message sizes: every server and every client channel of this project (KBS
+-> AS -> RVPS, guest agents, rvps-tool) sends and receives messages of up
+to `MAX_MESSAGE_BYTES` (8 MiB), on both sides, so no hop has a smaller
+limit than the others. What fills the largest messages is bounded below
+it: the RVPS keeps all reference values within `max_total_bytes` (4 MiB
+by default, at most `rvps.core.limits.MAX_TOTAL_CEILING`), so a
+`ListReferenceValues` reply always fits, and the KBS refuses a larger
+reference-value registration before sending it.
 """
 
 from __future__ import annotations
@@ -28,22 +37,27 @@ logger = logging.getLogger(__name__)
 
 #: Seconds in-flight calls get on shutdown.
 SHUTDOWN_GRACE_SECONDS = 3.0
-#: Largest request a server accepts.
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Largest gRPC message (request or reply) any of our servers and clients sends or accepts.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
+MESSAGE_SIZE_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
 
-#: Client channel options: a restarted peer is found again within ~2 s instead of
-#: gRPC's default exponential backoff (up to 120 s).
+#: Client channel options: the message sizes above, and a restarted peer is found
+#: again within ~2 s instead of gRPC's default exponential backoff (up to 120 s).
 CLIENT_CHANNEL_OPTIONS = (
+    *MESSAGE_SIZE_OPTIONS,
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
 
 
-def new_grpc_server(max_message_bytes: int = MAX_MESSAGE_BYTES, *, interceptors: Sequence[Any] = ()) -> grpc.aio.Server:
-    """A grpc.aio server bounded in request size, refusing a port already taken."""
-    options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.so_reuseport", 0)]
+def new_grpc_server(*, interceptors: Sequence[Any] = ()) -> grpc.aio.Server:
+    """A grpc.aio server bounded in message size, refusing a port already taken."""
+    options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0)]
     return grpc.aio.server(options=options, interceptors=list(interceptors) or None)
 
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atrustee_pb/reference.proto\x12\treference\"8\n\x1aReferenceValueQueryRequest\x12\x1a\n\x12reference_value_id\x18\x01 \x01(\t\"_\n\x1bReferenceValueQueryResponse\x12$\n\x17reference_value_results\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x1a\n\x18_reference_value_results\"0\n\x1dReferenceValueRegisterRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\" \n\x1eReferenceValueRegisterResponse\"9\n\x1bReferenceValueDeleteRequest\x12\x1a\n\x12reference_value_id\x18\x01 \x01(\t\"/\n\x1cReferenceValueDeleteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x1b\n\x19ReferenceValueListRequest\"G\n\x14ReferenceValueRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nexpiration\x18\x03 \x01(\t\"W\n\x1aReferenceValueListResponse\x12\x39\n\x10reference_values\x18\x01 \x03(\x0b\x32\x1f.reference.ReferenceValueRecord\"\x1c\n\x1aReferenceValueEpochRequest\",\n\x1bReferenceValueEpochResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\t2\xaa\x04\n\x1dReferenceValueProviderService\x12\x64\n\x13QueryReferenceValue\x12%.reference.ReferenceValueQueryRequest\x1a&.reference.ReferenceValueQueryResponse\x12m\n\x16RegisterReferenceValue\x12(.reference.ReferenceValueRegisterRequest\x1a).reference.ReferenceValueRegisterResponse\x12g\n\x14\x44\x65leteReferenceValue\x12&.reference.ReferenceValueDeleteRequest\x1a\'.reference.ReferenceValueDeleteResponse\x12\x62\n\x13ListReferenceValues\x12$.reference.ReferenceValueListRequest\x1a%.reference.ReferenceValueListResponse\x12g\n\x16GetReferenceValueEpoch\x12%.reference.ReferenceValueEpochRequest\x1a&.reference.ReferenceValueEpochResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atrustee_pb/reference.proto\x12\treference\"8\n\x1aReferenceValueQueryRequest\x12\x1a\n\x12reference_value_id\x18\x01 \x01(\t\"_\n\x1bReferenceValueQueryResponse\x12$\n\x17reference_value_results\x18\x01 \x01(\tH\x00\x88\x01\x01\x42\x1a\n\x18_reference_value_results\"0\n\x1dReferenceValueRegisterRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\" \n\x1eReferenceValueRegisterResponse\"9\n\x1bReferenceValueDeleteRequest\x12\x1a\n\x12reference_value_id\x18\x01 \x01(\t\"/\n\x1cReferenceValueDeleteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"*\n\x19ReferenceValueListRequest\x12\r\n\x05names\x18\x01 \x03(\t\"G\n\x14ReferenceValueRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x12\n\nexpiration\x18\x03 \x01(\t\"W\n\x1aReferenceValueListResponse\x12\x39\n\x10reference_values\x18\x01 \x03(\x0b\x32\x1f.reference.ReferenceValueRecord\"\x1c\n\x1aReferenceValueEpochRequest\",\n\x1bReferenceValueEpochResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\t2\xaa\x04\n\x1dReferenceValueProviderService\x12\x64\n\x13QueryReferenceValue\x12%.reference.ReferenceValueQueryRequest\x1a&.reference.ReferenceValueQueryResponse\x12m\n\x16RegisterReferenceValue\x12(.reference.ReferenceValueRegisterRequest\x1a).reference.ReferenceValueRegisterResponse\x12g\n\x14\x44\x65leteReferenceValue\x12&.reference.ReferenceValueDeleteRequest\x1a\'.reference.ReferenceValueDeleteResponse\x12\x62\n\x13ListReferenceValues\x12$.reference.ReferenceValueListRequest\x1a%.reference.ReferenceValueListResponse\x12g\n\x16GetReferenceValueEpoch\x12%.reference.ReferenceValueEpochRequest\x1a&.reference.ReferenceValueEpochResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,15 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFERENCEVALUEDELETERESPONSE']._serialized_start=339
   _globals['_REFERENCEVALUEDELETERESPONSE']._serialized_end=386
   _globals['_REFERENCEVALUELISTREQUEST']._serialized_start=388
-  _globals['_REFERENCEVALUELISTREQUEST']._serialized_end=415
-  _globals['_REFERENCEVALUERECORD']._serialized_start=417
-  _globals['_REFERENCEVALUERECORD']._serialized_end=488
-  _globals['_REFERENCEVALUELISTRESPONSE']._serialized_start=490
-  _globals['_REFERENCEVALUELISTRESPONSE']._serialized_end=577
-  _globals['_REFERENCEVALUEEPOCHREQUEST']._serialized_start=579
-  _globals['_REFERENCEVALUEEPOCHREQUEST']._serialized_end=607
-  _globals['_REFERENCEVALUEEPOCHRESPONSE']._serialized_start=609
-  _globals['_REFERENCEVALUEEPOCHRESPONSE']._serialized_end=653
-  _globals['_REFERENCEVALUEPROVIDERSERVICE']._serialized_start=656
-  _globals['_REFERENCEVALUEPROVIDERSERVICE']._serialized_end=1210
+  _globals['_REFERENCEVALUELISTREQUEST']._serialized_end=430
+  _globals['_REFERENCEVALUERECORD']._serialized_start=432
+  _globals['_REFERENCEVALUERECORD']._serialized_end=503
+  _globals['_REFERENCEVALUELISTRESPONSE']._serialized_start=505
+  _globals['_REFERENCEVALUELISTRESPONSE']._serialized_end=592
+  _globals['_REFERENCEVALUEEPOCHREQUEST']._serialized_start=594
+  _globals['_REFERENCEVALUEEPOCHREQUEST']._serialized_end=622
+  _globals['_REFERENCEVALUEEPOCHRESPONSE']._serialized_start=624
+  _globals['_REFERENCEVALUEEPOCHRESPONSE']._serialized_end=668
+  _globals['_REFERENCEVALUEPROVIDERSERVICE']._serialized_start=671
+  _globals['_REFERENCEVALUEPROVIDERSERVICE']._serialized_end=1225
 # @@protoc_insertion_point(module_scope)

@@ -75,7 +75,7 @@ def reference_value_provider(config: AsConfig, store: KeyValueStore) -> Referenc
         logger.info("reference values from the RVPS at %s", config.rvps.address)
         return RemoteReferenceValueProvider(config.rvps.address, tls=config.rvps.tls)
     logger.info("reference values from the built-in RVPS (this service's storage)")
-    return ReferenceValueService(store)
+    return ReferenceValueService(store, limits=config.rvps.limits)
 
 
 async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure_allow_writes: bool = False) -> None:

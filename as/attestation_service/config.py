@@ -15,6 +15,8 @@ address = "127.0.0.1:50003"   # GrpcRemote only; "http://" prefix optional, "htt
 ca_certificate = "ca.pem"     # https:// only, optional: CA of the RVPS's certificate (default: system roots)
 certificate = "as-client.pem" # https:// only, optional (with private_key): client certificate for mutual TLS
 private_key = "as-client.key"
+max_value_bytes = 1048576  # BuiltIn only: cap on one value's JSON (default 1 MiB; GrpcRemote: the RVPS's config)
+max_total_bytes = 4194304  # BuiltIn only: cap on all live values (default 4 MiB, at most 6 MiB)
 [tls]                      # optional: serve gRPC over TLS (docs/grpc-tls.md)
 certificate = "as.pem"     # PEM chain, leaf first
 private_key = "as.key"
@@ -52,10 +54,11 @@ verification_time = "2025-01-01T00:00:00Z"  # TEST ONLY: pin the SNP clock
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from attestation_service.core.token import TokenSettings
+from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
@@ -74,6 +77,8 @@ class RvpsSettings:
     address: str = DEFAULT_RVPS_ADDRESS
     #: GrpcRemote over https://: how to verify the RVPS and the client certificate to show it.
     tls: ClientTls | None = None
+    #: Size caps of the BuiltIn provider (a GrpcRemote RVPS has its own).
+    limits: ReferenceValueLimits = field(default_factory=ReferenceValueLimits)
 
 
 @dataclass(frozen=True)
@@ -155,12 +160,18 @@ def _rvps(table: ConfigTable) -> RvpsSettings:
         raise ConfigError(f"rvps_config.type {kind!r} is not one of {', '.join(RVPS_TYPES)}")
     address = DEFAULT_RVPS_ADDRESS
     tls = None
+    limits = ReferenceValueLimits()
     if kind == "GrpcRemote":
         address = table.string("address", DEFAULT_RVPS_ADDRESS) or DEFAULT_RVPS_ADDRESS
         endpoint = grpc_endpoint(address, "rvps_config.address")
         tls = parse_client_tls(table, "rvps_config", tls=endpoint.tls)
+        for key in ("max_value_bytes", "max_total_bytes"):
+            if table.has(key):
+                raise ConfigError(f"rvps_config.{key} applies to type = \"BuiltIn\" only; a GrpcRemote RVPS takes it in its own config")
+    else:
+        limits = ReferenceValueLimits.from_table(table, "rvps_config.")
     table.finish()
-    return RvpsSettings(kind, address, tls)
+    return RvpsSettings(kind, address, tls, limits)
 
 
 def _verifier_config(table: ConfigTable, base: Path) -> DcapSettings | None:

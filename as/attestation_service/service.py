@@ -5,7 +5,8 @@ request with its TEE's verifier, annotate the claims, read the policy
 `<policy_ids[0]>_<class>` from storage (the text is read on every request,
 so a change made through any replica applies to the next request; the
 compiled form is cached by text digest), fetch the reference values that
-policy names from the RVPS, evaluate, and sign one EAR with a submod per
+policy names from the RVPS (only those; all of them only when a call's
+argument is computed), evaluate, and sign one EAR with a submod per
 item (`cpu0`, `gpu0`, `gpu1`, ...). The appraisal epoch (policies plus
 reference values, `trustee_common.epoch`) is read first and stamped into
 the token, so the KBS can refuse tokens appraised before a later change.
@@ -47,7 +48,7 @@ from trustee_common.tee import parse_tee
 logger = logging.getLogger(__name__)
 
 NONCE_BYTES = 32
-#: Up to this many named reference values are queried one by one; above it, one List call.
+#: Up to this many named reference values are queried one by one; above it, one List call for those names.
 MAX_SINGLE_QUERIES = 16
 CHALLENGE_UNSUPPORTED_TEES = ("se",)
 
@@ -147,13 +148,15 @@ class AttestationService:
 
     async def _reference_values(self, policy: CompiledPolicy) -> dict[str, Any]:
         names = policy.reference_value_names
-        if names is None or len(names) > MAX_SINGLE_QUERIES:
-            records = await self._rvps.list()
-            return {r.name: r.value for r in records if names is None or r.name in names}
+        if names is None:
+            return {r.name: r.value for r in await self._rvps.list()}
         return await self._query(names)
 
     async def _query(self, names: Iterable[str]) -> dict[str, Any]:
         wanted = sorted(n for n in names if _storable(n))
+        if len(wanted) > MAX_SINGLE_QUERIES:
+            records = await self._rvps.list(wanted)
+            return {r.name: r.value for r in records if r.name in wanted}  # an older RVPS may ignore `names`
         texts = await asyncio.gather(*(self._rvps.query(n) for n in wanted))
         return {name: json.loads(text) for name, text in zip(wanted, texts, strict=True) if text is not None}
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.procs import free_port, script
 from trustee_pb import attestation_pb2 as pb
-from trustee_pb import attestation_pb2_grpc, reference_pb2_grpc
+from trustee_pb import attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
 
 from .conftest import Stack, sample_message, start_as, write_as_config
 from .helpers import SAMPLE_RVS, attestation, rpc_error, sample_request, token_header, verify_token
@@ -75,6 +75,9 @@ def run_as_expecting_failure(config: Path) -> str:
         ("[attestation_token_broker]\nduration_min = 0\n", "duration_min"),
         ("[attestation_token_broker.signer]\nkey_path = \"/nonexistent/token.key\"\n", "/nonexistent/token.key"),
         ("verifier_confg = {}\n", "verifier_confg"),
+        ('[rvps_config]\ntype = "GrpcRemote"\nmax_total_bytes = 10\n', 'rvps_config.max_total_bytes applies to type = "BuiltIn" only'),
+        ("[rvps_config]\nmax_total_bytes = 7340032\n", "rvps_config.max_total_bytes must be at most 6291456"),
+        ("[rvps_config]\nmax_total_bytes = 10\nmax_value_bytes = 11\n", "rvps_config.max_value_bytes (11) must not exceed"),
     ],
 )
 def test_bad_config_fails_start_naming_the_problem(tmp_path: Path, body: str, expected: str) -> None:
@@ -91,12 +94,12 @@ def test_signer_key_must_match_certificate(tmp_path: Path, stack: Stack) -> None
 
 @pytest.fixture(scope="module")
 def builtin_as(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A grpc-as with the built-in RVPS, no signer (ephemeral key) and verbose_token off, from a JSON config."""
+    """A grpc-as with the built-in RVPS (small size caps), no signer (ephemeral key) and verbose_token off, from a JSON config."""
     directory = tmp_path_factory.mktemp("as-builtin")
     config = directory / "as.json"
     settings = {
         "storage_backend": {"storage_type": "Memory"},
-        "rvps_config": {"type": "BuiltIn"},
+        "rvps_config": {"type": "BuiltIn", "max_value_bytes": 2000, "max_total_bytes": 4000},
         "attestation_token_broker": {"verbose_token": False, "issuer_name": "test-issuer"},
     }
     config.write_text(json.dumps(settings))
@@ -118,6 +121,21 @@ async def test_builtin_rvps_and_ephemeral_key(builtin_as: str) -> None:
     assert claims["iss"] == "test-issuer"
     assert claims["submods"]["cpu0"]["ear.status"] == "affirming"
     assert set(claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["runtime_data_claims"]) == {"nonce", "tee-pubkey"}
+
+
+async def test_builtin_rvps_enforces_its_size_caps(builtin_as: str) -> None:
+    async with grpc.aio.insecure_channel(builtin_as) as channel:
+        rvps = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await rvps.RegisterReferenceValue(sample_message({"too_big": "x" * 2000}))
+        code, variant, details = rpc_error(caught.value)
+        assert (code, variant) == (grpc.StatusCode.INVALID_ARGUMENT, "RvpsError")
+        assert "above the cap of 2000 bytes per value (max_value_bytes)" in details
+        await rvps.RegisterReferenceValue(sample_message({"fits": "x" * 1900}))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await rvps.RegisterReferenceValue(sample_message({"no_room": "x" * 1900}))
+        assert "above the cap of 4000 bytes (max_total_bytes)" in rpc_error(caught.value)[2]
+        await rvps.DeleteReferenceValue(reference_pb2.ReferenceValueDeleteRequest(reference_value_id="fits"))
 
 
 async def test_unreachable_rvps_is_unavailable(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from trustee_common.addresses import GrpcEndpoint
 from trustee_common.errors import ReferenceValueNotFoundError
 from trustee_common.grpc_errors import error_from_rpc
 from trustee_common.grpc_tls import client_channel
+from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
 from trustee_common.tls_config import ClientTls
 from trustee_pb import reference_pb2, reference_pb2_grpc
 
@@ -47,7 +48,7 @@ class RvpsClient:
 
     def __init__(self, endpoint: GrpcEndpoint, tls: ClientTls | None = None) -> None:
         self.target = endpoint.target
-        self._channel = client_channel(endpoint, tls, "rvps-tool")
+        self._channel = client_channel(endpoint, tls, "rvps-tool", CLIENT_CHANNEL_OPTIONS)
         self._stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
 
     async def __aenter__(self) -> RvpsClient:
