@@ -9,7 +9,7 @@ wiring in `kbs.server` does), so a parsed config is plain data.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,6 +18,7 @@ from kbs.core.admin import AdminMode, compile_acl
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
+from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
 
 DEFAULT_SOCKET = "127.0.0.1:8080"
@@ -124,6 +125,8 @@ class KbsConfig:
     resource_plugin: ResourcePluginConfig | None
     #: `session_storage_type`: sessions in another backend (e.g. Redis); None: in `storage`.
     session_storage: StorageConfig | None = None
+    #: `[policy_engine]`: resource-policy evaluation time limit and worker processes.
+    policy_engine: PolicyEngineConfig = field(default_factory=PolicyEngineConfig)
 
 
 def load_kbs_config(path: str | Path) -> KbsConfig:
@@ -142,6 +145,7 @@ def parse_kbs_config(data: dict[str, Any], *, default_dir: Path) -> KbsConfig:
         attestation_service=_attestation_service(root.sub("attestation_service")),
         storage=StorageConfig.from_table(root.table("storage_backend"), default_dir / "storage.sqlite3"),
         resource_plugin=_plugins(root.tables("plugins")),
+        policy_engine=PolicyEngineConfig.from_table(root.table("policy_engine")),
     )
     root.finish()
     if session_type is not None:

@@ -7,11 +7,18 @@ upstream: `/metrics` is unauthenticated and must not list resource names.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 VERSION = "0.1.0"
+
+
+class PolicyEngineCounts(Protocol):
+    compilations: int
+    replaced: int
 
 
 class KbsMetrics:
@@ -35,6 +42,14 @@ class KbsMetrics:
         self.policy_approvals = Counter("kbs_policy_approvals", "resource policy approvals", registry=reg)
         self.policy_violations = Counter("kbs_policy_violations", "resource policy denials", registry=reg)
         self.policy_errors = Counter("kbs_policy_errors", "resource policy evaluation errors", registry=reg)
+
+    def watch_policy_engine(self, engine: PolicyEngineCounts) -> None:
+        """Ours: policies compiled by the Rego workers, and workers killed (time limit) or lost."""
+        reg = self.registry
+        compiled = Gauge("kbs_policy_compilations", "resource policies compiled by the policy workers", registry=reg)
+        compiled.set_function(lambda: engine.compilations)
+        replaced = Gauge("kbs_policy_workers_replaced", "policy workers killed for overrunning or lost", registry=reg)
+        replaced.set_function(lambda: engine.replaced)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

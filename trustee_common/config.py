@@ -73,6 +73,12 @@ class ConfigTable:
             raise ConfigError(f"{self._where}.{key} must be >= {minimum}, got {value}")
         return value
 
+    def number(self, key: str, default: float, *, minimum_exclusive: float) -> float:
+        value = self._get(key, (int, float), default)
+        if not value > minimum_exclusive:
+            raise ConfigError(f"{self._where}.{key} must be > {minimum_exclusive}, got {value}")
+        return float(value)
+
     def strings(self, key: str, default: list[str] | None = None) -> list[str]:
         value = self._get(key, list, default if default is not None else [])
         if not all(isinstance(v, str) for v in value):

@@ -39,19 +39,23 @@ vcek_sources = [                    # tried in order
   { type = "KDS", base_url = "https://kdsintf.amd.com", timeout = 10 },  # fetched VCEKs cached in the AS store
 ]
 verification_time = "2025-01-01T00:00:00Z"  # TEST ONLY: pin the SNP clock
+[policy_engine]                     # optional (ours): attestation-policy evaluation
+evaluation_timeout = 2.0            # seconds per compile or evaluation; over it: PolicyEngineUnavailable (UNAVAILABLE)
+workers = 2                         # policy worker processes (each evaluates one policy at a time)
 ```
 """
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from attestation_service.core.token import TokenSettings
 from trustee_common.addresses import grpc_target
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
+from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
 
 DEFAULT_SOCKET = "127.0.0.1:50004"
@@ -116,6 +120,7 @@ class AsConfig:
     dcap: DcapSettings | None = None
     tpm: TpmSettings | None = None
     snp: SnpSettings | None = None
+    policy_engine: PolicyEngineConfig = field(default_factory=PolicyEngineConfig)
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -132,8 +137,9 @@ class AsConfig:
             tpm = _tpm_verifier(verifier_table, path.parent)
             snp = _snp_verifier(verifier_table, path.parent)
             dcap = _verifier_config(verifier_table, path.parent)
+        engine = PolicyEngineConfig.from_table(root.table("policy_engine"))
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, engine)
 
 
 def _rvps(table: ConfigTable) -> RvpsSettings:

@@ -1,0 +1,207 @@
+"""Rego evaluation in a pool of worker processes, each call bounded in time.
+
+Why processes: regopy's native calls release the GIL, so a thread would
+keep the event loop responsive, but a native evaluation cannot be
+cancelled: a policy that loops for minutes would keep a thread and a core
+busy, and a few such requests would exhaust any thread pool. A worker
+process (`trustee_common.rego_worker`) can be killed. Each call (compile or
+evaluate) must answer within `timeout` seconds; otherwise the worker is
+killed, a fresh one is started in the background, and the call fails with
+`PolicyEngineUnavailableError` (HTTP 503 / gRPC UNAVAILABLE). Waiting for a
+free worker is bounded by the same timeout. Other requests are served
+meanwhile: this module awaits pipes and never blocks the event loop.
+
+The hot path sends only the policy digest, the input and the per-request
+data (JSON); a worker is sent a policy's text once, when it answers that it
+has not compiled that digest. Workers run with an empty environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import struct
+import sys
+from typing import Any
+
+from trustee_common.errors import InternalError, PolicyEngineUnavailableError, error_from_variant
+from trustee_common.rego import PolicyEngineConfig, PolicySpec
+
+logger = logging.getLogger(__name__)
+
+#: Starting a worker (Python + regopy import) is not bounded by the evaluation timeout.
+START_TIMEOUT_SECONDS = 60.0
+_HEADER = struct.Struct(">I")
+
+
+class _Worker:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "trustee_common.rego_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        )
+        worker = cls(process)
+        try:
+            await asyncio.wait_for(worker.call({"op": "stats"}), START_TIMEOUT_SECONDS)
+        except BaseException:
+            await asyncio.shield(worker.kill())
+            raise
+        return worker
+
+    async def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        body = json.dumps(request).encode()
+        self.process.stdin.write(_HEADER.pack(len(body)) + body)
+        await self.process.stdin.drain()
+        (length,) = _HEADER.unpack(await self.process.stdout.readexactly(_HEADER.size))
+        reply = json.loads(await self.process.stdout.readexactly(length))
+        if not isinstance(reply, dict):
+            raise ValueError("worker reply is not an object")
+        return reply
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        with contextlib.suppress(Exception):
+            await self.process.wait()
+
+
+class RegoPool:
+    """`workers` worker processes; every compile or evaluation answers within `timeout` seconds."""
+
+    def __init__(self, *, workers: int = PolicyEngineConfig.workers, timeout: float = PolicyEngineConfig.evaluation_timeout) -> None:
+        self.timeout = timeout
+        self._size = workers
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: set[_Worker] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        #: Workers killed (time limit) or lost, and policies compiled by workers, since start.
+        self.replaced = 0
+        self.compilations = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @classmethod
+    def from_config(cls, config: PolicyEngineConfig) -> RegoPool:
+        return cls(workers=config.workers, timeout=config.evaluation_timeout)
+
+    async def start(self) -> None:
+        workers = await asyncio.gather(*(_Worker.start() for _ in range(self._size)))
+        for worker in workers:
+            self._all.add(worker)
+            self._idle.put_nowait(worker)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(w.kill() for w in list(self._all)))
+        self._all.clear()
+
+    async def __aenter__(self) -> RegoPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def compile(self, spec: PolicySpec) -> None:
+        """Compile in a worker; `InvalidPolicyError` with the engine's reason if it does not."""
+        await self._run(lambda w: self._load(w, spec))
+
+    async def evaluate(self, spec: PolicySpec, input_: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The rules' values (an undefined rule is absent); raises what `RegoPolicy.evaluate` raises."""
+        request = {"op": "eval", "digest": spec.digest, "input": input_, "data": data or {}}
+
+        async def run(worker: _Worker) -> dict[str, Any]:
+            reply = await worker.call(request)
+            if not reply.get("ok") and reply.get("variant") == "missing":
+                await self._load(worker, spec)
+                reply = await worker.call(request)
+            result = _unwrap(reply).get("result")
+            if not isinstance(result, dict):
+                raise InternalError("policy worker returned no result")
+            return result
+
+        result: dict[str, Any] = await self._run(run)
+        return result
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Per idle worker: how many policies it holds compiled (`compiled`) and their size (`bytes`)."""
+        found = []
+        for _ in range(self._size):
+            found.append(await self._run(lambda w: w.call({"op": "stats"})))
+        return found
+
+    async def _load(self, worker: _Worker, spec: PolicySpec) -> None:
+        reply = _unwrap(await worker.call({"op": "load", "spec": spec.to_json()}))
+        if reply.get("compiled"):
+            self.compilations += 1
+
+    async def _run(self, job: Any) -> Any:
+        if self._closed:
+            raise PolicyEngineUnavailableError("policy engine is shut down")
+        try:
+            worker = await asyncio.wait_for(self._idle.get(), self.timeout)
+        except TimeoutError:
+            raise PolicyEngineUnavailableError(f"policy engine busy: no worker free within {self.timeout:g} s") from None
+        try:
+            result = await asyncio.wait_for(job(worker), self.timeout)
+        except TimeoutError:
+            logger.warning("policy evaluation exceeded %g s: worker killed and replaced", self.timeout)
+            self._replace(worker)
+            raise PolicyEngineUnavailableError(f"policy evaluation exceeded the {self.timeout:g} s limit") from None
+        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError):
+            logger.warning("policy worker failed: replaced", exc_info=True)
+            self._replace(worker)
+            raise PolicyEngineUnavailableError("policy engine worker failed") from None
+        except BaseException:
+            self._replace(worker)  # cancelled mid-call: the pipe may hold a half-read reply
+            raise
+        self._idle.put_nowait(worker)
+        return result
+
+    def _replace(self, worker: _Worker) -> None:
+        self._all.discard(worker)
+        self.replaced += 1
+        task = asyncio.create_task(self._restart(worker))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self, old: _Worker) -> None:
+        await old.kill()
+        while not self._closed:
+            try:
+                worker = await _Worker.start()
+            except Exception:
+                logger.exception("starting a policy worker failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            if self.closed:  # closed while this worker was starting
+                await worker.kill()
+                return
+            self._all.add(worker)
+            self._idle.put_nowait(worker)
+            return
+
+
+def _unwrap(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        return reply
+    raise error_from_variant(str(reply.get("variant")), str(reply.get("detail")))
