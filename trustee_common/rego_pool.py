@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 #: Starting a worker (Python + regopy import) is not bounded by the evaluation timeout.
 START_TIMEOUT_SECONDS = 60.0
+#: Compiling depends on the policy text (admin-controlled), not on client input: its own, larger bound.
+MIN_COMPILE_TIMEOUT_SECONDS = 10.0
+#: Waiting for a free worker: a busy one frees up within the timeout, a killed one is replaced in seconds.
+WORKER_WAIT_GRACE_SECONDS = 10.0
 _HEADER = struct.Struct(">I")
 
 
@@ -121,6 +125,10 @@ class RegoPool:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def compile_timeout(self) -> float:
+        return max(MIN_COMPILE_TIMEOUT_SECONDS, self.timeout)
+
     async def compile(self, spec: PolicySpec) -> None:
         """Compile in a worker; `InvalidPolicyError` with the engine's reason if it does not."""
         await self._run(lambda w: self._load(w, spec))
@@ -130,10 +138,10 @@ class RegoPool:
         request = {"op": "eval", "digest": spec.digest, "input": input_, "data": data or {}}
 
         async def run(worker: _Worker) -> dict[str, Any]:
-            reply = await worker.call(request)
+            reply = await _call(worker, request, self.timeout, "evaluation")
             if not reply.get("ok") and reply.get("variant") == "missing":
                 await self._load(worker, spec)
-                reply = await worker.call(request)
+                reply = await _call(worker, request, self.timeout, "evaluation")
             result = _unwrap(reply).get("result")
             if not isinstance(result, dict):
                 raise InternalError("policy worker returned no result")
@@ -146,27 +154,28 @@ class RegoPool:
         """Per idle worker: how many policies it holds compiled (`compiled`) and their size (`bytes`)."""
         found = []
         for _ in range(self._size):
-            found.append(await self._run(lambda w: w.call({"op": "stats"})))
+            found.append(await self._run(lambda w: _call(w, {"op": "stats"}, self.timeout, "statistics")))
         return found
 
     async def _load(self, worker: _Worker, spec: PolicySpec) -> None:
-        reply = _unwrap(await worker.call({"op": "load", "spec": spec.to_json()}))
+        reply = _unwrap(await _call(worker, {"op": "load", "spec": spec.to_json()}, self.compile_timeout, "compilation"))
         if reply.get("compiled"):
             self.compilations += 1
 
     async def _run(self, job: Any) -> Any:
         if self._closed:
             raise PolicyEngineUnavailableError("policy engine is shut down")
+        wait = self.timeout + WORKER_WAIT_GRACE_SECONDS
         try:
-            worker = await asyncio.wait_for(self._idle.get(), self.timeout)
+            worker = await asyncio.wait_for(self._idle.get(), wait)
         except TimeoutError:
-            raise PolicyEngineUnavailableError(f"policy engine busy: no worker free within {self.timeout:g} s") from None
+            raise PolicyEngineUnavailableError(f"policy engine busy: no worker free within {wait:g} s") from None
         try:
-            result = await asyncio.wait_for(job(worker), self.timeout)
-        except TimeoutError:
-            logger.warning("policy evaluation exceeded %g s: worker killed and replaced", self.timeout)
+            result = await job(worker)
+        except _OverrunError as overrun:
+            logger.warning("policy %s exceeded %g s: worker killed and replaced", overrun.what, overrun.limit)
             self._replace(worker)
-            raise PolicyEngineUnavailableError(f"policy evaluation exceeded the {self.timeout:g} s limit") from None
+            raise PolicyEngineUnavailableError(f"policy {overrun.what} exceeded the {overrun.limit:g} s limit") from None
         except (OSError, EOFError, asyncio.IncompleteReadError, ValueError):
             logger.warning("policy worker failed: replaced", exc_info=True)
             self._replace(worker)
@@ -199,6 +208,20 @@ class RegoPool:
             self._all.add(worker)
             self._idle.put_nowait(worker)
             return
+
+
+class _OverrunError(Exception):
+    def __init__(self, what: str, limit: float) -> None:
+        super().__init__(what)
+        self.what = what
+        self.limit = limit
+
+
+async def _call(worker: _Worker, request: dict[str, Any], limit: float, what: str) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(worker.call(request), limit)
+    except TimeoutError:
+        raise _OverrunError(what, limit) from None
 
 
 def _unwrap(reply: dict[str, Any]) -> dict[str, Any]:
