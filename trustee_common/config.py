@@ -46,7 +46,8 @@ class ConfigTable:
         if key not in self._data:
             return default
         value = self._data[key]
-        if isinstance(value, bool) and kind in (int, float):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and (int in kinds or float in kinds):
             raise ConfigError(f"{self._where}.{key} must be a number, not a boolean")
         if not isinstance(value, kind):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)

@@ -119,3 +119,15 @@ def test_builtins_are_read_from_the_plan_list_not_the_whole_tree() -> None:
     policy = RegoPolicy('package policy\nimport rego.v1\nallow if { startswith(input.a, "x"); time.now_ns() > 0 }')
     assert used_builtins(policy._interpreter, policy._bundle) >= {"startswith", "time.now_ns"}
     assert all(policy._interpreter.is_builtin(name) for name in used_builtins(policy._interpreter, policy._bundle))
+
+
+def test_policy_engine_config_defaults_and_bounds() -> None:
+    from trustee_common.config import ConfigTable
+    from trustee_common.errors import ConfigError
+    from trustee_common.rego import PolicyEngineConfig
+
+    assert PolicyEngineConfig.from_table(ConfigTable({}, "policy_engine")) == PolicyEngineConfig(2.0, 2)
+    assert PolicyEngineConfig.from_table(ConfigTable({"evaluation_timeout": 0.5, "workers": 4}, "pe")) == PolicyEngineConfig(0.5, 4)
+    for bad in ({"evaluation_timeout": -1}, {"evaluation_timeout": True}, {"workers": 65}, {"bogus": 1}):
+        with pytest.raises(ConfigError):
+            PolicyEngineConfig.from_table(ConfigTable(bad, "policy_engine"))

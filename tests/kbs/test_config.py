@@ -51,6 +51,10 @@ def base(material: Material, tmp_path: Path, **kwargs: object) -> tuple[int, str
         (lambda t: t.replace("payload_request_size = 2", 'payload_request_size = "2"'), "payload_request_size must be int"),
         (lambda t: t.replace("timeout = 5", "timeout = 0"), "attestation_service.timeout must be > 0"),
         (lambda t: t.replace('name = "resource"', 'name = "nebula-ca"'), "plugin 'nebula-ca' is not supported"),
+        (lambda t: t + "\n[policy_engine]\nevaluation_timeout = 0\n", "policy_engine.evaluation_timeout must be > 0"),
+        (lambda t: t + "\n[policy_engine]\nevaluation_timeout = 301\n", "policy_engine.evaluation_timeout must be <= 300"),
+        (lambda t: t + "\n[policy_engine]\nworkers = 0\n", "policy_engine.workers must be >= 1"),
+        (lambda t: t + "\n[policy_engine]\npolicy_path = 'x'\n", "unknown key(s) in config.policy_engine: policy_path"),
     ],
 )
 def test_bad_config_exits_naming_the_problem(tmp_path: Path, material: Material, edit: object, expected: str) -> None:
