@@ -26,6 +26,7 @@ from trustee_common.errors import (
     ResourceNotFoundError,
     TrusteeError,
 )
+from trustee_common.rego import PolicySpec
 from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, ResourceStore
 from trustee_common.storage.directory import parse_resource_path
@@ -41,6 +42,13 @@ class PolicyStore:
     def __init__(self, store: KeyValueStore, engine: RegoPool) -> None:
         self._store = store
         self.engine = engine
+        self._last: PolicySpec | None = None
+
+    def spec(self, text: str) -> PolicySpec:
+        """The spec of `text`, reusing the last one (and its digest) while the policy is unchanged."""
+        if self._last is None or self._last.text != text:
+            self._last = resource_policy_spec(text)
+        return self._last
 
     async def install_default(self, text: str) -> None:
         """Store the built-in policy unless one is already stored."""
@@ -106,7 +114,7 @@ class ResourceService:
     async def _enforce(self, claims: dict[str, object], path: str, query: dict[str, str]) -> None:
         self._metrics.policy_evaluations.inc()
         try:
-            spec = resource_policy_spec(await self._policies.current())
+            spec = self._policies.spec(await self._policies.current())
             data = policy_data(RESOURCE_PLUGIN, path, query)
             allowed = allows(await self._policies.engine.evaluate(spec, policy_input(dict(claims)), data))
         except PolicyEngineUnavailableError:

@@ -25,6 +25,7 @@ which also run with an empty environment.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -79,7 +80,7 @@ class PolicySpec:
     helpers: tuple[str, ...] = ()
     data_keys: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         fields = [self.text, self.package, list(self.rules), list(self.helpers), list(self.data_keys)]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()

@@ -198,8 +198,10 @@ class RegoPool:
         while not self._closed:
             try:
                 worker = await _Worker.start()
-            except Exception:
-                logger.exception("starting a policy worker failed; retrying")
+            except Exception as exc:  # e.g. the worker got the process group's SIGTERM at shutdown
+                if self.closed:
+                    return
+                logger.warning("starting a policy worker failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
             if self.closed:  # closed while this worker was starting
