@@ -27,7 +27,13 @@ import struct
 import sys
 from typing import Any
 
-from trustee_common.errors import InternalError, PolicyEngineUnavailableError, error_from_variant
+from trustee_common.errors import (
+    InternalError,
+    InvalidPolicyError,
+    PolicyEngineUnavailableError,
+    TrusteeError,
+    error_from_variant,
+)
 from trustee_common.rego import PolicyEngineConfig, PolicySpec
 
 logger = logging.getLogger(__name__)
@@ -79,6 +85,9 @@ class _Worker:
             self.process.kill()
         with contextlib.suppress(Exception):
             await self.process.wait()
+        transport = getattr(self.process, "_transport", None)  # asyncio offers no public close()
+        if transport is not None:
+            transport.close()
 
 
 class RegoPool:
@@ -89,6 +98,7 @@ class RegoPool:
         self._size = workers
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
+        self._dying: set[_Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         #: Workers killed (time limit) or lost, and policies compiled by workers, since start.
@@ -115,8 +125,9 @@ class RegoPool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(w.kill() for w in list(self._all)))
+        await asyncio.gather(*(w.kill() for w in [*self._all, *self._dying]))
         self._all.clear()
+        self._dying.clear()
 
     async def __aenter__(self) -> RegoPool:
         await self.start()
@@ -130,8 +141,13 @@ class RegoPool:
         return max(MIN_COMPILE_TIMEOUT_SECONDS, self.timeout)
 
     async def compile(self, spec: PolicySpec) -> None:
-        """Compile in a worker; `InvalidPolicyError` with the engine's reason if it does not."""
-        await self._run(lambda w: self._load(w, spec))
+        """Compile in a worker; `InvalidPolicyError` with the engine's reason if it does not.
+
+        A policy whose compilation kills the worker (rego-cpp aborts on some
+        constructs) is refused the same way: it would do so every time.
+        """
+        crashed = InvalidPolicyError("policy does not compile: it made the policy engine abort")
+        await self._run(lambda w: self._load(w, spec), crashed=crashed)
 
     async def evaluate(self, spec: PolicySpec, input_: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
         """The rules' values (an undefined rule is absent); raises what `RegoPolicy.evaluate` raises."""
@@ -162,7 +178,7 @@ class RegoPool:
         if reply.get("compiled"):
             self.compilations += 1
 
-    async def _run(self, job: Any) -> Any:
+    async def _run(self, job: Any, *, crashed: TrusteeError | None = None) -> Any:
         if self._closed:
             raise PolicyEngineUnavailableError("policy engine is shut down")
         wait = self.timeout + WORKER_WAIT_GRACE_SECONDS
@@ -179,7 +195,7 @@ class RegoPool:
         except (OSError, EOFError, asyncio.IncompleteReadError, ValueError):
             logger.warning("policy worker failed: replaced", exc_info=True)
             self._replace(worker)
-            raise PolicyEngineUnavailableError("policy engine worker failed") from None
+            raise (crashed or PolicyEngineUnavailableError("policy engine worker failed")) from None
         except BaseException:
             self._replace(worker)  # cancelled mid-call: the pipe may hold a half-read reply
             raise
@@ -188,6 +204,9 @@ class RegoPool:
 
     def _replace(self, worker: _Worker) -> None:
         self._all.discard(worker)
+        self._dying.add(worker)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
         self.replaced += 1
         task = asyncio.create_task(self._restart(worker))
         self._tasks.add(task)
@@ -195,6 +214,7 @@ class RegoPool:
 
     async def _restart(self, old: _Worker) -> None:
         await old.kill()
+        self._dying.discard(old)
         while not self._closed:
             try:
                 worker = await _Worker.start()

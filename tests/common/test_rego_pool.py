@@ -70,3 +70,19 @@ async def test_waiting_for_a_worker_is_bounded_too() -> None:
                 break
             except PolicyEngineUnavailableError:
                 assert time.monotonic() < deadline
+
+
+#: rego-cpp 1.5 aborts (std::runtime_error, uncaught) compiling this: it must cost a worker, not the service.
+ABORTS_THE_ENGINE = """package policy
+import rego.v1
+allow := y if { y := data.policy.z with input as {"x": 2} }
+z := 1 / input.x
+"""
+
+
+async def test_a_policy_that_aborts_the_engine_is_refused_and_the_pool_recovers() -> None:
+    async with RegoPool(workers=1, timeout=30) as pool:
+        with pytest.raises(InvalidPolicyError, match="abort"):
+            await pool.compile(PolicySpec(ABORTS_THE_ENGINE))
+        assert pool.replaced == 1
+        assert await pool.evaluate(ALLOW, {"x": 1}, {"plugin": "resource"}) == {"allow": True}

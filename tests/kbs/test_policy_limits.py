@@ -167,3 +167,14 @@ async def test_policies_reaching_the_environment_or_network_are_refused(
     assert CANARY not in body
     async with client.get(limited.api("resource-policy"), headers={"Authorization": f"Bearer {material.admin_token()}"}) as r:
         assert "runtime" not in await r.text()  # the refused policy was not stored
+
+
+async def test_a_policy_that_aborts_the_engine_is_refused_and_the_kbs_lives_on(
+    client: aiohttp.ClientSession, limited: Kbs, material: Material
+) -> None:
+    text = 'package policy\nimport rego.v1\nallow if { data.policy.z with input as {"x": 2} }\nz := 1 / input.x\n'
+    status, body = await admin(client, limited, material, "resource-policy", json=policy_body(text))
+    assert (status, "PolicyEngineError" in body, "abort" in body) == (400, True, True), body
+    async with client.get(f"{limited.url}/healthz") as response:
+        assert response.status == 200
+    assert limited.proc.popen.poll() is None
