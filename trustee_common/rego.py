@@ -44,6 +44,8 @@ from trustee_common.errors import ConfigError, InternalError, InvalidPolicyError
 MAX_POLICY_BYTES = 1 << 20
 DEFAULT_EVALUATION_TIMEOUT = 2.0
 DEFAULT_WORKERS = 2
+DEFAULT_MAX_WORKER_MEMORY_MIB = 1024
+MIN_WORKER_MEMORY_MIB = 128
 MAX_EVALUATION_TIMEOUT = 300.0
 MAX_WORKERS = 64
 DATA_INPUT_KEY = "__trustee_data"
@@ -53,21 +55,23 @@ DENIED_BUILTINS = frozenset({"opa.runtime", "http.send", "net.lookup_ip_addr", "
 
 @dataclass(frozen=True)
 class PolicyEngineConfig:
-    """`[policy_engine]`: time limit per Rego compile/evaluation, and worker processes."""
+    """`[policy_engine]`: time and memory limits per Rego compile/evaluation, and worker processes."""
 
     evaluation_timeout: float = DEFAULT_EVALUATION_TIMEOUT
     workers: int = DEFAULT_WORKERS
+    max_worker_memory_mib: int = DEFAULT_MAX_WORKER_MEMORY_MIB
 
     @classmethod
     def from_table(cls, table: ConfigTable, where: str = "policy_engine") -> PolicyEngineConfig:
         timeout = table.number("evaluation_timeout", DEFAULT_EVALUATION_TIMEOUT, minimum_exclusive=0.0)
         workers = table.integer("workers", DEFAULT_WORKERS, minimum=1)
+        memory = table.integer("max_worker_memory_mib", DEFAULT_MAX_WORKER_MEMORY_MIB, minimum=MIN_WORKER_MEMORY_MIB)
         table.finish()
         if timeout > MAX_EVALUATION_TIMEOUT:
             raise ConfigError(f"{where}.evaluation_timeout must be <= {MAX_EVALUATION_TIMEOUT:g} seconds, got {timeout:g}")
         if workers > MAX_WORKERS:
             raise ConfigError(f"{where}.workers must be <= {MAX_WORKERS}, got {workers}")
-        return cls(timeout, workers)
+        return cls(timeout, workers, memory)
 
 
 @dataclass(frozen=True)

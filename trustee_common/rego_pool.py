@@ -44,6 +44,9 @@ START_TIMEOUT_SECONDS = 60.0
 MIN_COMPILE_TIMEOUT_SECONDS = 10.0
 #: Waiting for a free worker: a busy one frees up within the timeout, a killed one is replaced in seconds.
 WORKER_WAIT_GRACE_SECONDS = 10.0
+#: How often a running call checks its worker's resident memory.
+MEMORY_POLL_SECONDS = 0.05
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _HEADER = struct.Struct(">I")
 
 
@@ -80,6 +83,14 @@ class _Worker:
             raise ValueError("worker reply is not an object")
         return reply
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker (0 once it is gone)."""
+        try:
+            with open(f"/proc/{self.process.pid}/statm", encoding="ascii") as statm:
+                return int(statm.read().split()[1]) * _PAGE_BYTES
+        except (OSError, ValueError, IndexError):
+            return 0
+
     async def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
@@ -93,8 +104,15 @@ class _Worker:
 class RegoPool:
     """`workers` worker processes; every compile or evaluation answers within `timeout` seconds."""
 
-    def __init__(self, *, workers: int = PolicyEngineConfig.workers, timeout: float = PolicyEngineConfig.evaluation_timeout) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int = PolicyEngineConfig.workers,
+        timeout: float = PolicyEngineConfig.evaluation_timeout,
+        max_memory_mib: int = PolicyEngineConfig.max_worker_memory_mib,
+    ) -> None:
         self.timeout = timeout
+        self.max_memory_mib = max_memory_mib
         self._size = workers
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._all: set[_Worker] = set()
@@ -111,7 +129,7 @@ class RegoPool:
 
     @classmethod
     def from_config(cls, config: PolicyEngineConfig) -> RegoPool:
-        return cls(workers=config.workers, timeout=config.evaluation_timeout)
+        return cls(workers=config.workers, timeout=config.evaluation_timeout, max_memory_mib=config.max_worker_memory_mib)
 
     async def start(self) -> None:
         workers = await asyncio.gather(*(_Worker.start() for _ in range(self._size)))
@@ -154,10 +172,10 @@ class RegoPool:
         request = {"op": "eval", "digest": spec.digest, "input": input_, "data": data or {}}
 
         async def run(worker: _Worker) -> dict[str, Any]:
-            reply = await _call(worker, request, self.timeout, "evaluation")
+            reply = await self._call(worker, request, self.timeout, "evaluation")
             if not reply.get("ok") and reply.get("variant") == "missing":
                 await self._load(worker, spec)
-                reply = await _call(worker, request, self.timeout, "evaluation")
+                reply = await self._call(worker, request, self.timeout, "evaluation")
             result = _unwrap(reply).get("result")
             if not isinstance(result, dict):
                 raise InternalError("policy worker returned no result")
@@ -170,11 +188,11 @@ class RegoPool:
         """Per idle worker: how many policies it holds compiled (`compiled`) and their size (`bytes`)."""
         found = []
         for _ in range(self._size):
-            found.append(await self._run(lambda w: _call(w, {"op": "stats"}, self.timeout, "statistics")))
+            found.append(await self._run(lambda w: self._call(w, {"op": "stats"}, self.timeout, "statistics")))
         return found
 
     async def _load(self, worker: _Worker, spec: PolicySpec) -> None:
-        reply = _unwrap(await _call(worker, {"op": "load", "spec": spec.to_json()}, self.compile_timeout, "compilation"))
+        reply = _unwrap(await self._call(worker, {"op": "load", "spec": spec.to_json()}, self.compile_timeout, "compilation"))
         if reply.get("compiled"):
             self.compilations += 1
 
@@ -189,9 +207,9 @@ class RegoPool:
         try:
             result = await job(worker)
         except _OverrunError as overrun:
-            logger.warning("policy %s exceeded %g s: worker killed and replaced", overrun.what, overrun.limit)
+            logger.warning("%s: worker killed and replaced", overrun.detail)
             self._replace(worker)
-            raise PolicyEngineUnavailableError(f"policy {overrun.what} exceeded the {overrun.limit:g} s limit") from None
+            raise PolicyEngineUnavailableError(overrun.detail) from None
         except (OSError, EOFError, asyncio.IncompleteReadError, ValueError):
             logger.warning("policy worker failed: replaced", exc_info=True)
             self._replace(worker)
@@ -232,18 +250,29 @@ class RegoPool:
             return
 
 
+    async def _call(self, worker: _Worker, request: dict[str, Any], limit: float, what: str) -> dict[str, Any]:
+        """One request to `worker`, bounded in time and in the worker's resident memory."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        call = asyncio.ensure_future(worker.call(request))
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                done, _ = await asyncio.wait({call}, timeout=max(0.0, min(MEMORY_POLL_SECONDS, remaining)))
+                if done:
+                    return call.result()
+                if loop.time() >= deadline:
+                    raise _OverrunError(f"policy {what} exceeded the {limit:g} s limit")
+                if worker.rss_bytes() > self.max_memory_mib << 20:
+                    raise _OverrunError(f"policy {what} exceeded the {self.max_memory_mib} MiB memory limit")
+        finally:
+            call.cancel()
+
+
 class _OverrunError(Exception):
-    def __init__(self, what: str, limit: float) -> None:
-        super().__init__(what)
-        self.what = what
-        self.limit = limit
-
-
-async def _call(worker: _Worker, request: dict[str, Any], limit: float, what: str) -> dict[str, Any]:
-    try:
-        return await asyncio.wait_for(worker.call(request), limit)
-    except TimeoutError:
-        raise _OverrunError(what, limit) from None
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 def _unwrap(reply: dict[str, Any]) -> dict[str, Any]:

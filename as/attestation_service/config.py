@@ -42,6 +42,7 @@ verification_time = "2025-01-01T00:00:00Z"  # TEST ONLY: pin the SNP clock
 [policy_engine]                     # optional (ours): attestation-policy evaluation
 evaluation_timeout = 2.0            # seconds per compile or evaluation; over it: PolicyEngineUnavailable (UNAVAILABLE)
 workers = 2                         # policy worker processes (each evaluates one policy at a time)
+max_worker_memory_mib = 1024        # resident memory per worker; over it: killed, PolicyEngineUnavailable
 ```
 """
 

@@ -86,3 +86,13 @@ async def test_a_policy_that_aborts_the_engine_is_refused_and_the_pool_recovers(
             await pool.compile(PolicySpec(ABORTS_THE_ENGINE))
         assert pool.replaced == 1
         assert await pool.evaluate(ALLOW, {"x": 1}, {"plugin": "resource"}) == {"allow": True}
+
+
+async def test_a_worker_over_its_memory_limit_is_killed_before_the_time_limit() -> None:
+    async with RegoPool(workers=1, timeout=120, max_memory_mib=256) as pool:
+        started = time.monotonic()
+        with pytest.raises(PolicyEngineUnavailableError, match="256 MiB memory limit"):
+            await pool.evaluate(SLOW, {})  # grows by hundreds of MiB per second
+        assert time.monotonic() - started < 60
+        assert pool.replaced == 1
+        assert await pool.evaluate(ALLOW, {"x": 1}, {"plugin": "resource"}) == {"allow": True}
