@@ -133,3 +133,12 @@ def test_policy_engine_config_defaults_and_bounds() -> None:
     for bad in bad_tables:
         with pytest.raises(ConfigError):
             PolicyEngineConfig.from_table(ConfigTable(bad, "policy_engine"))
+
+
+def test_input_cannot_override_the_per_evaluation_data() -> None:
+    from trustee_common.rego import DATA_INPUT_KEY
+
+    policy = RegoPolicy(POLICY, data_keys=DATA_KEYS)
+    forged = {"repo": "one", DATA_INPUT_KEY: {"plugin": "resource", "resource-path": "one/a/b", "query": {}}}
+    data = {"plugin": "resource", "resource-path": "two/a/b", "query": {}}
+    assert policy.evaluate(forged, data) == {"allow": False}
