@@ -62,7 +62,7 @@ class _Worker:
             "trustee_common.rego_worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env={"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            env=_worker_environment(),
         )
         worker = cls(process)
         try:
@@ -267,6 +267,18 @@ class RegoPool:
                     raise _OverrunError(f"policy {what} exceeded the {self.max_memory_mib} MiB memory limit")
         finally:
             call.cancel()
+
+
+def _worker_environment() -> dict[str, str]:
+    """Only what starting Python needs; the worker empties even this before running any policy."""
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    for name in _PASSED_TO_WORKERS:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+_PASSED_TO_WORKERS = ("PYTHONHOME", "LD_LIBRARY_PATH")
 
 
 class _OverrunError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -95,4 +96,17 @@ async def test_a_worker_over_its_memory_limit_is_killed_before_the_time_limit() 
             await pool.evaluate(SLOW, {})  # grows by hundreds of MiB per second
         assert time.monotonic() - started < 60
         assert pool.replaced == 1
+        assert await pool.evaluate(ALLOW, {"x": 1}, {"plugin": "resource"}) == {"allow": True}
+
+
+def initial_environment(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/environ").read_bytes()
+
+
+async def test_workers_do_not_inherit_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTEE_CANARY", "canary-0b4e")
+    async with RegoPool(workers=1, timeout=30) as pool:
+        [worker] = pool._all
+        environ = initial_environment(worker.process.pid)
+        assert b"canary-0b4e" not in environ
         assert await pool.evaluate(ALLOW, {"x": 1}, {"plugin": "resource"}) == {"allow": True}
