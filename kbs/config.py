@@ -21,6 +21,7 @@ from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import ConnectionLimits
+from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ClientTls, parse_client_tls
 
@@ -143,6 +144,8 @@ class KbsConfig:
     resource_plugin: ResourcePluginConfig | None
     #: `session_storage_type`: sessions in another backend (e.g. Redis); None: in `storage`.
     session_storage: StorageConfig | None = None
+    #: `[policy_engine]`: resource-policy evaluation time limit and worker processes.
+    policy_engine: PolicyEngineConfig = field(default_factory=PolicyEngineConfig)
 
 
 def load_kbs_config(path: str | Path) -> KbsConfig:
@@ -161,6 +164,7 @@ def parse_kbs_config(data: dict[str, Any], *, default_dir: Path) -> KbsConfig:
         attestation_service=_attestation_service(root.sub("attestation_service")),
         storage=StorageConfig.from_table(root.table("storage_backend"), default_dir / "storage.sqlite3"),
         resource_plugin=_plugins(root.tables("plugins")),
+        policy_engine=PolicyEngineConfig.from_table(root.table("policy_engine")),
     )
     root.finish()
     if session_type is not None:

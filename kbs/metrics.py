@@ -7,11 +7,18 @@ upstream: `/metrics` is unauthenticated and must not list resource names.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 VERSION = "0.1.0"
+
+
+class PolicyEngineCounts(Protocol):
+    compilations: int
+    replaced: int
 
 
 class KbsMetrics:
@@ -37,6 +44,14 @@ class KbsMetrics:
         self.policy_errors = Counter("kbs_policy_errors", "resource policy evaluation errors", registry=reg)
         self.stale_tokens = Counter("kbs_stale_tokens", "tokens refused as appraised under an older appraisal epoch", registry=reg)
         self.epoch_fetches = Counter("kbs_appraisal_epoch_fetches", "GetAppraisalEpoch calls to the AS, failed ones included", registry=reg)
+
+    def watch_policy_engine(self, engine: PolicyEngineCounts) -> None:
+        """Ours: policies compiled by the Rego workers, and workers killed (time limit) or lost."""
+        reg = self.registry
+        compiled = Gauge("kbs_policy_compilations", "resource policies compiled by the policy workers", registry=reg)
+        compiled.set_function(lambda: engine.compilations)
+        replaced = Gauge("kbs_policy_workers_replaced", "policy workers killed for overrunning or lost", registry=reg)
+        replaced.set_function(lambda: engine.replaced)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

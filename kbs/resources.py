@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from kbs.core.resource_policy import POLICY_KEY, POLICY_NAMESPACE, ResourcePolicyEngine, policy_data
+from kbs.core.resource_policy import POLICY_KEY, POLICY_NAMESPACE, allows, policy_data, policy_input, resource_policy_spec
 from kbs.core.token import AttestationTokenVerifier
 from kbs.freshness import AppraisalEpochGuard
 from kbs.metrics import KbsMetrics
@@ -25,10 +25,13 @@ from trustee_common.errors import (
     InternalError,
     MalformedRequestError,
     PolicyDenyError,
+    PolicyEngineUnavailableError,
     PolicyNotFoundError,
     ResourceNotFoundError,
     TrusteeError,
 )
+from trustee_common.rego import PolicySpec
+from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, ResourceStore
 from trustee_common.storage.directory import parse_resource_path
 
@@ -46,15 +49,22 @@ SUPERSEDED_DEFAULT_SHA256 = frozenset({
 
 
 class PolicyStore:
-    """The resource policy text in shared storage, compiled before it is accepted."""
+    """The resource policy text in shared storage, compiled (in a policy worker) before it is accepted."""
 
-    def __init__(self, store: KeyValueStore, engine: ResourcePolicyEngine) -> None:
+    def __init__(self, store: KeyValueStore, engine: RegoPool) -> None:
         self._store = store
         self.engine = engine
+        self._last: PolicySpec | None = None
+
+    def spec(self, text: str) -> PolicySpec:
+        """The spec of `text`, reusing the last one (and its digest) while the policy is unchanged."""
+        if self._last is None or self._last.text != text:
+            self._last = resource_policy_spec(text)
+        return self._last
 
     async def install_default(self, text: str) -> None:
         """Store the built-in policy unless one is stored; an unchanged superseded default is upgraded."""
-        self.engine.compile(text)
+        await self.engine.compile(resource_policy_spec(text))
         if await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode(), overwrite=False):
             logger.info("installed the built-in resource policy")
             return
@@ -85,7 +95,7 @@ class PolicyStore:
             text = url_decode(body["policy"], "policy").decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedRequestError("policy: not UTF-8 text") from None
-        self.engine.compile(text)
+        await self.engine.compile(resource_policy_spec(text))
         await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode())
         logger.info("resource policy replaced (%d bytes)", len(text))
 
@@ -126,8 +136,12 @@ class ResourceService:
     async def _enforce(self, claims: dict[str, object], path: str, query: dict[str, str]) -> None:
         self._metrics.policy_evaluations.inc()
         try:
-            text = await self._policies.current()
-            allowed = self._policies.engine.allows(text, dict(claims), policy_data(RESOURCE_PLUGIN, path, query))
+            spec = self._policies.spec(await self._policies.current())
+            data = policy_data(RESOURCE_PLUGIN, path, query)
+            allowed = allows(await self._policies.engine.evaluate(spec, policy_input(dict(claims)), data))
+        except PolicyEngineUnavailableError:
+            self._metrics.policy_errors.inc()
+            raise
         except TrusteeError as exc:
             self._metrics.policy_errors.inc()
             logger.warning("resource policy evaluation failed, denying: %s", exc.detail)

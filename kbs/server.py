@@ -24,7 +24,6 @@ from kbs.as_client import GrpcAttestationService
 from kbs.config import AdminConfig, HttpServerConfig, IdentityProviderConfig, KbsConfig
 from kbs.core.admin import AdminAuthorizer, AdminMode, IdentityProvider, compile_acl
 from kbs.core.admin_keys import VerificationKey, key_from_pem, keys_from_jwks
-from kbs.core.resource_policy import ResourcePolicyEngine
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.freshness import AppraisalEpochGuard
 from kbs.http.app import make_app
@@ -35,6 +34,7 @@ from kbs.protocol import RcarService
 from kbs.resources import PolicyStore, ResourceService
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import runner_options, serve_bounded
+from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, ResourceStore, open_kv_store
 from trustee_common.storage.directory import DirectoryResourceStore
 from trustee_common.storage.kv_resources import KvResourceStore
@@ -118,11 +118,16 @@ def resource_store(config: KbsConfig, store: KeyValueStore) -> ResourceStore | N
 
 
 async def build_state(
-    config: KbsConfig, store: KeyValueStore, attestation: GrpcAttestationService, sessions: KeyValueStore | None = None
+    config: KbsConfig,
+    store: KeyValueStore,
+    attestation: GrpcAttestationService,
+    engine: RegoPool,
+    sessions: KeyValueStore | None = None,
 ) -> KbsState:
     metrics = KbsMetrics()
+    metrics.watch_policy_engine(engine)
     verifier = AttestationTokenVerifier(load_trust(config))
-    policies = PolicyStore(store, ResourcePolicyEngine())
+    policies = PolicyStore(store, engine)
     await policies.install_default(default_policy_text())
     repository = resource_store(config, store)
     freshness = AppraisalEpochGuard(attestation.appraisal_epoch, metrics, ttl=config.attestation_service.appraisal_epoch_ttl_seconds)
@@ -172,12 +177,14 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
     sessions = None if config.session_storage is None else open_kv_store(config.session_storage)
     logger.info("storage: %s; sessions: %s", config.storage.describe(), (config.session_storage or config.storage).describe())
     attestation = GrpcAttestationService(config.attestation_service.as_addr, tls=config.attestation_service.tls)
+    engine = RegoPool.from_config(config.policy_engine)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        state = await build_state(config, store, attestation, sessions)
+        await engine.start()
+        state = await build_state(config, store, attestation, engine, sessions)
         await state.rcar.purge_expired()  # also fails start-up early when a session server does not answer
         interval = min(PURGE_INTERVAL_SECONDS, max(1.0, config.attestation_service.session_lifetime_seconds))
         purger = asyncio.create_task(purge_sessions(state.rcar, interval))
@@ -190,6 +197,7 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
     finally:
+        await engine.close()
         await attestation.close()
         if sessions is not None:
             await sessions.close()

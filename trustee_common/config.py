@@ -46,7 +46,8 @@ class ConfigTable:
         if key not in self._data:
             return default
         value = self._data[key]
-        if isinstance(value, bool) and kind in (int, float):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and (int in kinds or float in kinds):
             raise ConfigError(f"{self._where}.{key} must be a number, not a boolean")
         if not isinstance(value, kind):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
@@ -72,6 +73,12 @@ class ConfigTable:
         if minimum is not None and value < minimum:
             raise ConfigError(f"{self._where}.{key} must be >= {minimum}, got {value}")
         return value
+
+    def number(self, key: str, default: float, *, minimum_exclusive: float) -> float:
+        value = self._get(key, (int, float), default)
+        if not value > minimum_exclusive:
+            raise ConfigError(f"{self._where}.{key} must be > {minimum_exclusive}, got {value}")
+        return float(value)
 
     def strings(self, key: str, default: list[str] | None = None) -> list[str]:
         value = self._get(key, list, default if default is not None else [])

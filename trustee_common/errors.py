@@ -162,6 +162,12 @@ class UpstreamError(TrusteeError):
     variant = "UpstreamUnavailable"
 
 
+class PolicyEngineUnavailableError(TrusteeError):
+    """A Rego compile or evaluation that exceeded its time limit, or a policy worker that failed."""
+
+    variant = "PolicyEngineUnavailable"
+
+
 class ConfigError(TrusteeError):
     """A configuration file, key or flag that is not valid."""
 

@@ -42,6 +42,7 @@ STATUS_BY_ERROR: dict[type[e.TrusteeError], grpc.StatusCode] = {
     e.PolicyNotFoundError: grpc.StatusCode.NOT_FOUND,
     e.ReferenceValueNotFoundError: grpc.StatusCode.NOT_FOUND,
     e.UpstreamError: grpc.StatusCode.UNAVAILABLE,
+    e.PolicyEngineUnavailableError: grpc.StatusCode.UNAVAILABLE,
     e.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     e.StorageError: grpc.StatusCode.INTERNAL,
     e.InternalError: grpc.StatusCode.INTERNAL,

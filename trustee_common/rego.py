@@ -1,14 +1,25 @@
-"""Rego policies evaluated with regopy, compiled once and reused.
+"""Rego policies evaluated with regopy: compiled once per text, queried with any input and data.
 
-regopy compiles modules and base documents (`data`) together into a
-bundle, and a bundle is then queried with any number of inputs at a small
-fraction of the compile cost. Since `data` is part of the compiled bundle,
-`RegoPolicy` keeps a small LRU of bundles keyed by the canonical `data`
-document: a policy is compiled once per distinct `data` (a resource path
-for the KBS, a reference-value snapshot for the AS) and every request after
-that only queries. Construction compiles once with empty data, so a policy
-that does not parse or compile is refused up front with the engine's
-message (`InvalidPolicyError`).
+A policy is described by a `PolicySpec` (module text, package, entry-point
+rules, helper modules, and the names of the top-level `data` documents the
+caller supplies per evaluation). `RegoPolicy` compiles a spec into one
+regopy bundle, once; nothing supplied at evaluation time (input, resource
+path, query string, reference values) is part of what is compiled, so the
+number of compiled bundles depends only on the number of distinct policy
+texts, never on what clients send.
+
+Per-evaluation `data`: rego-cpp fixes `data` when it builds a bundle, so the
+compiled query overrides each declared data document with Rego's `with`
+keyword from a value carried in the input under the reserved key
+`DATA_INPUT_KEY` (policies see that key in `input` too; they should not
+rely on it). A declared key the caller leaves out evaluates as `{}`.
+
+Built-ins: rego-cpp has no switch to remove built-ins, so after compiling,
+the bundle's plan (the engine's own list of every built-in the policy can
+call, whatever the syntax used to reach it) is checked and a policy that
+uses a built-in in `DENIED_BUILTINS` is refused (`InvalidPolicyError`).
+Evaluation itself happens in worker processes (`trustee_common.rego_pool`),
+which also run with an empty environment.
 
 regopy is imported only here, after `share_cxx_allocator()`, so that
 rego-cpp and every other C++ library share libstdc++'s allocator (mixing
@@ -18,35 +29,93 @@ it with regopy's snmalloc leaked memory on every evaluation).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import re
 import sys
-from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from trustee_common.canonical import canonical_json
+from trustee_common.config import ConfigTable
 from trustee_common.cxx_allocator import share_cxx_allocator
-from trustee_common.errors import InternalError, InvalidPolicyError
+from trustee_common.errors import ConfigError, InternalError, InvalidPolicyError
 
 share_cxx_allocator()  # before librego_shared.so loads: see trustee_common/cxx_allocator.py
 
 from regopy import Bundle, Input, Interpreter, RegoError  # noqa: E402 (after share_cxx_allocator)
+from regopy.rego_shared import rego_node_get, rego_node_size, rego_node_value  # noqa: E402
 
-DEFAULT_CACHE_SIZE = 64
 MAX_POLICY_BYTES = 1 << 20
+DEFAULT_EVALUATION_TIMEOUT = 2.0
+DEFAULT_WORKERS = 2
+DEFAULT_MAX_WORKER_MEMORY_MIB = 1024
+MIN_WORKER_MEMORY_MIB = 128
+MAX_EVALUATION_TIMEOUT = 300.0
+MAX_WORKERS = 64
+DATA_INPUT_KEY = "__trustee_data"
+#: Built-ins that reach the process environment or the network; a policy that uses one is refused.
+DENIED_BUILTINS = frozenset({"opa.runtime", "http.send", "net.lookup_ip_addr", "providers.aws.sign_req"})
 
 
-class _Compiled:
-    def __init__(self, interpreter: Interpreter, bundle: Bundle) -> None:
-        self.interpreter = interpreter
-        self.bundle = bundle
+@dataclass(frozen=True)
+class PolicyEngineConfig:
+    """`[policy_engine]`: time and memory limits per Rego compile/evaluation, and worker processes."""
+
+    evaluation_timeout: float = DEFAULT_EVALUATION_TIMEOUT
+    workers: int = DEFAULT_WORKERS
+    max_worker_memory_mib: int = DEFAULT_MAX_WORKER_MEMORY_MIB
+
+    @classmethod
+    def from_table(cls, table: ConfigTable, where: str = "policy_engine") -> PolicyEngineConfig:
+        timeout = table.number("evaluation_timeout", DEFAULT_EVALUATION_TIMEOUT, minimum_exclusive=0.0)
+        workers = table.integer("workers", DEFAULT_WORKERS, minimum=1)
+        memory = table.integer("max_worker_memory_mib", DEFAULT_MAX_WORKER_MEMORY_MIB, minimum=MIN_WORKER_MEMORY_MIB)
+        table.finish()
+        if timeout > MAX_EVALUATION_TIMEOUT:
+            raise ConfigError(f"{where}.evaluation_timeout must be <= {MAX_EVALUATION_TIMEOUT:g} seconds, got {timeout:g}")
+        if workers > MAX_WORKERS:
+            raise ConfigError(f"{where}.workers must be <= {MAX_WORKERS}, got {workers}")
+        return cls(timeout, workers, memory)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Everything that is compiled; the digest keys every compiled-policy cache."""
+
+    text: str
+    package: str = "policy"
+    rules: tuple[str, ...] = ("allow",)
+    helpers: tuple[str, ...] = ()
+    data_keys: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def digest(self) -> str:
+        fields = [self.text, self.package, list(self.rules), list(self.helpers), list(self.data_keys)]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.text) + sum(len(h) for h in self.helpers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "package": self.package, "rules": self.rules, "helpers": self.helpers, "data_keys": self.data_keys}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> PolicySpec:
+        return cls(
+            str(value["text"]),
+            str(value["package"]),
+            tuple(value["rules"]),
+            tuple(value["helpers"]),
+            tuple(value["data_keys"]),
+        )
 
 
 class RegoPolicy:
-    """One policy module (plus optional helper modules) and its entry-point rules."""
+    """One compiled policy (plus optional helper modules) and its entry-point rules."""
 
     def __init__(
         self,
@@ -55,67 +124,141 @@ class RegoPolicy:
         package: str = "policy",
         rules: tuple[str, ...] = ("allow",),
         helpers: tuple[str, ...] = (),
-        cache_size: int = DEFAULT_CACHE_SIZE,
+        data_keys: tuple[str, ...] = (),
     ) -> None:
-        if len(text.encode()) > MAX_POLICY_BYTES:
-            raise InvalidPolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
-        declared = _PACKAGE.search(text)
-        if declared is None or declared.group(1) != package:
-            raise InvalidPolicyError(f"policy must declare `package {package}`")
-        self.text = text
-        self.package = package
-        self.rules = rules
-        self._helpers = helpers
-        self._cache_size = cache_size
-        self._bundles: OrderedDict[bytes, _Compiled] = OrderedDict()
-        self._compile({})
+        self.spec = PolicySpec(text, package, rules, helpers, data_keys)
+        check_text(text, package)
+        self._interpreter, self._bundle = _build(self.spec)
+
+    @classmethod
+    def from_spec(cls, spec: PolicySpec) -> RegoPolicy:
+        return cls(spec.text, package=spec.package, rules=spec.rules, helpers=spec.helpers, data_keys=spec.data_keys)
 
     @property
     def digest(self) -> str:
-        return hashlib.sha384(self.text.encode()).hexdigest()
-
-    def _compile(self, data: dict[str, Any]) -> _Compiled:
-        key = hashlib.sha256(canonical_json(data)).digest()
-        cached = self._bundles.get(key)
-        if cached is not None:
-            self._bundles.move_to_end(key)
-            return cached
-        interpreter = Interpreter()
-        try:
-            with _quiet_stdout():
-                interpreter.add_module("policy.rego", self.text)
-                for i, helper in enumerate(self._helpers):
-                    interpreter.add_module(f"helper{i}.rego", helper)
-                if data:
-                    interpreter.add_data_json(json.dumps(data))
-                bundle = interpreter.build(None, [f"{self.package}/{rule}" for rule in self.rules])
-        except RegoError as exc:
-            raise InvalidPolicyError(f"policy does not compile: {_first_line(str(exc))}") from None
-        if not bundle.ok():
-            raise InvalidPolicyError("policy does not compile")
-        compiled = _Compiled(interpreter, bundle)
-        self._bundles[key] = compiled
-        if len(self._bundles) > self._cache_size:
-            self._bundles.popitem(last=False)
-        return compiled
+        return self.spec.digest
 
     def evaluate(self, input_: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
         """Evaluate every rule; an undefined rule is absent from the result."""
-        compiled = self._compile(data or {})
-        compiled.interpreter.set_input(Input(input_))
+        supplied = data or {}
+        unknown = sorted(set(supplied) - set(self.spec.data_keys))
+        if unknown:
+            raise InternalError(f"policy data has undeclared key(s) {', '.join(unknown)}")
+        if self.spec.data_keys:
+            if not isinstance(input_, dict):
+                raise InternalError("policy input must be an object")
+            input_ = {**input_, DATA_INPUT_KEY: {key: supplied.get(key, {}) for key in self.spec.data_keys}}
+        self._interpreter.set_input(Input(input_))
+        try:
+            output = self._interpreter.query_bundle(self._bundle)
+        except RegoError as exc:
+            raise InternalError(f"policy evaluation failed: {_first_line(str(exc))}") from None
+        except ValueError:  # regopy cannot decode the output of some runtime errors
+            raise InternalError("policy evaluation failed with a runtime error") from None
+        if not output.ok():
+            raise InternalError(f"policy evaluation failed: {_first_line(str(output))}")
+        if not output.results:
+            raise InternalError("policy evaluation was undefined")
+        bindings = output.results[0].bindings
         results: dict[str, Any] = {}
-        for rule in self.rules:
-            try:
-                output = compiled.interpreter.query_bundle_entrypoint(compiled.bundle, f"{self.package}/{rule}")
-            except RegoError as exc:
-                raise InternalError(f"policy evaluation of {rule} failed: {_first_line(str(exc))}") from None
-            except ValueError:  # regopy cannot decode the output of some runtime errors
-                raise InternalError(f"policy evaluation of {rule} failed with a runtime error") from None
-            if not output.ok():
-                raise InternalError(f"policy evaluation of {rule} failed: {_first_line(str(output))}")
-            if output.results and output.results[0].expressions:
-                results[rule] = output.results[0].expressions[0]
+        for index, rule in enumerate(self.spec.rules):
+            values = bindings.get(f"r{index}")
+            if isinstance(values, list) and values:
+                results[rule] = values[0]
         return results
+
+
+def check_text(text: str, package: str) -> None:
+    if len(text.encode()) > MAX_POLICY_BYTES:
+        raise InvalidPolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
+    declared = _PACKAGE.search(text)
+    if declared is None or declared.group(1) != package:
+        raise InvalidPolicyError(f"policy must declare `package {package}`")
+
+
+def evaluation_query(spec: PolicySpec) -> str:
+    """`r<i> := [x | x := data.<package>.<rule i>]` per rule, each with the data overrides."""
+    withs = "".join(f" with data[{json.dumps(key)}] as __td[{json.dumps(key)}]" for key in spec.data_keys)
+    parts = [f"__td := input[{json.dumps(DATA_INPUT_KEY)}]"] if spec.data_keys else []
+    for index, rule in enumerate(spec.rules):
+        if not _RULE.fullmatch(rule):
+            raise InvalidPolicyError(f"invalid entry-point rule name {rule!r}")
+        parts.append(f"r{index} := [__x | __x := data.{spec.package}.{rule}]{withs}")
+    return "; ".join(parts)
+
+
+def _build(spec: PolicySpec) -> tuple[Interpreter, Bundle]:
+    interpreter = Interpreter()
+    try:
+        with _quiet_stdout():
+            interpreter.add_module("policy.rego", spec.text)
+            for i, helper in enumerate(spec.helpers):
+                interpreter.add_module(f"helper{i}.rego", helper)
+            bundle = interpreter.build(evaluation_query(spec), [])
+    except RegoError as exc:
+        raise InvalidPolicyError(f"policy does not compile: {_first_line(str(exc))}") from None
+    if not bundle.ok():
+        raise InvalidPolicyError("policy does not compile")
+    denied = sorted(used_builtins(interpreter, bundle) & DENIED_BUILTINS)
+    if denied:
+        raise InvalidPolicyError(
+            f"policy uses the built-in function(s) {', '.join(denied)}, which are disabled "
+            "(they reach the process environment or the network)"
+        )
+    return interpreter, bundle
+
+
+def used_builtins(interpreter: Interpreter, bundle: Bundle) -> set[str]:
+    """Every built-in the compiled plan can call: the engine's own list (the plan's `builtin_funcs`).
+
+    Read from the bundle's node tree (saving the bundle to disk to read its
+    `plan.json` aborts the process when grpc is loaded). The list sits at a
+    fixed place in rego-cpp 1.5's bundle tree; if that place does not hold
+    only built-in names, every value in the tree is returned instead (a
+    superset: a denied name anywhere refuses the policy).
+    """
+    root = bundle.node()._impl
+    listed = _node_path_values(root, (1, 0, 2))
+    if listed is not None and all(interpreter.is_builtin(name) for name in listed):
+        return set(listed)
+    found: set[str] = set()
+    _all_values(root, found)
+    return found
+
+
+def _child(node: Any, index: int) -> Any:
+    return rego_node_get(node, index) if 0 <= index < rego_node_size(node) else None
+
+
+def _value(node: Any) -> str | None:
+    try:
+        return str(rego_node_value(node))
+    except (RegoError, ValueError):
+        return None
+
+
+def _node_path_values(root: Any, path: tuple[int, ...]) -> list[str] | None:
+    node = root
+    for index in path:
+        node = _child(node, index)
+        if node is None:
+            return None
+    names = []
+    for k in range(rego_node_size(node)):
+        entry = _child(node, k)
+        name = None if entry is None or _child(entry, 0) is None else _value(_child(entry, 0))
+        if name is None:
+            return None
+        names.append(name)
+    return names
+
+
+def _all_values(node: Any, found: set[str]) -> None:
+    value = _value(node)
+    if value is not None:
+        found.add(value)
+    for k in range(rego_node_size(node)):
+        _all_values(rego_node_get(node, k), found)
 
 
 @contextlib.contextmanager
@@ -134,6 +277,7 @@ def _quiet_stdout() -> Iterator[None]:
 
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][A-Za-z0-9_.]*)", re.MULTILINE)
+_RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ERROR = re.compile(r"\(error \d+:[^|]*\|(\d+)\|\d+\s*\(errormsg \d+:([^)]*)\)")
 
 

@@ -35,6 +35,7 @@ from rvps.service import ReferenceValueService
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
 from trustee_common.logsetup import setup_logging
+from trustee_common.rego_pool import RegoPool
 from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import KeyValueStore, open_kv_store
 from trustee_pb import attestation_pb2_grpc, reference_pb2_grpc
@@ -82,8 +83,10 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure
     guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "Attestation Service")
     store = open_kv_store(config.storage)
     provider = reference_value_provider(config, store)
+    engine = RegoPool.from_config(config.policy_engine)
 
     async def close() -> None:
+        await engine.close()
         if isinstance(provider, RemoteReferenceValueProvider):
             await provider.close()
         await store.close()
@@ -93,7 +96,10 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure
         verifiers["tpm"] = build_tpm_verifier(config.tpm)
         verifiers["snp"] = build_snp_verifier(config.snp, store)
         verifiers["az-tdx-vtpm"] = build_az_tdx_verifier(config.dcap)
-        service = AttestationService(PolicyStore(store), provider, signer, config.token, verifiers, verbose_token=config.verbose_token)
+        await engine.start()
+        service = AttestationService(
+            PolicyStore(store), provider, signer, config.token, verifiers, engine, verbose_token=config.verbose_token
+        )
         await service.load_default_policies()
         server = new_grpc_server(interceptors=[guard])
         attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service), server)

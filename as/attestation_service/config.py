@@ -48,6 +48,10 @@ vcek_sources = [                    # tried in order
   { type = "KDS", base_url = "https://kdsintf.amd.com", timeout = 10 },  # fetched VCEKs cached in the AS store
 ]
 verification_time = "2025-01-01T00:00:00Z"  # TEST ONLY: pin the SNP clock
+[policy_engine]                     # optional (ours): attestation-policy evaluation
+evaluation_timeout = 2.0            # seconds per compile or evaluation; over it: PolicyEngineUnavailable (UNAVAILABLE)
+workers = 2                         # policy worker processes (each evaluates one policy at a time)
+max_worker_memory_mib = 1024        # resident memory per worker; over it: killed, PolicyEngineUnavailable
 ```
 """
 
@@ -62,6 +66,7 @@ from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
+from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ClientTls, ServerTls, parse_client_tls, parse_server_tls
 
@@ -133,6 +138,7 @@ class AsConfig:
     snp: SnpSettings | None = None
     #: `[tls]`: serve gRPC over TLS; None: plain text.
     tls: ServerTls | None = None
+    policy_engine: PolicyEngineConfig = field(default_factory=PolicyEngineConfig)
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -150,8 +156,9 @@ class AsConfig:
             snp = _snp_verifier(verifier_table, path.parent)
             dcap = _verifier_config(verifier_table, path.parent)
         tls = parse_server_tls(root.table("tls"), "tls")
+        engine = PolicyEngineConfig.from_table(root.table("policy_engine"))
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine)
 
 
 def _rvps(table: ConfigTable) -> RvpsSettings:

@@ -6,12 +6,12 @@ request with its TEE's verifier, annotate the claims, read the policy
 so a change made through any replica applies to the next request; the
 compiled form is cached by text digest), fetch the reference values that
 policy names from the RVPS (only those; all of them only when a call's
-argument is computed), evaluate, and sign one EAR with a submod per
-item (`cpu0`, `gpu0`, `gpu1`, ...). The appraisal epoch (policies plus
-reference values, `trustee_common.epoch`) is read first and stamped into
-the token, so the KBS can refuse tokens appraised before a later change.
-The pure steps live in `core`; this module only sequences them with the
-store and the RVPS.
+argument is computed), evaluate (in a policy worker process, within the
+configured time limit), and sign one EAR with a submod per item (`cpu0`,
+`gpu0`, `gpu1`, ...). The appraisal epoch (policies plus reference values,
+`trustee_common.epoch`) is read first and stamped into the token, so the
+KBS can refuse tokens appraised before a later change. The pure steps live
+in `core`; this module only sequences them with the store and the RVPS.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from trustee_common.errors import (
     MalformedRequestError,
     PolicyNotFoundError,
 )
+from trustee_common.rego_pool import RegoPool
 from trustee_common.tee import parse_tee
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class AttestationService:
         signer: TokenSigner,
         settings: TokenSettings,
         verifiers: Mapping[str, Verifier],
+        engine: RegoPool,
         *,
         verbose_token: bool = True,
         clock: Callable[[], datetime.datetime] = utc_now,
@@ -79,11 +81,12 @@ class AttestationService:
         self._clock = clock
         self._random = random_bytes
         self._cache = PolicyCache()
+        self._engine = engine
 
     async def load_default_policies(self) -> None:
         """Store the shipped defaults unless a policy with the same id exists (overwrite=False)."""
         for policy_id, text in default_policies().items():
-            self._cache.get(text)
+            await self._engine.compile(self._cache.get(text).spec)
             if await self._policies.put(policy_id, text, overwrite=False):
                 logger.info("installed default policy %s", policy_id)
 
@@ -135,7 +138,7 @@ class AttestationService:
         compiled = await self._compiled(policy_name)
         values = await self._reference_values(compiled)
         try:
-            result = compiled.evaluate(annotated, values)
+            result = await self._engine.evaluate(compiled.spec, annotated, compiled.data(values))
         except InternalError as exc:
             raise InvalidPolicyError(f"policy {policy_name}: {exc.detail}") from None
         return appraisal(policy_id, policy_name, annotated, result)
@@ -164,7 +167,7 @@ class AttestationService:
 
     async def set_policy(self, policy_id: str, text: str) -> None:
         check_policy_id(policy_id)
-        self._cache.get(text)
+        await self._engine.compile(self._cache.get(text).spec)
         await self._policies.put(policy_id, text)
         logger.info("attestation policy %s set (sha384 %s)", policy_id, policy_digest(text)[:16])
 

@@ -42,6 +42,7 @@ STATUS_BY_ERROR: dict[type[e.TrusteeError], int] = {
     MethodNotAllowedError: 405,
     e.PayloadTooLargeError: 413,
     e.UpstreamError: 503,
+    e.PolicyEngineUnavailableError: 503,
     JweError: 500,
     e.ConfigError: 500,
     e.StorageError: 500,

@@ -54,6 +54,10 @@ def base(material: Material, tmp_path: Path, **kwargs: object) -> tuple[int, str
         (lambda t: t.replace("timeout = 5", "timeout = 5\nappraisal_epoch_ttl_seconds = 61"), "appraisal_epoch_ttl_seconds must be 0..60"),
         (lambda t: t.replace("timeout = 5", "timeout = 5\nappraisal_epoch_ttl_seconds = -1"), "appraisal_epoch_ttl_seconds must be 0..60"),
         (lambda t: t.replace("timeout = 5", "timeout = 5\nappraisal_epoch_ttl_seconds = nan"), "appraisal_epoch_ttl_seconds must be"),
+        (lambda t: t + "\n[policy_engine]\nevaluation_timeout = 0\n", "policy_engine.evaluation_timeout must be > 0"),
+        (lambda t: t + "\n[policy_engine]\nevaluation_timeout = 301\n", "policy_engine.evaluation_timeout must be <= 300"),
+        (lambda t: t + "\n[policy_engine]\nworkers = 0\n", "policy_engine.workers must be >= 1"),
+        (lambda t: t + "\n[policy_engine]\npolicy_path = 'x'\n", "unknown key(s) in config.policy_engine: policy_path"),
     ],
 )
 def test_bad_config_exits_naming_the_problem(tmp_path: Path, material: Material, edit: object, expected: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from attestation_service.core.appraisal import status, trust_vector
 from attestation_service.core.eventlog import parse_event_log
-from attestation_service.core.policy import REFERENCE_VALUE_HELPER, RULES
+from attestation_service.core.policy import policy_spec
 from attestation_service.policies import default_policies
 
 from trustee_common.rego import RegoPolicy
@@ -25,7 +25,7 @@ PARAMS_DIGEST = hashlib.sha384(b"console=hvc0 root=/dev/vda1").hexdigest()
 
 @pytest.fixture(scope="module")
 def policy() -> RegoPolicy:
-    return RegoPolicy(default_policies()["default_cpu"], package="policy", rules=RULES, helpers=(REFERENCE_VALUE_HELPER,))
+    return RegoPolicy.from_spec(policy_spec(default_policies()["default_cpu"]))
 
 
 def _field(quote: bytes, offset: int, size: int) -> str:

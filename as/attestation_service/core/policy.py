@@ -4,11 +4,13 @@ A policy is Rego in `package policy` with rules `trust_claims` and
 `extensions`. Policies call `query_reference_value("<name>")`; that
 function is a helper module reading `data.reference_values[name]` (null
 when absent), and the caller fills `data.reference_values` before
-evaluating. `CompiledPolicy.reference_value_names` lists the string
-literals passed to it (found once, at compile time); it is None when some
-call passes a non-literal, meaning "all reference values". `PolicyCache`
-keeps compiled policies by text digest, so a policy changed in storage is
-recompiled on its next use and never before. Pure.
+evaluating (it is per-evaluation data, never part of what is compiled).
+`CompiledPolicy.reference_value_names` lists the string literals passed to
+it (found once per text); it is None when some call passes a non-literal,
+meaning "all reference values". `PolicyCache` keeps these by text digest,
+bounded by count and total text size. Compiling and evaluating happen in
+policy worker processes (`trustee_common.rego_pool`) from `CompiledPolicy.spec`.
+Pure.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustee_common.errors import MalformedRequestError
-from trustee_common.rego import RegoPolicy
+from trustee_common.rego import PolicySpec
 
 RULES = ("trust_claims", "extensions")
+DATA_KEYS = ("reference_values",)
 DEFAULT_POLICY_ID = "default"
 POLICY_CACHE_SIZE = 32
+POLICY_CACHE_BYTES = 16 << 20
 _POLICY_ID = re.compile(r"^[A-Za-z0-9_\-.]+$")
 MAX_POLICY_ID_LENGTH = 200
 
@@ -65,28 +69,32 @@ def reference_value_names(text: str) -> frozenset[str] | None:
     return frozenset(json.loads(lit) if lit.startswith('"') else lit[1:-1] for lit in literals)
 
 
+def policy_spec(text: str) -> PolicySpec:
+    """What the policy workers compile: the text, the reference-value helper, `data.reference_values`."""
+    return PolicySpec(text, package="policy", rules=RULES, helpers=(REFERENCE_VALUE_HELPER,), data_keys=DATA_KEYS)
+
+
 @dataclass(frozen=True)
 class CompiledPolicy:
-    rego: RegoPolicy
+    spec: PolicySpec
     reference_value_names: frozenset[str] | None
 
-    def evaluate(self, annotated: dict[str, Any], reference_values: dict[str, Any]) -> dict[str, Any]:
-        """`{"trust_claims"?, "extensions"?}`; an undefined rule is absent."""
-        data = {"reference_values": reference_values} if reference_values else {}
-        return self.rego.evaluate(annotated, data)
+    @staticmethod
+    def data(reference_values: dict[str, Any]) -> dict[str, Any]:
+        return {"reference_values": reference_values}
 
 
 def compile_policy(text: str) -> CompiledPolicy:
-    """Compile or raise `InvalidPolicyError` with the engine's message."""
-    rego = RegoPolicy(text, package="policy", rules=RULES, helpers=(REFERENCE_VALUE_HELPER,))
-    return CompiledPolicy(rego, reference_value_names(text))
+    """The spec and reference-value names (the text is compiled by a policy worker)."""
+    return CompiledPolicy(policy_spec(text), reference_value_names(text))
 
 
 class PolicyCache:
-    """LRU of compiled policies keyed by the digest of their text."""
+    """LRU of prepared policies keyed by the digest of their text, bounded by count and total size."""
 
-    def __init__(self, size: int = POLICY_CACHE_SIZE) -> None:
+    def __init__(self, size: int = POLICY_CACHE_SIZE, max_bytes: int = POLICY_CACHE_BYTES) -> None:
         self._size = size
+        self._max_bytes = max_bytes
         self._entries: OrderedDict[str, CompiledPolicy] = OrderedDict()
 
     def get(self, text: str) -> CompiledPolicy:
@@ -97,6 +105,9 @@ class PolicyCache:
             return found
         compiled = compile_policy(text)
         self._entries[key] = compiled
-        if len(self._entries) > self._size:
+        while len(self._entries) > 1 and (len(self._entries) > self._size or self._bytes() > self._max_bytes):
             self._entries.popitem(last=False)
         return compiled
+
+    def _bytes(self) -> int:
+        return sum(entry.spec.size for entry in self._entries.values())

@@ -1,0 +1,293 @@
+"""Rego evaluation in a pool of worker processes, each call bounded in time.
+
+Why processes: regopy's native calls release the GIL, so a thread would
+keep the event loop responsive, but a native evaluation cannot be
+cancelled: a policy that loops for minutes would keep a thread and a core
+busy, and a few such requests would exhaust any thread pool. A worker
+process (`trustee_common.rego_worker`) can be killed. Each call (compile or
+evaluate) must answer within `timeout` seconds; otherwise the worker is
+killed, a fresh one is started in the background, and the call fails with
+`PolicyEngineUnavailableError` (HTTP 503 / gRPC UNAVAILABLE). Waiting for a
+free worker is bounded by the same timeout. Other requests are served
+meanwhile: this module awaits pipes and never blocks the event loop.
+
+The hot path sends only the policy digest, the input and the per-request
+data (JSON); a worker is sent a policy's text once, when it answers that it
+has not compiled that digest. Workers run with an empty environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import struct
+import sys
+from typing import Any
+
+from trustee_common.errors import (
+    InternalError,
+    InvalidPolicyError,
+    PolicyEngineUnavailableError,
+    TrusteeError,
+    error_from_variant,
+)
+from trustee_common.rego import PolicyEngineConfig, PolicySpec
+
+logger = logging.getLogger(__name__)
+
+#: Starting a worker (Python + regopy import) is not bounded by the evaluation timeout.
+START_TIMEOUT_SECONDS = 60.0
+#: Compiling depends on the policy text (admin-controlled), not on client input: its own, larger bound.
+MIN_COMPILE_TIMEOUT_SECONDS = 10.0
+#: Waiting for a free worker: a busy one frees up within the timeout, a killed one is replaced in seconds.
+WORKER_WAIT_GRACE_SECONDS = 10.0
+#: How often a running call checks its worker's resident memory.
+MEMORY_POLL_SECONDS = 0.05
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_HEADER = struct.Struct(">I")
+
+
+class _Worker:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "trustee_common.rego_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=_worker_environment(),
+        )
+        worker = cls(process)
+        try:
+            await asyncio.wait_for(worker.call({"op": "stats"}), START_TIMEOUT_SECONDS)
+        except BaseException:
+            await asyncio.shield(worker.kill())
+            raise
+        return worker
+
+    async def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        body = json.dumps(request).encode()
+        self.process.stdin.write(_HEADER.pack(len(body)) + body)
+        await self.process.stdin.drain()
+        (length,) = _HEADER.unpack(await self.process.stdout.readexactly(_HEADER.size))
+        reply = json.loads(await self.process.stdout.readexactly(length))
+        if not isinstance(reply, dict):
+            raise ValueError("worker reply is not an object")
+        return reply
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker (0 once it is gone)."""
+        try:
+            with open(f"/proc/{self.process.pid}/statm", encoding="ascii") as statm:
+                return int(statm.read().split()[1]) * _PAGE_BYTES
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    async def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        with contextlib.suppress(Exception):
+            await self.process.wait()
+        transport = getattr(self.process, "_transport", None)  # asyncio offers no public close()
+        if transport is not None:
+            transport.close()
+
+
+class RegoPool:
+    """`workers` worker processes; every compile or evaluation answers within `timeout` seconds."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = PolicyEngineConfig.workers,
+        timeout: float = PolicyEngineConfig.evaluation_timeout,
+        max_memory_mib: int = PolicyEngineConfig.max_worker_memory_mib,
+    ) -> None:
+        self.timeout = timeout
+        self.max_memory_mib = max_memory_mib
+        self._size = workers
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._all: set[_Worker] = set()
+        self._dying: set[_Worker] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        #: Workers killed (time limit) or lost, and policies compiled by workers, since start.
+        self.replaced = 0
+        self.compilations = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @classmethod
+    def from_config(cls, config: PolicyEngineConfig) -> RegoPool:
+        return cls(workers=config.workers, timeout=config.evaluation_timeout, max_memory_mib=config.max_worker_memory_mib)
+
+    async def start(self) -> None:
+        workers = await asyncio.gather(*(_Worker.start() for _ in range(self._size)))
+        for worker in workers:
+            self._all.add(worker)
+            self._idle.put_nowait(worker)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(w.kill() for w in [*self._all, *self._dying]))
+        self._all.clear()
+        self._dying.clear()
+
+    async def __aenter__(self) -> RegoPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def compile_timeout(self) -> float:
+        return max(MIN_COMPILE_TIMEOUT_SECONDS, self.timeout)
+
+    async def compile(self, spec: PolicySpec) -> None:
+        """Compile in a worker; `InvalidPolicyError` with the engine's reason if it does not.
+
+        A policy whose compilation kills the worker (rego-cpp aborts on some
+        constructs) is refused the same way: it would do so every time.
+        """
+        crashed = InvalidPolicyError("policy does not compile: it made the policy engine abort")
+        await self._run(lambda w: self._load(w, spec), crashed=crashed)
+
+    async def evaluate(self, spec: PolicySpec, input_: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The rules' values (an undefined rule is absent); raises what `RegoPolicy.evaluate` raises."""
+        request = {"op": "eval", "digest": spec.digest, "input": input_, "data": data or {}}
+
+        async def run(worker: _Worker) -> dict[str, Any]:
+            reply = await self._call(worker, request, self.timeout, "evaluation")
+            if not reply.get("ok") and reply.get("variant") == "missing":
+                await self._load(worker, spec)
+                reply = await self._call(worker, request, self.timeout, "evaluation")
+            result = _unwrap(reply).get("result")
+            if not isinstance(result, dict):
+                raise InternalError("policy worker returned no result")
+            return result
+
+        result: dict[str, Any] = await self._run(run)
+        return result
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Per idle worker: how many policies it holds compiled (`compiled`) and their size (`bytes`)."""
+        found = []
+        for _ in range(self._size):
+            found.append(await self._run(lambda w: self._call(w, {"op": "stats"}, self.timeout, "statistics")))
+        return found
+
+    async def _load(self, worker: _Worker, spec: PolicySpec) -> None:
+        reply = _unwrap(await self._call(worker, {"op": "load", "spec": spec.to_json()}, self.compile_timeout, "compilation"))
+        if reply.get("compiled"):
+            self.compilations += 1
+
+    async def _run(self, job: Any, *, crashed: TrusteeError | None = None) -> Any:
+        if self._closed:
+            raise PolicyEngineUnavailableError("policy engine is shut down")
+        wait = self.timeout + WORKER_WAIT_GRACE_SECONDS
+        try:
+            worker = await asyncio.wait_for(self._idle.get(), wait)
+        except TimeoutError:
+            raise PolicyEngineUnavailableError(f"policy engine busy: no worker free within {wait:g} s") from None
+        try:
+            result = await job(worker)
+        except _OverrunError as overrun:
+            logger.warning("%s: worker killed and replaced", overrun.detail)
+            self._replace(worker)
+            raise PolicyEngineUnavailableError(overrun.detail) from None
+        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError):
+            logger.warning("policy worker failed: replaced", exc_info=True)
+            self._replace(worker)
+            raise (crashed or PolicyEngineUnavailableError("policy engine worker failed")) from None
+        except BaseException:
+            self._replace(worker)  # cancelled mid-call: the pipe may hold a half-read reply
+            raise
+        self._idle.put_nowait(worker)
+        return result
+
+    def _replace(self, worker: _Worker) -> None:
+        self._all.discard(worker)
+        self._dying.add(worker)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
+        self.replaced += 1
+        task = asyncio.create_task(self._restart(worker))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self, old: _Worker) -> None:
+        await old.kill()
+        self._dying.discard(old)
+        while not self._closed:
+            try:
+                worker = await _Worker.start()
+            except Exception as exc:  # e.g. the worker got the process group's SIGTERM at shutdown
+                if self.closed:
+                    return
+                logger.warning("starting a policy worker failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            if self.closed:  # closed while this worker was starting
+                await worker.kill()
+                return
+            self._all.add(worker)
+            self._idle.put_nowait(worker)
+            return
+
+
+    async def _call(self, worker: _Worker, request: dict[str, Any], limit: float, what: str) -> dict[str, Any]:
+        """One request to `worker`, bounded in time and in the worker's resident memory."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        call = asyncio.ensure_future(worker.call(request))
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                done, _ = await asyncio.wait({call}, timeout=max(0.0, min(MEMORY_POLL_SECONDS, remaining)))
+                if done:
+                    return call.result()
+                if loop.time() >= deadline:
+                    raise _OverrunError(f"policy {what} exceeded the {limit:g} s limit")
+                if worker.rss_bytes() > self.max_memory_mib << 20:
+                    raise _OverrunError(f"policy {what} exceeded the {self.max_memory_mib} MiB memory limit")
+        finally:
+            call.cancel()
+
+
+def _worker_environment() -> dict[str, str]:
+    """Only what starting Python needs; the worker empties even this before running any policy."""
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    for name in _PASSED_TO_WORKERS:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+_PASSED_TO_WORKERS = ("PYTHONHOME", "LD_LIBRARY_PATH")
+
+
+class _OverrunError(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _unwrap(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        return reply
+    raise error_from_variant(str(reply.get("variant")), str(reply.get("detail")))
