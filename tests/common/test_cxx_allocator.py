@@ -36,7 +36,7 @@ import rego.v1
 default allow := false
 claims := {{k: sprintf("%v-%v", [k, v]) | some k, v in input.values}}
 allow if {{ count(claims) == count(input.values); startswith(input.name, data.prefix) }}
-''', rules=("allow", "claims"))
+''', rules=("allow", "claims"), data_keys=("prefix",))
 values = {{f"key{{i}}": "v" * i for i in range(20)}}
 for i in range(50):
     policy.evaluate({{"name": f"guest-{{i}}", "values": values}}, {{"prefix": "guest"}})
