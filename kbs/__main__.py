@@ -1,4 +1,4 @@
-"""`kbs [-c|--config-file FILE] [--insecure-http]`: run the KBS.
+"""`kbs [-c|--config-file FILE] [--insecure-http] [--log-format text|json]`: run the KBS.
 
 The config file may also come from the environment variable
 `KBS_CONFIG_FILE`. Start-up errors are printed as one line naming the
@@ -16,7 +16,7 @@ import sys
 from kbs.config import load_kbs_config
 from kbs.server import serve
 from trustee_common.errors import ConfigError, TrusteeError
-from trustee_common.logsetup import setup_logging
+from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
 
 logger = logging.getLogger("kbs")
 
@@ -38,17 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow plain HTTP (insecure_http = true) on non-loopback sockets",
     )
+    parser.add_argument("--log-format", choices=FORMATS, help=f"log line format (default: ${FORMAT_ENV}, else [logging] format, else text)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
+    setup_logging(fmt=args.log_format, service="kbs")
     if not args.config_file:
         print(f"kbs: error: no config file (use --config-file or ${CONFIG_ENV})", file=sys.stderr)
         return 2
     try:
         config = load_kbs_config(args.config_file)
+        if args.log_format is None and not os.environ.get(FORMAT_ENV) and config.observability.log_format:
+            setup_logging(fmt=config.observability.log_format, service="kbs")
         asyncio.run(serve(config, allow_insecure_bind=args.insecure_http))
     except ConfigError as exc:
         print(f"kbs: configuration error: {exc.detail}", file=sys.stderr)

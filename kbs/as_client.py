@@ -1,5 +1,6 @@
 """gRPC adapter for `AttestationServicePort`: the AS and its RVPS proxy on one channel.
 
+Every call carries the current request id in the `x-request-id` metadata.
 Translates `EvidenceItem`s to `attestation.IndividualAttestationRequest`
 and gRPC failures to `TrusteeError`s: our AS names its error class in the
 `trustee-error-variant` trailer; an upstream AS answers every rejection with
@@ -28,6 +29,7 @@ from trustee_common.errors import (
 )
 from trustee_common.grpc_errors import error_from_rpc
 from trustee_common.grpc_tls import client_channel
+from trustee_common.requestid import outgoing_metadata
 from trustee_common.serving import CLIENT_CHANNEL_OPTIONS, MAX_MESSAGE_BYTES
 from trustee_common.tls_config import ClientTls
 from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
@@ -82,7 +84,8 @@ class GrpcAttestationService:
         self, method: Callable[..., Awaitable[Resp]], request: Req, rejection: type[TrusteeError], deadline: float | None = None
     ) -> Resp:
         try:
-            return await method(request, timeout=self._timeout if deadline is None else deadline)
+            return await method(request, timeout=self._timeout if deadline is None else deadline,
+                                metadata=outgoing_metadata())
         except grpc.aio.AioRpcError as exc:
             error = error_from_rpc(exc, "attestation service")
             if type(error) is UpstreamError and exc.code() not in _TRANSPORT_CODES:

@@ -18,9 +18,11 @@ from urllib.parse import unquote, urlsplit
 from kbs.core.admin import AdminMode, compile_acl
 from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
+from trustee_common.audit import DEFAULT_FSYNC, DEFAULT_FSYNC_INTERVAL, FSYNC_POLICIES, AuditConfig
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import ConnectionLimits
+from trustee_common.logsetup import FORMATS
 from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ClientTls, parse_client_tls
@@ -135,6 +137,17 @@ class ResourcePluginConfig:
 
 
 @dataclass(frozen=True)
+class ObservabilityConfig:
+    """`[audit]`, `[metrics]` and `[logging]` (ours; upstream has none of them)."""
+
+    audit: AuditConfig | None = None
+    #: Serve `/metrics` on this address only (plain HTTP) instead of on the main sockets.
+    metrics_address: SocketAddress | None = None
+    access_log: bool = False
+    log_format: str | None = None
+
+
+@dataclass(frozen=True)
 class KbsConfig:
     http_server: HttpServerConfig
     admin: AdminConfig
@@ -146,6 +159,7 @@ class KbsConfig:
     session_storage: StorageConfig | None = None
     #: `[policy_engine]`: resource-policy evaluation time limit and worker processes.
     policy_engine: PolicyEngineConfig = field(default_factory=PolicyEngineConfig)
+    observability: ObservabilityConfig = ObservabilityConfig()
 
 
 def load_kbs_config(path: str | Path) -> KbsConfig:
@@ -165,6 +179,7 @@ def parse_kbs_config(data: dict[str, Any], *, default_dir: Path) -> KbsConfig:
         storage=StorageConfig.from_table(root.table("storage_backend"), default_dir / "storage.sqlite3"),
         resource_plugin=_plugins(root.tables("plugins")),
         policy_engine=PolicyEngineConfig.from_table(root.table("policy_engine")),
+        observability=_observability(root, default_dir),
     )
     root.finish()
     if session_type is not None:
@@ -340,3 +355,27 @@ def _resource_backend(table: ConfigTable) -> ResourcePluginConfig:
             raise ConfigError("plugins: dir_path is only for the LocalFs resource backend (KvStorage keeps resources in storage_backend)")
         return ResourcePluginConfig(None, kind)
     return ResourcePluginConfig(Path(table.required_string("dir_path")), kind)
+
+
+def _observability(root: _Table, base: Path) -> ObservabilityConfig:
+    audit = None
+    if root.has("audit"):
+        table = root.sub("audit")
+        path = Path(table.required_string("path"))
+        fsync = table.string("fsync", DEFAULT_FSYNC) or DEFAULT_FSYNC
+        interval = table.number("fsync_interval_seconds", DEFAULT_FSYNC_INTERVAL, minimum_exclusive=0.0)
+        table.finish()
+        if fsync not in FSYNC_POLICIES:
+            raise ConfigError(f"audit.fsync {fsync!r} is not one of {', '.join(FSYNC_POLICIES)}")
+        audit = AuditConfig(path if path.is_absolute() else base / path, fsync, interval)
+    metrics = root.sub("metrics")
+    address = metrics.string("address")
+    metrics.finish()
+    logging_table = root.sub("logging")
+    access_log = logging_table.boolean("access_log", False)
+    log_format = logging_table.string("format")
+    logging_table.finish()
+    if log_format is not None and log_format not in FORMATS:
+        raise ConfigError(f"logging.format {log_format!r} is not one of {', '.join(FORMATS)}")
+    metrics_address = None if address is None else parse_socket(address, "metrics.address")
+    return ObservabilityConfig(audit, metrics_address, access_log, log_format)

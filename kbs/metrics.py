@@ -44,6 +44,7 @@ class KbsMetrics:
         self.policy_errors = Counter("kbs_policy_errors", "resource policy evaluation errors", registry=reg)
         self.stale_tokens = Counter("kbs_stale_tokens", "tokens refused as appraised under an older appraisal epoch", registry=reg)
         self.epoch_fetches = Counter("kbs_appraisal_epoch_fetches", "GetAppraisalEpoch calls to the AS, failed ones included", registry=reg)
+        self.audit_write_failures = Counter("kbs_audit_write_failures", "audit events that could not be written", registry=reg)
 
     def watch_policy_engine(self, engine: PolicyEngineCounts) -> None:
         """Ours: policies compiled by the Rego workers, and workers killed (time limit) or lost."""

@@ -13,8 +13,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from kbs.audit import KbsAudit
+from kbs.core.audit_events import attestation_event
 from kbs.core.evidence import POLICY_IDS, evidence_items
 from kbs.core.ports import AttestationServicePort
 from kbs.core.session import (
@@ -51,7 +54,9 @@ class RcarService:
         lifetime: float,
         clock: Callable[[], float] = time.time,
         random_bytes: RandomBytes = secrets.token_bytes,
+        audit: KbsAudit | None = None,
     ) -> None:
+        self._audit = audit or KbsAudit()
         self._store = store
         self._as = attestation
         self._metrics = metrics
@@ -73,30 +78,35 @@ class RcarService:
         logger.debug("session %s created for tee %s", session.id[:8], request.tee)
         return session
 
-    async def attest(self, session_id: str | None, body: object) -> AttestedSession:
-        """Check the nonce, have the AS appraise the evidence, and keep the token in the session."""
+    async def attest(self, session_id: str | None, body: object, origin: Mapping[str, Any] | None = None) -> AttestedSession:
+        """Check the nonce, have the AS appraise the evidence, and keep the token in the session (audited)."""
         self._metrics.attestation_requests.inc()
+        origin = origin or {}
         try:
             attestation = Attestation.from_json(body)
             session = await self._take_authed(check_session_id(session_id))
-        except TrusteeError:
+        except TrusteeError as exc:
             self._metrics.attestation_errors.inc()
+            self._audit.best_effort(attestation_event("rejected", origin, None, error=exc))
             raise
         tee = session.request.tee
         try:
             check_nonce(session, attestation.runtime_data.nonce)
             token = await self._as.evaluate(evidence_items(tee, attestation), list(POLICY_IDS))
-        except UpstreamError:
+        except UpstreamError as exc:
             self._metrics.attestation_errors.inc()
+            self._audit.best_effort(attestation_event("error", origin, tee, error=exc))
             raise
         except TrusteeError as exc:
             self._metrics.attestation_failures.labels(tee).inc()
+            self._audit.best_effort(attestation_event("rejected", origin, tee, error=exc))
             logger.info("attestation of session %s (%s) rejected: %s", session.id[:8], tee, exc.detail)
             raise
         done = attested(session, token)
         await self._store.put(SESSION_NAMESPACE, done.id, encode_session(done), expires_at=done.expires_at)
         self._metrics.attestation_successes.labels(tee).inc()
-        logger.info("session %s attested (%s)", session.id[:8], tee)
+        self._audit.best_effort(attestation_event("attested", origin, tee, token))
+        logger.debug("session %s attested (%s)", session.id[:8], tee)
         return done
 
     async def _take_authed(self, session_id: str) -> AuthedSession:

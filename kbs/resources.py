@@ -14,8 +14,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from kbs.audit import KbsAudit
+from kbs.core.audit_events import ear_summary, release_event
 from kbs.core.resource_policy import POLICY_KEY, POLICY_NAMESPACE, allows, policy_data, policy_input, resource_policy_spec
 from kbs.core.token import AttestationTokenVerifier
 from kbs.freshness import AppraisalEpochGuard
@@ -28,6 +31,7 @@ from trustee_common.errors import (
     PolicyEngineUnavailableError,
     PolicyNotFoundError,
     ResourceNotFoundError,
+    TokenNotFoundError,
     TrusteeError,
 )
 from trustee_common.rego import PolicySpec
@@ -109,6 +113,7 @@ class ResourceService:
         freshness: AppraisalEpochGuard,
         metrics: KbsMetrics,
         *,
+        audit: KbsAudit | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._repository = repository
@@ -116,27 +121,46 @@ class ResourceService:
         self._verifier = verifier
         self._freshness = freshness
         self._metrics = metrics
+        self._audit = audit or KbsAudit()
         self._clock = clock
 
-    async def release(self, token: str, path: str, query: dict[str, str]) -> dict[str, str]:
-        """The resource at `path` as a JWE to the token's TEE key."""
-        received = self._freshness.now()
-        parse_resource_path(path)
-        claims = self._verifier.verify(token, self._clock())
-        tee_key = self._verifier.tee_pubkey(claims)
-        await self._freshness.check(claims, received)
-        await self._enforce(claims, path, query)
-        data = await self._repository.read(path)
-        if data is None:
-            raise ResourceNotFoundError(f"resource {path} not found")
-        envelope = tee_key.encrypt(data)
+    async def release(self, token: str | None, path: str, query: dict[str, str], origin: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """The resource at `path` as a JWE to the token's TEE key; every outcome is audited.
+
+        A release is audited before the envelope is returned and fails closed
+        (`StorageError`, no envelope) when the audit log cannot be written.
+        """
+        facts: dict[str, Any] = {"resource": path}
+        try:
+            envelope = await self._release(token, path, query, facts)
+        except TrusteeError as exc:
+            self._audit.best_effort(release_event("denied", origin or {}, facts, exc))
+            raise
+        self._audit.must(release_event("released", origin or {}, facts))
         self._metrics.resource_reads.inc()
         return envelope
 
-    async def _enforce(self, claims: dict[str, object], path: str, query: dict[str, str]) -> None:
+    async def _release(self, token: str | None, path: str, query: dict[str, str], facts: dict[str, Any]) -> dict[str, str]:
+        received = self._freshness.now()
+        parse_resource_path(path)
+        if token is None:
+            raise TokenNotFoundError("Attestation Token not found")
+        claims = self._verifier.verify(token, self._clock())
+        facts.update(ear_summary(claims))
+        tee_key = self._verifier.tee_pubkey(claims)
+        await self._freshness.check(claims, received)
+        await self._enforce(claims, path, query, facts)
+        data = await self._repository.read(path)
+        if data is None:
+            raise ResourceNotFoundError(f"resource {path} not found")
+        return tee_key.encrypt(data)
+
+    async def _enforce(self, claims: dict[str, object], path: str, query: dict[str, str], facts: dict[str, Any]) -> None:
         self._metrics.policy_evaluations.inc()
         try:
-            spec = self._policies.spec(await self._policies.current())
+            text = await self._policies.current()
+            facts["policy"] = {"id": POLICY_KEY, "sha256": hashlib.sha256(text.encode()).hexdigest()}
+            spec = self._policies.spec(text)
             data = policy_data(RESOURCE_PLUGIN, path, query)
             allowed = allows(await self._policies.engine.evaluate(spec, policy_input(dict(claims)), data))
         except PolicyEngineUnavailableError:

@@ -18,20 +18,23 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.log import access_logger
 from cryptography import x509
 
 from kbs.as_client import GrpcAttestationService
-from kbs.config import AdminConfig, HttpServerConfig, IdentityProviderConfig, KbsConfig
+from kbs.audit import KbsAudit
+from kbs.config import AdminConfig, HttpServerConfig, IdentityProviderConfig, KbsConfig, SocketAddress
 from kbs.core.admin import AdminAuthorizer, AdminMode, IdentityProvider, compile_acl
 from kbs.core.admin_keys import VerificationKey, key_from_pem, keys_from_jwks
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.freshness import AppraisalEpochGuard
-from kbs.http.app import make_app
+from kbs.http.app import make_app, make_metrics_app
 from kbs.http.state import KbsState
 from kbs.https import server_context
 from kbs.metrics import KbsMetrics
 from kbs.protocol import RcarService
 from kbs.resources import PolicyStore, ResourceService
+from trustee_common.audit import AuditLog
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import runner_options, serve_bounded
 from trustee_common.rego_pool import RegoPool
@@ -41,7 +44,7 @@ from trustee_common.storage.kv_resources import KvResourceStore
 
 logger = logging.getLogger(__name__)
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs request_id=%{X-Request-Id}o'
 MAX_HEADER_FIELD_BYTES = 128 * 1024
 PURGE_INTERVAL_SECONDS = 60.0
 SHUTDOWN_GRACE_SECONDS = 3.0
@@ -117,24 +120,35 @@ def resource_store(config: KbsConfig, store: KeyValueStore) -> ResourceStore | N
     return DirectoryResourceStore(plugin.dir_path)
 
 
+def open_audit(config: KbsConfig, metrics: KbsMetrics) -> KbsAudit:
+    settings = config.observability.audit
+    if settings is None:
+        return KbsAudit()
+    logger.info("audit log: %s (fsync %s)", settings.path, settings.fsync)
+    return KbsAudit(AuditLog(settings, on_failure=metrics.audit_write_failures.inc))
+
+
 async def build_state(
     config: KbsConfig,
     store: KeyValueStore,
     attestation: GrpcAttestationService,
     engine: RegoPool,
     sessions: KeyValueStore | None = None,
+    audit: KbsAudit | None = None,
 ) -> KbsState:
     metrics = KbsMetrics()
     metrics.watch_policy_engine(engine)
+    audit = audit or open_audit(config, metrics)
     verifier = AttestationTokenVerifier(load_trust(config))
     policies = PolicyStore(store, engine)
     await policies.install_default(default_policy_text())
     repository = resource_store(config, store)
     freshness = AppraisalEpochGuard(attestation.appraisal_epoch, metrics, ttl=config.attestation_service.appraisal_epoch_ttl_seconds)
-    resources = None if repository is None else ResourceService(repository, policies, verifier, freshness, metrics)
+    resources = None if repository is None else ResourceService(repository, policies, verifier, freshness, metrics, audit=audit)
     lifetime = config.attestation_service.session_lifetime_seconds
-    rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime)
-    return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size)
+    rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime, audit=audit)
+    return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size,
+                    audit=audit, metrics_on_main=config.observability.metrics_address is None)
 
 
 async def purge_sessions(rcar: RcarService, interval: float) -> None:
@@ -154,6 +168,7 @@ async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSL
     http = config.http_server
     runner = web.AppRunner(
         app,
+        access_log=access_logger if config.observability.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
         max_field_size=MAX_HEADER_FIELD_BYTES,
@@ -165,6 +180,22 @@ async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSL
             for socket in http.sockets:
                 logger.info("KBS listening on %s://%s", "http" if context is None else "https", socket)
             yield
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def metrics_site(state: KbsState, address: SocketAddress | None) -> AsyncIterator[None]:
+    """`/metrics` alone on `address` (plain HTTP), when configured."""
+    if address is None:
+        yield
+        return
+    runner = web.AppRunner(make_metrics_app(state), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, address.host, address.port).start()
+        logger.info("KBS metrics on http://%s/metrics", address)
+        yield
     finally:
         await runner.cleanup()
 
@@ -187,15 +218,21 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
         state = await build_state(config, store, attestation, engine, sessions)
         await state.rcar.purge_expired()  # also fails start-up early when a session server does not answer
         interval = min(PURGE_INTERVAL_SECONDS, max(1.0, config.attestation_service.session_lifetime_seconds))
-        purger = asyncio.create_task(purge_sessions(state.rcar, interval))
+        tasks = [asyncio.create_task(purge_sessions(state.rcar, interval))]
+        if state.audit.log is not None:
+            tasks.append(asyncio.create_task(state.audit.log.run_syncer()))
         try:
-            async with running_site(make_app(state), config, context):
+            async with metrics_site(state, config.observability.metrics_address), running_site(make_app(state), config, context):
                 await stop.wait()
                 logger.info("stopping")
         finally:
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if state.audit.log is not None:
+                state.audit.log.close()
     finally:
         await engine.close()
         await attestation.close()

@@ -1,10 +1,11 @@
-"""`rvps [-c|--config FILE] [-a|--address 127.0.0.1:50003]`: the RVPS gRPC server.
+"""`rvps [-c|--config FILE] [-a|--address 127.0.0.1:50003] [--log-format text|json]`: the RVPS gRPC server.
 
 The composition root: reads the config, opens the store, loads the
 start-up reference values, and serves until SIGTERM/SIGINT (exit 0), over
 TLS or mutual TLS with `[tls]`; the write RPCs follow `grpc_tls.WriteGuard`
 (refused on a non-loopback address without mutual TLS unless
-`--insecure-allow-writes`). A bad
+`--insecure-allow-writes`), with `/metrics` over HTTP on `[metrics] address`
+when configured. A bad
 config, values file or address exits 1 with one line naming the problem.
 """
 
@@ -18,11 +19,13 @@ from pathlib import Path
 
 from rvps.config import DEFAULT_ADDRESS, RvpsConfig
 from rvps.core.values_file import parse_values_file
+from rvps.metrics import RvpsMetrics
 from rvps.server import SERVICE_NAME, ReferenceValueServicer
 from rvps.service import ReferenceValueService, utc_now
 from trustee_common.errors import ConfigError, InvalidReferenceValueError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
-from trustee_common.logsetup import setup_logging
+from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
+from trustee_common.metrics_http import serving_metrics
 from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import open_kv_store
 from trustee_pb import reference_pb2_grpc
@@ -37,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--insecure-allow-writes", action="store_true",
                         help="allow reference-value writes from unauthenticated callers on a non-loopback --address "
                              "without mutual TLS (refused by default)")
+    parser.add_argument("--log-format", choices=FORMATS, help=f"log line format (default: ${FORMAT_ENV}, else text)")
     return parser
 
 
@@ -65,20 +69,22 @@ async def serve(config: RvpsConfig, address: str, *, insecure_allow_writes: bool
         purged = await service.purge_expired()
         if purged:
             logger.info("purged %d expired entries", purged)
-        server = new_grpc_server(interceptors=[guard])
-        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(service), server)
+        metrics = RvpsMetrics()
+        server = new_grpc_server(interceptors=[guard], metrics=metrics.rpc)
+        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(service, metrics), server)
     except BaseException:
         await store.close()
         raise
     try:
-        await serve_grpc(server, address, "RVPS", [SERVICE_NAME], tls=config.tls, guard=guard)
+        async with serving_metrics(config.metrics_address, metrics.registry, "RVPS"):
+            await serve_grpc(server, address, "RVPS", [SERVICE_NAME], tls=config.tls, guard=guard)
     finally:
         await store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
+    setup_logging(fmt=args.log_format, service="rvps")
     try:
         config = RvpsConfig.load(args.config)
         asyncio.run(serve(config, args.address, insecure_allow_writes=args.insecure_allow_writes))

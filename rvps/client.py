@@ -3,6 +3,7 @@
 Plain text for `host:port` / `http://`, TLS for `https://` (mutual TLS
 with a client certificate). Every failed call becomes the `TrusteeError` the RVPS raised (from the
 `trustee-error-variant` trailer), or `UpstreamError` when it is unreachable.
+Every call carries the current request id (`x-request-id` metadata).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from trustee_common.epoch import UNSUPPORTED
 from trustee_common.errors import InvalidReferenceValueError, UpstreamError
 from trustee_common.grpc_errors import error_from_rpc
 from trustee_common.grpc_tls import client_channel
+from trustee_common.requestid import outgoing_metadata
 from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
 from trustee_common.tls_config import ClientTls
 from trustee_pb import reference_pb2, reference_pb2_grpc
@@ -42,7 +44,7 @@ class RemoteReferenceValueProvider:
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=self._timeout)
+            return await method(request, timeout=self._timeout, metadata=outgoing_metadata())
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, f"RVPS at {self.address}") from None
 

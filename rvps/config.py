@@ -14,6 +14,8 @@ url = "postgresql://..."            # env POSTGRES_URL overrides; pool_size = 10
 certificate = "rvps.pem"            # PEM chain, leaf first
 private_key = "rvps.key"
 client_ca = "ca.pem"                # optional: require client certificates from this CA (mutual TLS)
+[metrics]                           # optional: Prometheus /metrics over plain HTTP (off without it)
+address = "127.0.0.1:9465"          # loopback or a monitoring network: the endpoint is not authenticated
 ```
 
 Relative paths are taken as given (relative to the working directory).
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rvps.core.limits import ReferenceValueLimits
+from trustee_common.addresses import parse_listen_address
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ServerTls, parse_server_tls
@@ -41,6 +44,8 @@ class RvpsConfig:
     #: `[tls]`: serve gRPC over TLS; None: plain text.
     tls: ServerTls | None = None
     limits: ReferenceValueLimits = field(default_factory=ReferenceValueLimits)
+    #: `[metrics] address`: where `/metrics` is served; None: not served.
+    metrics_address: str | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> RvpsConfig:
@@ -51,5 +56,10 @@ class RvpsConfig:
         values = root.string("reference_values_path")
         tls = parse_server_tls(root.table("tls"), "tls")
         limits = ReferenceValueLimits.from_table(root)
+        metrics = root.table("metrics")
+        address = metrics.string("address")
+        metrics.finish()
         root.finish()
-        return cls(storage, None if values is None else Path(values), tls, limits)
+        if address is not None:
+            parse_listen_address(address, "metrics.address")
+        return cls(storage, None if values is None else Path(values), tls, limits, address)

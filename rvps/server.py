@@ -14,7 +14,9 @@ from typing import Any
 import grpc
 
 from rvps.core.record import format_time, value_json
+from rvps.metrics import RvpsMetrics
 from rvps.ports import ReferenceValueProvider
+from trustee_common.errors import TrusteeError
 from trustee_common.grpc_errors import rpc_errors
 from trustee_pb import reference_pb2 as pb
 from trustee_pb import reference_pb2_grpc
@@ -26,17 +28,34 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class ReferenceValueServicer(reference_pb2_grpc.ReferenceValueProviderServiceServicer):
-    def __init__(self, provider: ReferenceValueProvider) -> None:
+    """`metrics`: count registrations and queries (the RVPS itself; the AS's proxy passes None)."""
+
+    def __init__(self, provider: ReferenceValueProvider, metrics: RvpsMetrics | None = None) -> None:
         self._provider = provider
+        self._metrics = metrics
+
+    def _count(self, counter: str, result: str) -> None:
+        if self._metrics is not None:
+            getattr(self._metrics, counter).labels(result).inc()
 
     @rpc_errors
     async def RegisterReferenceValue(self, request: pb.ReferenceValueRegisterRequest, context: Ctx) -> pb.ReferenceValueRegisterResponse:  # noqa: N802 (gRPC method name)
-        await self._provider.register(request.message)
+        try:
+            await self._provider.register(request.message)
+        except TrusteeError as exc:
+            self._count("registrations", exc.variant)
+            raise
+        self._count("registrations", "ok")
         return pb.ReferenceValueRegisterResponse()
 
     @rpc_errors
     async def QueryReferenceValue(self, request: pb.ReferenceValueQueryRequest, context: Ctx) -> pb.ReferenceValueQueryResponse:  # noqa: N802 (gRPC method name)
-        value = await self._provider.query(request.reference_value_id)
+        try:
+            value = await self._provider.query(request.reference_value_id)
+        except TrusteeError as exc:
+            self._count("queries", exc.variant)
+            raise
+        self._count("queries", "absent" if value is None else "found")
         return pb.ReferenceValueQueryResponse() if value is None else pb.ReferenceValueQueryResponse(reference_value_results=value)
 
     @rpc_errors

@@ -30,6 +30,7 @@ from grpc_health.v1.health import aio as health_aio
 
 from trustee_common.addresses import join_host_port, parse_listen_address
 from trustee_common.errors import ConfigError
+from trustee_common.grpc_observe import ObservingInterceptor, RpcMetrics
 from trustee_common.grpc_tls import WriteAccess, WriteGuard, server_credentials
 from trustee_common.tls_config import ServerTls, is_loopback_host
 
@@ -55,10 +56,14 @@ CLIENT_CHANNEL_OPTIONS = (
 )
 
 
-def new_grpc_server(*, interceptors: Sequence[Any] = ()) -> grpc.aio.Server:
-    """A grpc.aio server bounded in message size, refusing a port already taken."""
+def new_grpc_server(*, interceptors: Sequence[Any] = (), metrics: RpcMetrics | None = None) -> grpc.aio.Server:
+    """A grpc.aio server bounded in message size, refusing a port already taken.
+
+    Every call gets a request id and is counted (`trustee_common.grpc_observe`)
+    before `interceptors` (e.g. the write guard) run.
+    """
     options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0)]
-    return grpc.aio.server(options=options, interceptors=list(interceptors) or None)
+    return grpc.aio.server(options=options, interceptors=[ObservingInterceptor(metrics), *interceptors])
 
 
 async def wait_for_stop_signal() -> None:

@@ -1,4 +1,4 @@
-"""`grpc-as [-c|--config-file FILE] [-s|--socket 127.0.0.1:50004]`: the Attestation Service.
+"""`grpc-as [-c|--config-file FILE] [-s|--socket 127.0.0.1:50004] [--log-format text|json]`: the Attestation Service.
 
 The composition root: reads the config and key material, opens the
 store, picks the RVPS (built-in or remote), installs the default policies
@@ -6,7 +6,8 @@ and serves `attestation.AttestationService`, the RVPS proxy and
 `grpc.health.v1` on one port until SIGTERM/SIGINT (exit 0), over TLS or
 mutual TLS with `[tls]`; the write RPCs follow `grpc_tls.WriteGuard`
 (refused on a non-loopback address without mutual TLS unless
-`--insecure-allow-writes`). A bad config,
+`--insecure-allow-writes`), and `/metrics` over HTTP on `[metrics] address`
+when configured. A bad config,
 key file or address exits 1 with one line naming the problem.
 """
 
@@ -23,6 +24,7 @@ from attestation_service.config import DEFAULT_SOCKET, AsConfig, SignerFiles
 from attestation_service.core.token import TokenSigner
 from attestation_service.core.verifier import default_verifiers
 from attestation_service.grpc_server import SERVICE_NAME, AttestationServicer
+from attestation_service.metrics import AsMetrics
 from attestation_service.policy_store import PolicyStore
 from attestation_service.service import AttestationService
 from attestation_service.snp_vcek import build_snp_verifier
@@ -34,7 +36,8 @@ from rvps.server import ReferenceValueServicer
 from rvps.service import ReferenceValueService
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
-from trustee_common.logsetup import setup_logging
+from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
+from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
 from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import KeyValueStore, open_kv_store
@@ -50,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--insecure-allow-writes", action="store_true",
                         help="allow policy and reference-value writes from unauthenticated callers on a non-loopback --socket "
                              "without mutual TLS (refused by default)")
+    parser.add_argument("--log-format", choices=FORMATS, help=f"log line format (default: ${FORMAT_ENV}, else text)")
     return parser
 
 
@@ -97,25 +101,27 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure
         verifiers["snp"] = build_snp_verifier(config.snp, store)
         verifiers["az-tdx-vtpm"] = build_az_tdx_verifier(config.dcap)
         await engine.start()
+        metrics = AsMetrics()
         service = AttestationService(
-            PolicyStore(store), provider, signer, config.token, verifiers, engine, verbose_token=config.verbose_token
+            PolicyStore(store), provider, signer, config.token, verifiers, engine, verbose_token=config.verbose_token, metrics=metrics
         )
         await service.load_default_policies()
-        server = new_grpc_server(interceptors=[guard])
+        server = new_grpc_server(interceptors=[guard], metrics=metrics.rpc)
         attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service), server)
         reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(provider), server)
     except BaseException:
         await close()
         raise
     try:
-        await serve_grpc(server, address, "Attestation Service", [SERVICE_NAME, RVPS_SERVICE_NAME], tls=config.tls, guard=guard)
+        async with serving_metrics(config.metrics_address, metrics.registry, "Attestation Service"):
+            await serve_grpc(server, address, "Attestation Service", [SERVICE_NAME, RVPS_SERVICE_NAME], tls=config.tls, guard=guard)
     finally:
         await close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
+    setup_logging(fmt=args.log_format, service="grpc-as")
     try:
         config = AsConfig.load(args.config)
         signer = load_signer(config.signer)

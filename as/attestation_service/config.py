@@ -52,6 +52,8 @@ verification_time = "2025-01-01T00:00:00Z"  # TEST ONLY: pin the SNP clock
 evaluation_timeout = 2.0            # seconds per compile or evaluation; over it: PolicyEngineUnavailable (UNAVAILABLE)
 workers = 2                         # policy worker processes (each evaluates one policy at a time)
 max_worker_memory_mib = 1024        # resident memory per worker; over it: killed, PolicyEngineUnavailable
+[metrics]                           # optional: Prometheus /metrics over plain HTTP (off without it)
+address = "127.0.0.1:9464"          # loopback or a monitoring network: the endpoint is not authenticated
 ```
 """
 
@@ -63,7 +65,7 @@ from pathlib import Path
 
 from attestation_service.core.token import TokenSettings
 from rvps.core.limits import ReferenceValueLimits
-from trustee_common.addresses import grpc_endpoint
+from trustee_common.addresses import grpc_endpoint, parse_listen_address
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.rego import PolicyEngineConfig
@@ -139,6 +141,8 @@ class AsConfig:
     #: `[tls]`: serve gRPC over TLS; None: plain text.
     tls: ServerTls | None = None
     policy_engine: PolicyEngineConfig = field(default_factory=PolicyEngineConfig)
+    #: `[metrics] address`: where `/metrics` is served; None: not served.
+    metrics_address: str | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -157,8 +161,19 @@ class AsConfig:
             dcap = _verifier_config(verifier_table, path.parent)
         tls = parse_server_tls(root.table("tls"), "tls")
         engine = PolicyEngineConfig.from_table(root.table("policy_engine"))
+        metrics = metrics_address(root)
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics)
+
+
+def metrics_address(root: ConfigTable) -> str | None:
+    """`[metrics] address` (`host:port`), checked; None when absent."""
+    table = root.table("metrics")
+    address = table.string("address")
+    table.finish()
+    if address is not None:
+        parse_listen_address(address, "metrics.address")
+    return address
 
 
 def _rvps(table: ConfigTable) -> RvpsSettings:

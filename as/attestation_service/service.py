@@ -21,6 +21,7 @@ import datetime
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from attestation_service.core.policy import DEFAULT_POLICY_ID, CompiledPolicy, P
 from attestation_service.core.request import VerificationRequest
 from attestation_service.core.token import TokenSettings, TokenSigner, ear_claims
 from attestation_service.core.verifier import ReferenceValueAnchored, Verifier
+from attestation_service.metrics import AsMetrics
 from attestation_service.policies import default_policies
 from attestation_service.policy_store import PolicyStore
 from rvps.core.record import check_name
@@ -42,9 +44,10 @@ from trustee_common.errors import (
     InvalidReferenceValueError,
     MalformedRequestError,
     PolicyNotFoundError,
+    TrusteeError,
 )
 from trustee_common.rego_pool import RegoPool
-from trustee_common.tee import parse_tee
+from trustee_common.tee import TEE_CLASSES, parse_tee
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +74,9 @@ class AttestationService:
         verbose_token: bool = True,
         clock: Callable[[], datetime.datetime] = utc_now,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        metrics: AsMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or AsMetrics()
         self._policies = policies
         self._rvps = reference_values
         self._signer = signer
@@ -93,6 +98,23 @@ class AttestationService:
     # --- evaluation -------------------------------------------------------------
 
     async def evaluate(self, requests: Sequence[VerificationRequest], policy_ids: Sequence[str]) -> str:
+        """The signed EAR for `requests`; every outcome is counted by TEE (`AsMetrics`)."""
+        start = time.perf_counter()
+        tee = _tee_label(requests[0].tee) if requests else "none"
+        try:
+            token, results = await self._evaluate(requests, policy_ids)
+        except TrusteeError as exc:
+            for request in requests or ():
+                self.metrics.evaluations.labels(_tee_label(request.tee), "error").inc()
+                self.metrics.errors.labels(_tee_label(request.tee), exc.variant).inc()
+            raise
+        finally:
+            self.metrics.latency.labels(tee).observe(time.perf_counter() - start)
+        for item_tee, status in results:
+            self.metrics.evaluations.labels(item_tee, status).inc()
+        return token
+
+    async def _evaluate(self, requests: Sequence[VerificationRequest], policy_ids: Sequence[str]) -> tuple[str, list[tuple[str, str]]]:
         if not requests:
             raise MalformedRequestError("verification_requests: at least one request is required")
         policy_id = check_policy_id(policy_ids[0]) if policy_ids else DEFAULT_POLICY_ID
@@ -103,15 +125,17 @@ class AttestationService:
             if prepare is not None:  # adapters that fetch collateral (DCAP PCS/PCCS) before the pure verifier
                 await prepare(request.evidence)
         verifiers = await self._anchored_verifiers({request.tee for request in requests})
-        items = [item for index, request in enumerate(requests) for item in self._annotate(verifiers, index, request, now)]
+        items = [(item, request.tee) for index, request in enumerate(requests) for item in self._annotate(verifiers, index, request, now)]
         counters: dict[str, int] = {}
         submods: dict[str, Any] = {}
-        for annotated, tee_class in items:
+        results: list[tuple[str, str]] = []
+        for (annotated, tee_class), tee in items:
             name = f"{tee_class}{counters.get(tee_class, 0)}"
             counters[tee_class] = counters.get(tee_class, 0) + 1
             submods[name] = await self._appraise(annotated, f"{policy_id}_{tee_class}", policy_id)
-            logger.info("submod %s appraised with %s: %s", name, f"{policy_id}_{tee_class}", submods[name]["ear.status"])
-        return self._signer.sign(ear_claims(submods, self._settings, now, epoch=epoch))
+            results.append((_tee_label(tee), str(submods[name]["ear.status"])))
+            logger.debug("submod %s appraised with %s: %s", name, f"{policy_id}_{tee_class}", submods[name]["ear.status"])
+        return self._signer.sign(ear_claims(submods, self._settings, now, epoch=epoch)), results
 
     async def appraisal_epoch(self) -> str:
         """Changes whenever a policy or reference value changes, through any replica or route."""
@@ -169,6 +193,7 @@ class AttestationService:
         check_policy_id(policy_id)
         await self._engine.compile(self._cache.get(text).spec)
         await self._policies.put(policy_id, text)
+        self.metrics.policy_changes.labels("set").inc()
         logger.info("attestation policy %s set (sha384 %s)", policy_id, policy_digest(text)[:16])
 
     async def get_policy(self, policy_id: str) -> str:
@@ -180,6 +205,7 @@ class AttestationService:
     async def delete_policy(self, policy_id: str) -> None:
         if not await self._policies.delete(policy_id):
             raise PolicyNotFoundError(f"attestation policy {policy_id} not found")
+        self.metrics.policy_changes.labels("delete").inc()
         logger.info("attestation policy %s deleted", policy_id)
 
     async def list_policies(self) -> list[tuple[str, str]]:
@@ -203,6 +229,11 @@ class AttestationService:
         if tee in CHALLENGE_UNSUPPORTED_TEES:
             raise MalformedRequestError(f"attestation challenge for tee {tee} is not supported by this attestation service")
         return std_encode(self._random(NONCE_BYTES))
+
+
+def _tee_label(tee: str) -> str:
+    """A metric label: a TEE name the protocol knows, else `other`."""
+    return tee if tee in TEE_CLASSES else "other"
 
 
 def _storable(name: str) -> bool:

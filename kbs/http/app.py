@@ -21,6 +21,7 @@ from kbs.http.errors import Handler, error_middleware
 from kbs.http.state import STATE, KbsState
 from kbs.metrics import CONTENT_TYPE
 from trustee_common.errors import PluginNotFoundError, clip
+from trustee_common.requestid import HEADER, REQUEST_ID, accept_request_id
 
 Endpoint = Callable[[web.Request, KbsState, list[str]], Awaitable[web.StreamResponse]]
 
@@ -77,6 +78,14 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def make_metrics_app(state: KbsState) -> web.Application:
+    """`/metrics` alone, for `[metrics] address` (plain HTTP, loopback by default)."""
+    app = web.Application(middlewares=[error_middleware])
+    app[STATE] = state
+    app.router.add_route("*", "/metrics", metrics)
+    return app
+
+
 @web.middleware
 async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
@@ -85,10 +94,28 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     return response
 
 
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Keep a well-formed `X-Request-Id` or assign one; every log line and audit event of the request carries it."""
+    rid = accept_request_id(request.headers.get(HEADER))
+    token = REQUEST_ID.set(rid)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[HEADER] = rid
+        raise
+    finally:
+        REQUEST_ID.reset(token)
+    response.headers[HEADER] = rid
+    return response
+
+
 def make_app(state: KbsState) -> web.Application:
-    app = web.Application(client_max_size=state.payload_limit_mib * MIB, middlewares=[count_requests, error_middleware])
+    middlewares = [request_id, count_requests, error_middleware]
+    app = web.Application(client_max_size=state.payload_limit_mib * MIB, middlewares=middlewares)
     app[STATE] = state
     app.router.add_get("/healthz", healthz)
-    app.router.add_route("*", "/metrics", metrics)
+    if state.metrics_on_main:
+        app.router.add_route("*", "/metrics", metrics)
     app.router.add_route("*", "/kbs/v0/{tail:.*}", dispatch)
     return app

@@ -8,15 +8,17 @@ sets it (no Path, so it is scoped to `/kbs/v0`).
 from __future__ import annotations
 
 from email.utils import formatdate
+from typing import Any
 
 from aiohttp import web
 
 from kbs.core.admin import bearer_token
+from kbs.core.audit_events import reference
 from kbs.core.session import COOKIE_NAME
 from kbs.errors import InvalidRequestPathError
 from kbs.http.state import KbsState
 from trustee_common.bounded import loads_json
-from trustee_common.errors import PayloadTooLargeError, PluginNotFoundError, TokenNotFoundError, clip
+from trustee_common.errors import PayloadTooLargeError, PluginNotFoundError, clip
 from trustee_common.storage.directory import parse_resource_path
 
 #: `/auth` is unauthenticated and its body is a few short fields: anything larger is refused.
@@ -44,6 +46,14 @@ def parse_json_body(body: bytes) -> object:
     return loads_json(body, "request body")
 
 
+def audit_origin(request: web.Request, session_id: str | None = None) -> dict[str, Any]:
+    """Where a request came from, for the audit log: the peer address and a reference to the session."""
+    origin: dict[str, Any] = {"peer": request.remote}
+    if session_id:
+        origin["session_ref"] = reference(session_id)
+    return origin
+
+
 def no_subpath(request: web.Request, rest: list[str]) -> None:
     if rest:
         raise InvalidRequestPathError(f"Request path {clip(request.path)} is invalid")
@@ -63,7 +73,8 @@ async def auth(request: web.Request, state: KbsState, rest: list[str]) -> web.St
 async def attest(request: web.Request, state: KbsState, rest: list[str]) -> web.StreamResponse:
     no_subpath(request, rest)
     body = parse_json_body(await request.read())
-    session = await state.rcar.attest(request.cookies.get(COOKIE_NAME), body)
+    session_id = request.cookies.get(COOKIE_NAME)
+    session = await state.rcar.attest(session_id, body, audit_origin(request, session_id))
     return _with_cookie(web.json_response({"token": session.token}), session.id, session.expires_at)
 
 
@@ -72,10 +83,12 @@ async def get_resource(request: web.Request, state: KbsState, rest: list[str]) -
         raise PluginNotFoundError("Plugin resource not found")
     path = "/".join(rest)
     parse_resource_path(path)
-    token = await state.rcar.attested_token(request.cookies.get(COOKIE_NAME))
+    session_id = request.cookies.get(COOKIE_NAME)
+    token = await state.rcar.attested_token(session_id)
+    origin = audit_origin(request, session_id if token is not None else None)
     if token is None:
         token = bearer_token(request.headers.get("Authorization"))
-    if token is None:
-        raise TokenNotFoundError("Attestation Token not found")
+        if token is not None:
+            origin["token_ref"] = reference(token)
     query = {key: value for key, value in request.query.items()}
-    return web.json_response(await state.resources.release(token, path, query))
+    return web.json_response(await state.resources.release(token, path, query, origin))

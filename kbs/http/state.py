@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from kbs.audit import KbsAudit
 from kbs.core.admin import AdminAuthorizer
 from kbs.core.ports import AttestationServicePort
 from kbs.metrics import KbsMetrics
@@ -25,6 +26,9 @@ class KbsState:
     metrics: KbsMetrics
     payload_limit_mib: int
     clock: Callable[[], float] = field(default=time.time)
+    audit: KbsAudit = field(default_factory=KbsAudit)
+    #: False when /metrics is served on its own address (`[metrics] address`) instead of the main sockets.
+    metrics_on_main: bool = True
 
 
 STATE = web.AppKey("kbs_state", KbsState)

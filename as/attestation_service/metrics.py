@@ -1,0 +1,40 @@
+"""Prometheus metrics of one Attestation Service (its own registry; served at `[metrics] address`).
+
+- `as_attestation_evaluations_total{tee, result}`: one per appraised submod,
+  `result` its EAR status (`affirming`, `warning`, `contraindicated`, `none`),
+  or one per verification request with `result="error"` (and the error's
+  variant in `as_attestation_errors_total{tee, type}`) when the request failed;
+- `as_attestation_evaluation_duration_seconds{tee}`: the whole evaluation,
+  labelled by the first request's TEE;
+- `as_policy_changes_total{action}`: `set` and `delete`;
+- `as_grpc_requests_total{method, code}`, `as_grpc_request_duration_seconds{method}`
+  (`trustee_common.grpc_observe`), the RVPS proxy's calls included.
+
+Labels take only TEE names the protocol knows, EAR statuses and error
+variants, so a client cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from trustee_common.grpc_observe import LATENCY_BUCKETS, RpcMetrics
+
+VERSION = "0.1.0"
+
+
+class AsMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        Gauge("as_build_info", "Attestation Service build information", ["version", "implementation"], registry=reg).labels(
+            VERSION, "pytrustee"
+        ).set(1)
+        self.rpc = RpcMetrics("as", reg)
+        self.evaluations = Counter("as_attestation_evaluations", "appraised submods by TEE and EAR status (or error)", ["tee", "result"],
+                                   registry=reg)
+        self.errors = Counter("as_attestation_errors", "failed verification requests by TEE and error variant", ["tee", "type"],
+                              registry=reg)
+        self.latency = Histogram("as_attestation_evaluation_duration_seconds", "AttestationEvaluate latency", ["tee"],
+                                 buckets=LATENCY_BUCKETS, registry=reg)
+        self.policy_changes = Counter("as_policy_changes", "attestation policies set or deleted", ["action"], registry=reg)

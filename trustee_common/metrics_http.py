@@ -1,0 +1,54 @@
+"""A plain-HTTP `/metrics` endpoint on its own address (adapter), for services whose main port is not HTTP.
+
+Serves only `GET /metrics` (Prometheus text format) from one registry;
+every other path is 404. Used by the AS and the RVPS (`[metrics] address`).
+The address is meant to be loopback or a monitoring network: the
+counters hold no secrets, but the endpoint is not authenticated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from trustee_common.addresses import join_host_port, parse_listen_address
+from trustee_common.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 1.0
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    async def metrics(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serving_metrics(address: str | None, registry: CollectorRegistry, name: str) -> AsyncIterator[None]:
+    """Serve `/metrics` on `address` while the block runs; nothing when `address` is None."""
+    if address is None:
+        yield
+        return
+    host, port = parse_listen_address(address, "metrics.address")
+    host = host.strip("[]")
+    runner = web.AppRunner(metrics_app(registry), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ConfigError(f"{name} cannot serve metrics on {join_host_port(host, port)} (metrics.address): {exc.strerror}") from None
+        logger.info("%s metrics on http://%s/metrics", name, join_host_port(host, port))
+        yield
+    finally:
+        await runner.cleanup()
