@@ -22,7 +22,7 @@ class KbsAudit:
         self.log = log
 
     def _stamp(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        return {**event, "service": "kbs", "request_id": current_request_id()}
+        return {"service": "kbs", "request_id": current_request_id(), **event}
 
     def must(self, event: Mapping[str, Any]) -> None:
         if self.log is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import hashlib
 import itertools
 import json
 import shutil
@@ -182,3 +183,18 @@ def test_tampered_ear_token_is_rejected_by_joserfc(stack: Stack, ear_token: str)
     ca_pem = (stack.server.data_dir / "as" / "ca.pem").read_bytes()
     with pytest.raises(JoseError):
         verify_ear(f"{header}.{forged}.{signature}", ca_pem, datetime.datetime.now(datetime.UTC))
+
+
+def test_trustee_run_keeps_an_audit_log_without_secrets(provisioned: Stack) -> None:
+    result = run_tool("kbs-client", "--url", provisioned.server.url, "get-resource", "--path", RESOURCE)
+    assert result.returncode == 0, result.stderr
+    audit = provisioned.server.data_dir / "logs" / "audit.jsonl"
+    assert audit.stat().st_mode & 0o777 == 0o600
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    writes = [e for e in events if e["event"] == "admin" and e["action"] == "resource.write" and e["outcome"] == "ok"]
+    assert writes and writes[-1]["content"]["sha256"] == hashlib.sha256(SECRET).hexdigest()
+    assert writes[-1]["who"]["role"] == "admin"
+    assert any(e["event"] == "resource.release" and e["outcome"] == "released" and e["resource"] == RESOURCE for e in events)
+    assert any(e["event"] == "attestation" and e["tee"] == "sample" for e in events)
+    raw = audit.read_bytes()
+    assert SECRET not in raw and base64.b64encode(SECRET) not in raw

@@ -28,6 +28,7 @@ from trustee_cli.server import run_server
 from trustee_cli.snp_measure import add_snp_measure_parser
 from trustee_cli.verify import add_verify_parser
 from trustee_common.errors import ConfigError, TrusteeError
+from trustee_common.logsetup import FORMATS
 from trustee_common.storage.factory import check_postgres_url
 
 DEFAULT_DATA_DIR = "./trustee-data"
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --tls: another DNS name or IP address for the KBS certificate (repeatable)")
     run.add_argument("--storage", type=storage_url, default="sqlite",
                      help="'sqlite' (default: embedded, under --data-dir) or a postgresql:// URL used by all three services")
+    run.add_argument("--log-format", choices=FORMATS, help="log format of the three services (default: $TRUSTEE_LOG_FORMAT, else text)")
     run.set_defaults(handler=cmd_run)
 
     migrate = commands.add_parser("migrate", help="copy all stored state between a data directory or SQLite file and PostgreSQL")
@@ -164,7 +166,8 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         _check_tls(args.tls_cert, args.tls_key)
     settings = ServerSettings(args.host, args.kbs_port, args.as_port, args.rvps_port,
                               Path(args.tls_cert).absolute() if tls else None, Path(args.tls_key).absolute() if tls else None,
-                              None if args.storage == "sqlite" else args.storage, args.tls, tuple(_san(parser, n) for n in args.tls_san))
+                              None if args.storage == "sqlite" else args.storage, args.tls, tuple(_san(parser, n) for n in args.tls_san),
+                              args.log_format)
     return run_server(Path(args.data_dir), settings, insecure_http=args.insecure_http)
 
 

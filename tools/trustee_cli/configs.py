@@ -47,6 +47,7 @@ class ServerPaths:
     kbs_dir: Path
     rvps_dir: Path
     logs_dir: Path
+    audit_log: Path
     repository: Path
     kbs_config: Path
     as_config: Path
@@ -68,6 +69,7 @@ class ServerPaths:
             kbs_dir=kbs,
             rvps_dir=rvps,
             logs_dir=root / "logs",
+            audit_log=root / "logs" / "audit.jsonl",
             repository=kbs / "repository",
             kbs_config=kbs / "config.toml",
             as_config=as_dir / "config.toml",
@@ -101,6 +103,8 @@ class ServerSettings:
     tls: bool = False
     #: `--tls-san`: more names for the generated KBS certificate.
     tls_names: tuple[str, ...] = ()
+    #: `--log-format` passed to the three services (None: their default, `TRUSTEE_LOG_FORMAT` or text).
+    log_format: str | None = None
 
     @property
     def https(self) -> bool:
@@ -154,6 +158,7 @@ def kbs_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
         },
         "storage_backend": _storage(paths.kbs_dir / "storage.sqlite3", settings),
         "plugins": [_resource_plugin(paths, settings)],
+        "audit": {"path": str(paths.audit_log)},
     }
 
 

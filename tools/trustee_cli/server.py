@@ -21,14 +21,15 @@ from trustee_common.storage.urls import redact_url
 
 
 def _children(paths: ServerPaths, settings: ServerSettings, insecure_http: bool) -> list[ChildSpec]:
-    kbs_argv = [program("kbs"), "--config-file", str(paths.kbs_config)]
+    common = [] if settings.log_format is None else ["--log-format", settings.log_format]
+    kbs_argv = [program("kbs"), "--config-file", str(paths.kbs_config), *common]
     if insecure_http and not settings.https:
         kbs_argv.append("--insecure-http")
+    rvps_argv = [program("rvps"), "--config", str(paths.rvps_config), "--address", socket_address(LOOPBACK, settings.rvps_port), *common]
+    as_argv = [program("grpc-as"), "--config-file", str(paths.as_config), "--socket", socket_address(LOOPBACK, settings.as_port), *common]
     return [
-        ChildSpec("rvps", [program("rvps"), "--config", str(paths.rvps_config), "--address", socket_address(LOOPBACK, settings.rvps_port)],
-                  settings.rvps_port, port_flag="--rvps-port"),
-        ChildSpec("as", [program("grpc-as"), "--config-file", str(paths.as_config), "--socket", socket_address(LOOPBACK, settings.as_port)],
-                  settings.as_port, port_flag="--as-port"),
+        ChildSpec("rvps", rvps_argv, settings.rvps_port, port_flag="--rvps-port"),
+        ChildSpec("as", as_argv, settings.as_port, port_flag="--as-port"),
         ChildSpec("kbs", kbs_argv, settings.kbs_port, settings.host, port_flag="--kbs-port"),
     ]
 
@@ -63,6 +64,7 @@ def banner(paths: ServerPaths, settings: ServerSettings) -> str:
         *([_ca_line(paths, settings)] if settings.tls else []),
         f"  admin token {paths.admin_token} (key {paths.admin_key})",
         f"  logs  {paths.logs_dir}/{{rvps,as,kbs}}.log",
+        f"  audit {paths.audit_log}",
         f"  storage {storage}",
         "Try first:",
         f"  kbs-client --url {url}{cert} config --admin-token-file {token} set-resource-policy --allow-all",
