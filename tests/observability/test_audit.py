@@ -18,8 +18,9 @@ import aiohttp
 
 from guest.attesters.sample import SampleAttester
 from guest.kbs_protocol import AttesterEvidence
-from tests.kbs.helpers import ALLOW_ALL, DENY_ALL, Kbs, Material, policy_body, variant
+from tests.kbs.helpers import ALLOW_ALL, DENY_ALL, Kbs, Material, kbs_toml, policy_body, run_kbs_expect_exit, variant
 from tests.observability.conftest import PREEXISTING_LINE, Stack
+from tests.procs import free_port
 from trustee_common.admin_token import DEFAULT_ISSUER
 from trustee_common.canonical import HashAlgorithm
 from trustee_common.jose import TeeKeyPair
@@ -159,3 +160,11 @@ async def test_when_the_audit_log_cannot_be_written_no_secret_leaves(stack: Stac
         text = await response.text()
     failures = [line for line in text.splitlines() if line.startswith("kbs_audit_write_failures_total")]
     assert failures and float(failures[0].split()[-1]) >= 4
+
+
+def test_an_unwritable_audit_path_stops_the_kbs_at_start(stack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    text = kbs_toml(port, stack.material, tmp_path / "repo", as_port=free_port()) + '\n[audit]\npath = "/proc/version/audit.jsonl"\n'
+    code, output = run_kbs_expect_exit(tmp_path, text)
+    assert code == 2, output
+    assert "audit.path: cannot open /proc/version/audit.jsonl" in output
