@@ -28,6 +28,7 @@ import datetime
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ class AuditLog:
         self._on_failure = on_failure
         self._clock = clock
         self._dirty = False
+        self._closed = False
+        self._fd_lock = threading.Lock()  # fsync runs in a worker thread; close must not race it
         self.failures = 0
 
     def record(self, event: Mapping[str, Any]) -> None:
@@ -110,7 +113,9 @@ class AuditLog:
             pass
 
     def sync(self) -> None:
-        if self._dirty:
+        with self._fd_lock:
+            if not self._dirty or self._closed:
+                return
             self._dirty = False
             try:
                 os.fsync(self._fd)
@@ -129,4 +134,7 @@ class AuditLog:
     def close(self) -> None:
         if self.config.fsync != "never":
             self.sync()
-        os.close(self._fd)
+        with self._fd_lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self._fd)
