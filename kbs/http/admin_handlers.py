@@ -10,7 +10,8 @@ Every admin request is audited (`@audited`): who (the token's `sub`, `iss`
 and `role`, or the mode), what (action, method, endpoint, target, a digest
 of the new content) and the outcome. A change that was made but could not
 be audited is answered with `StorageError` (500, "the audit log cannot be
-written") so the admin learns of it; the event is in the service log.
+written") so the admin learns of it; the event is in the service log
+(docs/audit.md).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ AdminHandler = Callable[[AdminCall, list[str]], Awaitable[web.StreamResponse]]
 Endpoint = Callable[[web.Request, KbsState, list[str]], Awaitable[web.StreamResponse]]
 
 
-def audited(action: str) -> Callable[[AdminHandler], Endpoint]:
+def audited(action: str, *, change: bool = True) -> Callable[[AdminHandler], Endpoint]:
+    """Audit every call; a successful change that cannot be audited answers 500 (reads only log the failure)."""
+
     def wrap(handler: AdminHandler) -> Endpoint:
         @functools.wraps(handler)
         async def endpoint(request: web.Request, state: KbsState, rest: list[str]) -> web.StreamResponse:
@@ -83,7 +86,7 @@ def audited(action: str) -> Callable[[AdminHandler], Endpoint]:
                 outcome = "denied" if isinstance(exc, AdminAuthError | AdminForbiddenError) else "failed"
                 state.audit.best_effort(_event(call, action, outcome, exc))
                 raise
-            state.audit.must(_event(call, action, "ok"))
+            (state.audit.must if change else state.audit.best_effort)(_event(call, action, "ok"))
             return response
 
         return endpoint
@@ -123,7 +126,7 @@ async def delete_resource(call: AdminCall, rest: list[str]) -> web.StreamRespons
     return web.Response()
 
 
-@audited("resource_policy.read")
+@audited("resource_policy.read", change=False)
 async def get_resource_policy(call: AdminCall, rest: list[str]) -> web.StreamResponse:
     no_subpath(call.request, rest)
     call.authorize()
@@ -194,7 +197,7 @@ async def register_reference_value(call: AdminCall, rest: list[str]) -> web.Stre
     return web.Response()
 
 
-@audited("reference_value.read")
+@audited("reference_value.read", change=False)
 async def get_reference_value(call: AdminCall, rest: list[str]) -> web.StreamResponse:
     call.authorize()
     reference_value_id = "/".join(rest)

@@ -168,3 +168,9 @@ def test_an_unwritable_audit_path_stops_the_kbs_at_start(stack: Stack, tmp_path:
     code, output = run_kbs_expect_exit(tmp_path, text)
     assert code == 2, output
     assert "audit.path: cannot open /proc/version/audit.jsonl" in output
+
+
+async def test_admin_reads_still_work_when_the_audit_log_cannot_be_written(stack: Stack) -> None:
+    status, rid = await admin(stack.full, stack.material, "GET", "resource-policy")
+    assert status == 200
+    assert rid in stack.full.proc.output()
