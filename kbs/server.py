@@ -193,7 +193,10 @@ async def metrics_site(state: KbsState, address: SocketAddress | None) -> AsyncI
     runner = web.AppRunner(make_metrics_app(state), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()
     try:
-        await web.TCPSite(runner, address.host, address.port).start()
+        try:
+            await web.TCPSite(runner, address.host, address.port).start()
+        except OSError as exc:
+            raise ConfigError(f"metrics.address: cannot listen on {address}: {exc.strerror}") from None
         logger.info("KBS metrics on http://%s/metrics", address)
         yield
     finally:

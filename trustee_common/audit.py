@@ -28,6 +28,7 @@ import datetime
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +51,10 @@ class AuditConfig:
     path: Path
     fsync: str = DEFAULT_FSYNC
     fsync_interval_seconds: float = DEFAULT_FSYNC_INTERVAL
+
+
+def _is_device(mode: int) -> bool:
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def utc_timestamp(now: float) -> str:
@@ -79,6 +84,9 @@ class AuditLog:
             self._fd = os.open(config.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             raise ConfigError(f"audit.path: cannot open {config.path} for appending: {exc.strerror}") from None
+        mode = os.fstat(self._fd).st_mode
+        if mode & 0o077 and not _is_device(mode):
+            logger.warning("audit log %s is readable or writable by others (mode %o); 0600 is recommended", config.path, mode & 0o777)
         self.config = config
         self._on_failure = on_failure
         self._clock = clock

@@ -5,15 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
 
+from tests.kbs.helpers import kbs_toml, run_kbs_expect_exit
 from tests.observability.conftest import Stack
 from tests.observability.test_audit import admin, attested_session, cookie_jar
-from tests.procs import Proc
+from tests.procs import Proc, free_port
 from trustee_pb import reference_pb2, reference_pb2_grpc
 
 
@@ -124,3 +126,11 @@ async def test_failed_calls_are_counted_by_status_code_and_get_their_own_request
     assert sample_value(text, "rvps_queries_total", result="MalformedRequest") >= 1
     failures = [line for line in json_lines(stack.rvps) if "-> INVALID_ARGUMENT" in line["message"]]
     assert failures and all(re.fullmatch(r"[0-9a-f]{32}", line["request_id"]) for line in failures)
+
+
+def test_a_taken_metrics_address_stops_the_kbs_naming_the_key(stack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    text = kbs_toml(port, stack.material, tmp_path / "repo", as_port=free_port())
+    code, output = run_kbs_expect_exit(tmp_path, text + f'\n[metrics]\naddress = "127.0.0.1:{stack.kbs_metrics_port}"\n')
+    assert code == 2, output
+    assert f"metrics.address: cannot listen on 127.0.0.1:{stack.kbs_metrics_port}" in output
