@@ -55,7 +55,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("e2e")
-    server = TrusteeRun(base / "trustee-data", base / "trustee.log")
+    server = TrusteeRun(base / "trustee-data", base / "trustee.log", extra=("--log-format", "json"))
     rest, aa, cdh = free_ports(3)
     try:
         guest = Proc([script("trustee"), "guest", "--kbs-url", server.url, "--rest-port", str(rest), "--aa-port", str(aa),
@@ -198,3 +198,19 @@ def test_trustee_run_keeps_an_audit_log_without_secrets(provisioned: Stack) -> N
     assert any(e["event"] == "attestation" and e["tee"] == "sample" for e in events)
     raw = audit.read_bytes()
     assert SECRET not in raw and base64.b64encode(SECRET) not in raw
+
+
+def test_trustee_run_log_format_reaches_every_service(stack: Stack) -> None:
+    async def refused() -> str:
+        async with aiohttp.ClientSession() as http, http.post(f"{stack.server.url}/kbs/v0/resource-policy", data=b"{",
+                                                             headers={"X-Request-Id": "e2e-json-log"}) as response:
+            assert response.status == 401
+            return response.headers["X-Request-Id"]
+
+    assert asyncio.run(refused()) == "e2e-json-log"
+    logs = stack.server.data_dir / "logs"
+    for name, service in (("rvps", "rvps"), ("as", "grpc-as"), ("kbs", "kbs")):
+        lines = [json.loads(line) for line in (logs / f"{name}.log").read_text().splitlines() if line.startswith("{")]
+        assert lines and all(line["service"] == service for line in lines), name
+    kbs_lines = [json.loads(line) for line in (logs / "kbs.log").read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("request_id") == "e2e-json-log" for line in kbs_lines)
