@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 from kbs.core.admin import AdminMode, compile_acl
 from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
-from trustee_common.audit import DEFAULT_FSYNC, DEFAULT_FSYNC_INTERVAL, FSYNC_POLICIES, AuditConfig
+from trustee_common.audit import AuditConfig, audit_config
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import ConnectionLimits
@@ -41,13 +41,7 @@ UPSTREAM_RESOURCE_BACKENDS = {"kvstorage": "KvStorage"}
 
 
 class _Table(ConfigTable):
-    """`ConfigTable` plus a float accessor (the session timeout may be fractional)."""
-
-    def number(self, key: str, default: float, *, minimum_exclusive: float) -> float:
-        value = self._get(key, (int, float), default)
-        if not value > minimum_exclusive:
-            raise ConfigError(f"{self._where}.{key} must be > {minimum_exclusive}, got {value}")
-        return float(value)
+    """`ConfigTable` whose sub-tables are `_Table`s too."""
 
     def sub(self, key: str) -> _Table:
         return _Table(self._get(key, dict, {}), f"{self._where}.{key}")
@@ -358,16 +352,7 @@ def _resource_backend(table: ConfigTable) -> ResourcePluginConfig:
 
 
 def _observability(root: _Table, base: Path) -> ObservabilityConfig:
-    audit = None
-    if root.has("audit"):
-        table = root.sub("audit")
-        path = Path(table.required_string("path"))
-        fsync = table.string("fsync", DEFAULT_FSYNC) or DEFAULT_FSYNC
-        interval = table.number("fsync_interval_seconds", DEFAULT_FSYNC_INTERVAL, minimum_exclusive=0.0)
-        table.finish()
-        if fsync not in FSYNC_POLICIES:
-            raise ConfigError(f"audit.fsync {fsync!r} is not one of {', '.join(FSYNC_POLICIES)}")
-        audit = AuditConfig(path if path.is_absolute() else base / path, fsync, interval)
+    audit = audit_config(root.sub("audit"), base) if root.has("audit") else None
     metrics = root.sub("metrics")
     address = metrics.string("address")
     metrics.finish()

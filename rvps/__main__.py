@@ -22,6 +22,7 @@ from rvps.core.values_file import parse_values_file
 from rvps.metrics import RvpsMetrics
 from rvps.server import SERVICE_NAME, ReferenceValueServicer
 from rvps.service import ReferenceValueService, utc_now
+from trustee_common.audit import AuditSink, running_audit_log
 from trustee_common.errors import ConfigError, InvalidReferenceValueError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
 from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
@@ -60,6 +61,12 @@ async def load_initial_values(service: ReferenceValueService, path: Path) -> Non
 
 
 async def serve(config: RvpsConfig, address: str, *, insecure_allow_writes: bool = False) -> None:
+    metrics = RvpsMetrics()
+    async with running_audit_log(config.audit, on_failure=metrics.audit_write_failures.inc) as log:
+        await _serve(config, address, metrics, AuditSink(log, "rvps"), insecure_allow_writes)
+
+
+async def _serve(config: RvpsConfig, address: str, metrics: RvpsMetrics, audit: AuditSink, insecure_allow_writes: bool) -> None:
     guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "RVPS")
     store = open_kv_store(config.storage)
     try:
@@ -69,9 +76,8 @@ async def serve(config: RvpsConfig, address: str, *, insecure_allow_writes: bool
         purged = await service.purge_expired()
         if purged:
             logger.info("purged %d expired entries", purged)
-        metrics = RvpsMetrics()
         server = new_grpc_server(interceptors=[guard], metrics=metrics.rpc)
-        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(service, metrics), server)
+        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(service, metrics, audit), server)
     except BaseException:
         await store.close()
         raise

@@ -16,9 +16,12 @@ private_key = "rvps.key"
 client_ca = "ca.pem"                # optional: require client certificates from this CA (mutual TLS)
 [metrics]                           # optional: Prometheus /metrics over plain HTTP (off without it)
 address = "127.0.0.1:9465"          # loopback or a monitoring network: the endpoint is not authenticated
+[audit]                             # optional: append-only audit log of registrations and deletions
+path = "audit.jsonl"                # relative to the config file's folder (docs/audit.md)
 ```
 
-Relative paths are taken as given (relative to the working directory).
+Relative paths are taken as given (relative to the working directory),
+except `[audit] path`, which is relative to the config file's folder.
 Unknown keys are a `ConfigError` naming them.
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import parse_listen_address
+from trustee_common.audit import AuditConfig, audit_config
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ServerTls, parse_server_tls
@@ -46,6 +50,8 @@ class RvpsConfig:
     limits: ReferenceValueLimits = field(default_factory=ReferenceValueLimits)
     #: `[metrics] address`: where `/metrics` is served; None: not served.
     metrics_address: str | None = None
+    #: `[audit]`: the audit log of registrations and deletions; None: none.
+    audit: AuditConfig | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> RvpsConfig:
@@ -59,7 +65,8 @@ class RvpsConfig:
         metrics = root.table("metrics")
         address = metrics.string("address")
         metrics.finish()
+        audit = audit_config(root.table("audit"), path.parent) if root.has("audit") else None
         root.finish()
         if address is not None:
             parse_listen_address(address, "metrics.address")
-        return cls(storage, None if values is None else Path(values), tls, limits, address)
+        return cls(storage, None if values is None else Path(values), tls, limits, address, audit)

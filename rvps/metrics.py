@@ -2,6 +2,7 @@
 
 - `rvps_registrations_total{result}`: `ok` or the error variant;
 - `rvps_queries_total{result}`: `found`, `absent` or the error variant;
+- `rvps_audit_write_failures_total`: audit events that could not be written;
 - `rvps_grpc_requests_total{method, code}`, `rvps_grpc_request_duration_seconds{method}`
   (`trustee_common.grpc_observe`).
 
@@ -25,3 +26,4 @@ class RvpsMetrics:
         self.rpc = RpcMetrics("rvps", reg)
         self.registrations = Counter("rvps_registrations", "reference value registration messages by result", ["result"], registry=reg)
         self.queries = Counter("rvps_queries", "reference value queries by result", ["result"], registry=reg)
+        self.audit_write_failures = Counter("rvps_audit_write_failures", "audit events that could not be written", registry=reg)

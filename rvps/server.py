@@ -16,7 +16,10 @@ import grpc
 from rvps.core.record import format_time, value_json
 from rvps.metrics import RvpsMetrics
 from rvps.ports import ReferenceValueProvider
+from trustee_common.audit import AuditSink
+from trustee_common.audit_events import digest
 from trustee_common.errors import TrusteeError
+from trustee_common.grpc_audit import audited_change
 from trustee_common.grpc_errors import rpc_errors
 from trustee_pb import reference_pb2 as pb
 from trustee_pb import reference_pb2_grpc
@@ -28,11 +31,16 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class ReferenceValueServicer(reference_pb2_grpc.ReferenceValueProviderServiceServicer):
-    """`metrics`: count registrations and queries (the RVPS itself; the AS's proxy passes None)."""
+    """`metrics`: count registrations and queries (the RVPS itself; the AS's proxy passes None).
 
-    def __init__(self, provider: ReferenceValueProvider, metrics: RvpsMetrics | None = None) -> None:
+    `audit`: where registrations and deletions are audited (the RVPS's `[audit]`, or the AS's
+    when it serves its built-in provider; a proxy to a remote RVPS leaves that to the RVPS).
+    """
+
+    def __init__(self, provider: ReferenceValueProvider, metrics: RvpsMetrics | None = None, audit: AuditSink | None = None) -> None:
         self._provider = provider
         self._metrics = metrics
+        self._audit = audit or AuditSink()
 
     def _count(self, counter: str, result: str) -> None:
         if self._metrics is not None:
@@ -40,8 +48,10 @@ class ReferenceValueServicer(reference_pb2_grpc.ReferenceValueProviderServiceSer
 
     @rpc_errors
     async def RegisterReferenceValue(self, request: pb.ReferenceValueRegisterRequest, context: Ctx) -> pb.ReferenceValueRegisterResponse:  # noqa: N802 (gRPC method name)
+        content = digest(request.message.encode())
         try:
-            await self._provider.register(request.message)
+            await audited_change(self._audit, context, "reference_value.register", {}, content,
+                                 lambda: self._provider.register(request.message))
         except TrusteeError as exc:
             self._count("registrations", exc.variant)
             raise
@@ -60,7 +70,9 @@ class ReferenceValueServicer(reference_pb2_grpc.ReferenceValueProviderServiceSer
 
     @rpc_errors
     async def DeleteReferenceValue(self, request: pb.ReferenceValueDeleteRequest, context: Ctx) -> pb.ReferenceValueDeleteResponse:  # noqa: N802 (gRPC method name)
-        return pb.ReferenceValueDeleteResponse(deleted=await self._provider.delete(request.reference_value_id))
+        deleted = await audited_change(self._audit, context, "reference_value.delete", {"reference_value_id": request.reference_value_id},
+                                       None, lambda: self._provider.delete(request.reference_value_id))
+        return pb.ReferenceValueDeleteResponse(deleted=deleted)
 
     @rpc_errors
     async def ListReferenceValues(self, request: pb.ReferenceValueListRequest, context: Ctx) -> pb.ReferenceValueListResponse:  # noqa: N802 (gRPC method name)

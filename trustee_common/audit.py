@@ -24,6 +24,7 @@ it restarts, which loses nothing (copy-truncate is not supported).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
@@ -31,12 +32,14 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trustee_common.config import ConfigTable
 from trustee_common.errors import ConfigError, StorageError
+from trustee_common.requestid import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,17 @@ class AuditConfig:
     path: Path
     fsync: str = DEFAULT_FSYNC
     fsync_interval_seconds: float = DEFAULT_FSYNC_INTERVAL
+
+
+def audit_config(table: ConfigTable, base: Path, where: str = "audit") -> AuditConfig:
+    """`[audit]`: `path` (relative to `base`, the config file's folder), `fsync`, `fsync_interval_seconds`."""
+    path = Path(table.required_string("path"))
+    fsync = table.string("fsync", DEFAULT_FSYNC) or DEFAULT_FSYNC
+    interval = table.number("fsync_interval_seconds", DEFAULT_FSYNC_INTERVAL, minimum_exclusive=0.0)
+    table.finish()
+    if fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"{where}.fsync {fsync!r} is not one of {', '.join(FSYNC_POLICIES)}")
+    return AuditConfig(path if path.is_absolute() else base / path, fsync, interval)
 
 
 def _is_device(mode: int) -> bool:
@@ -146,3 +160,45 @@ class AuditLog:
             if not self._closed:
                 self._closed = True
                 os.close(self._fd)
+
+
+class AuditSink:
+    """A service's audit events: stamped with `service` and the current request id; nothing when no log is configured.
+
+    `must` raises `StorageError` when the event cannot be written (for events
+    that must exist before an action is reported done); `best_effort` logs
+    and counts the failure and lets the request go on.
+    """
+
+    def __init__(self, log: AuditLog | None = None, service: str = "") -> None:
+        self.log = log
+        self.service = service
+
+    def _stamp(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        return {"service": self.service, "request_id": current_request_id(), **event}
+
+    def must(self, event: Mapping[str, Any]) -> None:
+        if self.log is not None:
+            self.log.record(self._stamp(event))
+
+    def best_effort(self, event: Mapping[str, Any]) -> None:
+        if self.log is not None:
+            self.log.record_or_log(self._stamp(event))
+
+
+@contextlib.asynccontextmanager
+async def running_audit_log(config: AuditConfig | None, *, on_failure: Callable[[], None] = lambda: None) -> AsyncIterator[AuditLog | None]:
+    """Open the log (None when not configured), run its fsync task, and close it at the end."""
+    if config is None:
+        yield None
+        return
+    log = AuditLog(config, on_failure=on_failure)
+    logger.info("audit log: %s (fsync %s)", config.path, config.fsync)
+    syncer = asyncio.create_task(log.run_syncer())
+    try:
+        yield log
+    finally:
+        syncer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await syncer
+        log.close()

@@ -34,6 +34,7 @@ from rvps.ports import ReferenceValueProvider
 from rvps.server import SERVICE_NAME as RVPS_SERVICE_NAME
 from rvps.server import ReferenceValueServicer
 from rvps.service import ReferenceValueService
+from trustee_common.audit import AuditSink, running_audit_log
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
 from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
@@ -84,6 +85,13 @@ def reference_value_provider(config: AsConfig, store: KeyValueStore) -> Referenc
 
 
 async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure_allow_writes: bool = False) -> None:
+    metrics = AsMetrics()
+    async with running_audit_log(config.audit, on_failure=metrics.audit_write_failures.inc) as log:
+        await _serve(config, signer, address, metrics, AuditSink(log, "grpc-as"), insecure_allow_writes)
+
+
+async def _serve(config: AsConfig, signer: TokenSigner, address: str, metrics: AsMetrics, audit: AuditSink,
+                 insecure_allow_writes: bool) -> None:
     guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "Attestation Service")
     store = open_kv_store(config.storage)
     provider = reference_value_provider(config, store)
@@ -101,14 +109,15 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure
         verifiers["snp"] = build_snp_verifier(config.snp, store)
         verifiers["az-tdx-vtpm"] = build_az_tdx_verifier(config.dcap)
         await engine.start()
-        metrics = AsMetrics()
         service = AttestationService(
             PolicyStore(store), provider, signer, config.token, verifiers, engine, verbose_token=config.verbose_token, metrics=metrics
         )
         await service.load_default_policies()
         server = new_grpc_server(interceptors=[guard], metrics=metrics.rpc)
-        attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service), server)
-        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(provider), server)
+        attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service, audit), server)
+        # A remote RVPS audits its own writes; the built-in provider is audited here.
+        rv_audit = audit if isinstance(provider, ReferenceValueService) else None
+        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(provider, audit=rv_audit), server)
     except BaseException:
         await close()
         raise

@@ -54,6 +54,8 @@ workers = 2                         # policy worker processes (each evaluates on
 max_worker_memory_mib = 1024        # resident memory per worker; over it: killed, PolicyEngineUnavailable
 [metrics]                           # optional: Prometheus /metrics over plain HTTP (off without it)
 address = "127.0.0.1:9464"          # loopback or a monitoring network: the endpoint is not authenticated
+[audit]                             # optional: append-only audit log of policy (and BuiltIn reference value) writes
+path = "audit.jsonl"                # relative to the config file; fsync = "interval" | "always" | "never" (docs/audit.md)
 ```
 """
 
@@ -66,6 +68,7 @@ from pathlib import Path
 from attestation_service.core.token import TokenSettings
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint, parse_listen_address
+from trustee_common.audit import AuditConfig, audit_config
 from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.rego import PolicyEngineConfig
@@ -143,6 +146,8 @@ class AsConfig:
     policy_engine: PolicyEngineConfig = field(default_factory=PolicyEngineConfig)
     #: `[metrics] address`: where `/metrics` is served; None: not served.
     metrics_address: str | None = None
+    #: `[audit]`: the audit log of policy writes; None: none.
+    audit: AuditConfig | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -162,8 +167,9 @@ class AsConfig:
         tls = parse_server_tls(root.table("tls"), "tls")
         engine = PolicyEngineConfig.from_table(root.table("policy_engine"))
         metrics = metrics_address(root)
+        audit = audit_config(root.table("audit"), path.parent) if root.has("audit") else None
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics, audit)
 
 
 def metrics_address(root: ConfigTable) -> str | None:

@@ -16,8 +16,11 @@ import grpc
 
 from attestation_service.core.request import VerificationRequest
 from attestation_service.service import AttestationService
+from trustee_common.audit import AuditSink
+from trustee_common.audit_events import digest
 from trustee_common.b64 import url_decode, url_encode
 from trustee_common.errors import MalformedRequestError
+from trustee_common.grpc_audit import audited_change
 from trustee_common.grpc_errors import rpc_errors
 from trustee_pb import attestation_pb2 as pb
 from trustee_pb import attestation_pb2_grpc
@@ -51,8 +54,11 @@ def _policy_text(encoded: str) -> str:
 
 
 class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
-    def __init__(self, service: AttestationService) -> None:
+    """Policy writes are audited in `audit` (`[audit]` of the AS config; docs/audit.md)."""
+
+    def __init__(self, service: AttestationService, audit: AuditSink | None = None) -> None:
         self._service = service
+        self._audit = audit or AuditSink(service="grpc-as")
 
     @rpc_errors
     async def AttestationEvaluate(self, request: pb.AttestationRequest, context: Ctx) -> pb.AttestationResponse:  # noqa: N802 (gRPC name)
@@ -62,7 +68,9 @@ class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
 
     @rpc_errors
     async def SetAttestationPolicy(self, request: pb.SetPolicyRequest, context: Ctx) -> pb.SetPolicyResponse:  # noqa: N802 (gRPC name)
-        await self._service.set_policy(request.policy_id, _policy_text(request.policy))
+        text = _policy_text(request.policy)
+        await audited_change(self._audit, context, "attestation_policy.set", {"policy_id": request.policy_id},
+                             digest(text.encode()), lambda: self._service.set_policy(request.policy_id, text))
         return pb.SetPolicyResponse()
 
     @rpc_errors
@@ -81,7 +89,8 @@ class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
 
     @rpc_errors
     async def DeletePolicy(self, request: pb.DeletePolicyRequest, context: Ctx) -> pb.DeletePolicyResponse:  # noqa: N802 (gRPC name)
-        await self._service.delete_policy(request.policy_id)
+        await audited_change(self._audit, context, "attestation_policy.delete", {"policy_id": request.policy_id}, None,
+                             lambda: self._service.delete_policy(request.policy_id))
         return pb.DeletePolicyResponse()
 
     @rpc_errors

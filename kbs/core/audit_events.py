@@ -15,28 +15,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from kbs.core.jws import parse_compact
+from trustee_common.audit_events import MAX_TEXT, clip, digest, reason
 from trustee_common.errors import TrusteeError
 from trustee_common.tee import TEE_CLASSES
 
-MAX_TEXT = 256
+__all__ = ["MAX_TEXT", "admin_event", "admin_identity", "attestation_event", "clip", "digest", "ear_summary", "reference",
+           "release_event", "token_summary"]
+
 REF_HEX = 16
-
-
-def clip(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "..."
-
-
-def digest(data: bytes) -> dict[str, Any]:
-    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def reference(secret: str) -> str:
     """A correlation handle for a bearer credential that does not reveal it."""
     return hashlib.sha256(secret.encode()).hexdigest()[:REF_HEX]
-
-
-def reason(error: TrusteeError) -> dict[str, str]:
-    return {"type": error.variant, "detail": clip(error.detail)}
 
 
 def ear_summary(claims: Mapping[str, Any]) -> dict[str, Any]:

@@ -52,12 +52,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("observability")
     material = make_material(root / "material")
     rvps_port, as_port, kbs_port, full_port, kbs_metrics, as_metrics, rvps_metrics = free_ports(7)
-    (root / "rvps.toml").write_text(_storage(root / "rvps.sqlite3") + f'[metrics]\naddress = "127.0.0.1:{rvps_metrics}"\n')
+    (root / "rvps.toml").write_text(_storage(root / "rvps.sqlite3") + f'[metrics]\naddress = "127.0.0.1:{rvps_metrics}"\n'
+                                    + '[audit]\npath = "rvps-audit.jsonl"\n')
     (root / "as.toml").write_text(
         _storage(root / "as.sqlite3")
         + f'[rvps_config]\ntype = "GrpcRemote"\naddress = "127.0.0.1:{rvps_port}"\n'
         + f'[attestation_token_broker.signer]\nkey_path = "{material.token_key}"\ncert_path = "{material.token_chain}"\n'
         + f'[metrics]\naddress = "127.0.0.1:{as_metrics}"\n'
+        + '[audit]\npath = "as-audit.jsonl"\nfsync = "always"\n'
     )
     procs: list[Proc] = []
     try:

@@ -124,7 +124,7 @@ async def test_failed_calls_are_counted_by_status_code_and_get_their_own_request
     _, text = await fetch(f"http://127.0.0.1:{stack.rvps_metrics_port}/metrics")
     assert sample_value(text, "rvps_grpc_requests_total", method="QueryReferenceValue", code="INVALID_ARGUMENT") >= 1
     assert sample_value(text, "rvps_queries_total", result="MalformedRequest") >= 1
-    failures = [line for line in json_lines(stack.rvps) if "-> INVALID_ARGUMENT" in line["message"]]
+    failures = [line for line in json_lines(stack.rvps) if "rpc QueryReferenceValue -> INVALID_ARGUMENT" in line["message"]]
     assert failures and all(re.fullmatch(r"[0-9a-f]{32}", line["request_id"]) for line in failures)
 
 

@@ -175,11 +175,13 @@ def as_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
         },
         "verifier_config": {"dcap_verifier": {"collateral_dir": str(paths.as_dir / "dcap-collateral")}},
         **_server_tls(paths, settings, "as"),
+        "audit": {"path": str(paths.audit_log)},
     }
 
 
 def rvps_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
-    return {"storage_backend": _storage(paths.rvps_dir / "storage.sqlite3", settings), **_server_tls(paths, settings, "rvps")}
+    return {"storage_backend": _storage(paths.rvps_dir / "storage.sqlite3", settings), **_server_tls(paths, settings, "rvps"),
+            "audit": {"path": str(paths.audit_log)}}
 
 
 def server_config_files(paths: ServerPaths, settings: ServerSettings) -> dict[Path, str]:
