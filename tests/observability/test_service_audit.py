@@ -5,13 +5,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 
 import grpc
+import pytest
 
 from tests.kbs.helpers import policy_body
 from tests.observability.conftest import Stack
 from tests.observability.test_audit import admin, events_for
-from tests.observability.test_tracing import sample_message
+from tests.observability.test_tracing import fetch, sample_message, sample_value
+from tests.procs import Proc, script
+from tests.tools.stack import free_ports
 from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
 
 ATTESTATION_POLICY = 'package policy\ndefault trust_claims := {}\n'
@@ -61,3 +65,24 @@ async def test_direct_grpc_writes_bypassing_the_kbs_are_audited_too(stack: Stack
         await policies.DeletePolicy(attestation_pb2.DeletePolicyRequest(policy_id="audited"), metadata=(("x-request-id", "direct-grpc-2"),))
     [deleted] = events_for(stack.root / "as-audit.jsonl", "direct-grpc-2")
     assert (deleted["action"], deleted["outcome"], deleted["target"]) == ("attestation_policy.delete", "ok", {"policy_id": "audited"})
+
+
+async def test_an_rvps_that_cannot_write_its_audit_log_refuses_to_report_a_change_as_done(tmp_path: Path) -> None:
+    port, metrics_port = free_ports(2)
+    config = tmp_path / "rvps.toml"
+    config.write_text(f'[metrics]\naddress = "127.0.0.1:{metrics_port}"\n[audit]\npath = "/dev/full"\n'
+                      f'[storage_backend]\nstorage_type = "Memory"\n')
+    proc = Proc([script("rvps"), "--config", str(config), "--address", f"127.0.0.1:{port}"], tmp_path / "rvps.log", port=port)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
+            message = json.dumps(sample_message({"unrecorded": ["1"]}))
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.RegisterReferenceValue(reference_pb2.ReferenceValueRegisterRequest(message=message))
+        assert failed.value.code() == grpc.StatusCode.INTERNAL
+        assert dict(failed.value.trailing_metadata() or ())["trustee-error-variant"] == "StorageError"
+        _, text = await fetch(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert sample_value(text, "rvps_audit_write_failures_total") >= 1
+        assert "audit log write to /dev/full failed" in proc.output() and "reference_value.register" in proc.output()
+    finally:
+        assert proc.stop() == 0
