@@ -28,7 +28,7 @@ from kbs.core.admin import AdminAuthorizer, AdminMode, IdentityProvider, compile
 from kbs.core.admin_keys import VerificationKey, key_from_pem, keys_from_jwks
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.freshness import AppraisalEpochGuard
-from kbs.http.app import make_app, make_metrics_app
+from kbs.http.app import make_app
 from kbs.http.state import KbsState
 from kbs.https import server_context
 from kbs.metrics import KbsMetrics
@@ -37,6 +37,7 @@ from kbs.resources import PolicyStore, ResourceService
 from trustee_common.audit import AuditLog
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import runner_options, serve_bounded
+from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, ResourceStore, open_kv_store
 from trustee_common.storage.directory import DirectoryResourceStore
@@ -184,23 +185,9 @@ async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSL
         await runner.cleanup()
 
 
-@contextlib.asynccontextmanager
-async def metrics_site(state: KbsState, address: SocketAddress | None) -> AsyncIterator[None]:
-    """`/metrics` alone on `address` (plain HTTP), when configured."""
-    if address is None:
-        yield
-        return
-    runner = web.AppRunner(make_metrics_app(state), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
-    await runner.setup()
-    try:
-        try:
-            await web.TCPSite(runner, address.host, address.port).start()
-        except OSError as exc:
-            raise ConfigError(f"metrics.address: cannot listen on {address}: {exc.strerror}") from None
-        logger.info("KBS metrics on http://%s/metrics", address)
-        yield
-    finally:
-        await runner.cleanup()
+def metrics_site(state: KbsState, address: SocketAddress | None) -> contextlib.AbstractAsyncContextManager[None]:
+    """`/metrics` alone on `address` (plain HTTP, bounded connections), when configured."""
+    return serving_metrics(None if address is None else str(address), state.metrics.registry, "KBS")
 
 
 async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None:

@@ -1,7 +1,10 @@
 """A plain-HTTP `/metrics` endpoint on its own address (adapter), for services whose main port is not HTTP.
 
 Serves only `GET /metrics` (Prometheus text format) from one registry;
-every other path is 404. Used by the AS and the RVPS (`[metrics] address`).
+every other path is 404. Used by the AS and the RVPS (`[metrics] address`),
+and by the KBS when its `/metrics` is moved off the main port. Connections
+are bounded like every HTTP server here (`trustee_common.http_serving`:
+header read timeout, keep-alive timeout, at most `MAX_CONNECTIONS`).
 The address is meant to be loopback or a monitoring network: the
 counters hold no secrets, but the endpoint is not authenticated.
 """
@@ -18,10 +21,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from trustee_common.addresses import join_host_port, parse_listen_address
 from trustee_common.errors import ConfigError
+from trustee_common.http_serving import ConnectionLimits, runner_options, serve_bounded
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 1.0
+#: A scraper needs one or two connections; anything beyond is refused.
+LIMITS = ConnectionLimits(max_connections=64)
 
 
 def metrics_app(registry: CollectorRegistry) -> web.Application:
@@ -41,14 +47,13 @@ async def serving_metrics(address: str | None, registry: CollectorRegistry, name
         return
     host, port = parse_listen_address(address, "metrics.address")
     host = host.strip("[]")
-    runner = web.AppRunner(metrics_app(registry), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    runner = web.AppRunner(metrics_app(registry), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS, **runner_options(LIMITS))
     await runner.setup()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(runner.cleanup)
         try:
-            await web.TCPSite(runner, host, port).start()
+            await stack.enter_async_context(serve_bounded(runner, [(host, port)], LIMITS))
         except OSError as exc:
-            raise ConfigError(f"{name} cannot serve metrics on {join_host_port(host, port)} (metrics.address): {exc.strerror}") from None
+            raise ConfigError(f"metrics.address: {name} cannot listen on {join_host_port(host, port)}: {exc.strerror}") from None
         logger.info("%s metrics on http://%s/metrics", name, join_host_port(host, port))
         yield
-    finally:
-        await runner.cleanup()

@@ -78,14 +78,6 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def make_metrics_app(state: KbsState) -> web.Application:
-    """`/metrics` alone, for `[metrics] address` (plain HTTP, loopback by default)."""
-    app = web.Application(middlewares=[error_middleware])
-    app[STATE] = state
-    app.router.add_route("*", "/metrics", metrics)
-    return app
-
-
 @web.middleware
 async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)

@@ -133,4 +133,4 @@ def test_a_taken_metrics_address_stops_the_kbs_naming_the_key(stack: Stack, tmp_
     text = kbs_toml(port, stack.material, tmp_path / "repo", as_port=free_port())
     code, output = run_kbs_expect_exit(tmp_path, text + f'\n[metrics]\naddress = "127.0.0.1:{stack.kbs_metrics_port}"\n')
     assert code == 2, output
-    assert f"metrics.address: cannot listen on 127.0.0.1:{stack.kbs_metrics_port}" in output
+    assert f"metrics.address: KBS cannot listen on 127.0.0.1:{stack.kbs_metrics_port}" in output
