@@ -66,7 +66,7 @@ def banner(paths: ServerPaths, settings: ServerSettings) -> str:
         f"  logs  {paths.logs_dir}/{{rvps,as,kbs}}.log",
         f"  audit {paths.audit_log}",
         f"  storage {storage}",
-        "Try first:",
+        "Try first (development only: --allow-all releases to every attested TEE, the sample TEE included):",
         f"  kbs-client --url {url}{cert} config --admin-token-file {token} set-resource-policy --allow-all",
         *(["  (--cert-file must hold the root CA of the TLS certificate: the --tls-cert file does if it is self-signed "
            "or ends with its root)"] if settings.tls_cert and not settings.tls else []),
