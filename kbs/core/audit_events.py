@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kbs.core.jws import parse_compact
-from trustee_common.audit_events import MAX_TEXT, clip, digest, reason
+from trustee_common.audit_events import MAX_TEXT, change_event, clip, digest, reason
 from trustee_common.errors import TrusteeError
 from trustee_common.tee import TEE_CLASSES
 
@@ -83,16 +83,10 @@ def admin_event(
     error: TrusteeError | None = None,
 ) -> dict[str, Any]:
     """`outcome`: `ok`, `denied` (authentication/authorization failed) or `failed` (refused or errored after)."""
-    event: dict[str, Any] = {"event": "admin", "action": action, "outcome": outcome, **origin,
-                             "method": method, "endpoint": clip(endpoint)}
+    event = change_event(action, outcome, {**origin, "method": method, "endpoint": clip(endpoint)},
+                         target=target, content=content, error=error)
     if who is not None:
         event["who"] = dict(who)
-    if target:
-        event["target"] = {key: clip(value) if isinstance(value, str) else value for key, value in target.items()}
-    if content is not None:
-        event["content"] = dict(content)
-    if error is not None:
-        event["reason"] = reason(error)
     return event
 
 
