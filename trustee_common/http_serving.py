@@ -10,7 +10,11 @@ thin protocol in front of aiohttp's request handler that:
   the handshake gets the same bound before that; later
   requests on a kept-alive connection are bounded by `keep_alive_timeout`:
   aiohttp closes a connection still waiting for a complete request then);
-- refuses (closes at once) connections beyond `max_connections`;
+- at `max_connections`, makes room for a new connection by closing the
+  oldest one that is still sending its first request headers (a client
+  that trickles headers cannot starve clients that send whole requests);
+  only when every connection is past its headers is the new one refused
+  (closed at once);
 - logs per-connection trouble as a rate-limited one-liner, never a traceback.
 
 The listening sockets are plain `asyncio` servers over the runner's public
@@ -112,7 +116,19 @@ class _Gate:
         self.limits = limits
         self.cap = cap
         self.active = 0
+        #: Connections still inside their header deadline, oldest first (eviction candidates at the cap).
+        self.pending: dict[_BoundedProtocol, None] = {}
         self.report = _RateLimitedLog()
+        self.report_eviction = _RateLimitedLog()
+
+    def make_room(self) -> bool:
+        """At the cap: close the oldest connection still sending headers; False when there is none."""
+        victim = next(iter(self.pending), None)
+        if victim is None:
+            return False
+        self.report_eviction(f"at max_connections ({self.cap}): closing the oldest connection still sending its request headers")
+        victim.evict()
+        return True
 
 
 class _BoundedProtocol(asyncio.Protocol):
@@ -125,25 +141,37 @@ class _BoundedProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._tail = b""
+        self._evicted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        if self._gate.active >= self._gate.cap:
+        if self._gate.active >= self._gate.cap and not self._gate.make_room():
             self._gate.report(f"refusing connections above max_connections ({self._gate.cap})")
             self._transport.abort()
             return
         self._gate.active += 1
         self._deadline = asyncio.get_running_loop().call_later(self._gate.limits.header_read_timeout, self._expired)
+        self._gate.pending[self] = None
         self._inner = self._factory()
         self._inner.connection_made(transport)
 
+    def evict(self) -> None:
+        """Closed to make room for a newer connection; counts as gone at once (the abort completes later)."""
+        self._disarm()
+        self._gate.active -= 1
+        self._evicted = True
+        if self._transport is not None:
+            self._transport.abort()
+
     def _expired(self) -> None:
         self._deadline = None
+        self._gate.pending.pop(self, None)
         self._gate.report(f"closing connection(s) whose request headers took longer than {self._gate.limits.header_read_timeout} s")
         if self._transport is not None:
             self._transport.abort()
 
     def _disarm(self) -> None:
+        self._gate.pending.pop(self, None)
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -166,7 +194,8 @@ class _BoundedProtocol(asyncio.Protocol):
         if self._inner is None:
             return
         self._disarm()
-        self._gate.active -= 1
+        if not self._evicted:
+            self._gate.active -= 1
         inner, self._inner = self._inner, None
         inner.connection_lost(exc)
 

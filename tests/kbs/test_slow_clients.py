@@ -1,8 +1,10 @@
 """Slow and numerous connections against a real KBS: header read timeout and connection cap.
 
 A connection that never finishes its request headers is closed after
-`header_read_timeout`; connections above `max_connections` are closed at
-once; meanwhile `/healthz` answers, and nothing logs a traceback.
+`header_read_timeout`; at `max_connections` the oldest connection still
+sending headers makes room for a new one, and only when none is slow are
+new connections closed at once; meanwhile `/healthz` answers, and nothing
+logs a traceback.
 """
 
 from __future__ import annotations
@@ -75,27 +77,50 @@ def test_headers_that_never_finish_are_closed_after_the_timeout(slow_kbs: Kbs) -
     assert healthz(slow_kbs) == 200
 
 
-def test_connections_above_the_cap_are_refused_then_served_again(slow_kbs: Kbs) -> None:
+def wait_healthy(kbs: Kbs) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if healthz(kbs) == 200:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    assert healthz(kbs) == 200
+
+
+def test_at_the_cap_the_oldest_slow_connection_makes_room(slow_kbs: Kbs) -> None:
     time.sleep(0.5)  # connections of the previous test are gone on the server side too
     conns = open_slow(slow_kbs.port, MAX_CONNECTIONS)
     try:
         time.sleep(0.3)  # let the server accept them all
+        started = time.monotonic()
+        assert healthz(slow_kbs) == 200  # a whole request is served although the cap is reached ...
+        assert time.monotonic() - started < HEADER_TIMEOUT  # ... at once, not after the slow ones time out
+        assert closed_by_server(conns[0], 5.0)  # ... by closing the oldest connection still sending headers
+        assert all(closed_by_server(c, 20.0) for c in conns[1:])
+    finally:
+        for conn in conns:
+            conn.close()
+    wait_healthy(slow_kbs)
+
+
+def test_connections_above_the_cap_are_refused_when_none_is_slow(slow_kbs: Kbs) -> None:
+    time.sleep(0.5)
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS):  # kept-alive connections past their headers: nothing to make room with
+            conn = socket.create_connection(("127.0.0.1", slow_kbs.port), timeout=10)
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200")
+            idle.append(conn)
         extra = socket.create_connection(("127.0.0.1", slow_kbs.port), timeout=10)
         with extra:
             extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert closed_by_server(extra, 5.0)
-        assert all(closed_by_server(c, 20.0) for c in conns)
     finally:
-        for conn in conns:
+        for conn in idle:
             conn.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if healthz(slow_kbs) == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    assert healthz(slow_kbs) == 200
+    wait_healthy(slow_kbs)
 
 
 @pytest.mark.parametrize(
@@ -150,9 +175,9 @@ def test_cap_fits_the_descriptor_limit_and_service_recovers(tmp_path: Path, mate
             time.sleep(0.5)
         log = proc.output()
         assert "open-file limit (512) cannot hold max_connections = 1024: serving at most 256" in log
-        assert "refusing connections above max_connections (256)" in log
+        assert "at max_connections (256): closing the oldest connection still sending its request headers" in log
         assert "Traceback" not in log and "out of system resource" not in log
-        assert log.count("refusing connections") < 10  # rate-limited
+        assert log.count("closing the oldest connection") < 10  # rate-limited
     finally:
         for conn in conns:
             conn.close()
