@@ -100,7 +100,7 @@ class RcarService:
         except TrusteeError as exc:
             self._metrics.attestation_failures.labels(tee).inc()
             self._audit.best_effort(attestation_event("rejected", origin, tee, error=exc))
-            logger.info("attestation of session %s (%s) rejected: %s", session.id[:8], tee, exc.detail)
+            logger.debug("attestation of session %s (%s) rejected: %s", session.id[:8], tee, exc.detail)
             raise
         done = attested(session, token)
         await self._store.put(SESSION_NAMESPACE, done.id, encode_session(done), expires_at=done.expires_at)

@@ -84,15 +84,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except e.TrusteeError as error:
-        level = logging.WARNING if status_for(error) >= 500 else logging.INFO
-        logger.log(level, "%s %s -> %s: %s", request.method, request.path, error.variant, error.detail)
+        # Client errors are counted by status in metrics (and releases/denials audited), not logged per
+        # request at INFO: a flood of bad requests must not become a flood of log lines.
+        level = logging.WARNING if status_for(error) >= 500 else logging.DEBUG
+        logger.log(level, "%s %s -> %s: %s", request.method, e.clip(request.path), error.variant, error.detail)
         return error_response(error)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         return error_response(_from_http_exception(exc, request))
     except HttpProcessingError as exc:  # a body that breaks HTTP framing (bad chunk, bad encoding)
-        logger.info("%s %s -> malformed body: %s", request.method, request.path, type(exc).__name__)
+        logger.debug("%s %s -> malformed body: %s", request.method, e.clip(request.path), type(exc).__name__)
         return error_response(e.MalformedRequestError("request body is not valid HTTP framing"))
     except ConnectionError:  # the client went away mid-request: nobody to answer
         logger.debug("%s %s: client connection lost", request.method, request.path)
