@@ -31,6 +31,11 @@ DEFAULT_SOCKET = "127.0.0.1:8080"
 DEFAULT_PAYLOAD_MIB = 2
 DEFAULT_AS_ADDR = "http://127.0.0.1:50004"
 DEFAULT_SESSION_MINUTES = 5.0
+#: Requests one KBS process works on at once; more are refused with 503 `ServerBusy` (sized for 2 cores).
+DEFAULT_MAX_IN_FLIGHT = 128
+#: The `Retry-After` (seconds) sent with that 503.
+DEFAULT_RETRY_AFTER_SECONDS = 1
+MAX_RETRY_AFTER_SECONDS = 3600
 #: Appraisal-epoch reading reuse (docs/token-freshness.md): the bound on how long a stale token may still be served.
 DEFAULT_EPOCH_TTL_SECONDS = 1.0
 MAX_EPOCH_TTL_SECONDS = 60.0
@@ -70,6 +75,9 @@ class HttpServerConfig:
     #: The `tls_*` keys (profile, versions, ciphers, group); used only with HTTPS.
     tls: TlsSettings = field(default_factory=TlsSettings)
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: Overload shedding (`kbs.http.shed`): in-flight requests per process, and the Retry-After of the refusal.
+    max_in_flight_requests: int = DEFAULT_MAX_IN_FLIGHT
+    retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
 
     @property
     def payload_limit_bytes(self) -> int:
@@ -210,11 +218,15 @@ def _http_server(table: _Table) -> HttpServerConfig:
     size = table.integer("payload_request_size", DEFAULT_PAYLOAD_MIB, minimum=1)
     tls = parse_tls_settings(table)
     limits = _connection_limits(table)
+    in_flight = table.integer("max_in_flight_requests", DEFAULT_MAX_IN_FLIGHT, minimum=1)
+    retry_after = table.integer("retry_after_seconds", DEFAULT_RETRY_AFTER_SECONDS, minimum=0)
     table.finish()
+    if retry_after > MAX_RETRY_AFTER_SECONDS:
+        raise ConfigError(f"http_server.retry_after_seconds must be <= {MAX_RETRY_AFTER_SECONDS}, got {retry_after}")
     if not insecure and (key is None or cert is None):
         raise ConfigError("http_server: certificate and private_key are required unless insecure_http = true")
     return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size,
-                            tls=tls, limits=limits)
+                            tls=tls, limits=limits, max_in_flight_requests=in_flight, retry_after_seconds=retry_after)
 
 
 def _connection_limits(table: _Table) -> ConnectionLimits:

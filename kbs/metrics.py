@@ -45,6 +45,10 @@ class KbsMetrics:
         self.stale_tokens = Counter("kbs_stale_tokens", "tokens refused as appraised under an older appraisal epoch", registry=reg)
         self.epoch_fetches = Counter("kbs_appraisal_epoch_fetches", "GetAppraisalEpoch calls to the AS, failed ones included", registry=reg)
         self.audit_write_failures = Counter("kbs_audit_write_failures", "audit events that could not be written", registry=reg)
+        self.requests_in_flight = Gauge("kbs_http_requests_in_flight", "requests under /kbs in progress (max_in_flight_requests bounds it)",
+                                        registry=reg)
+        self.requests_shed = Counter("kbs_http_requests_shed", "requests refused with 503 ServerBusy at max_in_flight_requests",
+                                     registry=reg)
 
     def watch_policy_engine(self, engine: PolicyEngineCounts) -> None:
         """Ours: policies compiled by the Rego workers, and workers killed (time limit) or lost."""

@@ -149,7 +149,9 @@ async def build_state(
     lifetime = config.attestation_service.session_lifetime_seconds
     rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime, audit=audit)
     return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size,
-                    audit=audit, metrics_on_main=config.observability.metrics_address is None)
+                    audit=audit, metrics_on_main=config.observability.metrics_address is None,
+                    max_in_flight_requests=config.http_server.max_in_flight_requests,
+                    retry_after_seconds=config.http_server.retry_after_seconds)
 
 
 async def purge_sessions(rcar: RcarService, interval: float) -> None:

@@ -168,6 +168,20 @@ class PolicyEngineUnavailableError(TrusteeError):
     variant = "PolicyEngineUnavailable"
 
 
+class ServerBusyError(TrusteeError):
+    """The server is at its in-flight request limit and refused the request unprocessed: retry later.
+
+    `retry_after` is the delay in seconds the server asks for (the HTTP
+    `Retry-After` header); None when it named none.
+    """
+
+    variant = "ServerBusy"
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class ConfigError(TrusteeError):
     """A configuration file, key or flag that is not valid."""
 

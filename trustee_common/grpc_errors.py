@@ -43,6 +43,7 @@ STATUS_BY_ERROR: dict[type[e.TrusteeError], grpc.StatusCode] = {
     e.ReferenceValueNotFoundError: grpc.StatusCode.NOT_FOUND,
     e.UpstreamError: grpc.StatusCode.UNAVAILABLE,
     e.PolicyEngineUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    e.ServerBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     e.StorageError: grpc.StatusCode.INTERNAL,
     e.InternalError: grpc.StatusCode.INTERNAL,

@@ -18,6 +18,7 @@ from kbs.errors import MethodNotAllowedError
 from kbs.http import admin_handlers as admin
 from kbs.http import handlers
 from kbs.http.errors import Handler, error_middleware
+from kbs.http.shed import LoadShedder
 from kbs.http.state import STATE, KbsState
 from kbs.metrics import CONTENT_TYPE
 from trustee_common.errors import PluginNotFoundError, clip
@@ -103,7 +104,8 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def make_app(state: KbsState) -> web.Application:
-    middlewares = [request_id, count_requests, error_middleware]
+    shedder = LoadShedder(state.max_in_flight_requests, state.retry_after_seconds, state.metrics)
+    middlewares = [request_id, count_requests, shedder.middleware, error_middleware]
     app = web.Application(client_max_size=state.payload_limit_mib * MIB, middlewares=middlewares)
     app[STATE] = state
     app.router.add_get("/healthz", healthz)

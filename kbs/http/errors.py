@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -43,6 +44,7 @@ STATUS_BY_ERROR: dict[type[e.TrusteeError], int] = {
     e.PayloadTooLargeError: 413,
     e.UpstreamError: 503,
     e.PolicyEngineUnavailableError: 503,
+    e.ServerBusyError: 503,
     JweError: 500,
     e.ConfigError: 500,
     e.StorageError: 500,
@@ -63,6 +65,8 @@ def error_response(error: e.TrusteeError) -> web.Response:
     response = web.Response(status=status_for(error), text=json.dumps(error.to_json()), content_type="application/json")
     if isinstance(error, MethodNotAllowedError) and error.allowed:
         response.headers["Allow"] = ", ".join(error.allowed)
+    if isinstance(error, e.ServerBusyError) and error.retry_after is not None:
+        response.headers["Retry-After"] = str(math.ceil(error.retry_after))
     return response
 
 

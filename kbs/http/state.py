@@ -29,6 +29,9 @@ class KbsState:
     audit: KbsAudit = field(default_factory=KbsAudit)
     #: False when /metrics is served on its own address (`[metrics] address`) instead of the main sockets.
     metrics_on_main: bool = True
+    #: `[http_server] max_in_flight_requests` and `retry_after_seconds` (`kbs.http.shed`).
+    max_in_flight_requests: int = 128
+    retry_after_seconds: int = 1
 
 
 STATE = web.AppKey("kbs_state", KbsState)

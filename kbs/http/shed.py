@@ -1,0 +1,78 @@
+"""Overload shedding: a bound on the requests one KBS process works on at once.
+
+Past the bound a request is refused at once with 503 `ServerBusy` and a
+`Retry-After` header, before any work is done for it (nothing is read,
+stored or asked of the AS), instead of queueing behind the others: under a
+burst the requests admitted keep their latency and the rest learn within
+milliseconds to come back later (the guest client retries with jittered
+backoff). The counter never waits, so refusing costs one dictionary lookup.
+
+`/healthz` and `/metrics` are never counted nor refused: a probe or a
+scrape must see an overloaded KBS as alive. Admin endpoints are counted
+like the others: the admin token is checked by the handler, after this
+middleware, so exempting admin paths would let anyone bypass the bound;
+`kbs-client` retries `ServerBusy` as the guest does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from kbs.http.errors import Handler, error_response
+from kbs.metrics import KbsMetrics
+from trustee_common.errors import ServerBusyError
+
+logger = logging.getLogger(__name__)
+
+#: Paths never shed.
+EXEMPT_PATHS = frozenset({"/healthz", "/metrics"})
+#: Seconds between two warnings about refused requests.
+LOG_INTERVAL_SECONDS = 10.0
+
+
+class LoadShedder:
+    """Counts requests in progress; `middleware` refuses those above `limit`."""
+
+    def __init__(self, limit: int, retry_after_seconds: int, metrics: KbsMetrics | None = None) -> None:
+        self.limit = limit
+        self.retry_after_seconds = retry_after_seconds
+        self.in_flight = 0
+        self._metrics = metrics
+        self._last_log = 0.0
+        self._refused_since_log = 0
+
+    def _refuse(self) -> web.Response:
+        if self._metrics is not None:
+            self._metrics.requests_shed.inc()
+        self._report()
+        detail = f"the KBS is at its limit of {self.limit} requests in progress; retry after {self.retry_after_seconds} s"
+        return error_response(ServerBusyError(detail, retry_after=self.retry_after_seconds))
+
+    def _report(self) -> None:
+        """One warning per `LOG_INTERVAL_SECONDS` with the count refused since the last one."""
+        self._refused_since_log += 1
+        now = time.monotonic()
+        if now - self._last_log < LOG_INTERVAL_SECONDS:
+            return
+        logger.warning("at max_in_flight_requests (%d): refused %d request(s) with 503 ServerBusy since the last report",
+                       self.limit, self._refused_since_log)
+        self._last_log, self._refused_since_log = now, 0
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in EXEMPT_PATHS:
+            return await handler(request)
+        if self.in_flight >= self.limit:
+            return self._refuse()
+        self.in_flight += 1
+        if self._metrics is not None:
+            self._metrics.requests_in_flight.inc()
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+            if self._metrics is not None:
+                self._metrics.requests_in_flight.dec()
