@@ -4,7 +4,9 @@ Background-check mode: `attest()` runs the RCAR handshake (`/auth`,
 `/attest`) with an evidence provider, keeps the session cookie and the
 token, and `get_resource()` uses them, re-attesting on 401. Passport
 mode: built with a token and its TEE key pair, it sends
-`Authorization: Bearer <token>` instead.
+`Authorization: Bearer <token>` instead. A KBS at its in-flight limit
+answers 503 `ServerBusy` with `Retry-After`; both modes retry it with
+jittered exponential backoff (`guest.backoff`, bounded attempts and time).
 """
 
 from __future__ import annotations
@@ -12,15 +14,24 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from guest.attesters.base import Attester
+from guest.backoff import RetryPolicy, parse_retry_after, retry_busy
 from trustee_common.bounded import loads_json
 from trustee_common.canonical import HashAlgorithm, device_runtime_data, primary_runtime_data, runtime_data_digest
-from trustee_common.errors import ERROR_TYPE_PREFIX, MalformedRequestError, TrusteeError, UpstreamError, error_from_variant
+from trustee_common.errors import (
+    ERROR_TYPE_PREFIX,
+    MalformedRequestError,
+    ServerBusyError,
+    TrusteeError,
+    UpstreamError,
+    error_from_variant,
+)
 from trustee_common.jose import TeeKeyPair
 from trustee_common.messages import PROTOCOL_VERSION, Challenge
 
@@ -69,10 +80,21 @@ def parse_error_body(text: str) -> tuple[str, str] | None:
         return None
 
 
+def busy_error(status: int, headers: Any, parsed: tuple[str, str] | None) -> ServerBusyError | None:
+    """The `ServerBusyError` a 503 means: `ServerBusy`, or any 503 with `Retry-After` (e.g. from a proxy); else None."""
+    retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
+    if status != 503 or (retry_after is None and (parsed is None or parsed[0] != ServerBusyError.variant)):
+        return None
+    return ServerBusyError(parsed[1] if parsed is not None else "the KBS is busy (HTTP 503)", retry_after=retry_after)
+
+
 async def error_from_response(response: aiohttp.ClientResponse) -> TrusteeError:
-    """Rebuild the KBS error from its `{"type", "detail"}` body."""
+    """Rebuild the KBS error from its `{"type", "detail"}` body (`ServerBusyError` with the `Retry-After` delay)."""
     text = await response.text(errors="replace")
     parsed = parse_error_body(text)
+    busy = busy_error(response.status, response.headers, parsed)
+    if busy is not None:
+        return busy
     if parsed is None:
         return UpstreamError(f"KBS answered HTTP {response.status}: {text[:200]}")
     return error_from_variant(*parsed, forbidden=response.status == 403)
@@ -91,6 +113,7 @@ class KbsClient:
         init_data_toml: str | None = None,
         cert_pem: bytes | None = None,
         timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if evidence is None and token is None:
             raise MalformedRequestError("a KBS client needs an evidence provider or a token")
@@ -99,6 +122,8 @@ class KbsClient:
         self.key_pair = key_pair or TeeKeyPair.generate()
         self.token = token
         self.init_data_toml = init_data_toml
+        #: How `503 ServerBusy` answers are retried (guest.backoff).
+        self.retry = retry or RetryPolicy()
         self._ssl = ssl_context(cert_pem)
         self._session = aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True),
@@ -125,7 +150,15 @@ class KbsClient:
             raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
 
     async def attest(self) -> str:
-        """Run the RCAR handshake; returns (and keeps) the attestation token."""
+        """Run the RCAR handshake; returns (and keeps) the attestation token.
+
+        A busy KBS (503) at `/auth` or `/attest` makes the whole handshake
+        start again after a backoff: a fresh challenge, so a retry never
+        depends on a session the KBS may have dropped or consumed.
+        """
+        return await retry_busy(self._handshake, self.retry, f"attest to {self.base}")
+
+    async def _handshake(self) -> str:
         if self.evidence is None:
             raise MalformedRequestError("passport-mode client cannot attest")
         request = {
@@ -156,16 +189,24 @@ class KbsClient:
         for _ in range(RESOURCE_ATTEMPTS):
             if self.token is None and self.evidence is not None:
                 await self.attest()
-            headers = {} if self.evidence is not None else {"Authorization": f"Bearer {self.token}"}
-            try:
-                async with self._session.get(f"{self.base}/{path}", headers=headers, ssl=self._ssl) as response:
-                    if response.status == 200:
-                        return self.key_pair.decrypt(loads_json(await response.read(), "KBS resource reply", error=UpstreamError))
-                    last = await error_from_response(response)
-                    if response.status != 401 or self.evidence is None:
-                        raise last
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
+            result = await retry_busy(lambda: self._get_once(path), self.retry, f"GET {path}")
+            if isinstance(result, bytes):
+                return result
+            last = result
             self.token = None
         assert last is not None
         raise last
+
+    async def _get_once(self, path: str) -> bytes | TrusteeError:
+        """The opened resource, or the 401 error that calls for attesting again; other errors are raised."""
+        headers = {} if self.evidence is not None else {"Authorization": f"Bearer {self.token}"}
+        try:
+            async with self._session.get(f"{self.base}/{path}", headers=headers, ssl=self._ssl) as response:
+                if response.status == 200:
+                    return self.key_pair.decrypt(loads_json(await response.read(), "KBS resource reply", error=UpstreamError))
+                error = await error_from_response(response)
+                if response.status != 401 or self.evidence is None:
+                    raise error
+                return error
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc

@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from guest.kbs_protocol import USER_AGENT, parse_error_body, ssl_context
+from guest.backoff import RetryPolicy, retry_busy
+from guest.kbs_protocol import USER_AGENT, busy_error, parse_error_body, ssl_context
 from trustee_common.b64 import std_encode, url_decode, url_encode
 from trustee_common.errors import TrusteeError, UpstreamError
 
@@ -37,9 +38,15 @@ class KbsRefusedError(TrusteeError):
 
 
 async def kbs_error(response: aiohttp.ClientResponse) -> TrusteeError:
-    """The error a non-200 answer carries, keeping the KBS's own variant name (upstream KBSs have more)."""
+    """The error a non-200 answer carries, keeping the KBS's own variant name (upstream KBSs have more).
+
+    A busy KBS (503 `ServerBusy`, or 503 with `Retry-After`) is a `ServerBusyError`, which is retried.
+    """
     text = await response.text(errors="replace")
     parsed = parse_error_body(text)
+    busy = busy_error(response.status, response.headers, parsed)
+    if busy is not None:
+        return busy
     if parsed is None:
         return UpstreamError(f"KBS answered HTTP {response.status}: {text[:200]}")
     return KbsRefusedError(*parsed, response.status)
@@ -48,7 +55,8 @@ async def kbs_error(response: aiohttp.ClientResponse) -> TrusteeError:
 class AdminClient:
     """Admin calls against `<url>/kbs/v0`; use as an async context manager."""
 
-    def __init__(self, url: str, *, token: str | None = None, cert_pem: bytes | None = None) -> None:
+    def __init__(self, url: str, *, token: str | None = None, cert_pem: bytes | None = None, retry: RetryPolicy | None = None) -> None:
+        self.retry = retry or RetryPolicy()
         self.base = url.rstrip("/") + "/kbs/v0"
         headers = {"User-Agent": USER_AGENT}
         if token is not None:
@@ -63,6 +71,10 @@ class AdminClient:
         await self._session.close()
 
     async def _request(self, method: str, path: str, *, data: bytes | None = None, content_type: str | None = None) -> bytes:
+        """One admin call; a busy KBS refused it before doing anything, so it is sent again after a backoff."""
+        return await retry_busy(lambda: self._request_once(method, path, data, content_type), self.retry, f"{method} {path}")
+
+    async def _request_once(self, method: str, path: str, data: bytes | None, content_type: str | None) -> bytes:
         headers = {"Content-Type": content_type} if content_type else {}
         url = f"{self.base}/{path}"
         logger.debug("%s %s", method, url)
