@@ -90,8 +90,8 @@ async def metric(http: aiohttp.ClientSession, kbs: Kbs, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def wait_in_flight(http: aiohttp.ClientSession, kbs: Kbs, count: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_in_flight(http: aiohttp.ClientSession, kbs: Kbs, count: int) -> None:
+    deadline = time.monotonic() + 15.0
     while await metric(http, kbs, "kbs_http_requests_in_flight") < count:
         assert time.monotonic() < deadline, f"the KBS never had {count} requests in progress"
         await asyncio.sleep(0.05)
