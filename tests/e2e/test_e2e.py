@@ -201,13 +201,16 @@ def test_trustee_run_keeps_an_audit_log_without_secrets(provisioned: Stack) -> N
 
 
 def test_trustee_run_log_format_reaches_every_service(stack: Stack) -> None:
-    async def refused() -> str:
-        async with aiohttp.ClientSession() as http, http.post(f"{stack.server.url}/kbs/v0/resource-policy", data=b"{",
-                                                             headers={"X-Request-Id": "e2e-json-log"}) as response:
-            assert response.status == 401
+    token = stack.server.admin_token.read_text().strip()
+
+    async def policy_change() -> str:  # an admin change logs at INFO; client errors log at DEBUG only
+        headers = {"X-Request-Id": "e2e-json-log", "Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as http, http.post(f"{stack.server.url}/kbs/v0/resource/default/e2e/log-check",
+                                                             data=b"not a secret", headers=headers) as response:
+            assert response.status == 200, await response.text()
             return response.headers["X-Request-Id"]
 
-    assert asyncio.run(refused()) == "e2e-json-log"
+    assert asyncio.run(policy_change()) == "e2e-json-log"
     logs = stack.server.data_dir / "logs"
     for name, service in (("rvps", "rvps"), ("as", "grpc-as"), ("kbs", "kbs")):
         lines = [json.loads(line) for line in (logs / f"{name}.log").read_text().splitlines() if line.startswith("{")]
