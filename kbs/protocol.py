@@ -2,10 +2,13 @@
 
 Sessions live in the `kbs_protocol_session` namespace with their expiry
 passed to the store. A nonce is usable once: the first `/attest` takes the
-`Authed` session with an atomic `pop`, so of two concurrent attempts only
-one proceeds; a failed attempt leaves no session (the guest starts again
-with `/auth`), a successful one stores the `Attested` session holding the
-token. This module knows no HTTP or gRPC.
+`Authed` session with an atomic `pop` (one store round trip), so of two
+concurrent attempts only one proceeds; a failed attempt leaves no session
+(the guest starts again with `/auth`), a successful one stores the
+`Attested` session holding the token and the claims the KBS verified
+(signature, x5c chain, times) once, here, so cookie requests reuse them.
+Popping an already `Attested` session (a replayed `/attest`) puts it back.
+This module knows no HTTP or gRPC.
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ from kbs.core.session import (
     is_expired,
     new_session,
 )
+from kbs.core.token import AttestationTokenVerifier
 from kbs.metrics import KbsMetrics
-from trustee_common.errors import AttestationError, TrusteeError, UpstreamError
+from trustee_common.errors import AttestationError, TokenVerifierError, TrusteeError, UpstreamError
 from trustee_common.messages import Attestation, Request
 from trustee_common.storage import KeyValueStore
 
 logger = logging.getLogger(__name__)
 
 _REUSED = "RCAR handshake Attest failed: the session's nonce was already used (call /auth again)"
-_UNKNOWN = "RCAR handshake Attest failed: unknown or expired session (call /auth again)"
+_UNKNOWN = "RCAR handshake Attest failed: unknown, expired or already used session (call /auth again)"
 
 
 class RcarService:
@@ -55,8 +59,10 @@ class RcarService:
         clock: Callable[[], float] = time.time,
         random_bytes: RandomBytes = secrets.token_bytes,
         audit: KbsAudit | None = None,
+        verifier: AttestationTokenVerifier | None = None,
     ) -> None:
         self._audit = audit or KbsAudit()
+        self._verifier = verifier
         self._store = store
         self._as = attestation
         self._metrics = metrics
@@ -102,34 +108,38 @@ class RcarService:
             self._audit.best_effort(attestation_event("rejected", origin, tee, error=exc))
             logger.debug("attestation of session %s (%s) rejected: %s", session.id[:8], tee, exc.detail)
             raise
-        done = attested(session, token)
+        done = attested(session, token, self._verified_claims(token))
         await self._store.put(SESSION_NAMESPACE, done.id, encode_session(done), expires_at=done.expires_at)
         self._metrics.attestation_successes.labels(tee).inc()
         self._audit.best_effort(attestation_event("attested", origin, tee, token))
         logger.debug("session %s attested (%s)", session.id[:8], tee)
         return done
 
+    def _verified_claims(self, token: str) -> dict[str, Any] | None:
+        """The token's claims if the KBS's own verification accepts it; None leaves it to each request."""
+        if self._verifier is None:
+            return None
+        try:
+            return self._verifier.verify(token, self._clock())
+        except TokenVerifierError:
+            return None  # every resource request will verify (and refuse) the token itself
+
     async def _take_authed(self, session_id: str) -> AuthedSession:
         """Atomically remove and return the live `Authed` session, refusing a used nonce."""
-        raw = await self._store.get(SESSION_NAMESPACE, session_id)
-        if raw is None:
-            raise AttestationError(_UNKNOWN)
-        if isinstance(decode_session(raw), AttestedSession):
-            raise AttestationError(_REUSED)
         taken = await self._store.pop(SESSION_NAMESPACE, session_id)
         if taken is None:
-            raise AttestationError(_REUSED)
+            raise AttestationError(_UNKNOWN)  # unknown, expired, or taken by a concurrent /attest
         session = decode_session(taken)
         if isinstance(session, AttestedSession):
-            # Another /attest finished between our get and pop: put its result back.
+            # A replayed /attest on an attested session: put it back untouched.
             await self._store.put(SESSION_NAMESPACE, session_id, taken, overwrite=False, expires_at=session.expires_at)
             raise AttestationError(_REUSED)
         if is_expired(session, self._clock()):
             raise AttestationError(_UNKNOWN)
         return session
 
-    async def attested_token(self, session_id: str | None) -> str | None:
-        """The token of a live `Attested` session named by the cookie, else None."""
+    async def attested_session(self, session_id: str | None) -> AttestedSession | None:
+        """The live `Attested` session named by the cookie, else None."""
         try:
             sid = check_session_id(session_id)
             raw = await self._store.get(SESSION_NAMESPACE, sid)
@@ -137,7 +147,7 @@ class RcarService:
         except AttestationError:
             return None
         if isinstance(session, AttestedSession) and not is_expired(session, self._clock()):
-            return session.token
+            return session
         return None
 
     async def purge_expired(self) -> int:

@@ -1,6 +1,8 @@
 """The resource plugin and the resource policy: release, admin writes, policy management.
 
-Release order (trustee-server.md 2.1): verify the token, find its TEE key,
+Release order (trustee-server.md 2.1): verify the token (for a cookie
+session: only the time claims of the claims the KBS verified at `/attest`,
+`kbs.protocol`; a bearer token in full), find its TEE key,
 refuse it if it predates the AS's current appraisal epoch
 (`kbs.freshness`), evaluate the resource policy, and only then look the
 resource up, so a client the policy denies cannot learn which resources
@@ -124,15 +126,27 @@ class ResourceService:
         self._audit = audit or KbsAudit()
         self._clock = clock
 
-    async def release(self, token: str | None, path: str, query: dict[str, str], origin: Mapping[str, Any] | None = None) -> dict[str, str]:
+    async def release(
+        self,
+        token: str | None,
+        path: str,
+        query: dict[str, str],
+        origin: Mapping[str, Any] | None = None,
+        *,
+        verified: dict[str, Any] | None = None,
+    ) -> dict[str, str]:
         """The resource at `path` as a JWE to the token's TEE key; every outcome is audited.
+
+        `verified`: the claims of `token` as the KBS verified them at `/attest`
+        (from its own session store, never from the client): only their times
+        are checked again, and the appraisal epoch as for any token.
 
         A release is audited before the envelope is returned and fails closed
         (`StorageError`, no envelope) when the audit log cannot be written.
         """
         facts: dict[str, Any] = {"resource": path}
         try:
-            envelope = await self._release(token, path, query, facts)
+            envelope = await self._release(token, path, query, facts, verified)
         except TrusteeError as exc:
             self._audit.best_effort(release_event("denied", origin or {}, facts, exc))
             raise
@@ -140,12 +154,18 @@ class ResourceService:
         self._metrics.resource_reads.inc()
         return envelope
 
-    async def _release(self, token: str | None, path: str, query: dict[str, str], facts: dict[str, Any]) -> dict[str, str]:
+    async def _release(
+        self, token: str | None, path: str, query: dict[str, str], facts: dict[str, Any], verified: dict[str, Any] | None
+    ) -> dict[str, str]:
         received = self._freshness.now()
         parse_resource_path(path)
-        if token is None:
+        if verified is not None:
+            self._verifier.check_times(verified, self._clock())
+            claims = verified
+        elif token is None:
             raise TokenNotFoundError("Attestation Token not found")
-        claims = self._verifier.verify(token, self._clock())
+        else:
+            claims = self._verifier.verify(token, self._clock())
         facts.update(ear_summary(claims))
         tee_key = self._verifier.tee_pubkey(claims)
         await self._freshness.check(claims, received)

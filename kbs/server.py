@@ -39,7 +39,7 @@ from trustee_common.errors import ConfigError
 from trustee_common.http_serving import runner_options, serve_bounded
 from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
-from trustee_common.storage import KeyValueStore, ResourceStore, open_kv_store
+from trustee_common.storage import KeyValueStore, ResourceStore, describe_sessions, open_kv_store, open_session_store
 from trustee_common.storage.directory import DirectoryResourceStore
 from trustee_common.storage.kv_resources import KvResourceStore
 
@@ -147,7 +147,8 @@ async def build_state(
     freshness = AppraisalEpochGuard(attestation.appraisal_epoch, metrics, ttl=config.attestation_service.appraisal_epoch_ttl_seconds)
     resources = None if repository is None else ResourceService(repository, policies, verifier, freshness, metrics, audit=audit)
     lifetime = config.attestation_service.session_lifetime_seconds
-    rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime, audit=audit)
+    rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime, audit=audit,
+                       verifier=verifier if resources is not None else None)
     return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size,
                     audit=audit, metrics_on_main=config.observability.metrics_address is None,
                     max_in_flight_requests=config.http_server.max_in_flight_requests,
@@ -197,8 +198,11 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
     check_binds(config.http_server, allow_insecure_bind=allow_insecure_bind)
     context = tls_context(config.http_server)
     store = open_kv_store(config.storage)
-    sessions = None if config.session_storage is None else open_kv_store(config.session_storage)
-    logger.info("storage: %s; sessions: %s", config.storage.describe(), (config.session_storage or config.storage).describe())
+    session_config = config.session_storage or config.storage
+    # SQLite sessions get their own fsync-free file; Memory/Postgres without `session_storage_type` share `store`.
+    separate = config.session_storage is not None or session_config.storage_type == "Sqlite"
+    sessions = open_session_store(session_config) if separate else None
+    logger.info("storage: %s; sessions: %s", config.storage.describe(), describe_sessions(session_config))
     attestation = GrpcAttestationService(config.attestation_service.as_addr, tls=config.attestation_service.tls)
     engine = RegoPool.from_config(config.policy_engine)
     stop = asyncio.Event()
@@ -209,6 +213,8 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
         await engine.start()
         state = await build_state(config, store, attestation, engine, sessions)
         await state.rcar.purge_expired()  # also fails start-up early when a session server does not answer
+        if sessions is not None:
+            await store.purge_expired()  # sessions an earlier version (or `trustee migrate`) left in the main store
         interval = min(PURGE_INTERVAL_SECONDS, max(1.0, config.attestation_service.session_lifetime_seconds))
         tasks = [asyncio.create_task(purge_sessions(state.rcar, interval))]
         if state.audit.log is not None:

@@ -2,7 +2,10 @@
 
 A session is created `Authed` by `/auth` (holding the request and the
 challenge) and becomes `Attested` (holding the token) after one successful
-`/attest`. Its lifetime is fixed at `/auth`. The stored JSON is upstream's
+`/attest`. Its lifetime is fixed at `/auth`. An `Attested` session also
+keeps the token's claims as the KBS verified them at `/attest` (None if
+that verification failed), so a cookie request need not verify the JWT
+again; they are written only by the KBS, never taken from a client. The stored JSON is upstream's
 externally tagged enum: `{"Authed": {...}}` / `{"Attested": {...}}` with an
 RFC 3339 `timeout`. Nothing here touches storage or the clock: callers pass
 `now` and the random source.
@@ -17,6 +20,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from trustee_common.b64 import std_encode
 from trustee_common.errors import AttestationError, MalformedRequestError
@@ -43,6 +47,8 @@ class AttestedSession:
     id: str
     token: str
     expires_at: float
+    #: The claims the KBS verified at `/attest` (signature and chain), None if it could not.
+    claims: dict[str, Any] | None = None
 
 
 Session = AuthedSession | AttestedSession
@@ -58,9 +64,9 @@ def new_session(request: Request, *, now: float, lifetime: float, random_bytes: 
     return AuthedSession(session_id, stored, challenge, now + lifetime)
 
 
-def attested(session: AuthedSession, token: str) -> AttestedSession:
+def attested(session: AuthedSession, token: str, claims: dict[str, Any] | None = None) -> AttestedSession:
     """The session after a successful attestation; its expiry is not extended."""
-    return AttestedSession(session.id, token, session.expires_at)
+    return AttestedSession(session.id, token, session.expires_at, claims)
 
 
 def check_session_id(value: str | None) -> str:
@@ -87,7 +93,10 @@ def encode_session(session: Session) -> bytes:
     if isinstance(session, AuthedSession):
         body = {"request": session.request.to_json(), "challenge": session.challenge.to_json(), "id": session.id, "timeout": timeout}
         return json.dumps({"Authed": body}, separators=(",", ":")).encode()
-    return json.dumps({"Attested": {"token": session.token, "id": session.id, "timeout": timeout}}, separators=(",", ":")).encode()
+    body = {"token": session.token, "id": session.id, "timeout": timeout}
+    if session.claims is not None:
+        body["claims"] = session.claims
+    return json.dumps({"Attested": body}, separators=(",", ":")).encode()
 
 
 def decode_session(raw: bytes) -> Session:
@@ -100,9 +109,10 @@ def decode_session(raw: bytes) -> Session:
             challenge = Challenge.from_json(body["challenge"])
             return AuthedSession(str(body["id"]), request, challenge, _parse_rfc3339(body["timeout"]))
         body = value["Attested"]
-        if not isinstance(body["token"], str):
+        claims = body.get("claims")
+        if not isinstance(body["token"], str) or not (claims is None or isinstance(claims, dict)):
             raise TypeError("token")
-        return AttestedSession(str(body["id"]), body["token"], _parse_rfc3339(body["timeout"]))
+        return AttestedSession(str(body["id"]), body["token"], _parse_rfc3339(body["timeout"]), claims)
     except (ValueError, KeyError, TypeError, MalformedRequestError):
         raise AttestationError("stored session is not readable") from None
 

@@ -87,6 +87,14 @@ class AttestationTokenVerifier:
             logger.info("attestation token rejected: %s", exc.detail)
             raise TokenVerifierError("Token Verifier error: attestation token verification failed") from None
 
+    def check_times(self, claims: dict[str, Any], now: float) -> None:
+        """Claims verified earlier (a cookie session's) are still within `exp`/`nbf`/`iat` at `now`."""
+        try:
+            check_time_claims(claims, now, TokenVerifierError)
+        except TokenVerifierError as exc:
+            logger.info("attestation token of the session rejected: %s", exc.detail)
+            raise TokenVerifierError("Token Verifier error: attestation token verification failed") from None
+
     def _verify(self, token: str, now: float) -> dict[str, Any]:
         parsed = parse_compact(token, TokenVerifierError)
         header_jwk = parsed.header.get("jwk")

@@ -84,11 +84,14 @@ async def get_resource(request: web.Request, state: KbsState, rest: list[str]) -
     path = "/".join(rest)
     parse_resource_path(path)
     session_id = request.cookies.get(COOKIE_NAME)
-    token = await state.rcar.attested_token(session_id)
-    origin = audit_origin(request, session_id if token is not None else None)
-    if token is None:
+    session = await state.rcar.attested_session(session_id)
+    origin = audit_origin(request, session_id if session is not None else None)
+    if session is None:
         token = bearer_token(request.headers.get("Authorization"))
         if token is not None:
             origin["token_ref"] = reference(token)
+    else:
+        token = session.token
     query = {key: value for key, value in request.query.items()}
-    return web.json_response(await state.resources.release(token, path, query, origin))
+    verified = None if session is None else session.claims
+    return web.json_response(await state.resources.release(token, path, query, origin, verified=verified))

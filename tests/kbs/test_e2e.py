@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,18 @@ import pytest
 
 from guest.attesters.sample import SampleAttester, SampleDeviceAttester
 from guest.kbs_protocol import AttesterEvidence, KbsClient
-from tests.kbs.helpers import ALLOW_ALL, Kbs, Material, kbs_toml, policy_body, start_kbs, variant
+from tests.kbs.helpers import (
+    ALLOW_ALL,
+    Kbs,
+    Material,
+    ear_claims,
+    kbs_toml,
+    mint_token,
+    policy_body,
+    start_kbs,
+    untrusted_signing,
+    variant,
+)
 from tests.procs import Proc, free_port, script
 from trustee_common.b64 import std_encode, url_decode, url_encode
 from trustee_common.canonical import HashAlgorithm
@@ -225,3 +239,68 @@ async def test_deeply_nested_init_data_is_400_without_traceback(stack: Stack) ->
         with pytest.raises(MalformedRequestError, match="nested deeper"):
             await client.attest()
     assert "Traceback" not in stack.kbs.proc.output()
+
+
+def _stored_session(kbs: Kbs, session_id: str) -> dict[str, Any]:
+    """The session record as the KBS keeps it (its own SQLite session file, shared like a second worker would)."""
+    with contextlib.closing(sqlite3.connect(kbs.config.parent / "storage-sessions.sqlite3")) as db:
+        row = db.execute("SELECT value FROM kv WHERE namespace = 'kbs_protocol_session' AND key = ?", (session_id,)).fetchone()
+    assert row is not None
+    record: dict[str, Any] = json.loads(row[0])
+    return record
+
+
+def _rewrite_session(kbs: Kbs, session_id: str, record: dict[str, Any]) -> None:
+    with contextlib.closing(sqlite3.connect(kbs.config.parent / "storage-sessions.sqlite3", isolation_level=None)) as db:
+        value = json.dumps(record).encode()
+        db.execute("UPDATE kv SET value = ? WHERE namespace = 'kbs_protocol_session' AND key = ?", (value, session_id))
+
+
+async def _attested_cookie(http: aiohttp.ClientSession, kbs: Kbs, key: TeeKeyPair) -> tuple[str, str]:
+    """(session id, token) of a fresh attested session."""
+    nonce = await _auth(http, kbs)
+    status, reply = await _attest(http, kbs, _attestation(nonce, key))
+    assert status == 200, reply
+    return next(c.value for c in http.cookie_jar if c.key == "kbs-session-id"), str(reply["token"])
+
+
+async def test_cookie_session_past_its_token_exp_is_refused(stack: Stack) -> None:
+    """A live session whose verified claims are past `exp` (+60 s leeway) releases nothing."""
+    await prepare(stack.kbs, stack.material, "e2e/key/exp", b"exp-checked")
+    key = TeeKeyPair.generate()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        session_id, _ = await _attested_cookie(http, stack.kbs, key)
+        async with http.get(stack.kbs.api("resource/e2e/key/exp")) as response:
+            assert response.status == 200
+            assert key.decrypt(await response.json()) == b"exp-checked"
+        record = _stored_session(stack.kbs, session_id)
+        record["Attested"]["claims"]["exp"] = int(time.time()) - 120
+        _rewrite_session(stack.kbs, session_id, record)
+        async with http.get(stack.kbs.api("resource/e2e/key/exp")) as response:
+            assert response.status == 401
+            assert variant(await response.json()) == "TokenVerifierError"
+        assert "Attested" in _stored_session(stack.kbs, session_id)  # the session itself is alive
+
+
+async def test_session_claims_come_only_from_the_kbs_verification(stack: Stack) -> None:
+    """Stored claims are the verified payload of the AS token; a client can neither add nor alter them."""
+    await prepare(stack.kbs, stack.material, "e2e/key/claims", b"claims")
+    key = TeeKeyPair.generate()
+    forged_claims = {"exp": int(time.time()) + 3600, "forged": True}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        nonce = await _auth(http, stack.kbs)
+        status, _ = await _attest(http, stack.kbs, {**_attestation(nonce, key), "claims": forged_claims})
+        if status == 200:  # an unknown member is ignored: it must not reach the session
+            session_id = next(c.value for c in http.cookie_jar if c.key == "kbs-session-id")
+            assert "forged" not in json.dumps(_stored_session(stack.kbs, session_id))
+        session_id, token = await _attested_cookie(http, stack.kbs, key)
+        stored = _stored_session(stack.kbs, session_id)["Attested"]
+        assert stored["claims"] == json.loads(url_decode(token.split(".")[1], "payload"))
+    # A cookie naming a session that is not attested does not lend its trust to a forged bearer token.
+    signing_key, chain = untrusted_signing()
+    forged = mint_token(ear_claims("sample", key.public_jwk()), signing_key, chain=chain)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await _auth(http, stack.kbs)
+        async with http.get(stack.kbs.api("resource/e2e/key/claims"), headers={"Authorization": f"Bearer {forged}"}) as response:
+            assert response.status == 401
+            assert variant(await response.json()) == "TokenVerifierError"

@@ -68,7 +68,7 @@ async def test_auth_body_is_small(kbs: Kbs, http: aiohttp.ClientSession) -> None
 
 
 def largest_session(kbs: Kbs) -> int:
-    with contextlib.closing(sqlite3.connect(kbs.config.parent / "storage.sqlite3")) as db:
+    with contextlib.closing(sqlite3.connect(kbs.config.parent / "storage-sessions.sqlite3")) as db:
         row = db.execute("SELECT max(length(value)) FROM kv WHERE namespace = 'kbs_protocol_session'").fetchone()
     return int(row[0] or 0)
 

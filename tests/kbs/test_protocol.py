@@ -177,7 +177,7 @@ async def test_expired_session_is_refused(http: aiohttp.ClientSession, short_kbs
 
 async def test_expired_sessions_are_purged_in_the_background(http: aiohttp.ClientSession, short_kbs: Kbs) -> None:
     def stored_sessions() -> int:
-        with sqlite3.connect(short_kbs.config.parent / "storage.sqlite3") as db:
+        with sqlite3.connect(short_kbs.config.parent / "storage-sessions.sqlite3") as db:
             row = db.execute("SELECT count(*) FROM kv WHERE namespace = 'kbs_protocol_session'").fetchone()
             return int(row[0])
 

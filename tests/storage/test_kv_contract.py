@@ -25,7 +25,7 @@ from trustee_common.storage.redis import RedisStore
 from trustee_common.storage.sqlite import SqliteStore
 
 DURABLE = ["memory", "sqlite", "postgres"]
-SESSION = [*DURABLE, "redis"]
+SESSION = [*DURABLE, "sqlite-sessions", "redis"]
 SESSIONS = "kbs_protocol_session"
 
 
@@ -51,6 +51,8 @@ def _opener(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> Callab
         return lambda: shared
     if name == "sqlite":
         return lambda: SqliteStore(tmp_path / "kv.sqlite3")
+    if name == "sqlite-sessions":  # the KBS session store: no fsync, calls inline on the loop
+        return lambda: SqliteStore(tmp_path / "kv-sessions.sqlite3", durable=False)
     if name == "postgres":
         url: str = request.getfixturevalue("postgres_url")
         return lambda: PostgresStore(url, pool_size=4)

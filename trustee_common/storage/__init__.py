@@ -10,6 +10,7 @@ are chosen from config by `open_kv_store` (docs/storage.md).
 """
 
 from trustee_common.storage.base import Entry, ExportableStore, KeyValueStore, ResourceStore, validate_key
-from trustee_common.storage.factory import StorageConfig, open_kv_store
+from trustee_common.storage.factory import StorageConfig, describe_sessions, open_kv_store, open_session_store
 
-__all__ = ["Entry", "ExportableStore", "KeyValueStore", "ResourceStore", "StorageConfig", "open_kv_store", "validate_key"]
+__all__ = ["Entry", "ExportableStore", "KeyValueStore", "ResourceStore", "StorageConfig", "describe_sessions", "open_kv_store",
+           "open_session_store", "validate_key"]

@@ -189,3 +189,22 @@ def open_kv_store(config: StorageConfig) -> KeyValueStore:
 
         return RedisStore(config.redis.url, pool_size=config.redis.pool_size)
     return SqliteStore(config.sqlite_path)
+
+
+def session_sqlite_path(sqlite_path: Path) -> Path:
+    """Where SQLite-stored KBS sessions live: a sibling file, `storage.sqlite3` -> `storage-sessions.sqlite3`."""
+    return sqlite_path.with_name(f"{sqlite_path.stem}-sessions{sqlite_path.suffix}")
+
+
+def describe_sessions(config: StorageConfig) -> str:
+    """For logs: where `open_session_store` keeps the sessions."""
+    if config.storage_type == "Sqlite":
+        return f"Sqlite {session_sqlite_path(config.sqlite_path)} (synchronous=NORMAL)"
+    return config.describe()
+
+
+def open_session_store(config: StorageConfig) -> KeyValueStore:
+    """The KBS session store: SQLite in its own file without fsync (sessions live minutes); others as configured."""
+    if config.storage_type == "Sqlite":
+        return SqliteStore(session_sqlite_path(config.sqlite_path), durable=False)
+    return open_kv_store(config)

@@ -4,6 +4,14 @@ One table `kv(namespace, key, value, expires_at)`. Each call is one
 transaction, run in a worker thread so the event loop never blocks on disk.
 WAL journal and `synchronous=FULL`: an acknowledged write survives a crash.
 
+`durable=False` (the KBS session store, `docs/storage.md`) trades that for
+speed: `synchronous=NORMAL` (no fsync per commit; a crash of the machine
+may lose the last commits, a crash of the process loses nothing) and each
+call first runs on the event loop through a second connection that never
+waits for a lock; only when another process holds the write lock does the
+call go to a worker thread that waits as usual. Transactions stay
+`BEGIN IMMEDIATE`, so `pop` remains atomic across processes sharing the file.
+
 Space is given back: new files are created with `auto_vacuum=INCREMENTAL`,
 an existing file without it is converted once at open (one `VACUUM`), and
 each purge that removed rows runs `incremental_vacuum` and truncates the WAL,
@@ -48,32 +56,52 @@ def _enable_auto_vacuum(conn: sqlite3.Connection) -> None:
         conn.execute("VACUUM")  # an existing file: rewrite it once so the setting applies
 
 
+class _BusyError(Exception):
+    """The inline connection found the database locked by another process."""
+
+
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         self.path = Path(path)
+        synchronous = "FULL" if durable else "NORMAL"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
             _enable_auto_vacuum(self._conn)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._conn.execute(_SCHEMA)
+            self._inline: sqlite3.Connection | None = None
+            if not durable:
+                self._inline = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=0)
+                self._inline.execute(f"PRAGMA synchronous={synchronous}")
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
 
+    def _transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = fn(conn)
+            conn.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if conn is self._inline and isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise _BusyError from None
+            raise StorageError(f"SQLite store {self.path}: {exc}") from exc
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._inline is not None:
+            try:
+                return self._transaction(self._inline, fn)  # on the loop: no fsync, no lock wait
+            except _BusyError:
+                pass  # another process writes: wait for it in a thread
+
         def locked() -> T:
             with self._lock:
-                try:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    result = fn(self._conn)
-                    self._conn.execute("COMMIT")
-                    return result
-                except sqlite3.Error as exc:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise StorageError(f"SQLite store {self.path}: {exc}") from exc
+                return self._transaction(self._conn, fn)
 
         return await asyncio.to_thread(locked)
 
@@ -161,4 +189,6 @@ class SqliteStore:
 
     async def close(self) -> None:
         with self._lock:
+            if self._inline is not None:
+                self._inline.close()
             self._conn.close()
