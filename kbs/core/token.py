@@ -14,8 +14,9 @@ under a digest of the anchor set and the x5c DER certificates, with the
 validity window of the path that was validated (latest `notBefore`,
 earliest `notAfter`): a later token with the same chain and a `now` inside
 that window skips path building; any other `now` validates again. The
-header key's parsed forms are cached by its point bytes. The JWS signature
-and the time claims are checked on every token.
+header key is parsed once per point (cached). The ES256 signature (direct
+ECDSA verify, `kbs.core.jws.verify_es256`) and the time claims are checked
+on every token.
 
 Failure details are deliberately generic for the client; the reason is
 logged at info level.
@@ -35,9 +36,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
-from jwcrypto import jwk
 
-from kbs.core.jws import check_time_claims, parse_compact, verify_signature
+from kbs.core.jws import check_time_claims, parse_compact, verify_es256
 from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError, TokenVerifierError
 from trustee_common.jose import TeePubKey
@@ -98,12 +98,6 @@ class _ValidatedChain:
         return self.not_before <= now <= self.not_after
 
 
-@dataclass(frozen=True, slots=True)
-class _HeaderKey:
-    public: ec.EllipticCurvePublicKey
-    jwk: jwk.JWK
-
-
 class AttestationTokenVerifier:
     def __init__(self, trust: TokenTrust) -> None:
         self.trust = trust
@@ -111,7 +105,7 @@ class AttestationTokenVerifier:
         anchors = sorted(hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).digest() for c in trust.anchors)
         self._anchor_digest = hashlib.sha256(b"".join(anchors)).digest()
         self.chain_cache: BoundedLru[bytes, _ValidatedChain] = BoundedLru(CHAIN_CACHE_SIZE)
-        self._keys: BoundedLru[bytes, _HeaderKey] = BoundedLru(KEY_CACHE_SIZE)
+        self._keys: BoundedLru[bytes, ec.EllipticCurvePublicKey] = BoundedLru(KEY_CACHE_SIZE)
 
     def verify(self, token: str, now: float) -> dict[str, Any]:
         """The verified claims; `TokenVerifierError` for anything else."""
@@ -130,18 +124,17 @@ class AttestationTokenVerifier:
         key = self._header_key(point)
         if not self.trust.insecure_header_jwk:
             self._check_endorsement(header_jwk, point, now)
-        verify_signature(parsed, key.jwk, TOKEN_ALG, TokenVerifierError)
+        verify_es256(parsed, key, TokenVerifierError)
         check_time_claims(parsed.claims, now, TokenVerifierError)
         return parsed.claims
 
-    def _header_key(self, point: bytes) -> _HeaderKey:
+    def _header_key(self, point: bytes) -> ec.EllipticCurvePublicKey:
         cached = self._keys.get(point)
         if cached is None:
             try:
-                public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+                cached = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
             except ValueError:
                 raise TokenVerifierError("header jwk is not a valid P-256 key") from None
-            cached = _HeaderKey(public, jwk.JWK.from_pyca(public))
             self._keys.put(point, cached)
         return cached
 
