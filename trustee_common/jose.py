@@ -3,13 +3,21 @@
 The KBS encrypts each released resource to the `tee-pubkey` the guest bound
 into its evidence (trustee-server.md 2.5.4): RFC 7516 flattened JSON,
 `enc` A256GCM, `alg` ECDH-ES+A256KW (P-256, P-521), RSA-OAEP-256, or the
-deprecated RSA1_5 (accepted with a logged warning). The JOSE work is done
-by jwcrypto; this module validates the JWKs and fixes the serialization so
-that `epk` sits in the protected header, where upstream guests read it.
+deprecated RSA1_5 (accepted with a logged warning). This module validates
+the JWKs; `trustee_common.jwe_encrypt` does the encryption with direct
+`cryptography` calls (`epk` in the protected header, where upstream guests
+read it); the guest side (`TeeKeyPair.decrypt`) uses jwcrypto.
+
+Every accepted key is proven usable by encrypting a probe with the release
+code path. The parsed key of each key that passed is kept in a bounded LRU
+(`KEY_CACHE_SIZE`) under the SHA-256 of its canonical public members, so a
+key seen at /attest is neither parsed nor probed again at each release;
+the JWK checks themselves run every time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -22,13 +30,14 @@ from jwcrypto.common import JWException
 
 from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError, TrusteeError
+from trustee_common.jwe_encrypt import CONTENT_ENCRYPTION, EC_ALG, RecipientKey
+from trustee_common.jwe_encrypt import encrypt as jwe_encrypt
+from trustee_common.lru import BoundedLru
 
 logger = logging.getLogger(__name__)
 
-EC_ALG = "ECDH-ES+A256KW"
 RSA_ALGS = ("RSA-OAEP-256", "RSA1_5")
 EC_COORDINATE_BYTES = {"P-256": 32, "P-521": 66}
-CONTENT_ENCRYPTION = "A256GCM"
 RSA_MIN_BITS = 2048
 #: OpenSSL's limits for RSA public operations (OPENSSL_RSA_MAX_MODULUS_BITS, a 64-bit exponent above 3072 bits).
 RSA_MAX_BITS = 16384
@@ -36,6 +45,9 @@ RSA_MAX_EXPONENT_BITS = 64
 
 #: The guest-side `tee_key_algorithm` names (guest-components.md 2.4).
 KEY_ALGORITHMS = ("ECDH-ES+A256KW-P256", "ECDH-ES+A256KW-P521", "RSA-OAEP-256")
+KEY_CACHE_SIZE = 256
+_KEY_MEMBERS = ("kty", "crv", "x", "y", "n", "e", "alg")
+_CURVES = {"P-256": ec.SECP256R1(), "P-521": ec.SECP521R1()}
 
 
 class JweError(TrusteeError):
@@ -64,23 +76,45 @@ class TeePubKey:
         else:
             raise MalformedRequestError(f"{field}: unsupported kty {kty!r} (EC or RSA)")
         key = cls(dict(value))
-        _check_usable(key, field)
+        if _USABLE_KEYS.get(key.digest) is None:
+            _check_usable(key, field)
         return key
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical JSON of the members encryption depends on."""
+        members = {k: self.jwk[k] for k in _KEY_MEMBERS if k in self.jwk}
+        return hashlib.sha256(json.dumps(members, sort_keys=True, separators=(",", ":")).encode()).digest()
 
     def encrypt(self, plaintext: bytes, *, quiet: bool = False) -> dict[str, str]:
         """Encrypt `plaintext` to this key; returns the flattened JWE JSON object."""
         if self.alg == "RSA1_5" and not quiet:
             logger.warning("encrypting to a deprecated RSA1_5 TEE key")
-        public = {k: v for k, v in self.jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
-        token = jwe.JWE(plaintext, protected=json.dumps({"alg": self.alg, "enc": CONTENT_ENCRYPTION}, separators=(",", ":")))
-        token.allowed_algs = [self.alg, CONTENT_ENCRYPTION]
+        digest = self.digest
+        recipient = _USABLE_KEYS.get(digest)
         try:
-            token.add_recipient(jwk.JWK(**public))
-            compact = token.serialize(compact=True)
-        except (JWException, ValueError, TypeError) as exc:
+            if recipient is None:
+                recipient = _recipient_key(self.jwk)
+            envelope = jwe_encrypt(recipient, self.alg, plaintext)
+        except (MalformedRequestError, ValueError, TypeError, OverflowError) as exc:
             raise JweError(f"JWE encryption failed: {exc}") from exc
-        protected, encrypted_key, iv, ciphertext, tag = compact.split(".")
-        return {"protected": protected, "encrypted_key": encrypted_key, "iv": iv, "ciphertext": ciphertext, "tag": tag}
+        _USABLE_KEYS.put(digest, recipient)
+        return envelope
+
+
+#: Parsed keys that encrypted successfully, by `TeePubKey.digest`.
+_USABLE_KEYS: BoundedLru[bytes, RecipientKey] = BoundedLru(KEY_CACHE_SIZE)
+
+
+def _recipient_key(value: dict[str, Any]) -> RecipientKey:
+    if value.get("kty") == "EC":
+        x, y = (url_decode(str(value.get(c, "")), f"tee-pubkey.{c}") for c in "xy")
+        curve = _CURVES.get(str(value.get("crv")))
+        if curve is None:
+            raise ValueError(f"unsupported curve {value.get('crv')!r}")
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + x + y)
+    n, e = (int.from_bytes(url_decode(str(value.get(c, "")), f"tee-pubkey.{c}"), "big") for c in "ne")
+    return rsa.RSAPublicNumbers(e, n).public_key()
 
 
 def _check_ec(value: dict[str, Any], field: str) -> None:

@@ -4,7 +4,9 @@
 padding, JSON objects, no `crit`, no `NaN`/`Infinity` literals, no
 number that overflows to infinity and no duplicate member names, which
 other JSON parsers would resolve differently), `verify_signature` checks the
-signature with jwcrypto for one fixed algorithm, and `check_time_claims`
+signature with jwcrypto for one fixed algorithm (`verify_es256` checks
+ES256 with a direct `cryptography` ECDSA call: raw 64-byte r||s, RFC 7518
+3.4), and `check_time_claims`
 enforces the time claims at an explicit `now`:
 
 * `exp` is required; `nbf` and `iat` are optional. Each present one must
@@ -26,6 +28,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
@@ -114,6 +120,28 @@ def verify_signature(token: CompactJws, key: jwk.JWK, alg: str, error: type[Trus
         checker.deserialize(token.text)
         checker.verify(key, alg=alg)
     except (JWException, ValueError, TypeError):
+        raise error("token signature does not verify") from None
+
+
+ES256_COORDINATE_BYTES = 32
+
+
+def verify_es256(token: CompactJws, key: ec.EllipticCurvePublicKey, error: type[TrusteeError]) -> None:
+    """Raise `error` unless the header names ES256 and the r||s signature verifies under the P-256 `key`."""
+    if token.header.get("alg") != "ES256":
+        raise error(f"token alg {clip_repr(token.header.get('alg'))} is not ES256")
+    header, payload, signature = token.text.split(".")
+    try:
+        raw = url_decode(signature, "signature")
+    except MalformedRequestError:
+        raise error("token signature does not verify") from None
+    if len(raw) != 2 * ES256_COORDINATE_BYTES or not isinstance(key.curve, ec.SECP256R1):
+        raise error("token signature does not verify")
+    r = int.from_bytes(raw[:ES256_COORDINATE_BYTES], "big")
+    s = int.from_bytes(raw[ES256_COORDINATE_BYTES:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), f"{header}.{payload}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
         raise error("token signature does not verify") from None
 
 

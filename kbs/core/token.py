@@ -9,6 +9,15 @@ does (finite numbers in range, 60 s leeway). Tokens without a header
 `jwk` (key looked up by `kid` in a JWK set, Intel Trust Authority) are
 not supported.
 
+A successful chain validation is remembered (bounded LRU, `CHAIN_CACHE_SIZE`)
+under a digest of the anchor set and the x5c DER certificates, with the
+validity window of the path that was validated (latest `notBefore`,
+earliest `notAfter`): a later token with the same chain and a `now` inside
+that window skips path building; any other `now` validates again. The
+header key is parsed once per point (cached). The ES256 signature (direct
+ECDSA verify, `kbs.core.jws.verify_es256`) and the time claims are checked
+on every token.
+
 Failure details are deliberately generic for the client; the reason is
 logged at info level.
 """
@@ -18,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,17 +36,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
-from jwcrypto import jwk
 
-from kbs.core.jws import check_time_claims, parse_compact, verify_signature
+from kbs.core.jws import check_time_claims, parse_compact, verify_es256
 from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError, TokenVerifierError
 from trustee_common.jose import TeePubKey
+from trustee_common.lru import BoundedLru
 
 logger = logging.getLogger(__name__)
 
 TOKEN_ALG = "ES256"  # noqa: S105 (an algorithm name, not a secret)
 MAX_CHAIN_LENGTH = 8
+CHAIN_CACHE_SIZE = 64
+KEY_CACHE_SIZE = 64
 
 #: Where upstream looks for the TEE key, after the configured pointers.
 TEE_KEY_POINTERS = (
@@ -74,10 +86,26 @@ _CA_POLICY = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _ValidatedChain:
+    """A chain that validated: its leaf key (uncompressed P-256 point, or b"") and the path's validity window."""
+
+    leaf_point: bytes
+    not_before: float
+    not_after: float
+
+    def covers(self, now: float) -> bool:
+        return self.not_before <= now <= self.not_after
+
+
 class AttestationTokenVerifier:
     def __init__(self, trust: TokenTrust) -> None:
         self.trust = trust
         self._store = Store(list(trust.anchors)) if trust.anchors else None
+        anchors = sorted(hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).digest() for c in trust.anchors)
+        self._anchor_digest = hashlib.sha256(b"".join(anchors)).digest()
+        self.chain_cache: BoundedLru[bytes, _ValidatedChain] = BoundedLru(CHAIN_CACHE_SIZE)
+        self._keys: BoundedLru[bytes, ec.EllipticCurvePublicKey] = BoundedLru(KEY_CACHE_SIZE)
 
     def verify(self, token: str, now: float) -> dict[str, Any]:
         """The verified claims; `TokenVerifierError` for anything else."""
@@ -100,16 +128,40 @@ class AttestationTokenVerifier:
         header_jwk = parsed.header.get("jwk")
         if not isinstance(header_jwk, dict):
             raise TokenVerifierError("token header has no jwk (JWK-set lookup by kid is not supported)")
-        public_key = _ec_public_key(header_jwk)
+        point = _ec_point(header_jwk)
+        key = self._header_key(point)
         if not self.trust.insecure_header_jwk:
-            self._check_endorsement(header_jwk, public_key, now)
-        verify_signature(parsed, jwk.JWK.from_pyca(public_key), TOKEN_ALG, TokenVerifierError)
+            self._check_endorsement(header_jwk, point, now)
+        verify_es256(parsed, key, TokenVerifierError)
         check_time_claims(parsed.claims, now, TokenVerifierError)
         return parsed.claims
 
-    def _check_endorsement(self, header_jwk: dict[str, Any], public_key: ec.EllipticCurvePublicKey, now: float) -> None:
-        chain = _x5c_certificates(header_jwk.get("x5c"))
-        if _spki(chain[0].public_key()) != _spki(public_key):
+    def _header_key(self, point: bytes) -> ec.EllipticCurvePublicKey:
+        cached = self._keys.get(point)
+        if cached is None:
+            try:
+                cached = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+            except ValueError:
+                raise TokenVerifierError("header jwk is not a valid P-256 key") from None
+            self._keys.put(point, cached)
+        return cached
+
+    def _check_endorsement(self, header_jwk: dict[str, Any], point: bytes, now: float) -> None:
+        ders = _x5c_ders(header_jwk.get("x5c"))
+        digest = hashlib.sha256(self._anchor_digest + b"".join(hashlib.sha256(d).digest() for d in ders)).digest()
+        cached = self.chain_cache.get(digest)
+        if cached is not None and cached.covers(now):
+            if cached.leaf_point != point:
+                raise TokenVerifierError("x5c[0] does not hold the header jwk key")
+            return
+        if cached is not None:
+            self.chain_cache.discard(digest)
+        validated = self._validate_chain([_der_certificate(d) for d in ders], point, now)
+        self.chain_cache.put(digest, validated)
+
+    def _validate_chain(self, chain: list[x509.Certificate], point: bytes, now: float) -> _ValidatedChain:
+        leaf_point = _p256_point(chain[0].public_key())
+        if leaf_point != point:
             raise TokenVerifierError("x5c[0] does not hold the header jwk key")
         if self._store is None:
             raise TokenVerifierError("no trusted certificates configured")
@@ -122,9 +174,14 @@ class AttestationTokenVerifier:
             .build_client_verifier()
         )
         try:
-            verifier.verify(chain[0], chain[1:])
+            path = verifier.verify(chain[0], chain[1:]).chain
         except VerificationError as exc:
             raise TokenVerifierError(f"x5c chain does not verify: {exc}") from None
+        return _ValidatedChain(
+            leaf_point,
+            max(c.not_valid_before_utc.timestamp() for c in path),
+            min(c.not_valid_after_utc.timestamp() for c in path),
+        )
 
     def tee_pubkey(self, claims: dict[str, Any]) -> TeePubKey:
         """The first TEE key found at the configured, then the upstream, JSON pointers."""
@@ -138,47 +195,53 @@ class AttestationTokenVerifier:
         raise TokenVerifierError("Token Verifier error: no TEE public key claim found in the token")
 
 
-def _ec_public_key(value: dict[str, Any]) -> ec.EllipticCurvePublicKey:
+def _ec_point(value: dict[str, Any]) -> bytes:
+    """The header jwk's uncompressed P-256 point (on-curve check is left to `from_encoded_point`)."""
     if value.get("kty") != "EC" or value.get("crv") != "P-256":
         raise TokenVerifierError("header jwk must be an EC P-256 key")
     if value.get("alg", TOKEN_ALG) != TOKEN_ALG:
         raise TokenVerifierError("header jwk alg must be ES256")
     try:
         x, y = (url_decode(str(value.get(c, "")), f"jwk.{c}") for c in "xy")
-        if len(x) != 32 or len(y) != 32:
-            raise ValueError("coordinate length")
-        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + x + y)
-    except (MalformedRequestError, ValueError):
+    except MalformedRequestError:
         raise TokenVerifierError("header jwk is not a valid P-256 key") from None
+    if len(x) != 32 or len(y) != 32:
+        raise TokenVerifierError("header jwk is not a valid P-256 key")
+    return b"\x04" + x + y
 
 
-def _x5c_certificates(value: object) -> list[x509.Certificate]:
+def _x5c_ders(value: object) -> list[bytes]:
     if not isinstance(value, list) or not value or len(value) > MAX_CHAIN_LENGTH:
         raise TokenVerifierError("header jwk has no usable x5c chain")
-    certs = []
+    ders = []
     for item in value:
         if not isinstance(item, str):
             raise TokenVerifierError("x5c entries must be strings")
-        certs.append(_der_certificate(item))
-    return certs
+        ders.append(_der_bytes(item))
+    return ders
 
 
-def _der_certificate(text: str) -> x509.Certificate:
+def _der_bytes(text: str) -> bytes:
     """Standard base64 per RFC 7517; URL-safe accepted as upstream does."""
     try:
         if set(text) & set("-_"):
-            der = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        else:
-            der = base64.b64decode(text, validate=True)
-        return x509.load_der_x509_certificate(der)
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise TokenVerifierError("x5c entry is not a base64 DER certificate") from None
 
 
-def _spki(key: object) -> bytes:
-    if not isinstance(key, ec.EllipticCurvePublicKey):
+def _der_certificate(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise TokenVerifierError("x5c entry is not a base64 DER certificate") from None
+
+
+def _p256_point(key: object) -> bytes:
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         return b""
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
 
 
 def resolve_pointer(document: Any, pointer: str) -> Any:

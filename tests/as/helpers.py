@@ -1,6 +1,6 @@
 """Building AS requests from the real sample attesters, and checking tokens independently.
 
-Token checks use joserfc (not jwcrypto, which the AS signs with) and
+Token checks use joserfc (independent of the AS's direct `cryptography` signing) and
 `cryptography` for the x5c chain.
 """
 

@@ -95,3 +95,45 @@ def test_protected_header_is_compact_json_so_reserializing_clients_agree(algorit
     envelope = TeePubKey.from_json(pair.public_jwk()).encrypt(SECRET)
     raw = url_decode(envelope["protected"], "protected").decode()
     assert raw == json.dumps(json.loads(raw), separators=(",", ":"))
+
+
+@pytest.mark.parametrize("algorithm", [*KEY_ALGORITHMS, "RSA1_5"])
+def test_envelope_keeps_the_previous_wire_format_and_opens_with_jwcrypto(algorithm: str) -> None:
+    pair = TeeKeyPair.generate(algorithm)
+    envelope = TeePubKey.from_json(pair.public_jwk()).encrypt(SECRET)
+    protected = url_decode(envelope["protected"], "protected")
+    header = json.loads(protected)
+    if pair.alg == "ECDH-ES+A256KW":
+        size = 32 if algorithm.endswith("P256") else 66
+        epk = header["epk"]
+        assert list(epk) == ["crv", "kty", "x", "y"]
+        assert epk["crv"] == pair.public_jwk()["crv"] and epk["kty"] == "EC"
+        assert [len(url_decode(epk[c], c)) for c in "xy"] == [size, size]
+        expected = {"alg": pair.alg, "enc": "A256GCM", "epk": epk}
+        assert len(url_decode(envelope["encrypted_key"], "encrypted_key")) == 40
+    else:
+        expected = {"alg": pair.alg, "enc": "A256GCM"}
+        assert len(url_decode(envelope["encrypted_key"], "encrypted_key")) == 256
+    assert protected == json.dumps(expected, separators=(",", ":")).encode()
+    assert len(url_decode(envelope["ciphertext"], "ciphertext")) == len(SECRET)
+    assert pair.decrypt(envelope) == SECRET  # jwcrypto, the previous implementation
+
+
+def test_a_key_seen_once_is_not_probed_again_but_still_checked() -> None:
+    from trustee_common import jose
+
+    public = TeeKeyPair.generate().public_jwk()
+    before = jose._USABLE_KEYS.hits
+    first = TeePubKey.from_json(public)
+    assert jose._USABLE_KEYS.hits == before
+    TeePubKey.from_json(dict(public))
+    assert jose._USABLE_KEYS.hits == before + 1
+    first.encrypt(SECRET)
+    assert jose._USABLE_KEYS.hits == before + 2
+    with pytest.raises(MalformedRequestError, match="unsupported curve"):
+        TeePubKey.from_json({**public, "crv": "P-384"})
+    with pytest.raises(MalformedRequestError, match="ECDH-ES\\+A256KW"):
+        TeePubKey.from_json({**public, "alg": "RSA-OAEP-256"})
+    other = TeeKeyPair.generate().public_jwk()
+    TeePubKey.from_json(other)
+    assert jose._USABLE_KEYS.hits == before + 2

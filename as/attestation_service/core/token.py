@@ -7,6 +7,10 @@ used by upstream (trustee-server.md 6.5): `eat_profile`, `iat`, `exp`
 (= iat + duration), `iss`, `ear.verifier-id`, `submods`, plus this
 project's private `ear.trustee.appraisal-epoch` (docs/token-freshness.md). `now` is a
 parameter; key material comes in as bytes (the caller reads files).
+
+Signing is a direct `cryptography` ECDSA P-256/SHA-256 call with the
+signature encoded as raw 32-byte r || 32-byte s (RFC 7518 3.4). The header
+(sorted keys, compact JSON, constant per signer) is encoded once.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwcrypto import jwk, jwt
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from trustee_common.b64 import std_encode, url_encode
 from trustee_common.epoch import CLAIM as EPOCH_CLAIM
@@ -45,7 +49,7 @@ class TokenSigner:
             raise ConfigError(f"token signing key must be EC P-256, not {key.curve.name}")
         if chain and chain[0].public_key() != key.public_key():
             raise ConfigError("the first certificate of the token certificate chain does not hold the signing key")
-        self._key = jwk.JWK.from_pyca(key)
+        self._key = key
         numbers = key.public_key().public_numbers()
         public: dict[str, Any] = {
             "kty": "EC",
@@ -59,6 +63,8 @@ class TokenSigner:
         if cert_url:
             public["x5u"] = cert_url
         self.public_jwk = public
+        header = {"alg": ALGORITHM, "typ": "JWT", "jwk": public}
+        self._header = url_encode(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
 
     @classmethod
     def from_pem(cls, key_pem: bytes, chain_pem: bytes | None = None, cert_url: str | None = None) -> TokenSigner:
@@ -88,10 +94,9 @@ class TokenSigner:
         return {"keys": [dict(self.public_jwk)]}
 
     def sign(self, claims: dict[str, Any]) -> str:
-        header = {"alg": ALGORITHM, "typ": "JWT", "jwk": self.public_jwk}
-        token = jwt.JWT(header=header, claims=json.dumps(claims, separators=(",", ":")))
-        token.make_signed_token(self._key)
-        return str(token.serialize())
+        signing_input = f"{self._header}.{url_encode(json.dumps(claims, separators=(',', ':')).encode())}"
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 def ear_claims(submods: dict[str, Any], settings: TokenSettings, now: datetime.datetime, *, epoch: str | None = None) -> dict[str, Any]:
