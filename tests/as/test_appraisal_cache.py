@@ -22,10 +22,12 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from attestation_service.config import AsConfig
 
 from tests.procs import Proc, free_port, script
 from trustee_common.b64 import url_encode
 from trustee_common.epoch import CLAIM
+from trustee_common.errors import ConfigError
 from trustee_common.pki import ensure_token_signing_material
 from trustee_pb import attestation_pb2 as pb
 from trustee_pb import attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
@@ -225,3 +227,15 @@ async def test_an_expired_reference_value_stops_affirming_although_the_epoch_is_
     status, later_epoch = await appraise(stubs["long"], "cachee")
     assert later_epoch == epoch  # the same snapshot: only the expiration made the difference
     assert status == "contraindicated"
+
+
+def test_the_ttl_is_configured_at_the_top_level(tmp_path: Path) -> None:
+    config = tmp_path / "as.toml"
+    config.write_text("[rvps_config]\n")
+    assert AsConfig.load(config).appraisal_cache_ttl_seconds == 1.0
+    config.write_text("appraisal_cache_ttl_seconds = 0\n")
+    assert AsConfig.load(config).appraisal_cache_ttl_seconds == 0.0
+    for bad in ("-1", "61", "true", '"1"'):
+        config.write_text(f"appraisal_cache_ttl_seconds = {bad}\n")
+        with pytest.raises(ConfigError, match="appraisal_cache_ttl_seconds"):
+            AsConfig.load(config)
