@@ -19,9 +19,12 @@ Invalidation, correct across replicas sharing storage and RVPS:
   elsewhere, less than `ttl` ago) therefore carries the stale epoch, and
   the KBS refuses it as `StaleAttestation` once it has learned the newer
   epoch (docs/token-freshness.md). What a cache adds is at most `ttl`
-  before new appraisals use the new inputs; the KBS's refusal bound for
-  releases is unchanged, because `fresh_epoch` (the AS's
-  `GetAppraisalEpoch`) is never cached.
+  (plus one epoch read) before new appraisals use the new inputs; the
+  KBS's bound for releases under old inputs is unchanged (its
+  `appraisal_epoch_ttl_seconds` plus one AS round trip), because
+  `fresh_epoch` (the AS's `GetAppraisalEpoch`) is never cached. With both
+  defaults: a release under old inputs stops within 1 s + one AS call,
+  and new tokens reflect a change within 1 s + one epoch read.
 - `fresh_epoch` also drops a snapshot it sees to be stale, so a KBS that
   just learned of a change makes this AS use it for the guest's
   re-attestation.
@@ -86,6 +89,7 @@ class AppraisalCache:
         clock: Clock,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        on_read: Callable[[str], None] = lambda _input: None,
     ) -> None:
         self._policies = policies
         self._rvps = reference_values
@@ -95,8 +99,8 @@ class AppraisalCache:
         self._snapshot: Snapshot | None = None
         self._generation = 0
         self._lock = asyncio.Lock()
-        #: Reads of the epoch, the policy store and the RVPS made (for tests and measurements).
-        self.reads = {"epoch": 0, "policy": 0, "reference_values": 0}
+        #: Called with `epoch`, `policy` or `reference_values` per read (metrics).
+        self._on_read = on_read
 
     async def fresh_epoch(self) -> str:
         """The current epoch, never cached; a snapshot at another epoch is dropped."""
@@ -143,7 +147,7 @@ class AppraisalCache:
         return self._snapshot
 
     async def _read_epoch(self) -> str:
-        self.reads["epoch"] += 1
+        self._on_read("epoch")
         return combined(await self._policies.epoch(), await self._rvps.epoch())
 
     # --- inputs -------------------------------------------------------------------
@@ -168,11 +172,11 @@ class AppraisalCache:
         return value
 
     async def _fetch_policy(self, policy_name: str) -> Fetched:
-        self.reads["policy"] += 1
+        self._on_read("policy")
         return await self._policies.get(policy_name), None
 
     async def _fetch_values(self, names: tuple[str, ...] | None) -> Fetched:
-        self.reads["reference_values"] += 1
+        self._on_read("reference_values")
         started = self._clock()
         if names is None:
             return _with_expiry(await self._rvps.list(), set())

@@ -75,7 +75,9 @@ class AttestationService:
     ) -> None:
         self.metrics = metrics or AsMetrics()
         self._policies = policies
-        self.inputs = AppraisalCache(policies, reference_values, cache_ttl, clock)
+        self.inputs = AppraisalCache(
+            policies, reference_values, cache_ttl, clock, on_read=lambda name: self.metrics.input_reads.labels(name).inc()
+        )
         self._signer = signer
         self._settings = settings
         self._verifiers = verifiers
