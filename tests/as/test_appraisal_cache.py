@@ -229,6 +229,17 @@ async def test_an_expired_reference_value_stops_affirming_although_the_epoch_is_
     assert status == "contraindicated"
 
 
+
+async def test_get_appraisal_epoch_drops_a_snapshot_it_finds_stale(stubs: dict[str, Stub], rvps: Any) -> None:
+    """A KBS that learned of a change (GetAppraisalEpoch) makes the AS use it at once, even with a 60 s TTL."""
+    await register(rvps, {"cache_f": ["1"]})
+    await set_policy(stubs["peer"], "cachef", allowing("cache_f"))
+    await stubs["long"].GetAppraisalEpoch(pb.GetAppraisalEpochRequest())
+    assert (await appraise(stubs["long"], "cachef"))[0] == "affirming"
+    await set_policy(stubs["peer"], "cachef", DENYING)
+    epoch = (await stubs["long"].GetAppraisalEpoch(pb.GetAppraisalEpochRequest())).epoch
+    assert await appraise(stubs["long"], "cachef") == ("contraindicated", epoch)
+
 def test_the_ttl_is_configured_at_the_top_level(tmp_path: Path) -> None:
     config = tmp_path / "as.toml"
     config.write_text("[rvps_config]\n")
