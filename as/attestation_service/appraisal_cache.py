@@ -153,7 +153,10 @@ class AppraisalCache:
     # --- inputs -------------------------------------------------------------------
 
     async def policy(self, snapshot: Snapshot, policy_name: str) -> str | None:
+        """The stored text; an absent policy is not remembered (clients choose the ids, so the snapshot stays bounded)."""
         text: str | None = await self._memo(snapshot.policies, policy_name, lambda: self._fetch_policy(policy_name))
+        if text is None:
+            snapshot.policies.pop(policy_name, None)
         return text
 
     async def reference_values(self, snapshot: Snapshot, names: Iterable[str] | None) -> ValueSet:

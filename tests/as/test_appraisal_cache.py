@@ -22,13 +22,17 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from attestation_service.appraisal_cache import AppraisalCache
 from attestation_service.config import AsConfig
+from attestation_service.policy_store import PolicyStore
 
+from rvps.service import ReferenceValueService
 from tests.procs import Proc, free_port, script
 from trustee_common.b64 import url_encode
 from trustee_common.epoch import CLAIM
 from trustee_common.errors import ConfigError
 from trustee_common.pki import ensure_token_signing_material
+from trustee_common.storage import StorageConfig, open_kv_store
 from trustee_pb import attestation_pb2 as pb
 from trustee_pb import attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
 
@@ -250,3 +254,16 @@ def test_the_ttl_is_configured_at_the_top_level(tmp_path: Path) -> None:
         config.write_text(f"appraisal_cache_ttl_seconds = {bad}\n")
         with pytest.raises(ConfigError, match="appraisal_cache_ttl_seconds"):
             AsConfig.load(config)
+
+
+async def test_a_snapshot_does_not_remember_policies_that_are_not_stored() -> None:
+    """Clients choose policy ids: absent ones are read again, so a snapshot cannot be grown by asking for many."""
+    store = open_kv_store(StorageConfig(storage_type="Memory"))
+    policies = PolicyStore(store)
+    await policies.put("kept_cpu", DENYING)
+    cache = AppraisalCache(policies, ReferenceValueService(store), 60.0, lambda: datetime.datetime.now(datetime.UTC))
+    snapshot = await cache.current()
+    for index in range(50):
+        assert await cache.policy(snapshot, f"absent{index}_cpu") is None
+    assert await cache.policy(snapshot, "kept_cpu") == DENYING
+    assert list(snapshot.policies) == ["kept_cpu"]
