@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from attestation_service.appraisal_cache import InvalidatingProvider
 from attestation_service.collateral import build_tdx_verifier
 from attestation_service.config import DEFAULT_SOCKET, AsConfig, SignerFiles
 from attestation_service.core.token import TokenSigner
@@ -110,14 +111,16 @@ async def _serve(config: AsConfig, signer: TokenSigner, address: str, metrics: A
         verifiers["az-tdx-vtpm"] = build_az_tdx_verifier(config.dcap)
         await engine.start()
         service = AttestationService(
-            PolicyStore(store), provider, signer, config.token, verifiers, engine, verbose_token=config.verbose_token, metrics=metrics
+            PolicyStore(store), provider, signer, config.token, verifiers, engine, verbose_token=config.verbose_token, metrics=metrics,
+            cache_ttl=config.appraisal_cache_ttl_seconds,
         )
         await service.load_default_policies()
         server = new_grpc_server(interceptors=[guard], metrics=metrics.rpc)
         attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service, audit), server)
         # A remote RVPS audits its own writes; the built-in provider is audited here.
         rv_audit = audit if isinstance(provider, ReferenceValueService) else None
-        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(provider, audit=rv_audit), server)
+        proxied = InvalidatingProvider(provider, service.inputs)  # writes through the proxy apply here at once
+        reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(proxied, audit=rv_audit), server)
     except BaseException:
         await close()
         raise

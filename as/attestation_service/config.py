@@ -4,6 +4,9 @@ Upstream's key names (trustee-server.md 6.3); unknown keys are a
 `ConfigError` naming them.
 
 ```toml
+appraisal_cache_ttl_seconds = 1.0  # top level, before any table (ours): re-read the appraisal epoch at most
+                                   # this often; reuse cached policies and reference values while it is unchanged
+                                   # (0 = no caching, at most 60; docs/token-freshness.md)
 [storage_backend]          # policies (and BuiltIn reference values)
 storage_type = "Sqlite"    # default path: <config dir>/storage.sqlite3,
                            # or ./attestation-service.sqlite3 without a config file;
@@ -62,9 +65,11 @@ path = "audit.jsonl"                # relative to the config file; fsync = "inte
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attestation_service.appraisal_cache import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 from attestation_service.core.token import TokenSettings
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint, parse_listen_address
@@ -148,6 +153,8 @@ class AsConfig:
     metrics_address: str | None = None
     #: `[audit]`: the audit log of policy writes; None: none.
     audit: AuditConfig | None = None
+    #: `appraisal_cache_ttl_seconds`: how long a confirmed appraisal epoch (and what was read under it) is reused.
+    appraisal_cache_ttl_seconds: float = DEFAULT_TTL_SECONDS
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -168,8 +175,16 @@ class AsConfig:
         engine = PolicyEngineConfig.from_table(root.table("policy_engine"))
         metrics = metrics_address(root)
         audit = audit_config(root.table("audit"), path.parent) if root.has("audit") else None
+        cache_ttl = _cache_ttl(root)
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics, audit)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics, audit, cache_ttl)
+
+
+def _cache_ttl(root: ConfigTable) -> float:
+    ttl = root.number("appraisal_cache_ttl_seconds", DEFAULT_TTL_SECONDS, minimum_exclusive=-math.inf)
+    if not 0.0 <= ttl <= MAX_TTL_SECONDS:
+        raise ConfigError(f"appraisal_cache_ttl_seconds must be 0..{MAX_TTL_SECONDS:g} seconds, got {ttl:g}")
+    return ttl
 
 
 def metrics_address(root: ConfigTable) -> str | None:

@@ -7,6 +7,8 @@
 - `as_attestation_evaluation_duration_seconds{tee}`: the whole evaluation,
   labelled by the first request's TEE;
 - `as_policy_changes_total{action}`: `set` and `delete`;
+- `as_appraisal_input_reads_total{input}`: reads behind the appraisal cache,
+  `epoch` (storage + RVPS), `policy` (storage), `reference_values` (RVPS);
 - `as_audit_write_failures_total`: audit events that could not be written;
 - `as_grpc_requests_total{method, code}`, `as_grpc_request_duration_seconds{method}`
   (`trustee_common.grpc_observe`), the RVPS proxy's calls included.
@@ -39,4 +41,6 @@ class AsMetrics:
         self.latency = Histogram("as_attestation_evaluation_duration_seconds", "AttestationEvaluate latency", ["tee"],
                                  buckets=LATENCY_BUCKETS, registry=reg)
         self.policy_changes = Counter("as_policy_changes", "attestation policies set or deleted", ["action"], registry=reg)
+        self.input_reads = Counter("as_appraisal_input_reads", "appraisal epoch, policy and reference-value reads (cache misses)",
+                                   ["input"], registry=reg)
         self.audit_write_failures = Counter("as_audit_write_failures", "audit events that could not be written", registry=reg)

@@ -2,29 +2,28 @@
 
 `AttestationService.evaluate` (trustee-server.md 6.4): verify every
 request with its TEE's verifier, annotate the claims, read the policy
-`<policy_ids[0]>_<class>` from storage (the text is read on every request,
-so a change made through any replica applies to the next request; the
-compiled form is cached by text digest), fetch the reference values that
-policy names from the RVPS (only those; all of them only when a call's
-argument is computed), evaluate (in a policy worker process, within the
+`<policy_ids[0]>_<class>` (the compiled form is cached by text digest),
+fetch the reference values that policy names from the RVPS (only those;
+all of them only when a call's argument is computed), evaluate (in a policy worker process, within the
 configured time limit), and sign one EAR with a submod per item (`cpu0`,
-`gpu0`, `gpu1`, ...). The appraisal epoch (policies plus reference values,
-`trustee_common.epoch`) is read first and stamped into the token, so the
-KBS can refuse tokens appraised before a later change. The pure steps live
+`gpu0`, `gpu1`, ...). Policy texts and reference values come from the
+`AppraisalCache` snapshot of the appraisal epoch (policies plus reference
+values, `trustee_common.epoch`); that epoch is stamped into the token, so
+the KBS can refuse tokens appraised before a later change (the cache
+module explains why this stays correct across replicas). The pure steps live
 in `core`; this module only sequences them with the store and the RVPS.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import json
 import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from attestation_service.appraisal_cache import DEFAULT_TTL_SECONDS, AppraisalCache, Snapshot
 from attestation_service.core.appraisal import appraisal
 from attestation_service.core.claims import annotate
 from attestation_service.core.policy import DEFAULT_POLICY_ID, CompiledPolicy, PolicyCache, check_policy_id, policy_digest
@@ -37,7 +36,6 @@ from attestation_service.policy_store import PolicyStore
 from rvps.core.record import check_name
 from rvps.ports import ReferenceValueProvider
 from trustee_common.b64 import std_encode
-from trustee_common.epoch import combined
 from trustee_common.errors import (
     InternalError,
     InvalidPolicyError,
@@ -52,8 +50,6 @@ from trustee_common.tee import TEE_CLASSES, parse_tee
 logger = logging.getLogger(__name__)
 
 NONCE_BYTES = 32
-#: Up to this many named reference values are queried one by one; above it, one List call for those names.
-MAX_SINGLE_QUERIES = 16
 CHALLENGE_UNSUPPORTED_TEES = ("se",)
 
 
@@ -75,10 +71,13 @@ class AttestationService:
         clock: Callable[[], datetime.datetime] = utc_now,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         metrics: AsMetrics | None = None,
+        cache_ttl: float = DEFAULT_TTL_SECONDS,
     ) -> None:
         self.metrics = metrics or AsMetrics()
         self._policies = policies
-        self._rvps = reference_values
+        self.inputs = AppraisalCache(
+            policies, reference_values, cache_ttl, clock, on_read=lambda name: self.metrics.input_reads.labels(name).inc()
+        )
         self._signer = signer
         self._settings = settings
         self._verifiers = verifiers
@@ -93,6 +92,7 @@ class AttestationService:
         for policy_id, text in default_policies().items():
             await self._engine.compile(self._cache.get(text).spec)
             if await self._policies.put(policy_id, text, overwrite=False):
+                self.inputs.invalidate()
                 logger.info("installed default policy %s", policy_id)
 
     # --- evaluation -------------------------------------------------------------
@@ -118,13 +118,13 @@ class AttestationService:
         if not requests:
             raise MalformedRequestError("verification_requests: at least one request is required")
         policy_id = check_policy_id(policy_ids[0]) if policy_ids else DEFAULT_POLICY_ID
-        epoch = await self.appraisal_epoch()  # before any policy or reference value is read
+        snapshot = await self.inputs.current()  # its epoch was read before any policy or reference value
         now = self._clock()
         for request in requests:
             prepare = getattr(self._verifiers.get(request.tee), "prepare", None)
             if prepare is not None:  # adapters that fetch collateral (DCAP PCS/PCCS) before the pure verifier
                 await prepare(request.evidence)
-        verifiers = await self._anchored_verifiers({request.tee for request in requests})
+        verifiers = await self._anchored_verifiers(snapshot, {request.tee for request in requests})
         items = [(item, request.tee) for index, request in enumerate(requests) for item in self._annotate(verifiers, index, request, now)]
         counters: dict[str, int] = {}
         submods: dict[str, Any] = {}
@@ -132,22 +132,22 @@ class AttestationService:
         for (annotated, tee_class), tee in items:
             name = f"{tee_class}{counters.get(tee_class, 0)}"
             counters[tee_class] = counters.get(tee_class, 0) + 1
-            submods[name] = await self._appraise(annotated, f"{policy_id}_{tee_class}", policy_id)
+            submods[name] = await self._appraise(snapshot, annotated, f"{policy_id}_{tee_class}", policy_id)
             results.append((_tee_label(tee), str(submods[name]["ear.status"])))
             logger.debug("submod %s appraised with %s: %s", name, f"{policy_id}_{tee_class}", submods[name]["ear.status"])
-        return self._signer.sign(ear_claims(submods, self._settings, now, epoch=epoch)), results
+        return self._signer.sign(ear_claims(submods, self._settings, now, epoch=snapshot.epoch)), results
 
     async def appraisal_epoch(self) -> str:
         """Changes whenever a policy or reference value changes, through any replica or route."""
-        return combined(await self._policies.epoch(), await self._rvps.epoch())
+        return await self.inputs.fresh_epoch()
 
-    async def _anchored_verifiers(self, tees: set[str]) -> Mapping[str, Verifier]:
+    async def _anchored_verifiers(self, snapshot: Snapshot, tees: set[str]) -> Mapping[str, Verifier]:
         """The verifiers for this request, those anchored in reference values bound to the RVPS's current ones."""
         bound = dict(self._verifiers)
         for tee in sorted(tees):
             verifier: object = self._verifiers.get(tee)
             if isinstance(verifier, ReferenceValueAnchored):
-                bound[tee] = verifier.with_reference_values(await self._query(verifier.trust_reference_values))
+                bound[tee] = verifier.with_reference_values(await self._query(snapshot, verifier.trust_reference_values))
         return bound
 
     def _annotate(
@@ -158,41 +158,35 @@ class AttestationService:
         except MalformedRequestError as exc:
             raise MalformedRequestError(f"verification_requests[{index}]: {exc.detail}") from None
 
-    async def _appraise(self, annotated: dict[str, Any], policy_name: str, policy_id: str) -> dict[str, Any]:
-        compiled = await self._compiled(policy_name)
-        values = await self._reference_values(compiled)
+    async def _appraise(self, snapshot: Snapshot, annotated: dict[str, Any], policy_name: str, policy_id: str) -> dict[str, Any]:
+        compiled = await self._compiled(snapshot, policy_name)
+        values = await self._query(snapshot, compiled.reference_value_names)
         try:
             result = await self._engine.evaluate(compiled.spec, annotated, compiled.data(values))
         except InternalError as exc:
             raise InvalidPolicyError(f"policy {policy_name}: {exc.detail}") from None
         return appraisal(policy_id, policy_name, annotated, result)
 
-    async def _compiled(self, policy_name: str) -> CompiledPolicy:
-        text = await self._policies.get(policy_name)
+    async def _compiled(self, snapshot: Snapshot, policy_name: str) -> CompiledPolicy:
+        text = await self.inputs.policy(snapshot, policy_name)
         if text is None:
             raise PolicyNotFoundError(f"attestation policy {policy_name} not found")
         return self._cache.get(text)
 
-    async def _reference_values(self, policy: CompiledPolicy) -> dict[str, Any]:
-        names = policy.reference_value_names
-        if names is None:
-            return {r.name: r.value for r in await self._rvps.list()}
-        return await self._query(names)
-
-    async def _query(self, names: Iterable[str]) -> dict[str, Any]:
-        wanted = sorted(n for n in names if _storable(n))
-        if len(wanted) > MAX_SINGLE_QUERIES:
-            records = await self._rvps.list(wanted)
-            return {r.name: r.value for r in records if r.name in wanted}  # an older RVPS may ignore `names`
-        texts = await asyncio.gather(*(self._rvps.query(n) for n in wanted))
-        return {name: json.loads(text) for name, text in zip(wanted, texts, strict=True) if text is not None}
+    async def _query(self, snapshot: Snapshot, names: Iterable[str] | None) -> dict[str, Any]:
+        """The named values (all of them for None; names the RVPS cannot store are absent)."""
+        wanted = None if names is None else [n for n in names if _storable(n)]
+        return await self.inputs.reference_values(snapshot, wanted)
 
     # --- policies -----------------------------------------------------------------
 
     async def set_policy(self, policy_id: str, text: str) -> None:
         check_policy_id(policy_id)
         await self._engine.compile(self._cache.get(text).spec)
-        await self._policies.put(policy_id, text)
+        try:
+            await self._policies.put(policy_id, text)
+        finally:
+            self.inputs.invalidate()
         self.metrics.policy_changes.labels("set").inc()
         logger.info("attestation policy %s set (sha384 %s)", policy_id, policy_digest(text)[:16])
 
@@ -203,7 +197,11 @@ class AttestationService:
         return text
 
     async def delete_policy(self, policy_id: str) -> None:
-        if not await self._policies.delete(policy_id):
+        try:
+            deleted = await self._policies.delete(policy_id)
+        finally:
+            self.inputs.invalidate()
+        if not deleted:
             raise PolicyNotFoundError(f"attestation policy {policy_id} not found")
         self.metrics.policy_changes.labels("delete").inc()
         logger.info("attestation policy %s deleted", policy_id)
