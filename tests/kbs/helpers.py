@@ -122,6 +122,44 @@ def start_kbs(directory: Path, config_text: str, port: int, *, args: tuple[str, 
     return Kbs(proc, port, directory / "repo", config)
 
 
+def sqlite_storage(path: Path) -> str:
+    """A `[storage_backend]` table for an SQLite file at `path`."""
+    return f'[storage_backend]\nstorage_type = "Sqlite"\n[storage_backend.backends.sqlite]\npath = "{path}"\n'
+
+
+@dataclass
+class Backend:
+    """A real RVPS and an AS (GrpcRemote to it, signing with the test token key) for KBS tests."""
+
+    procs: list[Proc]
+    rvps_port: int
+    as_port: int
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+def start_backend(root: Path, material: Material) -> Backend:
+    """Start the RVPS and the AS under `root`; the caller appends its KBS processes and calls `stop()`."""
+    rvps_port, as_port = free_port(), free_port()
+    (root / "rvps.toml").write_text(sqlite_storage(root / "rvps.sqlite3"))
+    (root / "as.toml").write_text(
+        sqlite_storage(root / "as.sqlite3")
+        + f'[rvps_config]\ntype = "GrpcRemote"\naddress = "127.0.0.1:{rvps_port}"\n'
+        + f'[attestation_token_broker.signer]\nkey_path = "{material.token_key}"\ncert_path = "{material.token_chain}"\n'
+    )
+    rvps_args = [script("rvps"), "--config", str(root / "rvps.toml"), "--address", f"127.0.0.1:{rvps_port}"]
+    backend = Backend([Proc(rvps_args, root / "rvps.log", port=rvps_port)], rvps_port, as_port)
+    try:
+        as_args = [script("grpc-as"), "--config-file", str(root / "as.toml"), "--socket", f"127.0.0.1:{as_port}"]
+        backend.procs.append(Proc(as_args, root / "as.log", port=as_port))
+    except Exception:
+        backend.stop()
+        raise
+    return backend
+
+
 def run_kbs_expect_exit(directory: Path, config_text: str, *, args: tuple[str, ...] = (), timeout: float = 20.0) -> tuple[int, str]:
     """Start kbs with a config that must be refused; returns (exit code, output)."""
     directory.mkdir(parents=True, exist_ok=True)

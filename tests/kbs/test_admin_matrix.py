@@ -42,10 +42,11 @@ from tests.kbs.helpers import (
     load_signing,
     policy_body,
     run_kbs_expect_exit,
+    start_backend,
     start_kbs,
     variant,
 )
-from tests.procs import Proc, free_port, script
+from tests.procs import free_port, script
 from trustee_common.b64 import std_encode, url_encode
 from trustee_common.errors import ConfigError
 from trustee_common.jose import TeeKeyPair
@@ -53,9 +54,6 @@ from trustee_common.jose import TeeKeyPair
 OUTSIDER_ACL = "^/kbs/v0/(?!(resource|resource-policy|attestation-policy|reference-value)(/|$)).*$"
 ATTESTATION_POLICY = b"package policy\nimport rego.v1\ntrust_claims := {}\n"
 
-
-def _storage(path: Path) -> str:
-    return f'[storage_backend]\nstorage_type = "Sqlite"\n[storage_backend.backends.sqlite]\npath = "{path}"\n'
 
 
 def kbs_config(port: int, as_port: int, keys: t.Keys, material: Material, repo: Path) -> str:
@@ -105,24 +103,15 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("admin-matrix")
     keys = t.make_keys(root / "keys")
-    rvps_port, as_port, port = free_port(), free_port(), free_port()
-    (root / "rvps.toml").write_text(_storage(root / "rvps.sqlite3"))
-    (root / "as.toml").write_text(
-        _storage(root / "as.sqlite3")
-        + f'[rvps_config]\ntype = "GrpcRemote"\naddress = "127.0.0.1:{rvps_port}"\n'
-        + f'[attestation_token_broker.signer]\nkey_path = "{material.token_key}"\ncert_path = "{material.token_chain}"\n'
-    )
-    rvps_args = [script("rvps"), "--config", str(root / "rvps.toml"), "--address", f"127.0.0.1:{rvps_port}"]
-    procs = [Proc(rvps_args, root / "rvps.log", port=rvps_port)]
+    port = free_port()
+    backend = start_backend(root, material)
+    procs, as_port = backend.procs, backend.as_port  # the KBS processes are added: stop() ends them all
     try:
-        as_args = [script("grpc-as"), "--config-file", str(root / "as.toml"), "--socket", f"127.0.0.1:{as_port}"]
-        procs.append(Proc(as_args, root / "as.log", port=as_port))
         kbs = start_kbs(root / "kbs", kbs_config(port, as_port, keys, material, root / "kbs" / "repo"), port)
         procs.append(kbs.proc)
         yield Stack(kbs, keys, material)
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        backend.stop()
 
 
 async def send(kbs: Kbs, method: str, path: str, token: str | None, body: Any = None) -> tuple[int, Any]:

@@ -25,11 +25,12 @@ from tests.kbs.helpers import (
     kbs_toml,
     mint_token,
     policy_body,
+    start_backend,
     start_kbs,
     untrusted_signing,
     variant,
 )
-from tests.procs import Proc, free_port, script
+from tests.procs import free_port
 from trustee_common.b64 import std_encode, url_decode, url_encode
 from trustee_common.canonical import HashAlgorithm
 from trustee_common.errors import MalformedRequestError, PolicyDenyError
@@ -47,25 +48,13 @@ class Stack:
     material: Material
 
 
-def _storage(path: Path) -> str:
-    return f'[storage_backend]\nstorage_type = "Sqlite"\n[storage_backend.backends.sqlite]\npath = "{path}"\n'
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("e2e")
-    rvps_port, as_port = free_port(), free_port()
-    (root / "rvps.toml").write_text(_storage(root / "rvps.sqlite3"))
-    (root / "as.toml").write_text(
-        _storage(root / "as.sqlite3")
-        + f'[rvps_config]\ntype = "GrpcRemote"\naddress = "127.0.0.1:{rvps_port}"\n'
-        + f'[attestation_token_broker.signer]\nkey_path = "{material.token_key}"\ncert_path = "{material.token_chain}"\n'
-    )
-    rvps_args = [script("rvps"), "--config", str(root / "rvps.toml"), "--address", f"127.0.0.1:{rvps_port}"]
-    procs = [Proc(rvps_args, root / "rvps.log", port=rvps_port)]
+    backend = start_backend(root, material)
+    procs, as_port = backend.procs, backend.as_port  # the KBS processes are added: stop() ends them all
     try:
-        as_args = [script("grpc-as"), "--config-file", str(root / "as.toml"), "--socket", f"127.0.0.1:{as_port}"]
-        procs.append(Proc(as_args, root / "as.log", port=as_port))
         port, short_port = free_port(), free_port()
         kbs = start_kbs(root / "kbs", kbs_toml(port, material, root / "kbs" / "repo", as_port=as_port), port)
         procs.append(kbs.proc)
@@ -74,8 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Itera
         procs.append(short.proc)
         yield Stack(kbs, short, material)
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        backend.stop()
 
 
 async def admin(kbs: Kbs, material: Material, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:

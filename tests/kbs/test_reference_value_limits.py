@@ -17,16 +17,15 @@ import importlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from rvps.core.limits import DEFAULT_MAX_TOTAL_BYTES, DEFAULT_MAX_VALUE_BYTES, RECORD_OVERHEAD_BYTES
-from tests.kbs.helpers import Kbs, Material, kbs_toml, start_kbs, variant
+from tests.kbs.helpers import Kbs, Material, kbs_toml, start_backend, start_kbs, variant
 from tests.kbs.test_e2e import admin, guest, prepare
-from tests.procs import Proc, free_port, script
+from tests.procs import free_port
 from trustee_common.b64 import url_encode
 from trustee_common.serving import MAX_MESSAGE_BYTES
 from trustee_pb import attestation_pb2 as pb
@@ -48,30 +47,19 @@ class LimitStack:
     as_port: int
 
 
-def _storage(path: Path) -> str:
-    return f'[storage_backend]\nstorage_type = "Sqlite"\n[storage_backend.backends.sqlite]\npath = "{path}"\n'
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[LimitStack]:
     root = tmp_path_factory.mktemp("rv-limits")
-    rvps_port, as_port, kbs_port = free_port(), free_port(), free_port()
-    (root / "rvps.toml").write_text(_storage(root / "rvps.sqlite3"))
-    (root / "as.toml").write_text(
-        _storage(root / "as.sqlite3")
-        + f'[rvps_config]\ntype = "GrpcRemote"\naddress = "127.0.0.1:{rvps_port}"\n'
-        + f'[attestation_token_broker.signer]\nkey_path = "{material.token_key}"\ncert_path = "{material.token_chain}"\n'
-    )
-    procs = [Proc([script("rvps"), "-c", str(root / "rvps.toml"), "-a", f"127.0.0.1:{rvps_port}"], root / "rvps.log", port=rvps_port)]
+    kbs_port = free_port()
+    backend = start_backend(root, material)
+    procs, as_port = backend.procs, backend.as_port  # the KBS processes are added: stop() ends them all
     try:
-        as_args = [script("grpc-as"), "--config-file", str(root / "as.toml"), "--socket", f"127.0.0.1:{as_port}"]
-        procs.append(Proc(as_args, root / "as.log", port=as_port))
         kbs = start_kbs(root / "kbs", kbs_toml(kbs_port, material, root / "kbs" / "repo", as_port=as_port, payload_mib=16), kbs_port)
         procs.append(kbs.proc)
         yield LimitStack(kbs, material, as_port)
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        backend.stop()
 
 
 @pytest.fixture
