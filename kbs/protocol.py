@@ -108,10 +108,12 @@ class RcarService:
             self._audit.best_effort(attestation_event("rejected", origin, tee, error=exc))
             logger.debug("attestation of session %s (%s) rejected: %s", session.id[:8], tee, exc.detail)
             raise
-        done = attested(session, token, self._verified_claims(token))
+        claims = self._verified_claims(token)
+        done = attested(session, token, claims)
         await self._store.put(SESSION_NAMESPACE, done.id, encode_session(done), expires_at=done.expires_at)
         self._metrics.attestation_successes.labels(tee).inc()
-        self._audit.best_effort(attestation_event("attested", origin, tee, token))
+        if self._audit.log is not None:
+            self._audit.best_effort(attestation_event("attested", origin, tee, token, claims=claims))
         logger.debug("session %s attested (%s)", session.id[:8], tee)
         return done
 

@@ -61,11 +61,13 @@ class PolicyStore:
         self._store = store
         self.engine = engine
         self._last: PolicySpec | None = None
+        self.text_sha256 = ""
 
     def spec(self, text: str) -> PolicySpec:
-        """The spec of `text`, reusing the last one (and its digest) while the policy is unchanged."""
+        """The spec of `text`, reusing the last one (its digests too) while the policy is unchanged."""
         if self._last is None or self._last.text != text:
             self._last = resource_policy_spec(text)
+            self.text_sha256 = hashlib.sha256(text.encode()).hexdigest()
         return self._last
 
     async def install_default(self, text: str) -> None:
@@ -175,14 +177,14 @@ class ResourceService:
             raise ResourceNotFoundError(f"resource {path} not found")
         return tee_key.encrypt(data)
 
-    async def _enforce(self, claims: dict[str, object], path: str, query: dict[str, str], facts: dict[str, Any]) -> None:
+    async def _enforce(self, claims: dict[str, Any], path: str, query: dict[str, str], facts: dict[str, Any]) -> None:
         self._metrics.policy_evaluations.inc()
         try:
             text = await self._policies.current()
-            facts["policy"] = {"id": POLICY_KEY, "sha256": hashlib.sha256(text.encode()).hexdigest()}
             spec = self._policies.spec(text)
+            facts["policy"] = {"id": POLICY_KEY, "sha256": self._policies.text_sha256}
             data = policy_data(RESOURCE_PLUGIN, path, query)
-            allowed = allows(await self._policies.engine.evaluate(spec, policy_input(dict(claims)), data))
+            allowed = allows(await self._policies.engine.evaluate(spec, policy_input(claims, text), data))
         except PolicyEngineUnavailableError:
             self._metrics.policy_errors.inc()
             raise

@@ -8,15 +8,19 @@ the JWKs; `trustee_common.jwe_encrypt` does the encryption with direct
 `cryptography` calls (`epk` in the protected header, where upstream guests
 read it); the guest side (`TeeKeyPair.decrypt`) uses jwcrypto.
 
-Every accepted key is proven usable by encrypting a probe with the release
-code path. The parsed key of each key that passed is kept in a bounded LRU
-(`KEY_CACHE_SIZE`) under the SHA-256 of its canonical public members, so a
-key seen at /attest is neither parsed nor probed again at each release;
-the JWK checks themselves run every time.
+Every accepted key is usable for the release code path: an EC key is
+parsed by `cryptography` (which checks the point is on the curve: nothing
+else can make ECDH-ES fail), and an RSA key, whose modulus and exponent
+are only range-checked, is proven by encrypting a probe. The parsed key of
+each key that passed is kept in a bounded LRU (`KEY_CACHE_SIZE`) under the
+SHA-256 of its canonical public members, so a key seen at /attest is
+neither parsed nor probed again at each release; the JWK checks themselves
+run every time.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -70,17 +74,20 @@ class TeePubKey:
             raise MalformedRequestError(f"{field}: must be a JWK object")
         kty = value.get("kty")
         if kty == "EC":
-            _check_ec(value, field)
+            parsed = _check_ec(value, field)
         elif kty == "RSA":
             _check_rsa(value, field)
         else:
             raise MalformedRequestError(f"{field}: unsupported kty {kty!r} (EC or RSA)")
         key = cls(dict(value))
         if _USABLE_KEYS.get(key.digest) is None:
-            _check_usable(key, field)
+            if kty == "EC":
+                _USABLE_KEYS.put(key.digest, parsed)
+            else:
+                _check_usable(key, field)
         return key
 
-    @property
+    @functools.cached_property
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON of the members encryption depends on."""
         members = {k: self.jwk[k] for k in _KEY_MEMBERS if k in self.jwk}
@@ -117,7 +124,7 @@ def _recipient_key(value: dict[str, Any]) -> RecipientKey:
     return rsa.RSAPublicNumbers(e, n).public_key()
 
 
-def _check_ec(value: dict[str, Any], field: str) -> None:
+def _check_ec(value: dict[str, Any], field: str) -> ec.EllipticCurvePublicKey:
     crv = value.get("crv")
     if crv not in EC_COORDINATE_BYTES:
         raise MalformedRequestError(f"{field}: unsupported curve {crv!r} (P-256 or P-521)")
@@ -129,7 +136,7 @@ def _check_ec(value: dict[str, Any], field: str) -> None:
         raise MalformedRequestError(f"{field}: x and y must be {size}-byte coordinates")
     curve = ec.SECP256R1() if crv == "P-256" else ec.SECP521R1()
     try:
-        ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + coords[0] + coords[1])
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + coords[0] + coords[1])
     except ValueError:
         raise MalformedRequestError(f"{field}: point is not on {crv}") from None
 
@@ -162,7 +169,7 @@ def _short(number: int) -> str:
 
 
 def _check_usable(key: TeePubKey, field: str) -> None:
-    """Encrypt a probe to `key` with the release code path, so a key /attest accepts never fails at release."""
+    """Encrypt a probe to an RSA `key` with the release code path, so a key /attest accepts never fails at release."""
     try:
         key.encrypt(b"probe", quiet=True)
     except JweError as exc:

@@ -99,11 +99,14 @@ def release_event(outcome: str, origin: Mapping[str, Any], facts: Mapping[str, A
 
 
 def attestation_event(outcome: str, origin: Mapping[str, Any], tee: str | None, token: str | None = None,
-                      error: TrusteeError | None = None) -> dict[str, Any]:
-    """`outcome`: `attested`, `rejected` (the AS or the nonce check refused) or `error`."""
+                      error: TrusteeError | None = None, claims: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`outcome`: `attested`, `rejected` (the AS or the nonce check refused) or `error`.
+
+    `claims`: the token's claims when the KBS has already read them (else the token is read here)."""
     event: dict[str, Any] = {"event": "attestation", "outcome": outcome, **origin, "tee": tee}
     if token is not None:
-        event.update({k: v for k, v in token_summary(token).items() if k != "tee"})
+        summary = token_summary(token) if claims is None else ear_summary(claims)
+        event.update({k: v for k, v in summary.items() if k != "tee"})
         event["token_ref"] = reference(token)
     if error is not None:
         event["reason"] = reason(error)

@@ -9,11 +9,18 @@ on every evaluation (it lives in shared storage, so replicas agree).
 What is compiled is the text alone (`resource_policy_spec`): the resource
 path and the query string are per-request `data`, passed at evaluation, so
 clients cannot make the KBS compile (or keep) more than one copy of a policy.
+
+Giving a policy its input is most of an evaluation's cost (the claims are
+~150 JSON nodes), so `policy_input` leaves out what a policy cannot read:
+a text without the word `input` gets `{}` (Rego reaches the input only
+through that keyword), and the `cpu` alias is added only when the text has
+the identifier `cpu`. Both are decided from the text alone, so the outcome
+of every policy is what it would be with the full input.
 """
 
 from __future__ import annotations
 
-import copy
+import re
 from typing import Any
 
 from trustee_common.rego import PolicySpec
@@ -27,13 +34,28 @@ def resource_policy_spec(text: str) -> PolicySpec:
     return PolicySpec(text, package="policy", rules=("allow",), data_keys=DATA_KEYS)
 
 
-def policy_input(claims: dict[str, Any]) -> dict[str, Any]:
-    """The claims, with `submods.cpu` aliasing `submods.cpu0` when present."""
-    result = copy.deepcopy(claims)
-    submods = result.get("submods")
-    if isinstance(submods, dict) and "cpu0" in submods:
-        submods["cpu"] = copy.deepcopy(submods["cpu0"])
-    return result
+_CPU = re.compile(r"(?<![A-Za-z0-9_])cpu(?![A-Za-z0-9_])")
+
+
+def reads_input(text: str) -> bool:
+    return "input" in text
+
+
+def reads_cpu_alias(text: str) -> bool:
+    return _CPU.search(text) is not None
+
+
+def policy_input(claims: dict[str, Any], text: str | None = None) -> dict[str, Any]:
+    """The claims, with `submods.cpu` aliasing `submods.cpu0` when present; trimmed for `text` as above.
+
+    The result shares the claims' nested objects (it is serialised for the
+    policy worker, never changed)."""
+    if text is not None and not reads_input(text):
+        return {}
+    submods = claims.get("submods")
+    if not isinstance(submods, dict) or "cpu0" not in submods or (text is not None and not reads_cpu_alias(text)):
+        return dict(claims)
+    return {**claims, "submods": {**submods, "cpu": submods["cpu0"]}}
 
 
 def policy_data(plugin: str, resource_path: str, query: dict[str, str]) -> dict[str, Any]:

@@ -12,6 +12,11 @@ waits for a lock; only when another process holds the write lock does the
 call go to a worker thread that waits as usual. Transactions stay
 `BEGIN IMMEDIATE`, so `pop` remains atomic across processes sharing the file.
 
+Single-key reads (`get`), durable or not, run on the event loop through a
+third connection in autocommit mode: in WAL mode a reader sees the last
+committed state and never waits for a writer, so no thread hand-off is
+needed; only a busy file (WAL recovery) sends the read to a worker thread.
+
 Space is given back: new files are created with `auto_vacuum=INCREMENTAL`,
 an existing file without it is converted once at open (one `VACUUM`), and
 each purge that removed rows runs `incremental_vacuum` and truncates the WAL,
@@ -75,6 +80,7 @@ class SqliteStore:
             if not durable:
                 self._inline = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=0)
                 self._inline.execute(f"PRAGMA synchronous={synchronous}")
+            self._reader = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=0)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open SQLite store {self.path}: {exc}") from exc
         self._lock = threading.Lock()
@@ -105,6 +111,23 @@ class SqliteStore:
 
         return await asyncio.to_thread(locked)
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A read-only `fn`: on the loop through the reader connection (WAL readers never wait for writers),
+        in a worker thread only when SQLite reports the file busy (e.g. WAL recovery by another process)."""
+        try:
+            return fn(self._reader)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise StorageError(f"SQLite store {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite store {self.path}: {exc}") from exc
+
+        def locked() -> T:
+            with self._lock:
+                return self._transaction(self._conn, fn)
+
+        return await asyncio.to_thread(locked)
+
     @staticmethod
     def _live(conn: sqlite3.Connection, namespace: str, key: str) -> bytes | None:
         row = conn.execute(
@@ -115,7 +138,7 @@ class SqliteStore:
 
     async def get(self, namespace: str, key: str) -> bytes | None:
         validate_key(namespace, key)
-        return await self._run(lambda c: self._live(c, namespace, key))
+        return await self._read(lambda c: self._live(c, namespace, key))
 
     async def put(self, namespace: str, key: str, value: bytes, *, overwrite: bool = True, expires_at: float | None = None) -> bool:
         validate_key(namespace, key)
@@ -191,4 +214,5 @@ class SqliteStore:
         with self._lock:
             if self._inline is not None:
                 self._inline.close()
+            self._reader.close()
             self._conn.close()
