@@ -74,7 +74,7 @@ class TeePubKey:
             raise MalformedRequestError(f"{field}: must be a JWK object")
         kty = value.get("kty")
         if kty == "EC":
-            parsed = _check_ec(value, field)
+            coords = _check_ec_shape(value, field)
         elif kty == "RSA":
             _check_rsa(value, field)
         else:
@@ -82,7 +82,7 @@ class TeePubKey:
         key = cls(dict(value))
         if _USABLE_KEYS.get(key.digest) is None:
             if kty == "EC":
-                _USABLE_KEYS.put(key.digest, parsed)
+                _USABLE_KEYS.put(key.digest, _ec_point(value["crv"], coords, field))
             else:
                 _check_usable(key, field)
         return key
@@ -124,19 +124,23 @@ def _recipient_key(value: dict[str, Any]) -> RecipientKey:
     return rsa.RSAPublicNumbers(e, n).public_key()
 
 
-def _check_ec(value: dict[str, Any], field: str) -> ec.EllipticCurvePublicKey:
+def _check_ec_shape(value: dict[str, Any], field: str) -> tuple[bytes, bytes]:
+    """The coordinates of an EC JWK of a supported curve and alg (whether the point is on the curve: `_ec_point`)."""
     crv = value.get("crv")
     if crv not in EC_COORDINATE_BYTES:
         raise MalformedRequestError(f"{field}: unsupported curve {crv!r} (P-256 or P-521)")
     if value.get("alg") != EC_ALG:
         raise MalformedRequestError(f"{field}: EC keys need alg {EC_ALG}")
     size = EC_COORDINATE_BYTES[crv]
-    coords = [url_decode(value.get(c, ""), f"{field}.{c}") if isinstance(value.get(c), str) else b"" for c in "xy"]
-    if any(len(c) != size for c in coords):
+    x, y = (url_decode(value.get(c, ""), f"{field}.{c}") if isinstance(value.get(c), str) else b"" for c in "xy")
+    if len(x) != size or len(y) != size:
         raise MalformedRequestError(f"{field}: x and y must be {size}-byte coordinates")
-    curve = ec.SECP256R1() if crv == "P-256" else ec.SECP521R1()
+    return x, y
+
+
+def _ec_point(crv: str, coords: tuple[bytes, bytes], field: str) -> ec.EllipticCurvePublicKey:
     try:
-        return ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + coords[0] + coords[1])
+        return ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[crv], b"\x04" + coords[0] + coords[1])
     except ValueError:
         raise MalformedRequestError(f"{field}: point is not on {crv}") from None
 

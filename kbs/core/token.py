@@ -14,7 +14,8 @@ under a digest of the anchor set and the x5c DER certificates, with the
 validity window of the path that was validated (latest `notBefore`,
 earliest `notAfter`): a later token with the same chain and a `now` inside
 that window skips path building; any other `now` validates again. The
-header key is parsed once per point (cached). The ES256 signature (direct
+decoded header, the key it names and its chain's digest are kept per
+header text (`HEADER_CACHE_SIZE`): every token of one signer repeats it. The ES256 signature (direct
 ECDSA verify, `kbs.core.jws.verify_es256`) and the time claims are checked
 on every token.
 
@@ -49,6 +50,7 @@ TOKEN_ALG = "ES256"  # noqa: S105 (an algorithm name, not a secret)
 MAX_CHAIN_LENGTH = 8
 CHAIN_CACHE_SIZE = 64
 KEY_CACHE_SIZE = 64
+HEADER_CACHE_SIZE = 64
 
 #: Where upstream looks for the TEE key, after the configured pointers.
 TEE_KEY_POINTERS = (
@@ -87,6 +89,16 @@ _CA_POLICY = (
 
 
 @dataclass(frozen=True, slots=True)
+class _Signer:
+    """What a token header names: its key (uncompressed P-256 point, parsed) and the digest of its x5c chain (b"": none)."""
+
+    point: bytes
+    key: ec.EllipticCurvePublicKey
+    chain_digest: bytes
+    ders: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _ValidatedChain:
     """A chain that validated: its leaf key (uncompressed P-256 point, or b"") and the path's validity window."""
 
@@ -106,6 +118,8 @@ class AttestationTokenVerifier:
         self._anchor_digest = hashlib.sha256(b"".join(anchors)).digest()
         self.chain_cache: BoundedLru[bytes, _ValidatedChain] = BoundedLru(CHAIN_CACHE_SIZE)
         self._keys: BoundedLru[bytes, ec.EllipticCurvePublicKey] = BoundedLru(KEY_CACHE_SIZE)
+        self._headers: BoundedLru[str, dict[str, Any]] = BoundedLru(HEADER_CACHE_SIZE)
+        self._signers: BoundedLru[str, _Signer] = BoundedLru(HEADER_CACHE_SIZE)
 
     def verify(self, token: str, now: float) -> dict[str, Any]:
         """The verified claims; `TokenVerifierError` for anything else."""
@@ -124,17 +138,31 @@ class AttestationTokenVerifier:
             raise TokenVerifierError("Token Verifier error: attestation token verification failed") from None
 
     def _verify(self, token: str, now: float) -> dict[str, Any]:
-        parsed = parse_compact(token, TokenVerifierError)
-        header_jwk = parsed.header.get("jwk")
+        parsed = parse_compact(token, TokenVerifierError, self._headers)
+        signer = self._signer(token.partition(".")[0], parsed.header)
+        if not self.trust.insecure_header_jwk:
+            self._check_endorsement(signer, now)
+        verify_es256(parsed, signer.key, TokenVerifierError)
+        check_time_claims(parsed.claims, now, TokenVerifierError)
+        return parsed.claims
+
+    def _signer(self, segment: str, header: dict[str, Any]) -> _Signer:
+        """The key and chain digest of `header`, cached by its base64url text `segment`."""
+        cached = self._signers.get(segment)
+        if cached is not None:
+            return cached
+        header_jwk = header.get("jwk")
         if not isinstance(header_jwk, dict):
             raise TokenVerifierError("token header has no jwk (JWK-set lookup by kid is not supported)")
         point = _ec_point(header_jwk)
-        key = self._header_key(point)
+        ders: tuple[bytes, ...] = ()
+        digest = b""
         if not self.trust.insecure_header_jwk:
-            self._check_endorsement(header_jwk, point, now)
-        verify_es256(parsed, key, TokenVerifierError)
-        check_time_claims(parsed.claims, now, TokenVerifierError)
-        return parsed.claims
+            ders = tuple(_x5c_ders(header_jwk.get("x5c")))
+            digest = hashlib.sha256(self._anchor_digest + b"".join(hashlib.sha256(d).digest() for d in ders)).digest()
+        signer = _Signer(point, self._header_key(point), digest, ders)
+        self._signers.put(segment, signer)
+        return signer
 
     def _header_key(self, point: bytes) -> ec.EllipticCurvePublicKey:
         cached = self._keys.get(point)
@@ -146,17 +174,16 @@ class AttestationTokenVerifier:
             self._keys.put(point, cached)
         return cached
 
-    def _check_endorsement(self, header_jwk: dict[str, Any], point: bytes, now: float) -> None:
-        ders = _x5c_ders(header_jwk.get("x5c"))
-        digest = hashlib.sha256(self._anchor_digest + b"".join(hashlib.sha256(d).digest() for d in ders)).digest()
+    def _check_endorsement(self, signer: _Signer, now: float) -> None:
+        digest = signer.chain_digest
         cached = self.chain_cache.get(digest)
         if cached is not None and cached.covers(now):
-            if cached.leaf_point != point:
+            if cached.leaf_point != signer.point:
                 raise TokenVerifierError("x5c[0] does not hold the header jwk key")
             return
         if cached is not None:
             self.chain_cache.discard(digest)
-        validated = self._validate_chain([_der_certificate(d) for d in ders], point, now)
+        validated = self._validate_chain([_der_certificate(d) for d in signer.ders], signer.point, now)
         self.chain_cache.put(digest, validated)
 
     def _validate_chain(self, chain: list[x509.Certificate], point: bytes, now: float) -> _ValidatedChain:
