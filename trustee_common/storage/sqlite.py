@@ -20,7 +20,10 @@ needed; only a busy file (WAL recovery) sends the read to a worker thread.
 Space is given back: new files are created with `auto_vacuum=INCREMENTAL`,
 an existing file without it is converted once at open (one `VACUUM`), and
 each purge that removed rows runs `incremental_vacuum` and truncates the WAL,
-so the file shrinks again after a burst of expired sessions.
+so the file shrinks again after a burst of expired sessions. Expired rows
+are found through a partial index on `expires_at` and deleted in batches
+(`PURGE_BATCH`), so a purge of 100,000 sessions never holds the loop or the
+write lock for long.
 """
 
 from __future__ import annotations
@@ -45,11 +48,18 @@ CREATE TABLE IF NOT EXISTS kv (
     value BLOB NOT NULL,
     expires_at REAL,
     PRIMARY KEY (namespace, key)
-)
+);
+CREATE INDEX IF NOT EXISTS kv_expires_at ON kv(expires_at) WHERE expires_at IS NOT NULL
 """
 
 
 _INCREMENTAL = 2
+#: Rows deleted per purge transaction.
+PURGE_BATCH = 1000
+_PURGE = (
+    "DELETE FROM kv WHERE rowid IN "
+    "(SELECT rowid FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)"
+)
 
 
 def _enable_auto_vacuum(conn: sqlite3.Connection) -> None:
@@ -75,7 +85,7 @@ class SqliteStore:
             _enable_auto_vacuum(self._conn)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute(_SCHEMA)
+            self._conn.executescript(_SCHEMA)
             self._inline: sqlite3.Connection | None = None
             if not durable:
                 self._inline = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=0)
@@ -105,11 +115,7 @@ class SqliteStore:
             except _BusyError:
                 pass  # another process writes: wait for it in a thread
 
-        def locked() -> T:
-            with self._lock:
-                return self._transaction(self._conn, fn)
-
-        return await asyncio.to_thread(locked)
+        return await asyncio.to_thread(self._locked, fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A read-only `fn`: on the loop through the reader connection (WAL readers never wait for writers),
@@ -122,11 +128,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite store {self.path}: {exc}") from exc
 
-        def locked() -> T:
-            with self._lock:
-                return self._transaction(self._conn, fn)
-
-        return await asyncio.to_thread(locked)
+        return await asyncio.to_thread(self._locked, fn)
 
     @staticmethod
     def _live(conn: sqlite3.Connection, namespace: str, key: str) -> bytes | None:
@@ -180,12 +182,22 @@ class SqliteStore:
         return await self._run(op)
 
     async def purge_expired(self) -> int:
-        purged = await self._run(
-            lambda c: c.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (time.time(),)).rowcount
-        )
+        """Delete expired entries in batches of `PURGE_BATCH` rows, each its own short transaction in a worker
+        thread, so requests (on the loop, or waiting for the write lock) are served between batches."""
+        now = time.time()
+        purged = 0
+        while True:
+            deleted = await asyncio.to_thread(self._locked, lambda c: c.execute(_PURGE, (now, PURGE_BATCH)).rowcount)
+            purged += int(deleted)
+            if deleted < PURGE_BATCH:
+                break
         if purged:
             await asyncio.to_thread(self._reclaim)
-        return int(purged)
+        return purged
+
+    def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return self._transaction(self._conn, fn)
 
     def _reclaim(self) -> None:
         """Give the free pages back to the file system (outside any transaction)."""
