@@ -103,16 +103,15 @@ class ReferenceValueService:
         return deleted
 
     async def list(self, names: Collection[str] | None = None) -> list[ReferenceValue]:
-        """Live records, sorted by name: all of them, or those named in `names`."""
-        keys = await self._store.list_keys(NAMESPACE)
-        if names is not None:
-            wanted = set(names)
-            keys = [key for key in keys if key in wanted]
+        """Live records, sorted by name: all of them, or those named in `names` (one read each, however
+        many are stored; names that cannot be stored are simply absent)."""
+        wanted = await self._store.list_keys(NAMESPACE) if names is None else sorted(set(names))
         found = []
-        for name in keys:
-            record = await self._live(name)
-            if record is not None:
-                found.append(record)
+        for name in wanted:
+            if _storable(name):
+                record = await self._live(name)
+                if record is not None:
+                    found.append(record)
         return found
 
     async def epoch(self) -> str:
@@ -120,6 +119,14 @@ class ReferenceValueService:
 
     async def purge_expired(self) -> int:
         return await self._store.purge_expired()
+
+
+def _storable(name: str) -> bool:
+    try:
+        check_name(name)
+    except InvalidReferenceValueError:
+        return False
+    return True
 
 
 def _check_query_name(name: str) -> None:
