@@ -177,13 +177,20 @@ def check_text(text: str, package: str) -> None:
 
 
 def evaluation_query(spec: PolicySpec) -> str:
-    """`r<i> := [x | x := data.<package>.<rule i>]` per rule, each with the data overrides."""
+    """`r<i> := [x | x := data.<package>.<rule i>]` per rule, each with the data overrides.
+
+    The overrides read the carried data through a variable local to each
+    comprehension, so the supplied data is not a binding of the query: the
+    worker would otherwise get it back in every output and parse it again.
+    (rego-cpp ignores a `with` whose value is a reference into `input`.)
+    """
     withs = "".join(f" with data[{json.dumps(key)}] as __td[{json.dumps(key)}]" for key in spec.data_keys)
-    parts = [f"__td := input[{json.dumps(DATA_INPUT_KEY)}]"] if spec.data_keys else []
+    carried = f"__td := input[{json.dumps(DATA_INPUT_KEY)}]; " if spec.data_keys else ""
+    parts = []
     for index, rule in enumerate(spec.rules):
         if not _RULE.fullmatch(rule):
             raise InvalidPolicyError(f"invalid entry-point rule name {rule!r}")
-        parts.append(f"r{index} := [__x | __x := data.{spec.package}.{rule}]{withs}")
+        parts.append(f"r{index} := [__x | {carried}__x := data.{spec.package}.{rule}{withs}]")
     return "; ".join(parts)
 
 
