@@ -79,6 +79,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: One decoder for every call (`json.loads` with hooks builds a new decoder and scanner per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def loads_json(
     data: str | bytes,
     what: str,
@@ -93,7 +97,7 @@ def loads_json(
     if text.count("[") + text.count("{") > max_depth and json_depth(text) > max_depth:
         raise error(f"{what}: nested deeper than {max_depth} levels")
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise error(f"{what}: not JSON text") from None
 
