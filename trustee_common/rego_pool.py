@@ -19,6 +19,7 @@ has not compiled that digest. Workers run with an empty environment.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -161,6 +162,47 @@ class _Worker:
         self.transport.close()
 
 
+class _IdleWorkers:
+    """Idle workers, handed out in the order callers asked; a caller waits at most its timeout.
+
+    (An asyncio.Queue with wait_for costs a task and several callbacks per wait.)
+    """
+
+    def __init__(self) -> None:
+        self._free: collections.deque[_Worker] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[_Worker | None]] = collections.deque()
+
+    def put(self, worker: _Worker) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(worker)
+                return
+        self._free.append(worker)
+
+    async def take(self, patience: float) -> _Worker | None:
+        """A free worker, or None when none became free within `patience` seconds."""
+        if self._free:  # put() serves waiters first, so nobody is waiting
+            return self._free.popleft()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_Worker | None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(patience, _give_up, waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and (handed := waiter.result()) is not None:
+                self.put(handed)  # handed to us just as we were cancelled: pass it on
+            raise
+        finally:
+            timer.cancel()
+
+
+def _give_up(waiter: asyncio.Future[_Worker | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class RegoPool:
     """`workers` worker processes; every compile or evaluation answers within `timeout` seconds."""
 
@@ -174,12 +216,11 @@ class RegoPool:
         self.timeout = timeout
         self.max_memory_mib = max_memory_mib
         self._size = workers
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._idle = _IdleWorkers()
         self._all: set[_Worker] = set()
         self._dying: set[_Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._waiting = 0
         #: Workers killed (time limit) or lost, and policies compiled by workers, since start.
         self.replaced = 0
         self.compilations = 0
@@ -196,7 +237,7 @@ class RegoPool:
         workers = await asyncio.gather(*(_Worker.start() for _ in range(self._size)))
         for worker in workers:
             self._all.add(worker)
-            self._idle.put_nowait(worker)
+            self._idle.put(worker)
 
     async def close(self) -> None:
         self._closed = True
@@ -274,21 +315,15 @@ class RegoPool:
         except BaseException:
             self._replace(worker)  # cancelled mid-call: the pipe may hold a half-read reply
             raise
-        self._idle.put_nowait(worker)
+        self._idle.put(worker)
         return result
 
     async def _take(self) -> _Worker:
-        """An idle worker: at once when one is free and nobody waits before us, else in turn."""
-        if not self._waiting and not self._idle.empty():
-            return self._idle.get_nowait()
         wait = self.timeout + WORKER_WAIT_GRACE_SECONDS
-        self._waiting += 1
-        try:
-            return await asyncio.wait_for(self._idle.get(), wait)
-        except TimeoutError:
-            raise PolicyEngineUnavailableError(f"policy engine busy: no worker free within {wait:g} s") from None
-        finally:
-            self._waiting -= 1
+        worker = await self._idle.take(wait)
+        if worker is None:
+            raise PolicyEngineUnavailableError(f"policy engine busy: no worker free within {wait:g} s")
+        return worker
 
     def _replace(self, worker: _Worker) -> None:
         self._all.discard(worker)
@@ -315,7 +350,7 @@ class RegoPool:
                 await worker.kill()
                 return
             self._all.add(worker)
-            self._idle.put_nowait(worker)
+            self._idle.put(worker)
             return
 
 
