@@ -32,6 +32,8 @@ from trustee_common.errors import ConfigError
 ALGORITHM = "ES256"
 #: `json.dumps(..., separators=...)` builds an encoder per call; this one is shared.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
+#: The signature algorithm object (immutable), built once rather than per token.
+_ES256 = ec.ECDSA(hashes.SHA256())
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,7 @@ class TokenSigner:
 
     def sign(self, claims: dict[str, Any]) -> str:
         signing_input = f"{self._header}.{url_encode(_COMPACT.encode(claims).encode())}"
-        r, s = decode_dss_signature(self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode("ascii"), _ES256))
         return f"{signing_input}.{url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
