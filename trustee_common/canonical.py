@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 from typing import Any
 
 import rfc8785
@@ -38,8 +39,41 @@ class HashAlgorithm(enum.Enum):
         return hashlib.new(self.value, data).digest()
 
 
+#: For plain values (see `_plain`), JCS is exactly this encoding: the same string escapes
+#: (RFC 8785 3.2.2.2 = Python's with ensure_ascii=False), ASCII keys sort the same by
+#: code point as by UTF-16 unit, and safe integers print as digits.
+_PLAIN_JCS = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _plain(value: Any) -> bool:
+    """Only dicts with ASCII keys, lists, strings, booleans, null and integers within +-(2^53 - 1)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key, child in item.items():
+                if type(key) is not str or not key.isascii():
+                    return False
+                stack.append(child)
+        elif kind is list:
+            stack.extend(item)
+        elif kind is int:
+            if not -_SAFE_INTEGER <= item <= _SAFE_INTEGER:
+                return False
+        elif not (kind is str or kind is bool or item is None):
+            return False
+    return True
+
+
 def canonical_json(value: Any) -> bytes:
-    """RFC 8785 (JCS) serialization."""
+    """RFC 8785 (JCS) serialization (the rfc8785 package, or the standard encoder where that is identical)."""
+    if _plain(value):
+        try:
+            return _PLAIN_JCS.encode(value).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 names the error
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:

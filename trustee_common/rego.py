@@ -29,6 +29,7 @@ it with regopy's snmalloc leaked memory on every evaluation).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import json
@@ -45,7 +46,7 @@ from trustee_common.errors import ConfigError, InternalError, InvalidPolicyError
 
 share_cxx_allocator()  # before librego_shared.so loads: see trustee_common/cxx_allocator.py
 
-from regopy import Bundle, Input, Interpreter, RegoError  # noqa: E402 (after share_cxx_allocator)
+from regopy import Bundle, Input, Interpreter, RegoError, rego_shared  # noqa: E402 (after share_cxx_allocator)
 from regopy.rego_shared import rego_node_get, rego_node_size, rego_node_value  # noqa: E402
 
 MAX_POLICY_BYTES = 1 << 20
@@ -148,7 +149,7 @@ class RegoPolicy:
             if not isinstance(input_, dict):
                 raise InternalError("policy input must be an object")
             input_ = {**input_, DATA_INPUT_KEY: {key: supplied.get(key, {}) for key in self.spec.data_keys}}
-        self._interpreter.set_input(Input(input_))
+        self._interpreter.set_input(rego_input(input_))
         try:
             output = self._interpreter.query_bundle(self._bundle)
         except RegoError as exc:
@@ -168,6 +169,91 @@ class RegoPolicy:
         return results
 
 
+def rego_input(value: Any) -> Input:
+    """`regopy.Input(value)`, built faster for JSON values (dict, list, str, int, float, bool, None).
+
+    The same library calls as regopy's converter, dispatched on the exact type
+    and without releasing the GIL around each tiny call; any other type
+    (e.g. a set) goes through regopy's converter. A value the engine cannot
+    take (a string that is not valid Unicode) is an `InternalError`, not a
+    crash of the worker; integers wrap to 64 bits as with regopy's converter.
+    """
+    handle = _NATIVE.regoNewInput()
+    try:
+        _add_input(handle, value)
+    except _UnsupportedTypeError:
+        _NATIVE.regoFreeInput(handle)
+        return Input(value)
+    except (ctypes.ArgumentError, UnicodeEncodeError, RecursionError, _NativeError) as exc:
+        _NATIVE.regoFreeInput(handle)
+        raise InternalError(f"policy input cannot be passed to the policy engine: {type(exc).__name__}") from None
+    made: Input = Input.__new__(Input)
+    made._impl = handle
+    return made
+
+
+class _UnsupportedTypeError(Exception):
+    pass
+
+
+class _NativeError(Exception):
+    pass
+
+
+def _add_input(handle: int, value: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        code = _NATIVE.regoInputString(handle, value.encode("utf-8"))
+    elif kind is dict:
+        for key, item in value.items():
+            _add_input(handle, key)
+            _add_input(handle, item)
+            if _NATIVE.regoInputObjectItem(handle):
+                raise _NativeError
+        code = _NATIVE.regoInputObject(handle, len(value))
+    elif kind is list:
+        for item in value:
+            _add_input(handle, item)
+        code = _NATIVE.regoInputArray(handle, len(value))
+    elif kind is bool:
+        code = _NATIVE.regoInputBoolean(handle, value)
+    elif kind is int:
+        code = _NATIVE.regoInputInt(handle, value)
+    elif value is None:
+        code = _NATIVE.regoInputNull(handle)
+    elif kind is float:
+        code = _NATIVE.regoInputFloat(handle, value)
+    else:
+        raise _UnsupportedTypeError
+    if code:
+        raise _NativeError
+
+
+def _native_library() -> Any:
+    """regopy's library (already loaded) with calls that keep the GIL: each input call is short."""
+    library = ctypes.PyDLL(rego_shared.path)
+    pointer, code = ctypes.c_void_p, ctypes.c_uint32
+    signatures: dict[str, tuple[Any, list[Any]]] = {
+        "regoNewInput": (pointer, []),
+        "regoFreeInput": (None, [pointer]),
+        "regoInputString": (code, [pointer, ctypes.c_char_p]),
+        "regoInputObjectItem": (code, [pointer]),
+        "regoInputObject": (code, [pointer, ctypes.c_uint32]),
+        "regoInputArray": (code, [pointer, ctypes.c_uint32]),
+        "regoInputBoolean": (code, [pointer, ctypes.c_bool]),
+        "regoInputInt": (code, [pointer, ctypes.c_int64]),
+        "regoInputNull": (code, [pointer]),
+        "regoInputFloat": (code, [pointer, ctypes.c_double]),
+    }
+    for name, (result, arguments) in signatures.items():
+        function = getattr(library, name)
+        function.restype, function.argtypes = result, arguments
+    return library
+
+
+_NATIVE = _native_library()
+
+
 def check_text(text: str, package: str) -> None:
     if len(text.encode()) > MAX_POLICY_BYTES:
         raise InvalidPolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
@@ -177,13 +263,20 @@ def check_text(text: str, package: str) -> None:
 
 
 def evaluation_query(spec: PolicySpec) -> str:
-    """`r<i> := [x | x := data.<package>.<rule i>]` per rule, each with the data overrides."""
+    """`r<i> := [x | x := data.<package>.<rule i>]` per rule, each with the data overrides.
+
+    The overrides read the carried data through a variable local to each
+    comprehension, so the supplied data is not a binding of the query: the
+    worker would otherwise get it back in every output and parse it again.
+    (rego-cpp ignores a `with` whose value is a reference into `input`.)
+    """
     withs = "".join(f" with data[{json.dumps(key)}] as __td[{json.dumps(key)}]" for key in spec.data_keys)
-    parts = [f"__td := input[{json.dumps(DATA_INPUT_KEY)}]"] if spec.data_keys else []
+    carried = f"__td := input[{json.dumps(DATA_INPUT_KEY)}]; " if spec.data_keys else ""
+    parts = []
     for index, rule in enumerate(spec.rules):
         if not _RULE.fullmatch(rule):
             raise InvalidPolicyError(f"invalid entry-point rule name {rule!r}")
-        parts.append(f"r{index} := [__x | __x := data.{spec.package}.{rule}]{withs}")
+        parts.append(f"r{index} := [__x | {carried}__x := data.{spec.package}.{rule}{withs}]")
     return "; ".join(parts)
 
 

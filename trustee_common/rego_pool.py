@@ -19,6 +19,7 @@ has not compiled that digest. Workers run with an empty environment.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -50,55 +51,156 @@ _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _HEADER = struct.Struct(">I")
 
 
+class _Replies(asyncio.SubprocessProtocol):
+    """A worker's stdout split into reply frames; each frame resolves the one pending request."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[dict[str, Any]] | None = None
+        self.lost: BaseException | None = None
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if fd != 1:
+            return
+        self.buffer += data if isinstance(data, bytes) else data.encode()
+        if len(self.buffer) < _HEADER.size:
+            return
+        (length,) = _HEADER.unpack_from(self.buffer)
+        if len(self.buffer) < _HEADER.size + length:
+            return
+        body = bytes(self.buffer[_HEADER.size : _HEADER.size + length])
+        del self.buffer[: _HEADER.size + length]
+        waiter, self.waiter = self.waiter, None
+        if waiter is None or waiter.done():  # the call was abandoned; its worker is being replaced
+            return
+        try:
+            reply = json.loads(body)
+            if not isinstance(reply, dict):
+                raise ValueError("worker reply is not an object")
+        except ValueError as exc:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(reply)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._fail(EOFError("policy worker closed its output"))
+
+    def process_exited(self) -> None:
+        self._fail(EOFError("policy worker exited"))
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.lost = self.lost or exc
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+
 class _Worker:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
+    """One worker process; requests are written to its stdin, replies arrive through `_Replies`."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, replies: _Replies) -> None:
+        self.transport = transport
+        self.replies = replies
+        self.pid: int = transport.get_pid()
 
     @classmethod
     async def start(cls) -> _Worker:
-        process = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        transport, replies = await loop.subprocess_exec(
+            _Replies,
             sys.executable,
             "-m",
             "trustee_common.rego_worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=None,
             env=_worker_environment(),
         )
-        worker = cls(process)
+        worker = cls(transport, replies)
         try:
-            await asyncio.wait_for(worker.call({"op": "stats"}), START_TIMEOUT_SECONDS)
+            await asyncio.wait_for(worker.send({"op": "stats"}), START_TIMEOUT_SECONDS)
         except BaseException:
             await asyncio.shield(worker.kill())
             raise
         return worker
 
-    async def call(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
+    def send(self, request: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Write one request; the future is the reply (EOFError if the worker is gone, ValueError if garbled)."""
+        if self.replies.lost is not None:
+            raise EOFError("policy worker is gone")
+        if self.replies.waiter is not None:
+            raise ValueError("policy worker has a request in flight")
+        stdin = self.transport.get_pipe_transport(0)
+        if stdin is None or stdin.is_closing():
+            raise EOFError("policy worker input is closed")
         body = json.dumps(request).encode()
-        self.process.stdin.write(_HEADER.pack(len(body)) + body)
-        await self.process.stdin.drain()
-        (length,) = _HEADER.unpack(await self.process.stdout.readexactly(_HEADER.size))
-        reply = json.loads(await self.process.stdout.readexactly(length))
-        if not isinstance(reply, dict):
-            raise ValueError("worker reply is not an object")
-        return reply
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.replies.waiter = waiter
+        stdin.write(_HEADER.pack(len(body)) + body)  # type: ignore[attr-defined]  # a WriteTransport
+        return waiter
 
     def rss_bytes(self) -> int:
         """Resident memory of the worker (0 once it is gone)."""
         try:
-            with open(f"/proc/{self.process.pid}/statm", encoding="ascii") as statm:
+            with open(f"/proc/{self.pid}/statm", encoding="ascii") as statm:
                 return int(statm.read().split()[1]) * _PAGE_BYTES
         except (OSError, ValueError, IndexError):
             return 0
 
-    async def kill(self) -> None:
+    def signal_kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
-            self.process.kill()
+            self.transport.kill()
+
+    async def kill(self) -> None:
+        self.signal_kill()
         with contextlib.suppress(Exception):
-            await self.process.wait()
-        transport = getattr(self.process, "_transport", None)  # asyncio offers no public close()
-        if transport is not None:
-            transport.close()
+            await asyncio.shield(self.replies.exited)  # shared by every kill() of this worker: never cancel it
+        self.transport.close()
+
+
+class _IdleWorkers:
+    """Idle workers, handed out in the order callers asked; a caller waits at most its timeout.
+
+    (An asyncio.Queue with wait_for costs a task and several callbacks per wait.)
+    """
+
+    def __init__(self) -> None:
+        self._free: collections.deque[_Worker] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[_Worker | None]] = collections.deque()
+
+    def put(self, worker: _Worker) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(worker)
+                return
+        self._free.append(worker)
+
+    async def take(self, patience: float) -> _Worker | None:
+        """A free worker, or None when none became free within `patience` seconds."""
+        if self._free:  # put() serves waiters first, so nobody is waiting
+            return self._free.popleft()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_Worker | None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(patience, _give_up, waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and (handed := waiter.result()) is not None:
+                self.put(handed)  # handed to us just as we were cancelled: pass it on
+            raise
+        finally:
+            timer.cancel()
+
+
+def _give_up(waiter: asyncio.Future[_Worker | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class RegoPool:
@@ -114,7 +216,7 @@ class RegoPool:
         self.timeout = timeout
         self.max_memory_mib = max_memory_mib
         self._size = workers
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._idle = _IdleWorkers()
         self._all: set[_Worker] = set()
         self._dying: set[_Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -135,7 +237,7 @@ class RegoPool:
         workers = await asyncio.gather(*(_Worker.start() for _ in range(self._size)))
         for worker in workers:
             self._all.add(worker)
-            self._idle.put_nowait(worker)
+            self._idle.put(worker)
 
     async def close(self) -> None:
         self._closed = True
@@ -199,11 +301,7 @@ class RegoPool:
     async def _run(self, job: Any, *, crashed: TrusteeError | None = None) -> Any:
         if self._closed:
             raise PolicyEngineUnavailableError("policy engine is shut down")
-        wait = self.timeout + WORKER_WAIT_GRACE_SECONDS
-        try:
-            worker = await asyncio.wait_for(self._idle.get(), wait)
-        except TimeoutError:
-            raise PolicyEngineUnavailableError(f"policy engine busy: no worker free within {wait:g} s") from None
+        worker = await self._take()
         try:
             result = await job(worker)
         except _OverrunError as overrun:
@@ -217,14 +315,20 @@ class RegoPool:
         except BaseException:
             self._replace(worker)  # cancelled mid-call: the pipe may hold a half-read reply
             raise
-        self._idle.put_nowait(worker)
+        self._idle.put(worker)
         return result
+
+    async def _take(self) -> _Worker:
+        wait = self.timeout + WORKER_WAIT_GRACE_SECONDS
+        worker = await self._idle.take(wait)
+        if worker is None:
+            raise PolicyEngineUnavailableError(f"policy engine busy: no worker free within {wait:g} s")
+        return worker
 
     def _replace(self, worker: _Worker) -> None:
         self._all.discard(worker)
         self._dying.add(worker)
-        with contextlib.suppress(ProcessLookupError):
-            worker.process.kill()
+        worker.signal_kill()
         self.replaced += 1
         task = asyncio.create_task(self._restart(worker))
         self._tasks.add(task)
@@ -246,27 +350,40 @@ class RegoPool:
                 await worker.kill()
                 return
             self._all.add(worker)
-            self._idle.put_nowait(worker)
+            self._idle.put(worker)
             return
 
 
     async def _call(self, worker: _Worker, request: dict[str, Any], limit: float, what: str) -> dict[str, Any]:
-        """One request to `worker`, bounded in time and in the worker's resident memory."""
+        """One request to `worker`, bounded in time and in the worker's resident memory.
+
+        A timer checks both every `MEMORY_POLL_SECONDS` while the call runs
+        (a typical evaluation answers before the first check) and fails the
+        reply with `_OverrunError` once either is exceeded.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        call = asyncio.ensure_future(worker.call(request))
+        reply = worker.send(request)
+        timer: asyncio.TimerHandle | None = None
+
+        def watch() -> None:
+            nonlocal timer
+            if reply.done():
+                return
+            now = loop.time()
+            if now >= deadline:
+                reply.set_exception(_OverrunError(f"policy {what} exceeded the {limit:g} s limit"))
+            elif worker.rss_bytes() > self.max_memory_mib << 20:
+                reply.set_exception(_OverrunError(f"policy {what} exceeded the {self.max_memory_mib} MiB memory limit"))
+            else:
+                timer = loop.call_later(min(MEMORY_POLL_SECONDS, deadline - now), watch)
+
+        timer = loop.call_later(min(MEMORY_POLL_SECONDS, limit), watch)
         try:
-            while True:
-                remaining = deadline - loop.time()
-                done, _ = await asyncio.wait({call}, timeout=max(0.0, min(MEMORY_POLL_SECONDS, remaining)))
-                if done:
-                    return call.result()
-                if loop.time() >= deadline:
-                    raise _OverrunError(f"policy {what} exceeded the {limit:g} s limit")
-                if worker.rss_bytes() > self.max_memory_mib << 20:
-                    raise _OverrunError(f"policy {what} exceeded the {self.max_memory_mib} MiB memory limit")
+            return await reply
         finally:
-            call.cancel()
+            if timer is not None:
+                timer.cancel()
 
 
 def _worker_environment() -> dict[str, str]:

@@ -161,7 +161,8 @@ class AppraisalCache:
 
     async def reference_values(self, snapshot: Snapshot, names: Iterable[str] | None) -> ValueSet:
         """The live values named (all of them for None), read once per snapshot until the earliest expiry."""
-        key = None if names is None else tuple(sorted(set(names)))
+        # A tuple is taken as given (a policy's `queried_names` is sorted already); any order only changes the cache key.
+        key = names if names is None or type(names) is tuple else tuple(sorted(set(names)))
         values: ValueSet = await self._memo(snapshot.values, key, lambda: self._fetch_values(key))
         return values
 

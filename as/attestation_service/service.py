@@ -20,26 +20,24 @@ import datetime
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from attestation_service.appraisal_cache import DEFAULT_TTL_SECONDS, AppraisalCache, Snapshot
 from attestation_service.core.appraisal import appraisal
 from attestation_service.core.claims import annotate
-from attestation_service.core.policy import DEFAULT_POLICY_ID, CompiledPolicy, PolicyCache, check_policy_id, policy_digest
+from attestation_service.core.policy import DEFAULT_POLICY_ID, CompiledPolicy, PolicyCache, check_policy_id, policy_digest, storable
 from attestation_service.core.request import VerificationRequest
 from attestation_service.core.token import TokenSettings, TokenSigner, ear_claims
 from attestation_service.core.verifier import ReferenceValueAnchored, Verifier
 from attestation_service.metrics import AsMetrics
 from attestation_service.policies import default_policies
 from attestation_service.policy_store import PolicyStore
-from rvps.core.record import check_name
 from rvps.ports import ReferenceValueProvider
 from trustee_common.b64 import std_encode
 from trustee_common.errors import (
     InternalError,
     InvalidPolicyError,
-    InvalidReferenceValueError,
     MalformedRequestError,
     PolicyNotFoundError,
     TrusteeError,
@@ -80,7 +78,9 @@ class AttestationService:
         )
         self._signer = signer
         self._settings = settings
-        self._verifiers = verifiers
+        self._verifiers = dict(verifiers)
+        #: Found once: a runtime Protocol isinstance check per request cost more than the rest of this step.
+        self._anchored = {tee: v for tee, v in self._verifiers.items() if isinstance(v, ReferenceValueAnchored)}
         self._verbose = verbose_token
         self._clock = clock
         self._random = random_bytes
@@ -143,11 +143,14 @@ class AttestationService:
 
     async def _anchored_verifiers(self, snapshot: Snapshot, tees: set[str]) -> Mapping[str, Verifier]:
         """The verifiers for this request, those anchored in reference values bound to the RVPS's current ones."""
+        anchored = [tee for tee in sorted(tees) if tee in self._anchored]
+        if not anchored:
+            return self._verifiers
         bound = dict(self._verifiers)
-        for tee in sorted(tees):
-            verifier: object = self._verifiers.get(tee)
-            if isinstance(verifier, ReferenceValueAnchored):
-                bound[tee] = verifier.with_reference_values(await self._query(snapshot, verifier.trust_reference_values))
+        for tee in anchored:
+            verifier = self._anchored[tee]
+            wanted = [n for n in verifier.trust_reference_values if storable(n)]
+            bound[tee] = verifier.with_reference_values(await self.inputs.reference_values(snapshot, wanted))
         return bound
 
     def _annotate(
@@ -160,7 +163,7 @@ class AttestationService:
 
     async def _appraise(self, snapshot: Snapshot, annotated: dict[str, Any], policy_name: str, policy_id: str) -> dict[str, Any]:
         compiled = await self._compiled(snapshot, policy_name)
-        values = await self._query(snapshot, compiled.reference_value_names)
+        values = await self.inputs.reference_values(snapshot, compiled.queried_names)
         try:
             result = await self._engine.evaluate(compiled.spec, annotated, compiled.data(values))
         except InternalError as exc:
@@ -172,11 +175,6 @@ class AttestationService:
         if text is None:
             raise PolicyNotFoundError(f"attestation policy {policy_name} not found")
         return self._cache.get(text)
-
-    async def _query(self, snapshot: Snapshot, names: Iterable[str] | None) -> dict[str, Any]:
-        """The named values (all of them for None; names the RVPS cannot store are absent)."""
-        wanted = None if names is None else [n for n in names if _storable(n)]
-        return await self.inputs.reference_values(snapshot, wanted)
 
     # --- policies -----------------------------------------------------------------
 
@@ -233,10 +231,3 @@ def _tee_label(tee: str) -> str:
     """A metric label: a TEE name the protocol knows, else `other`."""
     return tee if tee in TEE_CLASSES else "other"
 
-
-def _storable(name: str) -> bool:
-    try:
-        check_name(name)
-    except InvalidReferenceValueError:
-        return False
-    return True

@@ -3,6 +3,7 @@
 import hashlib
 
 import pytest
+import rfc8785
 
 from trustee_common.canonical import HashAlgorithm, canonical_json, device_runtime_data, primary_runtime_data, runtime_data_digest
 from trustee_common.errors import MalformedRequestError
@@ -56,3 +57,20 @@ def test_empty_hash_algorithm_means_sha384() -> None:
 def test_unknown_hash_algorithm_is_refused() -> None:
     with pytest.raises(MalformedRequestError, match="md5"):
         HashAlgorithm.parse("md5")
+
+
+@pytest.mark.parametrize("value", [
+    {"nonce": "n", "tee-pubkey": {"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}, "additional-evidence": ""},
+    {"b": [1, -2, True, False, None, {"z": "\x00\x1f\x7f\"\\\b\f\n\r\t\u2028é😀"}], "a": {}, "": []},
+    {"big": 2**53 - 1, "small": -(2**53 - 1)},
+    {"é": 1, "z": 2, "\U0001f600": 3, "\ue000": 4},  # non-ASCII keys: UTF-16 order, through rfc8785
+    {"f": 1.5, "g": 1e21, "h": -0.0},
+])
+def test_fast_path_is_byte_for_byte_rfc8785(value: object) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+@pytest.mark.parametrize("value", [{"a": 2**53}, {"a": "\ud800"}])
+def test_values_jcs_cannot_hold_are_still_refused(value: object) -> None:
+    with pytest.raises(MalformedRequestError):
+        canonical_json(value)

@@ -107,6 +107,6 @@ async def test_workers_do_not_inherit_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("TRUSTEE_CANARY", "canary-0b4e")
     async with RegoPool(workers=1, timeout=30) as pool:
         [worker] = pool._all
-        environ = initial_environment(worker.process.pid)
+        environ = initial_environment(worker.pid)
         assert b"canary-0b4e" not in environ
         assert await pool.evaluate(ALLOW, {"x": 1}, {"plugin": "resource"}) == {"allow": True}

@@ -7,8 +7,11 @@ when absent), and the caller fills `data.reference_values` before
 evaluating (it is per-evaluation data, never part of what is compiled).
 `CompiledPolicy.reference_value_names` lists the string literals passed to
 it (found once per text); it is None when some call passes a non-literal,
-meaning "all reference values". `PolicyCache` keeps these by text digest,
-bounded by count and total text size. Compiling and evaluating happen in
+meaning "all reference values". `queried_names` is the same set restricted
+to names the RVPS can store (others are always absent), sorted: what one
+evaluation asks the RVPS (or the appraisal cache) for. `PolicyCache` keeps
+these by text, bounded by count and total text size; a lookup hashes the
+text once per string object (Python caches a str's hash), not per request. Compiling and evaluating happen in
 policy worker processes (`trustee_common.rego_pool`) from `CompiledPolicy.spec`.
 Pure.
 """
@@ -22,7 +25,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from trustee_common.errors import MalformedRequestError
+from rvps.core.record import check_name
+from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError
 from trustee_common.rego import PolicySpec
 
 RULES = ("trust_claims", "extensions")
@@ -74,10 +78,21 @@ def policy_spec(text: str) -> PolicySpec:
     return PolicySpec(text, package="policy", rules=RULES, helpers=(REFERENCE_VALUE_HELPER,), data_keys=DATA_KEYS)
 
 
+def storable(name: str) -> bool:
+    """Whether the RVPS can hold a value by this name (it answers absent for any other)."""
+    try:
+        check_name(name)
+    except InvalidReferenceValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class CompiledPolicy:
     spec: PolicySpec
     reference_value_names: frozenset[str] | None
+    #: The storable names among `reference_value_names`, sorted; None for all values.
+    queried_names: tuple[str, ...] | None
 
     @staticmethod
     def data(reference_values: dict[str, Any]) -> dict[str, Any]:
@@ -86,11 +101,13 @@ class CompiledPolicy:
 
 def compile_policy(text: str) -> CompiledPolicy:
     """The spec and reference-value names (the text is compiled by a policy worker)."""
-    return CompiledPolicy(policy_spec(text), reference_value_names(text))
+    names = reference_value_names(text)
+    queried = None if names is None else tuple(sorted(n for n in names if storable(n)))
+    return CompiledPolicy(policy_spec(text), names, queried)
 
 
 class PolicyCache:
-    """LRU of prepared policies keyed by the digest of their text, bounded by count and total size."""
+    """LRU of prepared policies keyed by their text, bounded by count and total size."""
 
     def __init__(self, size: int = POLICY_CACHE_SIZE, max_bytes: int = POLICY_CACHE_BYTES) -> None:
         self._size = size
@@ -98,13 +115,12 @@ class PolicyCache:
         self._entries: OrderedDict[str, CompiledPolicy] = OrderedDict()
 
     def get(self, text: str) -> CompiledPolicy:
-        key = policy_digest(text)
-        found = self._entries.get(key)
+        found = self._entries.get(text)
         if found is not None:
-            self._entries.move_to_end(key)
+            self._entries.move_to_end(text)
             return found
         compiled = compile_policy(text)
-        self._entries[key] = compiled
+        self._entries[text] = compiled
         while len(self._entries) > 1 and (len(self._entries) > self._size or self._bytes() > self._max_bytes):
             self._entries.popitem(last=False)
         return compiled

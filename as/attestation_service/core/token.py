@@ -30,6 +30,10 @@ from trustee_common.epoch import CLAIM as EPOCH_CLAIM
 from trustee_common.errors import ConfigError
 
 ALGORITHM = "ES256"
+#: `json.dumps(..., separators=...)` builds an encoder per call; this one is shared.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+#: The signature algorithm object (immutable), built once rather than per token.
+_ES256 = ec.ECDSA(hashes.SHA256())
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +98,8 @@ class TokenSigner:
         return {"keys": [dict(self.public_jwk)]}
 
     def sign(self, claims: dict[str, Any]) -> str:
-        signing_input = f"{self._header}.{url_encode(json.dumps(claims, separators=(',', ':')).encode())}"
-        r, s = decode_dss_signature(self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256())))
+        signing_input = f"{self._header}.{url_encode(_COMPACT.encode(claims).encode())}"
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode("ascii"), _ES256))
         return f"{signing_input}.{url_encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
