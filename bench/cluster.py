@@ -6,7 +6,8 @@ free 127.0.0.1 ports. Key material and the base configs come from
 every AS signs tokens with the same key and chain and every KBS trusts the
 same CA (or, with `signer_per_as`, each AS has its own key issued by that
 CA). Each KBS replica gets its own config file (its port, its AS
-replica: KBS i talks to AS i mod `as_replicas`). Storage is embedded (SQLite
+replica: KBS i talks to AS i mod `as_replicas`), and each AS and KBS
+replica runs `workers` processes on its port. Storage is embedded (SQLite
 files and a resource directory shared by the replicas of a service) or one
 PostgreSQL database (`storage_url`, resources with `KvStorage`); KBS
 sessions may go to Redis instead (`redis_url`). Used by tests/scaleout and
@@ -116,6 +117,8 @@ class Cluster:
     session_timeout_minutes: float | None = None
     #: Give each AS replica its own token-signing key, issued by the one CA the KBSs trust (instead of one shared key).
     signer_per_as: bool = False
+    #: `--workers` of every AS and KBS (processes sharing each replica's port).
+    workers: int = 1
     services: list[Service] = field(default_factory=list)
     kbs: list[Service] = field(default_factory=list)
     attestation: list[Service] = field(default_factory=list)
@@ -134,12 +137,14 @@ class Cluster:
         self.rvps = Service("rvps", [str(BIN / "rvps"), "--config", str(self.paths.rvps_config), "--address", rvps_addr],
                             self.rvps_port, logs / "rvps.log")
         for i, port in enumerate(self.as_ports):
-            argv = [str(BIN / "grpc-as"), "--config-file", str(as_configs[i]), "--socket", f"{LOOPBACK}:{port}"]
+            argv = [str(BIN / "grpc-as"), "--config-file", str(as_configs[i]), "--socket", f"{LOOPBACK}:{port}",
+                    "--workers", str(self.workers)]
             self.attestation.append(Service(f"as{i}", argv, port, logs / f"as{i}.log"))
         for i, port in enumerate(self.kbs_ports):
             config_path = self.paths.kbs_dir / f"replica-{i}.toml"
             config_path.write_text(dumps(self.kbs_config(port, self.as_ports[i % self.as_replicas])))
-            self.kbs.append(Service(f"kbs{i}", [str(BIN / "kbs"), "--config-file", str(config_path)], port, logs / f"kbs{i}.log"))
+            self.kbs.append(Service(f"kbs{i}", [str(BIN / "kbs"), "--config-file", str(config_path),
+                                                  "--workers", str(self.workers)], port, logs / f"kbs{i}.log"))
         self.services = [self.rvps, *self.attestation, *self.kbs]
 
     def as_replica_config(self, index: int) -> Path:
