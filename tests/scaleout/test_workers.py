@@ -5,13 +5,15 @@ Each request below goes over a connection of its own, so the kernel
 the per-process metric files of prometheus_client's multiprocess mode, that
 both workers served some. Across workers: a nonce is used once, a policy
 change or a resource deletion applies at every worker on the next request,
-and `/metrics` reports the totals of both.
+`/metrics` reports the totals of both, and an attestation policy set through
+one AS worker is used by every AS worker within the appraisal-cache bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from bench.client import ALLOW_ALL, DENY_ALL, admin, sample_client, sample_evidence
 from bench.cluster import Cluster, Service
 from guest.kbs_protocol import KbsClient
+from tests.scaleout.helpers import claims
 from trustee_common.canonical import HashAlgorithm
 from trustee_common.errors import PolicyDenyError, ResourceNotFoundError
 from trustee_common.jose import TeeKeyPair
@@ -157,3 +160,25 @@ async def test_metrics_report_the_totals_of_all_workers(cluster: Cluster) -> Non
         assert metric_value(text, "kbs_auth_requests_total") == start + FANOUT
         assert metric_value(text, 'kbs_build_info{implementation="pytrustee",version="0.1.0"}') == 1.0
         assert metric_value(text, "kbs_http_requests_in_flight") == 0.0
+
+
+async def test_an_attestation_policy_change_reaches_every_as_worker(cluster: Cluster) -> None:
+    """Set through one AS worker; within `appraisal_cache_ttl_seconds` (1 s, polled up to 10 s on a loaded machine)
+    every attestation, whichever KBS and AS worker serves it, uses it."""
+    url = cluster.kbs_urls[0]
+
+    async def vector() -> tuple[int, int, int]:
+        async with sample_client(url) as guest:
+            found = claims(await guest.attest())["submods"]["cpu0"]["ear.trustworthiness-vector"]
+        return found["executables"], found["hardware"], found["configuration"]
+
+    marker = 'package policy\nimport rego.v1\ntrust_claims := {"executables": 3, "hardware": 2, "configuration": 2}\n'
+    async with admin(url, cluster.admin_token) as client:
+        await client.set_attestation_policy(marker, "rego", "default_cpu")
+    deadline = time.monotonic() + 10.0
+    while True:
+        vectors = await asyncio.gather(*(vector() for _ in range(FANOUT)))
+        if all(v == (3, 2, 2) for v in vectors) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.25)
+    assert all(v == (3, 2, 2) for v in vectors), vectors
