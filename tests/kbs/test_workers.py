@@ -10,6 +10,7 @@ workers, metrics totals and policy changes: tests/scaleout/test_workers.py.)
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import time
@@ -79,6 +80,7 @@ def test_workers_share_the_port_and_stop_on_sigterm(tmp_path: Path, material: Ma
 def test_children_exit_when_the_supervisor_is_killed(tmp_path: Path, material: Material) -> None:
     kbs = start_workers(tmp_path, material)
     pids = [c.pid for c in listening_children(kbs)]
+    metrics_dir = Path(listening_children(kbs)[0].environ()["PROMETHEUS_MULTIPROC_DIR"])  # a killed supervisor leaves it
     try:
         os.kill(kbs.proc.popen.pid, signal.SIGKILL)
         kbs.proc.popen.wait(WAIT_SECONDS)
@@ -88,6 +90,7 @@ def test_children_exit_when_the_supervisor_is_killed(tmp_path: Path, material: M
         for pid in pids:
             if psutil.pid_exists(pid):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def test_a_dead_worker_is_restarted(tmp_path: Path, material: Material) -> None:
