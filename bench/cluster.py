@@ -6,7 +6,8 @@ free 127.0.0.1 ports. Key material and the base configs come from
 every AS signs tokens with the same key and chain and every KBS trusts the
 same CA (or, with `signer_per_as`, each AS has its own key issued by that
 CA). Each KBS replica gets its own config file (its port, its AS
-replica: KBS i talks to AS i mod `as_replicas`). Storage is embedded (SQLite
+replica: KBS i talks to AS i mod `as_replicas`), and each AS and KBS
+replica runs `workers` processes on its port. Storage is embedded (SQLite
 files and a resource directory shared by the replicas of a service) or one
 PostgreSQL database (`storage_url`, resources with `KvStorage`); KBS
 sessions may go to Redis instead (`redis_url`). Used by tests/scaleout and
@@ -73,6 +74,8 @@ class Service:
     port: int
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    #: With several workers: started once the log says so (the port opens with the first worker).
+    ready_text: str | None = None
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in OVERRIDING_ENV}
@@ -80,12 +83,23 @@ class Service:
             self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             wait_port(self.port, self.popen, START_TIMEOUT_SECONDS)
+            if self.ready_text is not None:
+                self.wait_log(self.ready_text)
         except (RuntimeError, TimeoutError) as exc:
             self.stop()
             raise RuntimeError(f"{self.name} did not start ({exc}):\n{self.output()}") from None
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_log(self, text: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while text not in self.output():
+            if self.popen is not None and self.popen.poll() is not None:
+                raise RuntimeError(f"exited with {self.popen.returncode} before logging {text!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not logged within {START_TIMEOUT_SECONDS}s")
+            time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no shutdown code runs."""
@@ -116,6 +130,8 @@ class Cluster:
     session_timeout_minutes: float | None = None
     #: Give each AS replica its own token-signing key, issued by the one CA the KBSs trust (instead of one shared key).
     signer_per_as: bool = False
+    #: `--workers` of every AS and KBS (processes sharing each replica's port).
+    workers: int = 1
     services: list[Service] = field(default_factory=list)
     kbs: list[Service] = field(default_factory=list)
     attestation: list[Service] = field(default_factory=list)
@@ -134,13 +150,21 @@ class Cluster:
         self.rvps = Service("rvps", [str(BIN / "rvps"), "--config", str(self.paths.rvps_config), "--address", rvps_addr],
                             self.rvps_port, logs / "rvps.log")
         for i, port in enumerate(self.as_ports):
-            argv = [str(BIN / "grpc-as"), "--config-file", str(as_configs[i]), "--socket", f"{LOOPBACK}:{port}"]
-            self.attestation.append(Service(f"as{i}", argv, port, logs / f"as{i}.log"))
+            argv = [str(BIN / "grpc-as"), "--config-file", str(as_configs[i]), "--socket", f"{LOOPBACK}:{port}",
+                    "--workers", str(self.workers)]
+            self.attestation.append(Service(f"as{i}", argv, port, logs / f"as{i}.log", ready_text=self.ready_text))
         for i, port in enumerate(self.kbs_ports):
             config_path = self.paths.kbs_dir / f"replica-{i}.toml"
             config_path.write_text(dumps(self.kbs_config(port, self.as_ports[i % self.as_replicas])))
-            self.kbs.append(Service(f"kbs{i}", [str(BIN / "kbs"), "--config-file", str(config_path)], port, logs / f"kbs{i}.log"))
+            self.kbs.append(Service(f"kbs{i}", [str(BIN / "kbs"), "--config-file", str(config_path),
+                                                  "--workers", str(self.workers)], port, logs / f"kbs{i}.log",
+                                    ready_text=self.ready_text))
         self.services = [self.rvps, *self.attestation, *self.kbs]
+
+    @property
+    def ready_text(self) -> str | None:
+        """What a supervisor of several workers logs once all listen (`trustee_common.workers`)."""
+        return None if self.workers == 1 else f"{self.workers} workers ready"
 
     def as_replica_config(self, index: int) -> Path:
         """The shared AS config, or with `signer_per_as` one naming a signing key of this replica's own."""

@@ -1,8 +1,12 @@
-"""`kbs [-c|--config-file FILE] [--insecure-http] [--log-format text|json]`: run the KBS.
+"""`kbs [-c|--config-file FILE] [--insecure-http] [--log-format text|json] [--workers N]`: run the KBS.
 
 The config file may also come from the environment variable
 `KBS_CONFIG_FILE`. Start-up errors are printed as one line naming the
 problem, with exit status 2 for configuration errors and 1 otherwise.
+With more than one worker (`--workers`, `$TRUSTEE_WORKERS`,
+`[http_server] workers`, default: the available cores) this process checks
+the config and the key files, then supervises that many single-process KBSs
+sharing the sockets (`trustee_common.workers`).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import logging
 import os
 import sys
 
-from kbs.config import load_kbs_config
-from kbs.server import serve
+from kbs.config import KbsConfig, load_kbs_config
+from kbs.server import check_binds, load_admin, load_trust, serve, tls_context
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
+from trustee_common.workers import WORKERS_ENV, requested_workers, resolve_workers, run_workers
 
 logger = logging.getLogger("kbs")
 
@@ -39,10 +44,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow plain HTTP (insecure_http = true) on non-loopback sockets",
     )
     parser.add_argument("--log-format", choices=FORMATS, help=f"log line format (default: ${FORMAT_ENV}, else [logging] format, else text)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help=f"server processes sharing the sockets (default: ${WORKERS_ENV}, else [http_server] workers, "
+                             "else the available cores; 1: this process serves)")
     return parser
 
 
+def process_local_state(config: KbsConfig) -> str | None:
+    """What a Memory store would keep inside one process (sessions, policies), if one is configured."""
+    if config.storage.storage_type == "Memory":
+        return 'storage_backend.storage_type "Memory"'
+    if config.session_storage is not None and config.session_storage.storage_type == "Memory":
+        return 'session_storage_type "Memory"'
+    return None
+
+
+def run(config: KbsConfig, args: argparse.Namespace, argv: list[str]) -> int:
+    """Serve in this process, or check what the workers would refuse and supervise them."""
+    count = resolve_workers(requested_workers(args.workers, config.http_server.workers), process_local=process_local_state(config))
+    if count == 1:
+        asyncio.run(serve(config, allow_insecure_bind=args.insecure_http))
+        return 0
+    check_binds(config.http_server, allow_insecure_bind=args.insecure_http)
+    tls_context(config.http_server)
+    load_trust(config)
+    load_admin(config.admin)
+    addresses = [(s.host, s.port) for s in config.http_server.sockets]
+    if config.observability.metrics_address is not None:
+        addresses.append((config.observability.metrics_address.host, config.observability.metrics_address.port))
+    return run_workers("kbs", argv, count, addresses)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     setup_logging(fmt=args.log_format, service="kbs")
     if not args.config_file:
@@ -52,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_kbs_config(args.config_file)
         if args.log_format is None and not os.environ.get(FORMAT_ENV) and config.observability.log_format:
             setup_logging(fmt=config.observability.log_format, service="kbs")
-        asyncio.run(serve(config, allow_insecure_bind=args.insecure_http))
+        return run(config, args, argv)
     except ConfigError as exc:
         print(f"kbs: configuration error: {exc.detail}", file=sys.stderr)
         return 2
@@ -62,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"kbs: error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""gRPC adapter for `AttestationServicePort`: the AS and its RVPS proxy on one channel.
+"""gRPC adapter for `AttestationServicePort`: the AS and its RVPS proxy over a few channels.
+
+Calls take `AS_CHANNELS` channels in turn, each with a TCP connection of its
+own (a local subchannel pool): an AS running several workers on one port
+(`grpc-as --workers`) gets its connections, and so its calls, spread over
+its workers by the kernel; one HTTP/2 connection would keep them all on one.
 
 Every call carries the current request id in the `x-request-id` metadata.
 Translates `EvidenceItem`s to `attestation.IndividualAttestationRequest`
@@ -11,9 +16,10 @@ a bare status (ABORTED), which is read as a rejection of the request
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
@@ -53,6 +59,9 @@ _TRANSPORT_CODES = frozenset(
     }
 )
 
+#: Channels (TCP connections) to the AS per KBS process.
+AS_CHANNELS = 4
+
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
@@ -75,10 +84,21 @@ class GrpcAttestationService:
     def __init__(self, as_addr: str, *, tls: ClientTls | None = None, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
         """`https://` as_addr: TLS with `tls`'s CA (else system roots) and client certificate, if any."""
         endpoint = grpc_endpoint(as_addr, "attestation_service.as_addr")
-        self._channel = client_channel(endpoint, tls, "attestation_service", CLIENT_CHANNEL_OPTIONS)
-        self._as = attestation_pb2_grpc.AttestationServiceStub(self._channel)
-        self._rv = reference_pb2_grpc.ReferenceValueProviderServiceStub(self._channel)
+        options = (*CLIENT_CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1))
+        self._channels = [client_channel(endpoint, tls, "attestation_service", options) for _ in range(AS_CHANNELS)]
+        self._stubs: Iterator[tuple[Any, Any]] = itertools.cycle(
+            [(attestation_pb2_grpc.AttestationServiceStub(c), reference_pb2_grpc.ReferenceValueProviderServiceStub(c))
+             for c in self._channels]
+        )
         self._timeout = timeout
+
+    @property
+    def _as(self) -> Any:  # the generated stubs are typed for the synchronous API
+        return next(self._stubs)[0]
+
+    @property
+    def _rv(self) -> Any:
+        return next(self._stubs)[1]
 
     async def _call(
         self, method: Callable[..., Awaitable[Resp]], request: Req, rejection: type[TrusteeError], deadline: float | None = None
@@ -127,4 +147,5 @@ class GrpcAttestationService:
         return str(response.epoch)
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()

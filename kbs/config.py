@@ -26,6 +26,7 @@ from trustee_common.logsetup import FORMATS
 from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ClientTls, parse_client_tls
+from trustee_common.workers import check_count
 
 DEFAULT_SOCKET = "127.0.0.1:8080"
 DEFAULT_PAYLOAD_MIB = 2
@@ -78,6 +79,8 @@ class HttpServerConfig:
     #: Overload shedding (`kbs.http.shed`): in-flight requests per process, and the Retry-After of the refusal.
     max_in_flight_requests: int = DEFAULT_MAX_IN_FLIGHT
     retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
+    #: `workers`: server processes sharing the sockets (`trustee_common.workers`); None: not set (the cores, or the flag).
+    workers: int | None = None
 
     @property
     def payload_limit_bytes(self) -> int:
@@ -220,13 +223,15 @@ def _http_server(table: _Table) -> HttpServerConfig:
     limits = _connection_limits(table)
     in_flight = table.integer("max_in_flight_requests", DEFAULT_MAX_IN_FLIGHT, minimum=1)
     retry_after = table.integer("retry_after_seconds", DEFAULT_RETRY_AFTER_SECONDS, minimum=0)
+    workers = check_count(table.integer("workers", 1), "http_server.workers") if table.has("workers") else None
     table.finish()
     if retry_after > MAX_RETRY_AFTER_SECONDS:
         raise ConfigError(f"http_server.retry_after_seconds must be <= {MAX_RETRY_AFTER_SECONDS}, got {retry_after}")
     if not insecure and (key is None or cert is None):
         raise ConfigError("http_server: certificate and private_key are required unless insecure_http = true")
     return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size,
-                            tls=tls, limits=limits, max_in_flight_requests=in_flight, retry_after_seconds=retry_after)
+                            tls=tls, limits=limits, max_in_flight_requests=in_flight, retry_after_seconds=retry_after,
+                            workers=workers)
 
 
 def _connection_limits(table: _Table) -> ConnectionLimits:

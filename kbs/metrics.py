@@ -3,14 +3,22 @@
 Each instance has its own registry (no module-level globals), rendered by
 `GET /metrics`. Resource counters carry no `resource_path` label, unlike
 upstream: `/metrics` is unauthenticated and must not list resource names.
+With several workers (`--workers`) every scrape reports the totals of all
+workers (`trustee_common.metrics_http.exposition`): counters add up, gauges
+declare how they combine (`multiprocess_mode`: in-flight requests and the
+policy-engine counts are summed over the live workers). No gauge uses a
+callback (`set_function`), which multiprocess mode cannot collect.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from trustee_common.metrics_http import exposition
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 VERSION = "0.1.0"
@@ -19,13 +27,15 @@ VERSION = "0.1.0"
 class PolicyEngineCounts(Protocol):
     compilations: int
     replaced: int
+    on_count: Callable[[], None]
 
 
 class KbsMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
-        build = Gauge("kbs_build_info", "KBS build information", ["version", "implementation"], registry=reg)
+        build = Gauge("kbs_build_info", "KBS build information", ["version", "implementation"], registry=reg,
+                      multiprocess_mode="max")
         build.labels(VERSION, "pytrustee").set(1)
         self.http_requests = Counter("kbs_http_requests", "HTTP requests under /kbs", ["method", "status"], registry=reg)
         self.auth_requests = Counter("kbs_auth_requests", "RCAR /auth requests", registry=reg)
@@ -46,17 +56,24 @@ class KbsMetrics:
         self.epoch_fetches = Counter("kbs_appraisal_epoch_fetches", "GetAppraisalEpoch calls to the AS, failed ones included", registry=reg)
         self.audit_write_failures = Counter("kbs_audit_write_failures", "audit events that could not be written", registry=reg)
         self.requests_in_flight = Gauge("kbs_http_requests_in_flight", "requests under /kbs in progress (max_in_flight_requests bounds it)",
-                                        registry=reg)
+                                        registry=reg, multiprocess_mode="livesum")
         self.requests_shed = Counter("kbs_http_requests_shed", "requests refused with 503 ServerBusy at max_in_flight_requests",
                                      registry=reg)
 
     def watch_policy_engine(self, engine: PolicyEngineCounts) -> None:
         """Ours: policies compiled by the Rego workers, and workers killed (time limit) or lost."""
         reg = self.registry
-        compiled = Gauge("kbs_policy_compilations", "resource policies compiled by the policy workers", registry=reg)
-        compiled.set_function(lambda: engine.compilations)
-        replaced = Gauge("kbs_policy_workers_replaced", "policy workers killed for overrunning or lost", registry=reg)
-        replaced.set_function(lambda: engine.replaced)
+        compiled = Gauge("kbs_policy_compilations", "resource policies compiled by the policy workers", registry=reg,
+                         multiprocess_mode="livesum")
+        replaced = Gauge("kbs_policy_workers_replaced", "policy workers killed for overrunning or lost", registry=reg,
+                         multiprocess_mode="livesum")
+
+        def update() -> None:
+            compiled.set(engine.compilations)
+            replaced.set(engine.replaced)
+
+        engine.on_count = update
+        update()
 
     def render(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+        return exposition(self.registry)

@@ -42,6 +42,7 @@ from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, ResourceStore, describe_sessions, open_kv_store, open_session_store
 from trustee_common.storage.directory import DirectoryResourceStore
 from trustee_common.storage.kv_resources import KvResourceStore
+from trustee_common.workers import notify_ready
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
             tasks.append(asyncio.create_task(state.audit.log.run_syncer()))
         try:
             async with metrics_site(state, config.observability.metrics_address), running_site(make_app(state), config, context):
+                notify_ready()
                 await stop.wait()
                 logger.info("stopping")
         finally:

@@ -18,7 +18,10 @@ thin protocol in front of aiohttp's request handler that:
 - logs per-connection trouble as a rate-limited one-liner, never a traceback.
 
 The listening sockets are plain `asyncio` servers over the runner's public
-request-handler factory, so the aiohttp runner still owns shutdown.
+request-handler factory, so the aiohttp runner still owns shutdown. In a
+worker of a multi-process server (`trustee_common.workers`) they are opened
+with SO_REUSEPORT, so the workers share the address; otherwise a port
+another process holds is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
+
+from trustee_common.workers import in_worker
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +270,7 @@ async def serve_bounded(
                     host,
                     port,
                     ssl=ssl_context,
+                    reuse_port=in_worker() or None,
                     # The TLS handshake comes before the protocol sees the connection: bound it the same way.
                     ssl_handshake_timeout=limits.header_read_timeout if ssl_context is not None else None,
                 )

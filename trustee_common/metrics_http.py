@@ -7,17 +7,26 @@ are bounded like every HTTP server here (`trustee_common.http_serving`:
 header read timeout, keep-alive timeout, at most `MAX_CONNECTIONS`).
 The address is meant to be loopback or a monitoring network: the
 counters hold no secrets, but the endpoint is not authenticated.
+
+`exposition` renders a registry, or, in a worker of a multi-process server
+(`PROMETHEUS_MULTIPROC_DIR` set, `trustee_common.workers`), the totals of
+every worker from prometheus_client's multiprocess files (the registry then
+only says which process's metrics exist; gauges sum or take the maximum as
+each declares with `multiprocess_mode`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from trustee_common.addresses import join_host_port, parse_listen_address
 from trustee_common.errors import ConfigError
@@ -30,9 +39,23 @@ SHUTDOWN_GRACE_SECONDS = 1.0
 LIMITS = ConnectionLimits(max_connections=64)
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """Prometheus text of `registry`, or of all workers in multiprocess mode."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return bytes(generate_latest(registry))
+    combined = CollectorRegistry()
+    collect_all = cast(Callable[..., object], MultiProcessCollector)  # untyped in prometheus_client
+    collect_all(combined, path=directory)
+    return bytes(generate_latest(combined))
+
+
 def metrics_app(registry: CollectorRegistry) -> web.Application:
     async def metrics(_request: web.Request) -> web.StreamResponse:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -26,6 +26,7 @@ import logging
 import os
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from trustee_common.errors import (
@@ -203,6 +204,10 @@ def _give_up(waiter: asyncio.Future[_Worker | None]) -> None:
         waiter.set_result(None)
 
 
+def _nothing() -> None:
+    return None
+
+
 class RegoPool:
     """`workers` worker processes; every compile or evaluation answers within `timeout` seconds."""
 
@@ -224,6 +229,8 @@ class RegoPool:
         #: Workers killed (time limit) or lost, and policies compiled by workers, since start.
         self.replaced = 0
         self.compilations = 0
+        #: Called after either count changes (metrics gauges).
+        self.on_count: Callable[[], None] = _nothing
 
     @property
     def closed(self) -> bool:
@@ -297,6 +304,7 @@ class RegoPool:
         reply = _unwrap(await self._call(worker, {"op": "load", "spec": spec.to_json()}, self.compile_timeout, "compilation"))
         if reply.get("compiled"):
             self.compilations += 1
+            self.on_count()
 
     async def _run(self, job: Any, *, crashed: TrusteeError | None = None) -> Any:
         if self._closed:
@@ -330,6 +338,7 @@ class RegoPool:
         self._dying.add(worker)
         worker.signal_kill()
         self.replaced += 1
+        self.on_count()
         task = asyncio.create_task(self._restart(worker))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -2,7 +2,10 @@
 
 `serve_grpc` binds a `grpc.aio` server, marks it SERVING in
 `grpc.health.v1`, runs until SIGTERM or SIGINT, then enters graceful
-shutdown. A port another process holds is refused (no SO_REUSEPORT).
+shutdown. A port another process holds is refused (no SO_REUSEPORT), except
+in a worker of a multi-process server (`trustee_common.workers`), where the
+workers share the port with SO_REUSEPORT; `serve_grpc` tells the supervisor
+when the port is served.
 With `ServerTls` the port serves TLS (mutual TLS with `client_ca`);
 `serve_grpc` logs which callers may use the write RPCs (`grpc_tls.WriteGuard`).
 
@@ -33,6 +36,7 @@ from trustee_common.errors import ConfigError
 from trustee_common.grpc_observe import ObservingInterceptor, RpcMetrics
 from trustee_common.grpc_tls import WriteAccess, WriteGuard, server_credentials
 from trustee_common.tls_config import ServerTls, is_loopback_host
+from trustee_common.workers import in_worker, notify_ready
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +61,12 @@ CLIENT_CHANNEL_OPTIONS = (
 
 
 def new_grpc_server(*, interceptors: Sequence[Any] = (), metrics: RpcMetrics | None = None) -> grpc.aio.Server:
-    """A grpc.aio server bounded in message size, refusing a port already taken.
+    """A grpc.aio server bounded in message size, refusing a port already taken (shared by the workers of one server).
 
     Every call gets a request id and is counted (`trustee_common.grpc_observe`)
     before `interceptors` (e.g. the write guard) run.
     """
-    options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0)]
+    options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 1 if in_worker() else 0)]
     return grpc.aio.server(options=options, interceptors=[ObservingInterceptor(metrics), *interceptors])
 
 
@@ -118,6 +122,7 @@ async def serve_grpc(
     for service in ("", *services):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("%s listening on %s (gRPC, %s)", name, bind, _describe(tls, guard))
+    notify_ready()
     if guard is not None and guard.access is WriteAccess.INSECURE:
         logger.warning("%s: write calls on %s are open to every caller (--insecure-allow-writes)", name, bind)
     if tls is None and not is_loopback_host(parse_listen_address(address, "listen address")[0]):

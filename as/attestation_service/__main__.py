@@ -9,6 +9,12 @@ mutual TLS with `[tls]`; the write RPCs follow `grpc_tls.WriteGuard`
 `--insecure-allow-writes`), and `/metrics` over HTTP on `[metrics] address`
 when configured. A bad config,
 key file or address exits 1 with one line naming the problem.
+
+With more than one worker (`--workers`, `$TRUSTEE_WORKERS`, top-level
+`workers`, default: the available cores) this process checks the config and
+the signing key, then supervises that many single-process services sharing
+the port (`trustee_common.workers`); policy and reference-value changes made
+through one worker reach the others within `appraisal_cache_ttl_seconds`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from rvps.ports import ReferenceValueProvider
 from rvps.server import SERVICE_NAME as RVPS_SERVICE_NAME
 from rvps.server import ReferenceValueServicer
 from rvps.service import ReferenceValueService
+from trustee_common.addresses import parse_listen_address
 from trustee_common.audit import AuditSink, running_audit_log
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
@@ -43,6 +50,7 @@ from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
 from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import KeyValueStore, open_kv_store
+from trustee_common.workers import WORKERS_ENV, requested_workers, resolve_workers, run_workers
 from trustee_pb import attestation_pb2_grpc, reference_pb2_grpc
 
 logger = logging.getLogger("attestation_service")
@@ -56,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow policy and reference-value writes from unauthenticated callers on a non-loopback --socket "
                              "without mutual TLS (refused by default)")
     parser.add_argument("--log-format", choices=FORMATS, help=f"log line format (default: ${FORMAT_ENV}, else text)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help=f"service processes sharing the port (default: ${WORKERS_ENV}, else the config's workers, "
+                             "else the available cores; 1: this process serves)")
     return parser
 
 
@@ -131,19 +142,38 @@ async def _serve(config: AsConfig, signer: TokenSigner, address: str, metrics: A
         await close()
 
 
+def _listen_addresses(config: AsConfig, socket: str) -> list[tuple[str, int]]:
+    found = [parse_listen_address(socket, "listen address")]
+    if config.metrics_address is not None:
+        found.append(parse_listen_address(config.metrics_address, "metrics.address"))
+    return [(host.strip("[]"), port) for host, port in found]
+
+
+def run(config: AsConfig, args: argparse.Namespace, argv: list[str]) -> int:
+    """Serve in this process, or supervise the workers."""
+    memory = 'storage_backend.storage_type "Memory"' if config.storage.storage_type == "Memory" else None
+    count = resolve_workers(requested_workers(args.workers, config.workers), process_local=memory)
+    signer = load_signer(config.signer)
+    if count == 1:
+        asyncio.run(serve(config, signer, args.socket, insecure_allow_writes=args.insecure_allow_writes))
+        return 0
+    return run_workers("grpc-as", argv, count, _listen_addresses(config, args.socket))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     setup_logging(fmt=args.log_format, service="grpc-as")
     try:
-        config = AsConfig.load(args.config)
-        signer = load_signer(config.signer)
-        asyncio.run(serve(config, signer, args.socket, insecure_allow_writes=args.insecure_allow_writes))
+        return run(AsConfig.load(args.config), args, argv)
     except TrusteeError as exc:
         print(f"grpc-as: error: {exc.detail}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"grpc-as: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ Upstream's key names (trustee-server.md 6.3); unknown keys are a
 appraisal_cache_ttl_seconds = 1.0  # top level, before any table (ours): re-read the appraisal epoch at most
                                    # this often; reuse cached policies and reference values while it is unchanged
                                    # (0 = no caching, at most 60; docs/token-freshness.md)
+workers = 2                        # top level (ours): AS processes sharing the port (default: the available
+                                   # cores; --workers and $TRUSTEE_WORKERS override; docs/scale-out.md)
 [storage_backend]          # policies (and BuiltIn reference values)
 storage_type = "Sqlite"    # default path: <config dir>/storage.sqlite3,
                            # or ./attestation-service.sqlite3 without a config file;
@@ -79,6 +81,7 @@ from trustee_common.errors import ConfigError
 from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ClientTls, ServerTls, parse_client_tls, parse_server_tls
+from trustee_common.workers import check_count
 
 DEFAULT_SOCKET = "127.0.0.1:50004"
 DEFAULT_RVPS_ADDRESS = "127.0.0.1:50003"
@@ -155,6 +158,8 @@ class AsConfig:
     audit: AuditConfig | None = None
     #: `appraisal_cache_ttl_seconds`: how long a confirmed appraisal epoch (and what was read under it) is reused.
     appraisal_cache_ttl_seconds: float = DEFAULT_TTL_SECONDS
+    #: `workers`: processes sharing the port (`trustee_common.workers`); None: not set.
+    workers: int | None = None
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
@@ -176,8 +181,9 @@ class AsConfig:
         metrics = metrics_address(root)
         audit = audit_config(root.table("audit"), path.parent) if root.has("audit") else None
         cache_ttl = _cache_ttl(root)
+        workers = check_count(root.integer("workers", 1), "workers") if root.has("workers") else None
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics, audit, cache_ttl)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics, audit, cache_ttl, workers)
 
 
 def _cache_ttl(root: ConfigTable) -> float:

@@ -13,6 +13,9 @@
 - `as_grpc_requests_total{method, code}`, `as_grpc_request_duration_seconds{method}`
   (`trustee_common.grpc_observe`), the RVPS proxy's calls included.
 
+With several workers (`--workers`) a scrape at any of them reports the
+totals of all (`trustee_common.metrics_http.exposition`).
+
 Labels take only TEE names the protocol knows, EAR statuses and error
 variants, so a client cannot grow the label set.
 """
@@ -30,7 +33,8 @@ class AsMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
-        Gauge("as_build_info", "Attestation Service build information", ["version", "implementation"], registry=reg).labels(
+        Gauge("as_build_info", "Attestation Service build information", ["version", "implementation"], registry=reg,
+              multiprocess_mode="max").labels(
             VERSION, "pytrustee"
         ).set(1)
         self.rpc = RpcMetrics("as", reg)

@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.tools.stack import TrusteeRun, child_pids, clean_env, free_ports, pid_alive, run_tool, wait_gone
@@ -168,6 +169,32 @@ def test_children_follow_a_killed_trustee(tmp_path: Path) -> None:
         assert wait_gone(pids, 10.0) == []
     finally:
         for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        stack.stop()
+
+
+def test_workers_flag_runs_several_kbs_and_as_processes(tmp_path: Path) -> None:
+    """`--workers 2`: the KBS and the AS each supervise two processes on their port; all follow a killed `trustee`."""
+    stack = TrusteeRun(tmp_path / "trustee-data", tmp_path / "workers.log", extra=("--workers", "2"))
+    supervisors = {program_name(p): p for p in child_pids(stack.proc.popen.pid)}
+    everything = list(supervisors.values())
+    try:
+        for name, port in (("kbs", stack.kbs_port), ("grpc-as", stack.as_port)):
+            deadline = time.monotonic() + 60
+            while True:
+                workers = [p for p in psutil.Process(supervisors[name]).children()
+                           if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in p.net_connections("tcp"))]
+                if len(workers) == 2:
+                    break
+                assert time.monotonic() < deadline, f"{name}: two workers did not listen on {port}"
+                time.sleep(0.2)
+            everything += [w.pid for w in workers]
+        os.kill(stack.proc.popen.pid, signal.SIGKILL)
+        stack.proc.popen.wait(5)
+        assert wait_gone(everything, 20.0) == []
+    finally:
+        for pid in everything:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         stack.stop()

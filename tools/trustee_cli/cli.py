@@ -30,6 +30,7 @@ from trustee_cli.verify import add_verify_parser
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import FORMATS
 from trustee_common.storage.factory import check_postgres_url
+from trustee_common.workers import check_count
 
 DEFAULT_DATA_DIR = "./trustee-data"
 DEFAULT_GUEST_DIR = "./trustee-guest"
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", type=storage_url, default="sqlite",
                      help="'sqlite' (default: embedded, under --data-dir) or a postgresql:// URL used by all three services")
     run.add_argument("--log-format", choices=FORMATS, help="log format of the three services (default: $TRUSTEE_LOG_FORMAT, else text)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="processes of the KBS and of the AS, each sharing its port (default: $TRUSTEE_WORKERS, else the available cores)")
     run.set_defaults(handler=cmd_run)
 
     migrate = commands.add_parser("migrate", help="copy all stored state between a data directory or SQLite file and PostgreSQL")
@@ -164,10 +167,12 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                      "or --insecure-http")
     if tls:
         _check_tls(args.tls_cert, args.tls_key)
+    if args.workers is not None:
+        check_count(args.workers, "--workers")
     settings = ServerSettings(args.host, args.kbs_port, args.as_port, args.rvps_port,
                               Path(args.tls_cert).absolute() if tls else None, Path(args.tls_key).absolute() if tls else None,
                               None if args.storage == "sqlite" else args.storage, args.tls, tuple(_san(parser, n) for n in args.tls_san),
-                              args.log_format)
+                              args.log_format, args.workers)
     return run_server(Path(args.data_dir), settings, insecure_http=args.insecure_http)
 
 

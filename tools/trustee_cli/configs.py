@@ -105,6 +105,8 @@ class ServerSettings:
     tls_names: tuple[str, ...] = ()
     #: `--log-format` passed to the three services (None: their default, `TRUSTEE_LOG_FORMAT` or text).
     log_format: str | None = None
+    #: `--workers` of the KBS and the AS (None: their default, `TRUSTEE_WORKERS` or the available cores).
+    workers: int | None = None
 
     @property
     def https(self) -> bool:

@@ -4,7 +4,9 @@ Prepares the data directory (`trustee_cli.material`), checks the ports,
 starts `rvps`, `grpc-as` and `kbs` in that order (each once the previous
 one's port is open), prints where everything is and the first
 `kbs-client` command to try, then waits (`trustee_cli.supervisor`).
-RVPS and AS always listen on 127.0.0.1; only the KBS uses `--host`. With
+RVPS and AS always listen on 127.0.0.1; only the KBS uses `--host`. The
+KBS and the AS each run `--workers` processes (default: the available
+cores, `trustee_common.workers`); the RVPS runs one. With
 `--tls` the KBS serves HTTPS and the KBS -> AS -> RVPS links use mutual TLS,
 all with certificates from a local CA (`trustee_cli.tls_material`).
 """
@@ -22,11 +24,13 @@ from trustee_common.storage.urls import redact_url
 
 def _children(paths: ServerPaths, settings: ServerSettings, insecure_http: bool) -> list[ChildSpec]:
     common = [] if settings.log_format is None else ["--log-format", settings.log_format]
-    kbs_argv = [program("kbs"), "--config-file", str(paths.kbs_config), *common]
+    workers = [] if settings.workers is None else ["--workers", str(settings.workers)]
+    kbs_argv = [program("kbs"), "--config-file", str(paths.kbs_config), *common, *workers]
     if insecure_http and not settings.https:
         kbs_argv.append("--insecure-http")
     rvps_argv = [program("rvps"), "--config", str(paths.rvps_config), "--address", socket_address(LOOPBACK, settings.rvps_port), *common]
-    as_argv = [program("grpc-as"), "--config-file", str(paths.as_config), "--socket", socket_address(LOOPBACK, settings.as_port), *common]
+    as_argv = [program("grpc-as"), "--config-file", str(paths.as_config), "--socket", socket_address(LOOPBACK, settings.as_port), *common,
+               *workers]
     return [
         ChildSpec("rvps", rvps_argv, settings.rvps_port, port_flag="--rvps-port"),
         ChildSpec("as", as_argv, settings.as_port, port_flag="--as-port"),
