@@ -116,6 +116,8 @@ class Cluster:
     session_timeout_minutes: float | None = None
     #: Give each AS replica its own token-signing key, issued by the one CA the KBSs trust (instead of one shared key).
     signer_per_as: bool = False
+    #: Worker processes per KBS and AS (their `--workers N`; passed only when not 1).
+    workers: int = 1
     services: list[Service] = field(default_factory=list)
     kbs: list[Service] = field(default_factory=list)
     attestation: list[Service] = field(default_factory=list)
@@ -134,13 +136,18 @@ class Cluster:
         self.rvps = Service("rvps", [str(BIN / "rvps"), "--config", str(self.paths.rvps_config), "--address", rvps_addr],
                             self.rvps_port, logs / "rvps.log")
         for i, port in enumerate(self.as_ports):
-            argv = [str(BIN / "grpc-as"), "--config-file", str(as_configs[i]), "--socket", f"{LOOPBACK}:{port}"]
+            argv = [str(BIN / "grpc-as"), "--config-file", str(as_configs[i]), "--socket", f"{LOOPBACK}:{port}", *self.worker_args]
             self.attestation.append(Service(f"as{i}", argv, port, logs / f"as{i}.log"))
         for i, port in enumerate(self.kbs_ports):
             config_path = self.paths.kbs_dir / f"replica-{i}.toml"
             config_path.write_text(dumps(self.kbs_config(port, self.as_ports[i % self.as_replicas])))
-            self.kbs.append(Service(f"kbs{i}", [str(BIN / "kbs"), "--config-file", str(config_path)], port, logs / f"kbs{i}.log"))
+            argv = [str(BIN / "kbs"), "--config-file", str(config_path), *self.worker_args]
+            self.kbs.append(Service(f"kbs{i}", argv, port, logs / f"kbs{i}.log"))
         self.services = [self.rvps, *self.attestation, *self.kbs]
+
+    @property
+    def worker_args(self) -> list[str]:
+        return [] if self.workers == 1 else ["--workers", str(self.workers)]
 
     def as_replica_config(self, index: int) -> Path:
         """The shared AS config, or with `signer_per_as` one naming a signing key of this replica's own."""
