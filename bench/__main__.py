@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes per KBS and AS (passed as their --workers; default 1)")
     p.add_argument("--postgres-url", help="flow-postgres: the database to use (default: a private server, tests/storage/servers.py)")
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help=f"verify-*: evidence corpus (default {DEFAULT_CORPUS})")
-    p.add_argument("--rounds", type=int, help="verify-*: timed verifications per evidence (default 200; --quick 20)")
+    p.add_argument("--rounds", type=int, help="verify-*: timed verifications per evidence (default 200; --quick 5)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <scenario>.json and .png (default bench/results)")
     p.add_argument("--no-chart", action="store_true", help="skip the PNG charts")
     return p
@@ -99,7 +99,7 @@ def run_one(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any
         return flow_postgres(workdir, flow_settings, args.postgres_url)
     if name == "scale":
         return scale(workdir, flow_settings, scale_settings)
-    rounds = args.rounds or (20 if args.quick else 200)
+    rounds = args.rounds or (5 if args.quick else 200)
     return verify(name.removeprefix("verify-"), args.corpus, rounds)
 
 

@@ -13,7 +13,9 @@ Closed loop: each client runs flows back to back; a 503 `ServerBusy` is
 retried with the guest's default backoff, as a real guest would. Open loop:
 flows start at the given rate (Poisson or fixed-interval arrivals) whether
 or not earlier ones finished, and a refusal is not retried
-(`guest.backoff.NO_RETRY`) but counted.
+(`guest.backoff.NO_RETRY`) but counted. So is a connection the KBS closes
+unanswered (`dropped`: at its `max_connections` cap it refuses new
+connections); only other failures are errors.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import aiohttp
 from bench.client import sample_evidence
 from guest.backoff import NO_RETRY, RetryPolicy
 from guest.kbs_protocol import KbsClient
-from trustee_common.errors import ServerBusyError, TrusteeError
+from trustee_common.errors import ServerBusyError, TrusteeError, UpstreamError
 
 RESOURCE = "default/bench/key"
 SECRET = b"benchmark secret"
@@ -45,6 +47,8 @@ class Outcomes:
 
     latencies: list[float] = field(default_factory=list)
     refused: int = 0
+    #: Open loop: connections the server closed or reset without an answer (its connection cap under overload).
+    dropped: int = 0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     #: Longest time from a flow's start (its arrival) until it was served or refused.
@@ -75,14 +79,23 @@ async def one_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolic
             raise AssertionError("the resource came back different")
 
 
-async def timed_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolicy | None, outcomes: Outcomes) -> None:
+def dropped_connection(exc: BaseException) -> bool:
+    """The KBS closed or reset the connection without answering (not a 503, not a wrong answer)."""
+    return isinstance(exc, UpstreamError) and isinstance(exc.__cause__, aiohttp.ClientConnectionError)
+
+
+async def timed_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolicy | None, outcomes: Outcomes,
+                     *, drops_allowed: bool = False) -> None:
     start = time.perf_counter()
     try:
         await one_flow(url, connector, retry)
     except ServerBusyError:
         outcomes.refused += 1
     except (TrusteeError, AssertionError, aiohttp.ClientError, TimeoutError) as exc:
-        outcomes.record_error(exc)
+        if drops_allowed and dropped_connection(exc):
+            outcomes.dropped += 1
+        else:
+            outcomes.record_error(exc)
         return
     else:
         outcomes.latencies.append(time.perf_counter() - start)
@@ -122,7 +135,7 @@ async def open_loop(url: str, rate: float, seconds: float, *, poisson: bool = Tr
         due = start
         while due - start < seconds:
             await sleep_until(loop.time, due)
-            task = asyncio.create_task(timed_flow(url, pool, NO_RETRY, outcomes))
+            task = asyncio.create_task(timed_flow(url, pool, NO_RETRY, outcomes, drops_allowed=True))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             due += gap()

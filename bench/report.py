@@ -50,14 +50,15 @@ def flow_table(result: dict[str, Any]) -> str:
     if result["open_loop"]:
         lines += [
             "",
-            f"open loop ({result['arrivals']} arrivals, one attempt per flow, 503 refusals counted):",
-            "| rate/s | arrivals | served | refused | errors | served/s | p50 ms | p95 ms | p99 ms | max wait ms | "
+            f"open loop ({result['arrivals']} arrivals, one attempt per flow; refused = 503, dropped = connection closed unanswered):",
+            "| rate/s | arrivals | served | refused | dropped | errors | served/s | p50 ms | p95 ms | p99 ms | max wait ms | "
             "servers ms CPU/served flow |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in result["open_loop"]:
-            lines.append(f"| {row['rate']:g} | {row['arrivals']} | {row['served']} | {row['refused']} | {row['errors']} | "
-                         f"{row['flows_per_s']:.1f} | {_latency(row)} | {row['max_wait_ms']:.0f} | {row['server_cpu_ms_per_flow']:.2f} |")
+            counts = " | ".join(str(row[key]) for key in ("arrivals", "served", "refused", "dropped", "errors"))
+            lines.append(f"| {row['rate']:g} | {counts} | {row['flows_per_s']:.1f} | {_latency(row)} | {row['max_wait_ms']:.0f} | "
+                         f"{row['server_cpu_ms_per_flow']:.2f} |")
     pieces = ", ".join(f"{name} {value:.0f}" for name, value in floor.items() if name != "total")
     lines += ["", f"floor {floor['total']:.0f} us CPU per flow ({pieces}); peak RSS: {_rss(result)}"]
     return "\n".join(lines)
@@ -65,16 +66,19 @@ def flow_table(result: dict[str, Any]) -> str:
 
 def scale_table(result: dict[str, Any]) -> str:
     lines = [
-        f"scale ({result['clients']} clients, closed loop):",
-        "| state | resources | sessions | reference values | flows/s | p99 ms | servers ms CPU/flow | KBS | AS | RVPS |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"scale ({result['clients']} clients, closed loop, {result['flows_per_run']} flows per run; runs alternate small and large):",
+        "| state | resources | sessions | reference values | flows/s per run | median flows/s | p99 ms (last run) | "
+        "servers ms CPU/flow (last run) | KBS | AS | RVPS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label in ("small", "large"):
         run = result[label]
-        row = run["closed_loop"][0]
-        lines.append(f"| {label} | {run['resources']} | {run['sessions']} | {run['reference_values']} | {row['flows_per_s']:.1f} | "
-                     f"{row['latency_ms']['p99']:.0f} | {row['server_cpu_ms_per_flow']:.2f} | {_cpu(row)} |")
-    lines.append(f"throughput large / small: {result['throughput_ratio_large_to_small']:.2f}")
+        last = run["runs"][-1]
+        rates = ", ".join(f"{r['flows_per_s']:.1f}" for r in run["runs"])
+        counts = " | ".join(str(run[key]) for key in ("resources", "sessions", "reference_values"))
+        lines.append(f"| {label} | {counts} | {rates} | {run['median_flows_per_s']:.1f} | {last['latency_ms']['p99']:.0f} | "
+                     f"{last['server_cpu_ms_per_flow']:.2f} | {_cpu(last)} |")
+    lines.append(f"throughput large / small (medians): {result['throughput_ratio_large_to_small']:.2f}")
     return "\n".join(lines)
 
 
@@ -132,9 +136,11 @@ def chart(path: Path, name: str, result: dict[str, Any]) -> None:
     if opened:
         ax = axes[2]
         rates = [f"{row['rate']:g}" for row in opened]
-        served = [row["served"] for row in opened]
-        ax.bar(rates, served, label="served")
-        ax.bar(rates, [row["refused"] for row in opened], bottom=served, label="refused (503)")
+        base = [0] * len(opened)
+        for key, label in (("served", "served"), ("refused", "refused (503)"), ("dropped", "dropped"), ("errors", "errors")):
+            values = [row[key] for row in opened]
+            ax.bar(rates, values, bottom=base, label=label)
+            base = [b + v for b, v in zip(base, values, strict=True)]
         ax.set_xlabel("offered flows/s (open loop)")
         ax.set_ylabel("flows")
         ax.legend(fontsize=7)

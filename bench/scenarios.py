@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -45,7 +46,7 @@ class Settings:
     workers: int = 1
 
 
-QUICK = Settings(clients=(1, 16), flows=24, rates=(50.0,), capacity_multiples=(), open_seconds=2.0, floor_rounds=30, warmup_flows=4)
+QUICK = Settings(clients=(1, 16), flows=24, rates=(50.0,), capacity_multiples=(), open_seconds=1.5, floor_rounds=10, warmup_flows=2)
 
 
 def server_pids(cluster: Cluster) -> dict[str, int]:
@@ -65,6 +66,7 @@ def level_report(outcomes: load.Outcomes, meter: CpuMeter, floor_us: float) -> d
     return {
         "served": outcomes.served,
         "refused": outcomes.refused,
+        "dropped": outcomes.dropped,
         "errors": outcomes.errors,
         "error_samples": outcomes.error_samples,
         "seconds": round(meter.wall, 3),
@@ -132,9 +134,10 @@ async def open_levels(url: str, probe: Probe, settings: Settings, capacity: floa
             return load.open_loop(url, rate, settings.open_seconds, poisson=settings.poisson)
 
         row = await measured(probe, run)
-        arrivals = row["served"] + row["refused"] + row["errors"]
+        arrivals = row["served"] + row["refused"] + row["dropped"] + row["errors"]
         rows.append({"rate": rate, "arrivals": arrivals, "arrivals_per_s": round(arrivals / settings.open_seconds, 1), **row})
-        progress(f"open loop, {rate} flows/s: served {row['served']}, refused {row['refused']}, errors {row['errors']}")
+        counts = ", ".join(f"{key} {row[key]}" for key in ("served", "refused", "dropped", "errors"))
+        progress(f"open loop, {rate} flows/s: {counts}")
     return rows
 
 
@@ -187,29 +190,54 @@ class ScaleSettings:
     small: tuple[int, int, int] = (10, 10, 10)
     clients: int = 64
     flows: int = 400
+    #: Runs of each state, alternating small and large, so machine noise hits both alike.
+    rounds: int = 3
     floor_rounds: int = 100
 
 
-QUICK_SCALE = ScaleSettings(large=(2_000, 2_000, 200), clients=16, flows=32, floor_rounds=20)
+QUICK_SCALE = ScaleSettings(large=(2_000, 2_000, 200), clients=16, flows=32, rounds=1, floor_rounds=20)
+SCALE_STATES = ("small", "large")
+
+
+async def closed_run(running: Cluster, clients: int, flows: int, floor_us: float) -> dict[str, Any]:
+    """One closed-loop level against an already prepared deployment, with its peak RSS."""
+    url, pids = running.kbs_urls[0], server_pids(running)
+    with RssSampler(pids) as rss:
+        row = await measured(Probe(pids, rss, floor_us), lambda: load.closed_loop(url, clients, flows))
+    return {**row, "peak_rss_mib": rss.peaks_mib()}
 
 
 def scale(workdir: Path, settings: Settings, scale_settings: ScaleSettings) -> dict[str, Any]:
+    """Both deployments run side by side (idle while the other is measured); runs alternate small, large, small, ..."""
     from bench import state
 
-    runs: dict[str, Any] = {}
-    for label, (resources, sessions, values) in (("small", scale_settings.small), ("large", scale_settings.large)):
-        deployment = cluster(workdir / f"scale-{label}", settings)
-        started = time.perf_counter()
-        state.populate(deployment, resources=resources, sessions=sessions, reference_values=values)
-        populated = round(time.perf_counter() - started, 1)
-        progress(f"scale {label}: {resources} resources, {sessions} sessions, {values} reference values in {populated} s")
-        level = Settings(clients=(scale_settings.clients,), flows=scale_settings.flows, rates=(), capacity_multiples=(),
-                         floor_rounds=scale_settings.floor_rounds, workers=settings.workers)
-        with deployment:
-            result = asyncio.run(flow_run(deployment, level, open_loop=False))
-        runs[label] = {"resources": resources, "sessions": sessions, "reference_values": values, "populate_seconds": populated, **result}
-    small, large = (runs[k]["closed_loop"][0]["flows_per_s"] for k in ("small", "large"))
-    return {"clients": scale_settings.clients, **runs, "throughput_ratio_large_to_small": round(large / small, 3) if small else 0.0}
+    floor_us = floor.measure(scale_settings.floor_rounds)
+    sizes = {"small": scale_settings.small, "large": scale_settings.large}
+    result: dict[str, Any] = {"clients": scale_settings.clients, "flows_per_run": scale_settings.flows, "floor_us": floor_us}
+    with contextlib.ExitStack() as stack:
+        running: dict[str, Cluster] = {}
+        for label in SCALE_STATES:
+            resources, sessions, values = sizes[label]
+            deployment = cluster(workdir / f"scale-{label}", settings)
+            started = time.perf_counter()
+            state.populate(deployment, resources=resources, sessions=sessions, reference_values=values)
+            populated = round(time.perf_counter() - started, 1)
+            progress(f"scale {label}: {resources} resources, {sessions} sessions, {values} reference values in {populated} s")
+            running[label] = stack.enter_context(deployment)
+            asyncio.run(prepare(running[label]))
+            asyncio.run(load.warm_up(running[label].kbs_urls[0], settings.warmup_flows))
+            result[label] = {"resources": resources, "sessions": sessions, "reference_values": values, "populate_seconds": populated,
+                             "runs": []}
+        for _ in range(scale_settings.rounds):
+            for label in SCALE_STATES:
+                row = asyncio.run(closed_run(running[label], scale_settings.clients, scale_settings.flows, floor_us["total"]))
+                result[label]["runs"].append(row)
+                progress(f"scale {label}: {row['flows_per_s']} flows/s")
+    for label in SCALE_STATES:
+        result[label]["median_flows_per_s"] = statistics.median(run["flows_per_s"] for run in result[label]["runs"])
+    small, large = (result[label]["median_flows_per_s"] for label in SCALE_STATES)
+    result["throughput_ratio_large_to_small"] = round(large / small, 3) if small else 0.0
+    return result
 
 
 @dataclass
