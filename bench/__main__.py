@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -103,9 +104,14 @@ def run_one(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any
     return verify(name.removeprefix("verify-"), args.corpus, rounds)
 
 
+def stop(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, stop)  # unwind, so the started servers are stopped too
     if args.workers < 1 or (args.flows is not None and args.flows < 1) or (args.open_seconds is not None and args.open_seconds <= 0):
         p.error("--workers and --flows must be at least 1, --open-seconds positive")
     names = chosen(args, p)
