@@ -100,6 +100,13 @@ def pieces() -> dict[str, Callable[[], object]]:
     }
 
 
+def least(*timings: dict[str, float]) -> dict[str, float]:
+    """Per piece, the least of several measurements (e.g. before and after the load), and their `total`."""
+    combined = {name: min(t[name] for t in timings) for name in PIECES}
+    combined["total"] = round(sum(combined.values()), 1)
+    return combined
+
+
 def measure(rounds: int) -> dict[str, float]:
     """CPU microseconds per operation of each piece, and `total`."""
     timings = {name: round(cpu_us_per_op(run, rounds), 1) for name, run in pieces().items()}
