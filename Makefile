@@ -8,7 +8,7 @@ PROTOS := attestation reference attestation_agent confidential_data_hub
 LINT_PATHS := trustee_common kbs as/attestation_service rvps guest tools tests setup.py bench
 TYPED_PATHS := trustee_common kbs as/attestation_service rvps guest tools/kbs_client tools/rvps_tool tools/trustee_cli bench
 
-.PHONY: install install-test run test lint typecheck proto proto-check pytest clean
+.PHONY: install install-test run test lint typecheck proto proto-check pytest bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,8 @@ install-test: $(BIN)/python
 run: install
 	$(BIN)/trustee run
 
-## Install test dependencies (Python and Debian packages), then lint, type-check, check generated code, and run every test.
-test: install-test lint typecheck proto-check pytest
+## Install test dependencies (Python and Debian packages), then lint, type-check, check generated code, run every test and the benchmark smoke run.
+test: install-test lint typecheck proto-check pytest bench-quick
 
 lint:
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -44,6 +44,10 @@ typecheck:
 
 pytest:
 	$(BIN)/python -m pytest -q
+
+## The benchmark in quick mode (under a minute): fails if any flow fails; no timing thresholds.
+bench-quick:
+	$(BIN)/python -m bench --quick --out build/bench-quick
 
 ## Regenerate trustee_pb/ from proto/ (the single source of truth).
 proto:

@@ -101,7 +101,11 @@ async def error_from_response(response: aiohttp.ClientResponse) -> TrusteeError:
 
 
 class KbsClient:
-    """One client per KBS; use as an async context manager."""
+    """One client per KBS; use as an async context manager.
+
+    Its cookie jar (the RCAR session) is its own. `connector` lets many
+    clients share one connection pool (kept open when a client closes).
+    """
 
     def __init__(
         self,
@@ -114,6 +118,7 @@ class KbsClient:
         cert_pem: bytes | None = None,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        connector: aiohttp.BaseConnector | None = None,
     ) -> None:
         if evidence is None and token is None:
             raise MalformedRequestError("a KBS client needs an evidence provider or a token")
@@ -125,7 +130,10 @@ class KbsClient:
         #: How `503 ServerBusy` answers are retried (guest.backoff).
         self.retry = retry or RetryPolicy()
         self._ssl = ssl_context(cert_pem)
+        # A caller-owned `connector` (connection pool) outlives this client; the cookie jar is always this client's own.
         self._session = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=connector is None,
             cookie_jar=aiohttp.CookieJar(unsafe=True),
             timeout=aiohttp.ClientTimeout(total=timeout),
             headers={"User-Agent": USER_AGENT},

@@ -118,3 +118,17 @@ async def test_admin_call_retried_when_busy(peer: BusyPeer, kbs: Kbs, material: 
     token, key = passport(material)
     async with KbsClient(kbs.url, token=token, key_pair=key) as client:
         assert await client.get_resource("resource/shed/key/admin") == b"written once the KBS had room"
+
+
+async def test_clients_sharing_a_connector_keep_their_own_sessions(peer: BusyPeer) -> None:
+    """A caller-owned connector serves many clients (the benchmark's generator) and stays open when they close."""
+    connector = aiohttp.TCPConnector()
+    try:
+        for _ in range(2):
+            async with KbsClient(peer.url, evidence=AttesterEvidence(SampleAttester()), connector=connector) as client:
+                with pytest.raises(UpstreamError):  # the KBS's AS is down: /attest fails after /auth set the cookie
+                    await client.attest()
+        assert not connector.closed
+        assert len(peer.cookies) == 2 and all(peer.cookies) and peer.cookies[0] != peer.cookies[1]
+    finally:
+        await connector.close()

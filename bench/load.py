@@ -1,0 +1,157 @@
+"""The load generator: sample-TEE guest flows, closed loop (N clients) or open loop (arrivals at a rate).
+
+A flow is what a guest does for one secret, with the real guest code
+(`guest.kbs_protocol.KbsClient`): a fresh EC P-256 TEE key, `/auth`,
+`/attest` (sample evidence) and `GET /resource` with the session cookie,
+then opening the JWE. Each flow has its own `KbsClient` (its own cookie
+jar), but flows share a connection pool (`aiohttp.TCPConnector`): one per
+closed-loop client, one for the whole open-loop run. Connecting, TLS-free
+loopback or not, is not what a flow measures, and a new pool per flow
+doubled the generator's CPU.
+
+Closed loop: each client runs flows back to back; a 503 `ServerBusy` is
+retried with the guest's default backoff, as a real guest would. Open loop:
+flows start at the given rate (Poisson or fixed-interval arrivals) whether
+or not earlier ones finished, and a refusal is not retried
+(`guest.backoff.NO_RETRY`) but counted. So is a connection the KBS closes
+unanswered (`dropped`: at its `max_connections` cap it refuses new
+connections); only other failures are errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from bench.client import sample_evidence
+from guest.backoff import NO_RETRY, RetryPolicy
+from guest.kbs_protocol import KbsClient
+from trustee_common.errors import ServerBusyError, TrusteeError, UpstreamError
+
+RESOURCE = "default/bench/key"
+SECRET = b"benchmark secret"
+FLOW_TIMEOUT_SECONDS = 120.0
+#: An open-loop run waits this long past its last arrival for flows still in flight.
+DRAIN_SECONDS = 60.0
+
+
+@dataclass
+class Outcomes:
+    """What happened to each flow: latencies of the served ones, counts of the rest."""
+
+    latencies: list[float] = field(default_factory=list)
+    refused: int = 0
+    #: Open loop: connections the server closed or reset without an answer (its connection cap under overload).
+    dropped: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    #: Longest time from a flow's start (its arrival) until it was served or refused.
+    max_wait: float = 0.0
+
+    @property
+    def served(self) -> int:
+        return len(self.latencies)
+
+    def record_error(self, exc: BaseException) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(f"{type(exc).__name__}: {exc}")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+
+
+async def one_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolicy | None) -> None:
+    client = KbsClient(url, evidence=sample_evidence(), timeout=FLOW_TIMEOUT_SECONDS, retry=retry, connector=connector)
+    async with client:
+        if await client.get_resource(f"resource/{RESOURCE}") != SECRET:
+            raise AssertionError("the resource came back different")
+
+
+def dropped_connection(exc: BaseException) -> bool:
+    """The KBS closed or reset the connection without answering (not a 503, not a wrong answer)."""
+    return isinstance(exc, UpstreamError) and isinstance(exc.__cause__, aiohttp.ClientConnectionError)
+
+
+async def timed_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolicy | None, outcomes: Outcomes,
+                     *, drops_allowed: bool = False) -> None:
+    start = time.perf_counter()
+    try:
+        await one_flow(url, connector, retry)
+    except ServerBusyError:
+        outcomes.refused += 1
+    except (TrusteeError, AssertionError, aiohttp.ClientError, TimeoutError) as exc:
+        if drops_allowed and dropped_connection(exc):
+            outcomes.dropped += 1
+        else:
+            outcomes.record_error(exc)
+        return
+    else:
+        outcomes.latencies.append(time.perf_counter() - start)
+    outcomes.max_wait = max(outcomes.max_wait, time.perf_counter() - start)
+
+
+def connector() -> aiohttp.TCPConnector:
+    return aiohttp.TCPConnector(limit=0, force_close=False)
+
+
+async def closed_loop(url: str, clients: int, count: int) -> Outcomes:
+    """`count` flows by `clients` concurrent clients, each with its own connection pool."""
+    outcomes = Outcomes()
+    counter = itertools.count()
+
+    async def client() -> None:
+        async with connector() as pool:
+            while next(counter) < count:
+                await timed_flow(url, pool, None, outcomes)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return outcomes
+
+
+def arrival_gaps(rate: float, poisson: bool, rng: random.Random) -> Callable[[], float]:
+    return (lambda: rng.expovariate(rate)) if poisson else (lambda: 1.0 / rate)
+
+
+async def open_loop(url: str, rate: float, seconds: float, *, poisson: bool = True, seed: int = 1) -> Outcomes:
+    """Flows arriving at `rate` per second for `seconds`; each is one attempt (a refusal is counted, not retried)."""
+    outcomes = Outcomes()
+    gap = arrival_gaps(rate, poisson, random.Random(seed))  # noqa: S311 (arrival times, not secrets)
+    tasks: set[asyncio.Task[None]] = set()
+    async with connector() as pool:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        due = start
+        while due - start < seconds:
+            await sleep_until(loop.time, due)
+            task = asyncio.create_task(timed_flow(url, pool, NO_RETRY, outcomes, drops_allowed=True))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            due += gap()
+        if tasks:
+            await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+        for task in list(tasks):
+            task.cancel()
+            outcomes.record_error(TimeoutError(f"flow still running {DRAIN_SECONDS:g} s after the last arrival"))
+    return outcomes
+
+
+async def sleep_until(clock: Callable[[], float], due: float) -> None:
+    delay = due - clock()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def warm_up(url: str, flows: int) -> None:
+    await closed_loop(url, min(4, flows), flows)
