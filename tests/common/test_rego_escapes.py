@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from trustee_common.rego import RegoPolicy
+# regopy itself, through the one module allowed to import it (tests/common/test_cxx_allocator.py).
+from trustee_common.rego import Input, Interpreter, RegoPolicy
 from trustee_common.rego_escapes import rewrite_escapes
 from trustee_common.rego_lexer import decode_escapes
-
-# trustee_common.rego is imported first: it sets up the C++ allocator regopy must load with.
-from regopy import Input, Interpreter  # isort: skip
 
 TWO_LINES = "a\nb"
 
