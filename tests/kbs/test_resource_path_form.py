@@ -163,3 +163,14 @@ HEAD = "package policy\nimport rego.v1\n"
 def test_the_form_is_read_from_the_text(body: str, form: str, mixed: bool) -> None:
     found = path_form(HEAD + body + "\n")
     assert (found.form, found.mixed) == (form, mixed), found.reason
+
+
+async def test_a_policy_using_both_forms_gets_the_list_and_a_warning(
+    http: aiohttp.ClientSession, kbs: Kbs, material: Material, resources: list[str]
+) -> None:
+    mixed = HEAD + 'allow if { data["resource-path"][0] == "myrepo"; startswith(data["resource-path"], "myrepo/") }\n'
+    await set_policy(http, kbs, material, mixed)
+    assert 'data["resource-path"] is a list of segments' in upload_line(kbs)
+    assert "WARNING kbs.resources: the resource policy uses data[\"resource-path\"] both as a list and as a string" in kbs.proc.output()
+    # As under upstream's KBS: the string use is undefined on a list, so nothing is released.
+    assert set((await outcomes(http, kbs, resources, token(material, TeeKeyPair.generate()))).values()) == {403}
