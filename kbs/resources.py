@@ -21,6 +21,7 @@ from typing import Any
 
 from kbs.audit import KbsAudit
 from kbs.core.audit_events import ear_summary, release_event
+from kbs.core.resource_path_form import LIST, PathForm, path_form
 from kbs.core.resource_policy import POLICY_KEY, POLICY_NAMESPACE, allows, policy_data, policy_input, resource_policy_spec
 from kbs.core.token import AttestationTokenVerifier
 from kbs.freshness import AppraisalEpochGuard
@@ -62,12 +63,15 @@ class PolicyStore:
         self.engine = engine
         self._last: PolicySpec | None = None
         self.text_sha256 = ""
+        #: The form of `data["resource-path"]` the last policy text uses.
+        self.path_form = path_form("")
 
     def spec(self, text: str) -> PolicySpec:
-        """The spec of `text`, reusing the last one (its digests too) while the policy is unchanged."""
+        """The spec of `text`, reusing the last one (its digests, its path form) while the policy is unchanged."""
         if self._last is None or self._last.text != text:
             self._last = resource_policy_spec(text)
             self.text_sha256 = hashlib.sha256(text.encode()).hexdigest()
+            self.path_form = path_form(text)
         return self._last
 
     async def install_default(self, text: str) -> None:
@@ -105,7 +109,17 @@ class PolicyStore:
             raise MalformedRequestError("policy: not UTF-8 text") from None
         await self.engine.compile(resource_policy_spec(text))
         await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode())
-        logger.info("resource policy replaced (%d bytes)", len(text))
+        form = path_form(text)
+        logger.info("resource policy replaced (%d bytes); %s", len(text), describe(form))
+        if form.mixed:
+            logger.warning("the resource policy uses data[\"resource-path\"] both as a list and as a string; "
+                           "it is given the list, so its string uses will not match")
+
+
+def describe(form: PathForm) -> str:
+    """The upload log's account of the form of `data["resource-path"]`."""
+    shape = 'a list of segments ["<repo>", "<type>", "<tag>"]' if form.form == LIST else 'the string "<repo>/<type>/<tag>"'
+    return f'data["resource-path"] is {shape}: {form.reason}'
 
 
 class ResourceService:
@@ -183,7 +197,7 @@ class ResourceService:
             text = await self._policies.current()
             spec = self._policies.spec(text)
             facts["policy"] = {"id": POLICY_KEY, "sha256": self._policies.text_sha256}
-            data = policy_data(RESOURCE_PLUGIN, path, query)
+            data = policy_data(RESOURCE_PLUGIN, path, query, self._policies.path_form)
             allowed = allows(await self._policies.engine.evaluate(spec, policy_input(claims, text), data))
         except PolicyEngineUnavailableError:
             self._metrics.policy_errors.inc()

@@ -29,6 +29,7 @@ from kbs.core.admin_keys import VerificationKey, key_from_pem, keys_from_jwks
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.freshness import AppraisalEpochGuard
 from kbs.http.app import make_app
+from kbs.http.errors import malformed_http_response
 from kbs.http.state import KbsState
 from kbs.https import server_context
 from kbs.metrics import KbsMetrics
@@ -181,7 +182,8 @@ async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSL
     )
     await runner.setup()
     try:
-        async with serve_bounded(runner, [(s.host, s.port) for s in http.sockets], http.limits, context):
+        binds = [(s.host, s.port) for s in http.sockets]
+        async with serve_bounded(runner, binds, http.limits, context, malformed=malformed_http_response):
             for socket in http.sockets:
                 logger.info("KBS listening on %s://%s", "http" if context is None else "https", socket)
             yield

@@ -15,7 +15,11 @@ thin protocol in front of aiohttp's request handler that:
   that trickles headers cannot starve clients that send whole requests);
   only when every connection is past its headers is the new one refused
   (closed at once);
-- logs per-connection trouble as a rate-limited one-liner, never a traceback.
+- logs per-connection trouble as a rate-limited one-liner, never a traceback;
+- when given `malformed` (a function from a short reason to a response),
+  answers a request aiohttp's parser refuses (a bad request line, a NUL byte
+  or another invalid character in a header) with that response instead of
+  aiohttp's plain-text 400, and closes the connection.
 
 The listening sockets are plain `asyncio` servers over the runner's public
 request-handler factory, so the aiohttp runner still owns shutdown. In a
@@ -32,11 +36,13 @@ import logging
 import resource
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from trustee_common.workers import in_worker
 
@@ -136,12 +142,41 @@ class _Gate:
         return True
 
 
+#: Builds the response to a request aiohttp's parser refused, from a short reason.
+MalformedResponder = Callable[[str], web.StreamResponse]
+
+
+def _handler_class(malformed: MalformedResponder) -> type[RequestHandler]:
+    """aiohttp's request handler, answering parser-level client errors with `malformed(reason)`.
+
+    aiohttp builds its plain-text 400 in `RequestHandler.handle_error`; the
+    subclass adds no state (`__slots__ = ()`), so an instance made by
+    aiohttp's `Server` can take it as its class."""
+
+    class Handler(RequestHandler):
+        __slots__ = ()
+
+        def handle_error(
+            self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+        ) -> web.StreamResponse:
+            if not 400 <= status < 500 or request.writer.output_size > 0:
+                return super().handle_error(request, status, exc, message)
+            reason = type(exc).__name__ if exc is not None else str(status)
+            self.logger.warning("malformed HTTP request from %s: %s", request.remote, reason)
+            response = malformed(f"malformed HTTP request ({reason})")
+            response.force_close()
+            return response
+
+    return Handler
+
+
 class _BoundedProtocol(asyncio.Protocol):
     """Forwards to aiohttp's `RequestHandler`; enforces the header deadline and the cap."""
 
-    def __init__(self, factory: web.Server, gate: _Gate) -> None:
+    def __init__(self, factory: web.Server, gate: _Gate, handler_class: type[RequestHandler] | None = None) -> None:
         self._factory = factory
         self._gate = gate
+        self._handler_class = handler_class
         self._inner: Any = None
         self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
@@ -158,6 +193,8 @@ class _BoundedProtocol(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(self._gate.limits.header_read_timeout, self._expired)
         self._gate.pending[self] = None
         self._inner = self._factory()
+        if self._handler_class is not None and type(self._inner) is RequestHandler:
+            self._inner.__class__ = self._handler_class
         self._inner.connection_made(transport)
 
     def evict(self) -> None:
@@ -254,11 +291,13 @@ async def serve_bounded(
     binds: Sequence[tuple[str, int]],
     limits: ConnectionLimits,
     ssl_context: ssl.SSLContext | None = None,
+    malformed: MalformedResponder | None = None,
 ) -> AsyncIterator[list[asyncio.Server]]:
     """Listen on every `(host, port)` with `limits` until the block exits; `runner` must be set up."""
     factory = runner.server
     assert factory is not None, "runner.setup() first"
     gate = _Gate(limits, fit_fd_limit(limits.max_connections))
+    handler_class = None if malformed is None else _handler_class(malformed)
     loop = asyncio.get_running_loop()
     quiet_loop_errors(loop)
     servers: list[asyncio.Server] = []
@@ -266,7 +305,7 @@ async def serve_bounded(
         for host, port in binds:
             servers.append(
                 await loop.create_server(
-                    lambda: _BoundedProtocol(factory, gate),
+                    lambda: _BoundedProtocol(factory, gate, handler_class),
                     host,
                     port,
                     ssl=ssl_context,

@@ -21,6 +21,9 @@ uses a built-in in `DENIED_BUILTINS` is refused (`InvalidPolicyError`).
 Evaluation itself happens in worker processes (`trustee_common.rego_pool`),
 which also run with an empty environment.
 
+String literals are compiled as OPA means them although regopy keeps their
+escapes undecoded: `trustee_common.rego_escapes` rewrites the text first.
+
 regopy is imported only here, after `share_cxx_allocator()`, so that
 rego-cpp and every other C++ library share libstdc++'s allocator (mixing
 it with regopy's snmalloc leaked memory on every evaluation).
@@ -43,6 +46,7 @@ from typing import Any
 from trustee_common.config import ConfigTable
 from trustee_common.cxx_allocator import share_cxx_allocator
 from trustee_common.errors import ConfigError, InternalError, InvalidPolicyError
+from trustee_common.rego_escapes import rewrite_escapes
 
 share_cxx_allocator()  # before librego_shared.so loads: see trustee_common/cxx_allocator.py
 
@@ -284,9 +288,9 @@ def _build(spec: PolicySpec) -> tuple[Interpreter, Bundle]:
     interpreter = Interpreter()
     try:
         with _quiet_stdout():
-            interpreter.add_module("policy.rego", spec.text)
+            interpreter.add_module("policy.rego", rewrite_escapes(spec.text))
             for i, helper in enumerate(spec.helpers):
-                interpreter.add_module(f"helper{i}.rego", helper)
+                interpreter.add_module(f"helper{i}.rego", rewrite_escapes(helper))
             bundle = interpreter.build(evaluation_query(spec), [])
     except RegoError as exc:
         raise InvalidPolicyError(f"policy does not compile: {_first_line(str(exc))}") from None

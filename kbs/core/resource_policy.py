@@ -2,7 +2,9 @@
 
 `input` is the verified token claims plus `submods.cpu` (a copy of
 `submods.cpu0`, the path the user documentation uses); `data` is
-`{"plugin", "resource-path": "<repo>/<type>/<tag>", "query": {...}}`.
+`{"plugin", "resource-path", "query": {...}}`, where `resource-path` is the
+string `"<repo>/<type>/<tag>"` or the list of its segments, whichever the
+policy text uses (`kbs.core.resource_path_form`).
 Only a boolean `true` allows. The policy text is handed in by the caller
 on every evaluation (it lives in shared storage, so replicas agree).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kbs.core.resource_path_form import STRING, PathForm
 from trustee_common.rego import PolicySpec
 
 POLICY_NAMESPACE = "kbs"
@@ -58,8 +61,12 @@ def policy_input(claims: dict[str, Any], text: str | None = None) -> dict[str, A
     return {**claims, "submods": {**submods, "cpu": submods["cpu0"]}}
 
 
-def policy_data(plugin: str, resource_path: str, query: dict[str, str]) -> dict[str, Any]:
-    return {"plugin": plugin, "resource-path": resource_path, "query": dict(query)}
+_STRING_FORM = PathForm(STRING, "")
+
+
+def policy_data(plugin: str, resource_path: str, query: dict[str, str], form: PathForm = _STRING_FORM) -> dict[str, Any]:
+    """`data` for one evaluation; `resource_path` ("repo/type/tag") given in `form`."""
+    return {"plugin": plugin, "resource-path": form.value(resource_path), "query": dict(query)}
 
 
 def allows(result: dict[str, Any]) -> bool:

@@ -2,9 +2,13 @@
 
 As upstream, everything under `/kbs/v0/` goes to one dispatcher that picks
 the endpoint by the first path segment and the method: an unknown first
-segment (including the empty one) is 404 `PluginNotFound`, a known one
-with a method it does not serve is 405 `MethodNotAllowed`. The resource
-endpoints exist only when the resource plugin is configured.
+segment (including the empty one) is 404 `PluginNotFound`. What a known
+one serves depends on the rest of the path too: most endpoints take no
+further segments (`/kbs/v0/auth/x` is 404 `InvalidRequestPath`), those in
+`SUBPATH_METHODS` take any (their handlers check them). A method the exact
+path does not serve is 405 `MethodNotAllowed`, whose `Allow` header lists
+the methods it does serve. The resource endpoints exist only when the
+resource plugin is configured.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from kbs.core.request_path import decode_segments
-from kbs.errors import MethodNotAllowedError
+from kbs.errors import InvalidRequestPathError, MethodNotAllowedError
 from kbs.http import admin_handlers as admin
 from kbs.http import handlers
 from kbs.http.errors import Handler, error_middleware
@@ -42,6 +46,12 @@ RESOURCE_ENDPOINTS: dict[str, Endpoint] = {
 }
 
 
+#: (endpoint, method) pairs that take segments after the endpoint name; every other one takes none.
+SUBPATH_METHODS = frozenset({("reference-value", "GET"), ("resource", "GET"), ("resource", "POST"), ("resource", "DELETE")})
+#: What `/healthz` and `/metrics` serve (aiohttp answers HEAD like GET).
+READ_METHODS = ("GET", "HEAD")
+
+
 def endpoint_table(state: KbsState) -> dict[str, dict[str, Endpoint]]:
     table = dict(BUILTIN_ENDPOINTS)
     if state.resources is not None:
@@ -60,11 +70,18 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     methods = endpoint_table(state).get(plugin)
     if methods is None:
         raise PluginNotFoundError(f"Plugin {clip(plugin)} not found")
-    endpoint = methods.get(request.method)
-    if endpoint is None:
-        allowed = tuple(sorted(methods))
-        raise MethodNotAllowedError(f"method {request.method} is not allowed on /kbs/v0/{plugin} (allowed: {', '.join(allowed)})", allowed)
-    return await endpoint(request, state, rest)
+    served = served_methods(plugin, methods, rest)
+    if request.method in served:
+        return await methods[request.method](request, state, rest)
+    if not served:
+        raise InvalidRequestPathError(f"Request path {clip(request.path)} is invalid")
+    where = f"/kbs/v0/{plugin}" + ("/..." if rest else "")
+    raise MethodNotAllowedError(f"method {clip(request.method)} is not allowed on {where} (allowed: {', '.join(served)})", served)
+
+
+def served_methods(plugin: str, methods: dict[str, Endpoint], rest: list[str]) -> tuple[str, ...]:
+    """The methods that serve `/kbs/v0/<plugin>/<rest...>`, sorted."""
+    return tuple(sorted(m for m in methods if not rest or (plugin, m) in SUBPATH_METHODS))
 
 
 async def healthz(_request: web.Request) -> web.StreamResponse:
@@ -72,8 +89,8 @@ async def healthz(_request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    if request.method not in ("GET", "HEAD"):
-        raise MethodNotAllowedError("method not allowed on /metrics (allowed: GET)", ("GET",))
+    if request.method not in READ_METHODS:
+        raise MethodNotAllowedError(f"method {clip(request.method)} is not allowed on /metrics (allowed: GET, HEAD)", READ_METHODS)
     response = web.Response(body=request.app[STATE].metrics.render())
     response.headers["Content-Type"] = CONTENT_TYPE
     return response

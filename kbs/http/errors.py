@@ -2,7 +2,8 @@
 
 Every error body is `TrusteeError.to_json()` (`{"type", "detail"}`) as
 `application/json`. aiohttp's own HTTP errors (oversize body, unknown
-route, bad method) are rewritten into the same shape. Anything that is not
+route, bad method) are rewritten into the same shape, and so are requests
+its parser refuses (`malformed_http_response`, via trustee_common.http_serving). Anything that is not
 a `TrusteeError` is logged with its traceback and answered with a generic
 500 `InternalError`; no traceback reaches the client. docs/errors.md lists
 this table.
@@ -70,6 +71,11 @@ def error_response(error: e.TrusteeError) -> web.Response:
     return response
 
 
+def malformed_http_response(reason: str) -> web.Response:
+    """The answer to a request aiohttp's parser refused (trustee_common.http_serving): 400 `MalformedRequest`."""
+    return error_response(e.MalformedRequestError(reason))
+
+
 def _from_http_exception(exc: web.HTTPException, request: web.Request) -> e.TrusteeError:
     if exc.status == 413:
         limit = request.app[STATE].payload_limit_mib
@@ -77,7 +83,9 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> e.Trus
     if exc.status == 404:
         return InvalidRequestPathError(f"Request path {e.clip(request.path)} is invalid")
     if exc.status == 405:
-        return MethodNotAllowedError(f"method {request.method} is not allowed on {request.path}")
+        allowed = tuple(sorted(getattr(exc, "allowed_methods", ())))
+        detail = f"method {e.clip(request.method)} is not allowed on {e.clip(request.path)}"
+        return MethodNotAllowedError(detail + (f" (allowed: {', '.join(allowed)})" if allowed else ""), allowed)
     if 400 <= exc.status < 500:
         return e.MalformedRequestError(exc.reason)
     return e.InternalError("internal error")

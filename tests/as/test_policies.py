@@ -167,3 +167,30 @@ async def test_policy_without_trust_claims_gives_all_zero(attestation_stub: Stub
     assert set(submod["ear.trustworthiness-vector"].values()) == {0}
     assert len(submod["ear.trustworthiness-vector"]) == 8
     assert submod["ear.status"] == "none"
+
+
+ESCAPES_INIT_DATA = '''version = "0.1.0"
+algorithm = "sha256"
+
+[data]
+"note" = "first line\\nsecond \\"line\\"\\t\\u00e9"
+'''
+ESCAPES_POLICY = r"""package policy
+import rego.v1
+
+default hardware := 97
+
+hardware := 2 if input.init_data_claims.note == "first line\nsecond \"line\"\t\u00e9"
+
+trust_claims := {"hardware": hardware, "executables": 0}
+"""
+
+
+async def test_policy_string_escapes_mean_what_opa_says(attestation_stub: Stub, stack: Stack) -> None:
+    """A multi-line init-data value compared with an escaped literal (regopy alone compares the escapes as written)."""
+    await set_policy(attestation_stub, "escapes_cpu", ESCAPES_POLICY)
+    reply = await attestation_stub.AttestationEvaluate(attestation(sample_request(init_data_toml=ESCAPES_INIT_DATA), policy="escapes"))
+    submod = verify_token(reply.attestation_token, stack.keys.ca_cert.read_bytes())["submods"]["cpu0"]
+    note = submod["ear.veraison.annotated-evidence"]["init_data_claims"]["note"]
+    assert note == 'first line\nsecond "line"\té'
+    assert submod["ear.trustworthiness-vector"]["hardware"] == 2
