@@ -15,6 +15,7 @@ from typing import Any
 from rvps.core.corim import corim_extractor
 from rvps.core.swid import swid_extractor
 from trustee_common.bounded import loads_json
+from trustee_common.config import ConfigTable
 from trustee_common.errors import InvalidReferenceValueError
 
 Extractor = Callable[[bytes], dict[str, Any]]
@@ -37,3 +38,10 @@ def extractor_for(kind: str) -> Extractor:
         raise InvalidReferenceValueError(
             f"unknown reference value message type {kind!r} (supported: {', '.join(sorted(EXTRACTORS))})"
         ) from None
+
+
+def check_extractors_table(table: ConfigTable) -> None:
+    """Upstream's optional `extractors` config table: `swid_extractor = {}` (it has no options) is
+    accepted and changes nothing, since every extractor is always on here; any other key is an error."""
+    table.table("swid_extractor").finish()
+    table.finish()

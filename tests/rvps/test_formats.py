@@ -19,7 +19,7 @@ import pytest
 from cbor2 import CBORTag
 
 from tests.procs import script
-from tests.rvps.conftest import RvpsProcess
+from tests.rvps.conftest import RvpsProcess, start_rvps, write_config
 from tests.rvps.rim_builders import (
     CORIM_VALUES,
     SWID_VALUES,
@@ -32,6 +32,7 @@ from tests.rvps.rim_builders import (
     swid_xml,
 )
 from trustee_pb import reference_pb2 as pb
+from trustee_pb import reference_pb2_grpc
 
 Stub = Any
 URI_NAME = "rvps:///github.com/confidential-containers/tdx/mr_td:v0.18.0"
@@ -190,3 +191,26 @@ def test_malformed_payload_refused_by_rvps_tool(rvps: RvpsProcess, tmp_path: Pat
 
 def test_no_traceback_after_bad_payloads(rvps: RvpsProcess) -> None:
     assert "Traceback" not in rvps.proc.output()
+
+
+async def test_upstream_extractors_config_is_accepted(tmp_path: Path) -> None:
+    started = start_rvps(tmp_path, write_config(tmp_path, extra="extractors = { swid_extractor = {} }"))
+    try:
+        async with grpc.aio.insecure_channel(started.address) as channel:
+            stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
+            await stub.RegisterReferenceValue(pb.ReferenceValueRegisterRequest(message=message("swid", swid_xml().encode())))
+            await stub.RegisterReferenceValue(pb.ReferenceValueRegisterRequest(message=corim_message()))
+            assert await query(stub, "NVIDIA_Corporation.GPU.measurement_1_3") == SWID_VALUES["NVIDIA_Corporation.GPU.measurement_1_3"]
+    finally:
+        assert started.proc.stop() == 0, started.proc.output()
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("extractors = { in_toto = {} }", "unknown key(s) in config"),
+    ("extractors = { swid_extractor = { strict = true } }", "swid_extractor: strict"),
+])
+def test_unknown_extractor_config_fails_start(tmp_path: Path, extra: str, expected: str) -> None:
+    result = subprocess.run([script("rvps"), "-c", str(write_config(tmp_path, extra=extra)), "-a", "127.0.0.1:1"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert expected in result.stderr and "Traceback" not in result.stderr
