@@ -41,7 +41,9 @@ class ReferenceValueService:
         self._write_lock = asyncio.Lock()
 
     async def register(self, message: str) -> None:
-        records = records_from_message(message, self._clock())
+        # Parsing a large swid/corim/sample payload takes up to about a second: off the event loop,
+        # so that an AS with the BuiltIn RVPS keeps answering attestations meanwhile.
+        records = await asyncio.to_thread(records_from_message, message, self._clock())
         await self.store_records(records)
         logger.info("registered reference values: %s", ", ".join(r.name for r in records))
 
