@@ -4,6 +4,7 @@
 reference_values_path = "rv.json"   # optional: JSON array loaded (upserted) at start
 max_value_bytes = 1048576           # optional: cap on one value's JSON text (default 1 MiB)
 max_total_bytes = 4194304           # optional: cap on all live values (default 4 MiB, at most 6 MiB)
+extractors = { swid_extractor = {} }  # optional, upstream's: accepted; sample, swid and corim are always on
 [storage_backend]                   # trustee_common.storage.StorageConfig
 storage_type = "Sqlite"             # or "Memory", "Postgres" (not "Redis": sessions only)
 [storage_backend.backends.sqlite]
@@ -30,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import parse_listen_address
 from trustee_common.audit import AuditConfig, audit_config
@@ -62,6 +64,7 @@ class RvpsConfig:
         values = root.string("reference_values_path")
         tls = parse_server_tls(root.table("tls"), "tls")
         limits = ReferenceValueLimits.from_table(root)
+        check_extractors_table(root.table("extractors"))
         metrics = root.table("metrics")
         address = metrics.string("address")
         metrics.finish()

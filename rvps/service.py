@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from rvps.core.limits import ReferenceValueLimits
 from rvps.core.message import records_from_message
-from rvps.core.record import NAMESPACE, ReferenceValue, check_name, value_json
+from rvps.core.record import NAMESPACE, ReferenceValue, check_name, storage_key, value_json
 from trustee_common.epoch import REFERENCE_VALUE_KEY, bump_epoch, read_epoch
 from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError, TrusteeError
 from trustee_common.storage import KeyValueStore
@@ -41,7 +41,9 @@ class ReferenceValueService:
         self._write_lock = asyncio.Lock()
 
     async def register(self, message: str) -> None:
-        records = records_from_message(message, self._clock())
+        # Parsing a large swid/corim/sample payload takes up to about a second: off the event loop,
+        # so that an AS with the BuiltIn RVPS keeps answering attestations meanwhile.
+        records = await asyncio.to_thread(records_from_message, message, self._clock())
         await self.store_records(records)
         logger.info("registered reference values: %s", ", ".join(r.name for r in records))
 
@@ -50,11 +52,12 @@ class ReferenceValueService:
         async with self._write_lock:
             replaced = {r.name for r in records}
             self._limits.check(records, [r for r in await self.list() if r.name not in replaced])
-            previous = {r.name: await self._store.get(NAMESPACE, r.name) for r in records}
+            previous = {r.name: await self._store.get(NAMESPACE, storage_key(r.name)) for r in records}
             written: list[str] = []
             try:
                 for record in records:
-                    await self._store.put(NAMESPACE, record.name, record.to_bytes(), expires_at=record.expiration.timestamp())
+                    await self._store.put(NAMESPACE, storage_key(record.name), record.to_bytes(),
+                                          expires_at=record.expiration.timestamp())
                     written.append(record.name)
             except TrusteeError:
                 await self._restore(written, previous)
@@ -71,32 +74,32 @@ class ReferenceValueService:
 
     async def _restore(self, names: list[str], previous: dict[str, bytes | None]) -> None:
         for name in names:
-            old = previous[name]
+            old, key = previous[name], storage_key(name)
             try:
                 if old is None:
-                    await self._store.delete(NAMESPACE, name)
+                    await self._store.delete(NAMESPACE, key)
                 else:
-                    old_record = ReferenceValue.from_bytes(old, name)
-                    await self._store.put(NAMESPACE, name, old, expires_at=old_record.expiration.timestamp())
+                    old_record = ReferenceValue.from_bytes(old, key)
+                    await self._store.put(NAMESPACE, key, old, expires_at=old_record.expiration.timestamp())
             except TrusteeError as exc:
                 logger.error("could not restore reference value %s after a failed registration: %s", name, exc.detail)
 
-    async def _live(self, name: str) -> ReferenceValue | None:
-        data = await self._store.get(NAMESPACE, name)
+    async def _live(self, key: str) -> ReferenceValue | None:
+        data = await self._store.get(NAMESPACE, key)
         if data is None:
             return None
-        record = ReferenceValue.from_bytes(data, name)
+        record = ReferenceValue.from_bytes(data, key)
         return record if record.is_live(self._clock()) else None
 
     async def query(self, name: str) -> str | None:
         _check_query_name(name)
-        record = await self._live(name)
+        record = await self._live(storage_key(name))
         return None if record is None else value_json(record.value)
 
     async def delete(self, name: str) -> bool:
         _check_query_name(name)
         async with self._write_lock:
-            deleted = await self._store.delete(NAMESPACE, name)
+            deleted = await self._store.delete(NAMESPACE, storage_key(name))
             if deleted:
                 await bump_epoch(self._store, REFERENCE_VALUE_KEY)
         logger.info("deleted reference value %s: %s", name, "existed" if deleted else "absent")
@@ -105,14 +108,13 @@ class ReferenceValueService:
     async def list(self, names: Collection[str] | None = None) -> list[ReferenceValue]:
         """Live records, sorted by name: all of them, or those named in `names` (one read each, however
         many are stored; names that cannot be stored are simply absent)."""
-        wanted = await self._store.list_keys(NAMESPACE) if names is None else sorted(set(names))
+        keys = await self._store.list_keys(NAMESPACE) if names is None else [storage_key(n) for n in set(names) if _storable(n)]
         found = []
-        for name in wanted:
-            if _storable(name):
-                record = await self._live(name)
-                if record is not None:
-                    found.append(record)
-        return found
+        for key in keys:
+            record = await self._live(key)
+            if record is not None:
+                found.append(record)
+        return sorted(found, key=lambda r: r.name)
 
     async def epoch(self) -> str:
         return await read_epoch(self._store, REFERENCE_VALUE_KEY)

@@ -22,6 +22,7 @@ certificate = "as-client.pem" # https:// only, optional (with private_key): clie
 private_key = "as-client.key"
 max_value_bytes = 1048576  # BuiltIn only: cap on one value's JSON (default 1 MiB; GrpcRemote: the RVPS's config)
 max_total_bytes = 4194304  # BuiltIn only: cap on all live values (default 4 MiB, at most 6 MiB)
+extractors = { swid_extractor = {} }  # BuiltIn only, optional (upstream's): sample, swid and corim are always on
 [tls]                      # optional: serve gRPC over TLS (docs/grpc-tls.md)
 certificate = "as.pem"     # PEM chain, leaf first
 private_key = "as.key"
@@ -73,6 +74,7 @@ from pathlib import Path
 
 from attestation_service.appraisal_cache import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 from attestation_service.core.token import TokenSettings
+from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint, parse_listen_address
 from trustee_common.audit import AuditConfig, audit_config
@@ -219,6 +221,7 @@ def _rvps(table: ConfigTable) -> RvpsSettings:
                 raise ConfigError(f"rvps_config.{key} applies to type = \"BuiltIn\" only; a GrpcRemote RVPS takes it in its own config")
     else:
         limits = ReferenceValueLimits.from_table(table, "rvps_config.")
+        check_extractors_table(table.table("extractors"))
     table.finish()
     return RvpsSettings(kind, address, tls, limits)
 

@@ -2,7 +2,7 @@
 
 A record is `{"version":"0.1.0","name","expiration","value"}` (upstream's
 layout, trustee-server.md 7.4), kept in namespace `reference_value` under
-key = name. Unlike upstream, expiration is enforced: a record is live only
+key `storage_key(name)` (the name itself when it is a valid storage key). Unlike upstream, expiration is enforced: a record is live only
 while `now < expiration`. Times are RFC 3339, stored in UTC to the second.
 This module does no I/O; `now` is always passed in.
 """
@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError, StorageError
+from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError, StorageError, clip_repr
 from trustee_common.storage.base import validate_key
 
 RECORD_VERSION = "0.1.0"
 NAMESPACE = "reference_value"
 DEFAULT_LIFETIME_MONTHS = 12
+MAX_NAME_BYTES = 1024
+#: Keys of names that are not storage keys themselves (see `storage_key`); no plain name starts so.
+HASHED_KEY_PREFIX = "_rvps-sha256/"
 
 #: Expirations must be storable everywhere (epoch seconds, RFC 3339 with a 4-digit year).
 MIN_YEAR, MAX_YEAR = 1970, 9999
@@ -59,16 +63,38 @@ def default_expiration(now: datetime.datetime) -> datetime.datetime:
 
 
 def check_name(name: object, field: str = "reference value name") -> str:
-    """A name must be a valid storage key ([A-Za-z0-9_-./], not starting with '.' or '/')."""
+    """Any printable text of 1-`MAX_NAME_BYTES` UTF-8 bytes: upstream's names are arbitrary strings
+    (`rvps:///ns/...:tag` URIs, CoRIM paths with spaces, ...). Control and other non-printable
+    characters are refused so that every name is safe to log and to show."""
     if not isinstance(name, str):
         raise InvalidReferenceValueError(f"{field}: must be a string")
-    try:
-        validate_key(NAMESPACE, name)
-    except MalformedRequestError:
+    if not name or len(name) > MAX_NAME_BYTES or len(name.encode("utf-8", "replace")) > MAX_NAME_BYTES:
+        raise InvalidReferenceValueError(f"{field} {clip_repr(name)} is not allowed: it must be 1-{MAX_NAME_BYTES} bytes of UTF-8")
+    if not name.isprintable():
         raise InvalidReferenceValueError(
-            f"{field} {name!r} is not allowed: use letters, digits and '_-./', not starting with '.' or '/', at most 512 characters"
-        ) from None
+            f"{field} {clip_repr(name)} is not allowed: only printable characters (and the ASCII space)"
+        )
     return name
+
+
+def storage_key(name: str) -> str:
+    """The store key of a (checked) name, one-to-one.
+
+    A name that is already a valid storage key is its own key, as before (so
+    existing stores keep working); any other name, or one starting with
+    `HASHED_KEY_PREFIX`, is stored under that prefix + the hex SHA-256 of its
+    UTF-8 text. Keys are therefore always in the storage alphabet and of
+    fixed length, whatever the name holds ('/', ':', '..', spaces); the
+    record keeps the name itself, and reads check that it matches.
+    """
+    if not name.startswith(HASHED_KEY_PREFIX):
+        try:
+            validate_key(NAMESPACE, name)
+        except MalformedRequestError:
+            pass
+        else:
+            return name
+    return HASHED_KEY_PREFIX + hashlib.sha256(name.encode("utf-8")).hexdigest()
 
 
 def value_json(value: Any) -> str:
@@ -93,12 +119,15 @@ class ReferenceValue:
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> ReferenceValue:
-        """Decode a stored record; a corrupt one is a `StorageError` naming the key."""
+        """Decode the record stored under `key`; a corrupt one (or one whose name does not map
+        to `key`) is a `StorageError` naming the key."""
         try:
             obj = json.loads(data)
             if not isinstance(obj, dict) or obj.get("version") != RECORD_VERSION:
                 raise ValueError("not a version 0.1.0 record")
             name = check_name(obj["name"])
+            if storage_key(name) != key:
+                raise ValueError(f"its name {clip_repr(name)} belongs under another key")
             expiration = parse_time(obj["expiration"], "expiration")
             return cls(name, obj["value"], expiration)
         except (ValueError, KeyError, InvalidReferenceValueError) as exc:

@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.procs import free_port, script
+from tests.rvps.rim_builders import CORIM_VALUES, corim_message
 from trustee_pb import attestation_pb2 as pb
 from trustee_pb import attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
 
@@ -78,6 +79,7 @@ def run_as_expecting_failure(config: Path) -> str:
         ('[rvps_config]\ntype = "GrpcRemote"\nmax_total_bytes = 10\n', 'rvps_config.max_total_bytes applies to type = "BuiltIn" only'),
         ("[rvps_config]\nmax_total_bytes = 7340032\n", "rvps_config.max_total_bytes must be at most 6291456"),
         ("[rvps_config]\nmax_total_bytes = 10\nmax_value_bytes = 11\n", "rvps_config.max_value_bytes (11) must not exceed"),
+        ("[rvps_config]\nextractors = { in_toto = {} }\n", "rvps_config.extractors: in_toto"),
     ],
 )
 def test_bad_config_fails_start_naming_the_problem(tmp_path: Path, body: str, expected: str) -> None:
@@ -99,7 +101,7 @@ def builtin_as(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = directory / "as.json"
     settings = {
         "storage_backend": {"storage_type": "Memory"},
-        "rvps_config": {"type": "BuiltIn", "max_value_bytes": 2000, "max_total_bytes": 4000},
+        "rvps_config": {"type": "BuiltIn", "max_value_bytes": 2000, "max_total_bytes": 4000, "extractors": {"swid_extractor": {}}},
         "attestation_token_broker": {"verbose_token": False, "issuer_name": "test-issuer"},
     }
     config.write_text(json.dumps(settings))
@@ -121,6 +123,16 @@ async def test_builtin_rvps_and_ephemeral_key(builtin_as: str) -> None:
     assert claims["iss"] == "test-issuer"
     assert claims["submods"]["cpu0"]["ear.status"] == "affirming"
     assert set(claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["runtime_data_claims"]) == {"nonce", "tee-pubkey"}
+
+
+async def test_builtin_rvps_extracts_corim(builtin_as: str) -> None:
+    async with grpc.aio.insecure_channel(builtin_as) as channel:
+        rvps = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
+        await rvps.RegisterReferenceValue(reference_pb2.ReferenceValueRegisterRequest(message=corim_message()))
+        for name, value in CORIM_VALUES.items():
+            reply = await rvps.QueryReferenceValue(reference_pb2.ReferenceValueQueryRequest(reference_value_id=name))
+            assert json.loads(reply.reference_value_results) == value
+            await rvps.DeleteReferenceValue(reference_pb2.ReferenceValueDeleteRequest(reference_value_id=name))
 
 
 async def test_builtin_rvps_enforces_its_size_caps(builtin_as: str) -> None:

@@ -68,7 +68,9 @@ BAD_MESSAGES = [
     (json.dumps({"version": "0.1.0", "type": "swidx", "payload": "e30="}), "'swidx'"),
     (json.dumps({"version": "0.1.0", "payload": "e30="}), "'type'"),
     (json.dumps({"version": "0.1.0", "type": "sample", "provenance": "e30="}), "provenance"),
-    (message({"good": 1, "bad name": 2}), "'bad name'"),
+    (message({"good": 1, "bad\u0007name": 2}), "'bad\\x07name' is not allowed: only printable"),
+    (message({"good": 1, "": 2}), "1-1024 bytes"),
+    (message({"good": 1, "n" * 1025: 2}), "1-1024 bytes"),
     (message({"good": 1}, expiration="tomorrow"), "RFC 3339"),
     (message({}), "no reference values"),
     (json.dumps({"version": "0.1.0", "type": "sample", "payload": base64.b64encode(b"[1]").decode()}), "JSON object"),
@@ -106,9 +108,16 @@ def test_no_traceback_after_bad_messages(rvps: RvpsProcess) -> None:
 
 async def test_invalid_query_name_rejected(stub: Stub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.QueryReferenceValue(pb.ReferenceValueQueryRequest(reference_value_id="../x"))
+        await stub.QueryReferenceValue(pb.ReferenceValueQueryRequest(reference_value_id="a\nb"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "'../x'" in (caught.value.details() or "")
+    assert "'a\\nb'" in (caught.value.details() or "")
+
+
+async def test_any_printable_name_is_just_a_name(stub: Stub) -> None:
+    """Names are opaque strings (upstream): '..' or '/' lead nowhere, they are hashed into the store key."""
+    assert await query(stub, "../x") == "<absent>"
+    await stub.RegisterReferenceValue(pb.ReferenceValueRegisterRequest(message=message({"../x": 1, "/etc/passwd": 2, "a b é": 3})))
+    assert [await query(stub, n) for n in ("../x", "/etc/passwd", "a b é")] == [1, 2, 3]
 
 
 async def test_message_expiration_is_enforced(stub: Stub) -> None:
