@@ -21,9 +21,9 @@ open loop is counted, not a failure). No thresholds: numbers, not verdicts.
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
 import datetime
+import os
 import signal
 import sys
 import tempfile
