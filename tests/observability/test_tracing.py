@@ -118,7 +118,7 @@ async def test_failed_calls_are_counted_by_status_code_and_get_their_own_request
     async with grpc.aio.insecure_channel(address) as channel:
         stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await stub.QueryReferenceValue(reference_pb2.ReferenceValueQueryRequest(reference_value_id="not a name!"),
+            await stub.QueryReferenceValue(reference_pb2.ReferenceValueQueryRequest(reference_value_id="bad\x01name"),
                                            metadata=(("x-request-id", "bad id with spaces"),))
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     _, text = await fetch(f"http://127.0.0.1:{stack.rvps_metrics_port}/metrics")
