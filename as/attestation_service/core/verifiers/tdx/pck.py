@@ -11,10 +11,12 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 
 from trustee_common.errors import EvidenceError
+from trustee_common.lru import BoundedLru
 
 SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
 _PREFIX = "1.2.840.113741.1.13.1"
 TCB_COMPONENTS = 16
+PARSED_CACHE_SIZE = 256
 _SEQUENCES = (univ.Sequence, univ.SequenceOf)
 
 
@@ -67,8 +69,21 @@ def parse_pck_extension(cert: x509.Certificate) -> PckExtension:
         raise PckExtensionError("PCK certificate has no SGX extension (1.2.840.113741.1.13.1)") from None
     if not isinstance(raw, x509.UnrecognizedExtension):
         raise PckExtensionError("PCK SGX extension: unexpected decoded form")
+    cached = _PARSED.get(raw.value)
+    if cached is None:
+        cached = _parse_der(raw.value)
+        _PARSED.put(raw.value, cached)
+    return cached
+
+
+#: Parsed SGX extensions by their DER bytes (the parse is a pure function of them; pyasn1 takes
+#: most of a TDX verification, and a platform's PCK certificate repeats in every quote it signs).
+_PARSED: BoundedLru[bytes, PckExtension] = BoundedLru(PARSED_CACHE_SIZE)
+
+
+def _parse_der(der: bytes) -> PckExtension:
     try:
-        decoded, rest = decoder.decode(raw.value)
+        decoded, rest = decoder.decode(der)
     except PyAsn1Error as exc:
         raise PckExtensionError(f"PCK SGX extension: not DER: {exc}") from None
     if rest:
