@@ -33,7 +33,7 @@ DEFAULT_PAYLOAD_MIB = 2
 DEFAULT_AS_ADDR = "http://127.0.0.1:50004"
 DEFAULT_SESSION_MINUTES = 5.0
 #: Requests one KBS process works on at once; more are refused with 503 `ServerBusy` (sized for 2 cores).
-DEFAULT_MAX_IN_FLIGHT = 128
+DEFAULT_MAX_IN_FLIGHT = 64
 #: The `Retry-After` (seconds) sent with that 503.
 DEFAULT_RETRY_AFTER_SECONDS = 1
 MAX_RETRY_AFTER_SECONDS = 3600

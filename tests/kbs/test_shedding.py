@@ -152,4 +152,4 @@ def test_shedding_defaults(material: Material, tmp_path: Path) -> None:
     from kbs.config import parse_kbs_config
 
     config = parse_kbs_config(tomllib.loads(kbs_toml(free_port(), material, tmp_path / "repo", as_port=free_port())), default_dir=tmp_path)
-    assert (config.http_server.max_in_flight_requests, config.http_server.retry_after_seconds) == (128, 1)
+    assert (config.http_server.max_in_flight_requests, config.http_server.retry_after_seconds) == (64, 1)
