@@ -98,8 +98,11 @@ def test_a_dead_worker_is_restarted(tmp_path: Path, material: Material) -> None:
     try:
         victim = listening_children(kbs)[0].pid
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: len(listening_children(kbs)) == 2 and victim not in [c.pid for c in listening_children(kbs)],
-                 "a replacement worker")
+        def replaced() -> bool:
+            pids = [c.pid for c in listening_children(kbs)]  # one snapshot: two could straddle the victim's death
+            return len(pids) == 2 and victim not in pids
+
+        wait_for(replaced, "a replacement worker")
         assert kbs.proc.popen.poll() is None
         assert f"(pid {victim}) exited with status -9; restarting it" in kbs.proc.output()
         assert requests.get(f"{kbs.url}/healthz", timeout=10).status_code == 200
