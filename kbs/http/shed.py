@@ -7,6 +7,13 @@ burst the requests admitted keep their latency and the rest learn within
 milliseconds to come back later (the guest client retries with jittered
 backoff). The counter never waits, so refusing costs one dictionary lookup.
 
+New sessions go first: `POST /kbs/v0/auth` is admitted only while fewer
+than `new_session_limit` (three quarters of the bound) requests are in
+progress. The last quarter is kept for guests already inside a flow
+(`/attest`, the resource request), so under overload the flows that were
+admitted finish instead of every flow being refused half way, and the work
+already done for them (a session, an attestation) is not wasted.
+
 `/healthz` and `/metrics` are never counted nor refused: a probe or a
 scrape must see an overloaded KBS as alive. Admin endpoints are counted
 like the others: the admin token is checked by the handler, after this
@@ -29,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Paths never shed.
 EXEMPT_PATHS = frozenset({"/healthz", "/metrics"})
+#: The path that starts a new flow (admitted only below `new_session_limit`).
+NEW_SESSION_PATH = "/kbs/v0/auth"
 #: Seconds between two warnings about refused requests.
 LOG_INTERVAL_SECONDS = 10.0
 
@@ -38,6 +47,7 @@ class LoadShedder:
 
     def __init__(self, limit: int, retry_after_seconds: int, metrics: KbsMetrics | None = None) -> None:
         self.limit = limit
+        self.new_session_limit = max(1, limit * 3 // 4)
         self.retry_after_seconds = retry_after_seconds
         self.in_flight = 0
         self._metrics = metrics
@@ -65,7 +75,7 @@ class LoadShedder:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in EXEMPT_PATHS:
             return await handler(request)
-        if self.in_flight >= self.limit:
+        if self.in_flight >= self.limit or (self.in_flight >= self.new_session_limit and request.path == NEW_SESSION_PATH):
             return self._refuse()
         self.in_flight += 1
         if self._metrics is not None:

@@ -60,8 +60,9 @@ def silent_as() -> Iterator[int]:
     server.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def busy_kbs(tmp_path_factory: pytest.TempPathFactory, material: Material, silent_as: int) -> Iterator[Kbs]:
+    """A fresh KBS per test: once its AS calls have timed out, the channel's backoff fails later calls at once."""
     directory = tmp_path_factory.mktemp("kbs-shed")
     port = free_port()
     extra = f"max_in_flight_requests = {LIMIT}\nretry_after_seconds = {RETRY_AFTER}"
@@ -129,6 +130,24 @@ async def test_requests_above_the_limit_get_a_fast_503_with_retry_after(busy_kbs
     log = busy_kbs.proc.output()
     assert "Traceback" not in log
     assert f"at max_in_flight_requests ({LIMIT})" in log
+
+
+async def test_new_sessions_are_refused_before_requests_of_flows_in_progress(busy_kbs: Kbs, material: Material) -> None:
+    """With a limit of 2, /auth is admitted only below 1 in progress; a flow's next request still gets the last slot."""
+    resource = busy_kbs.api("resource/default/key/held")
+    bearer = {"Authorization": f"Bearer {epoch_token(material)}"}
+    request = {"version": "0.4.0", "tee": "sample", "extra-params": ""}
+    async with aiohttp.ClientSession() as http:
+        first = asyncio.create_task(timed(http, "GET", resource, headers=bearer))
+        await wait_in_flight(http, busy_kbs, 1)
+        status, headers, body, elapsed = await timed(http, "POST", busy_kbs.api("auth"), json=request)
+        assert (status, variant(body), headers["Retry-After"]) == (503, "ServerBusy", str(RETRY_AFTER)) and elapsed < FAST_SECONDS
+        second = asyncio.create_task(timed(http, "GET", resource, headers=bearer))
+        await wait_in_flight(http, busy_kbs, 2)  # admitted: not a new session
+        for status, _, body, _ in await asyncio.wait_for(asyncio.gather(first, second), timeout=60):
+            assert status == 503 and variant(body) == "UpstreamUnavailable"
+        status, _, body, _ = await timed(http, "POST", busy_kbs.api("auth"), json=request)
+        assert status == 200, body
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
