@@ -37,7 +37,6 @@ from jwcrypto.common import JWException
 
 from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError, TrusteeError, clip_repr
-from trustee_common.lru import BoundedLru
 
 #: Clock-skew allowance for `exp`, `nbf` and `iat` (upstream's jsonwebtoken default for `exp`).
 TIME_LEEWAY_SECONDS = 60
@@ -98,24 +97,22 @@ def _json_object(segment: str, what: str, error: type[TrusteeError]) -> dict[str
     return value
 
 
-def parse_compact(token: str, error: type[TrusteeError], headers: BoundedLru[str, dict[str, Any]] | None = None) -> CompactJws:
+def parse_compact(token: str, error: type[TrusteeError], header: dict[str, Any] | None = None) -> CompactJws:
     """Split `header.payload.signature` and decode the two JSON objects.
 
-    `headers`: decoded headers that passed these checks, by their base64url
-    text (a signer's header, with its `x5c` chain, repeats in every token it
-    issues); the dicts in it are shared and must not be changed."""
+    `header`: the header of this token's first segment as an earlier call
+    decoded and checked it (a caller's cache keyed by that segment's text: a
+    signer's header, with its `x5c` chain, repeats in every token it issues);
+    it is shared and must not be changed."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise error("token is too long")
     parts = token.split(".")
     if len(parts) != 3 or not parts[2]:
         raise error("token is not a compact JWS")
-    header = None if headers is None else headers.get(parts[0])
     if header is None:
         header = _json_object(parts[0], "header", error)
         if "crit" in header or header.get("b64") is False:
             raise error("token header uses unsupported critical parameters")
-        if headers is not None:
-            headers.put(parts[0], header)
     return CompactJws(token, header, _json_object(parts[1], "payload", error))
 
 

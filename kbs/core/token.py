@@ -90,8 +90,10 @@ _CA_POLICY = (
 
 @dataclass(frozen=True, slots=True)
 class _Signer:
-    """What a token header names: its key (uncompressed P-256 point, parsed) and the digest of its x5c chain (b"": none)."""
+    """A decoded token header and what it names: its key (uncompressed P-256 point, parsed) and the digest of its
+    x5c chain (b"": none)."""
 
+    header: dict[str, Any]
     point: bytes
     key: ec.EllipticCurvePublicKey
     chain_digest: bytes
@@ -118,7 +120,6 @@ class AttestationTokenVerifier:
         self._anchor_digest = hashlib.sha256(b"".join(anchors)).digest()
         self.chain_cache: BoundedLru[bytes, _ValidatedChain] = BoundedLru(CHAIN_CACHE_SIZE)
         self._keys: BoundedLru[bytes, ec.EllipticCurvePublicKey] = BoundedLru(KEY_CACHE_SIZE)
-        self._headers: BoundedLru[str, dict[str, Any]] = BoundedLru(HEADER_CACHE_SIZE)
         self._signers: BoundedLru[str, _Signer] = BoundedLru(HEADER_CACHE_SIZE)
 
     def verify(self, token: str, now: float) -> dict[str, Any]:
@@ -138,8 +139,10 @@ class AttestationTokenVerifier:
             raise TokenVerifierError("Token Verifier error: attestation token verification failed") from None
 
     def _verify(self, token: str, now: float) -> dict[str, Any]:
-        parsed = parse_compact(token, TokenVerifierError, self._headers)
-        signer = self._signer(token.partition(".")[0], parsed.header)
+        segment = token.partition(".")[0]
+        cached = self._signers.get(segment)
+        parsed = parse_compact(token, TokenVerifierError, None if cached is None else cached.header)
+        signer = cached if cached is not None else self._signer(segment, parsed.header)
         if not self.trust.insecure_header_jwk:
             self._check_endorsement(signer, now)
         verify_es256(parsed, signer.key, TokenVerifierError)
@@ -147,10 +150,7 @@ class AttestationTokenVerifier:
         return parsed.claims
 
     def _signer(self, segment: str, header: dict[str, Any]) -> _Signer:
-        """The key and chain digest of `header`, cached by its base64url text `segment`."""
-        cached = self._signers.get(segment)
-        if cached is not None:
-            return cached
+        """The key and chain digest of `header`, remembered under its base64url text `segment`."""
         header_jwk = header.get("jwk")
         if not isinstance(header_jwk, dict):
             raise TokenVerifierError("token header has no jwk (JWK-set lookup by kid is not supported)")
@@ -160,7 +160,7 @@ class AttestationTokenVerifier:
         if not self.trust.insecure_header_jwk:
             ders = tuple(_x5c_ders(header_jwk.get("x5c")))
             digest = hashlib.sha256(self._anchor_digest + b"".join(hashlib.sha256(d).digest() for d in ders)).digest()
-        signer = _Signer(point, self._header_key(point), digest, ders)
+        signer = _Signer(header, point, self._header_key(point), digest, ders)
         self._signers.put(segment, signer)
         return signer
 
