@@ -131,13 +131,18 @@ def check_ports_free(addresses: Sequence[tuple[str, int]]) -> None:
         shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if port == 0:
             raise ConfigError(f"{shown}: port 0 cannot be shared by several workers; name a port")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {shown}: {exc.strerror or exc}") from None
+        try:
+            probe_bind(host, port)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {shown}: {exc.strerror or exc}") from None
+
+
+def probe_bind(host: str, port: int) -> None:
+    """Bind (and release) `host:port` as a server would, with SO_REUSEADDR: `OSError` when something listens there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
 
 
 def child_command(args: Sequence[str]) -> list[str]:

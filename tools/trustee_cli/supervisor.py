@@ -14,7 +14,6 @@ asks the kernel for SIGTERM should `trustee` die without cleaning up.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 from trustee_common.errors import ConfigError, UpstreamError
+from trustee_common.workers import die_with_parent, probe_bind
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ START_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 7.0
 POLL_SECONDS = 0.1
 LOG_TAIL_LINES = 20
-PR_SET_PDEATHSIG = 1
 WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # noqa: S104 - names, not binds
 
 
@@ -49,14 +48,11 @@ def program(name: str) -> str:
 
 def check_port_free(host: str, port: int, flag: str = "") -> None:
     """`ConfigError` if something already listens on `host:port`; the message names the `flag` that moves it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            hint = f" (choose another with {flag})" if flag else ""
-            raise ConfigError(f"cannot use port {port} on {host or '*'}: {exc.strerror or exc}{hint}") from None
+    try:
+        probe_bind(host, port)
+    except OSError as exc:
+        hint = f" (choose another with {flag})" if flag else ""
+        raise ConfigError(f"cannot use port {port} on {host or '*'}: {exc.strerror or exc}{hint}") from None
 
 
 def port_open(host: str, port: int) -> bool:
@@ -153,7 +149,7 @@ class Supervisor:
             offset = log.tell()
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             popen = subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                     start_new_session=True, preexec_fn=die_with_parent(os.getpid()) if sys.platform == "linux" else None)
         child = Child(spec, popen, log_path, offset)
         self.children.append(child)
         return child
@@ -187,12 +183,6 @@ class Supervisor:
                 child.popen.wait()
         for child in running:
             logger.info("%s stopped (status %s)", child.spec.name, child.popen.returncode)
-
-
-def _die_with_parent() -> None:
-    """In the forked child (Linux): get SIGTERM if `trustee` itself dies, even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _signal_group(child: Child, sig: signal.Signals) -> None:
