@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.tpm_verify import timed
 
 DEFAULT_CORPUS = Path("/work/shared/corpus")
 TEES = ("tdx", "snp", "tpm", "az-snp-vtpm", "az-tdx-vtpm")
@@ -25,13 +25,8 @@ TDX_CASE = ("dcap-qvl-v4-uptodate", "2025-07-01T00:00:00+00:00")
 
 def timed_us(run: Callable[[], object], rounds: int) -> dict[str, float]:
     run()  # warm caches (pinned roots, imports)
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - start) * 1e6)
-    samples.sort()
-    return {"median_us": round(statistics.median(samples), 1), "p95_us": round(samples[min(len(samples) - 1, int(len(samples) * 0.95))], 1)}
+    median, p95 = timed(run, rounds)
+    return {"median_us": round(median, 1), "p95_us": round(p95, 1)}
 
 
 def tdx(corpus: Path, rounds: int) -> list[dict[str, Any]]:
