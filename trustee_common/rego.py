@@ -23,6 +23,9 @@ which also run with an empty environment.
 
 String literals are compiled as OPA means them although regopy keeps their
 escapes undecoded: `trustee_common.rego_escapes` rewrites the text first.
+Results are read from the engine's result tree (`trustee_common.rego_output`),
+not from regopy's JSON rendering, which leaves strings unescaped: a rule may
+return any string, from a literal or from `input`.
 
 regopy is imported only here, after `share_cxx_allocator()`, so that
 rego-cpp and every other C++ library share libstdc++'s allocator (mixing
@@ -47,6 +50,7 @@ from trustee_common.config import ConfigTable
 from trustee_common.cxx_allocator import share_cxx_allocator
 from trustee_common.errors import ConfigError, InternalError, InvalidPolicyError
 from trustee_common.rego_escapes import rewrite_escapes
+from trustee_common.rego_output import EvaluationFailedError, OutputError, binding_values
 
 share_cxx_allocator()  # before librego_shared.so loads: see trustee_common/cxx_allocator.py
 
@@ -154,23 +158,34 @@ class RegoPolicy:
                 raise InternalError("policy input must be an object")
             input_ = {**input_, DATA_INPUT_KEY: {key: supplied.get(key, {}) for key in self.spec.data_keys}}
         self._interpreter.set_input(rego_input(input_))
-        try:
-            output = self._interpreter.query_bundle(self._bundle)
-        except RegoError as exc:
-            raise InternalError(f"policy evaluation failed: {_first_line(str(exc))}") from None
-        except ValueError:  # regopy cannot decode the output of some runtime errors
-            raise InternalError("policy evaluation failed with a runtime error") from None
-        if not output.ok():
-            raise InternalError(f"policy evaluation failed: {_first_line(str(output))}")
-        if not output.results:
-            raise InternalError("policy evaluation was undefined")
-        bindings = output.results[0].bindings
+        names = [f"r{index}" for index in range(len(self.spec.rules))]
+        bindings = _query(self._interpreter, self._bundle, names)
         results: dict[str, Any] = {}
-        for index, rule in enumerate(self.spec.rules):
-            values = bindings.get(f"r{index}")
+        for rule, name in zip(self.spec.rules, names, strict=True):
+            values = bindings.get(name)
             if isinstance(values, list) and values:
                 results[rule] = values[0]
         return results
+
+
+def _query(interpreter: Interpreter, bundle: Bundle, names: list[str]) -> dict[str, Any]:
+    """Run the bundle's query; the named bindings read from the result tree (`trustee_common.rego_output`)."""
+    try:
+        output = rego_shared.rego_bundle_query(interpreter._impl, bundle._impl)
+    except RegoError as exc:
+        raise InternalError(f"policy evaluation failed: {_first_line(str(exc))}") from None
+    try:
+        if not _NATIVE.regoOutputOk(output):
+            raise InternalError(f"policy evaluation failed: {_first_line(rego_shared.rego_output_string(output))}")
+        if _NATIVE.regoOutputSize(output) == 0:
+            raise InternalError("policy evaluation was undefined")
+        return binding_values(_NATIVE, output, names)
+    except EvaluationFailedError as exc:
+        raise InternalError(f"policy evaluation failed: {str(exc)[:300]}") from None
+    except (OutputError, UnicodeDecodeError, ValueError) as exc:
+        raise InternalError(f"policy result cannot be read: {exc}") from None
+    finally:
+        rego_shared.rego_free_output(output)
 
 
 def rego_input(value: Any) -> Input:
@@ -248,6 +263,14 @@ def _native_library() -> Any:
         "regoInputInt": (code, [pointer, ctypes.c_int64]),
         "regoInputNull": (code, [pointer]),
         "regoInputFloat": (code, [pointer, ctypes.c_double]),
+        "regoOutputOk": (ctypes.c_bool, [pointer]),
+        "regoOutputSize": (code, [pointer]),
+        "regoOutputBindingAtIndex": (pointer, [pointer, code, ctypes.c_char_p]),
+        "regoNodeType": (code, [pointer]),
+        "regoNodeSize": (code, [pointer]),
+        "regoNodeGet": (pointer, [pointer, code]),
+        "regoNodeValueSize": (code, [pointer]),
+        "regoNodeValue": (code, [pointer, ctypes.c_char_p, code]),
     }
     for name, (result, arguments) in signatures.items():
         function = getattr(library, name)
