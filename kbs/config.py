@@ -34,6 +34,9 @@ DEFAULT_AS_ADDR = "http://127.0.0.1:50004"
 DEFAULT_SESSION_MINUTES = 5.0
 #: Requests one KBS process works on at once; more are refused with 503 `ServerBusy` (sized for 2 cores).
 DEFAULT_MAX_IN_FLIGHT = 64
+#: `admission_target_latency_ms`: median request latency the admission limit steers to (0: fixed limit).
+DEFAULT_TARGET_LATENCY_MS = 500
+MAX_TARGET_LATENCY_MS = 60_000
 #: The `Retry-After` (seconds) sent with that 503.
 DEFAULT_RETRY_AFTER_SECONDS = 1
 MAX_RETRY_AFTER_SECONDS = 3600
@@ -79,6 +82,7 @@ class HttpServerConfig:
     #: Overload shedding (`kbs.http.shed`): in-flight requests per process, and the Retry-After of the refusal.
     max_in_flight_requests: int = DEFAULT_MAX_IN_FLIGHT
     retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
+    admission_target_latency_ms: int = DEFAULT_TARGET_LATENCY_MS
     #: `workers`: server processes sharing the sockets (`trustee_common.workers`); None: not set (the cores, or the flag).
     workers: int | None = None
 
@@ -223,14 +227,18 @@ def _http_server(table: _Table) -> HttpServerConfig:
     limits = _connection_limits(table)
     in_flight = table.integer("max_in_flight_requests", DEFAULT_MAX_IN_FLIGHT, minimum=1)
     retry_after = table.integer("retry_after_seconds", DEFAULT_RETRY_AFTER_SECONDS, minimum=0)
+    target = table.integer("admission_target_latency_ms", DEFAULT_TARGET_LATENCY_MS, minimum=0)
     workers = check_count(table.integer("workers", 1), "http_server.workers") if table.has("workers") else None
     table.finish()
     if retry_after > MAX_RETRY_AFTER_SECONDS:
         raise ConfigError(f"http_server.retry_after_seconds must be <= {MAX_RETRY_AFTER_SECONDS}, got {retry_after}")
+    if target > MAX_TARGET_LATENCY_MS:
+        raise ConfigError(f"http_server.admission_target_latency_ms must be <= {MAX_TARGET_LATENCY_MS}, got {target}")
     if not insecure and (key is None or cert is None):
         raise ConfigError("http_server: certificate and private_key are required unless insecure_http = true")
     return HttpServerConfig(sockets, insecure, None if key is None else Path(key), None if cert is None else Path(cert), size,
                             tls=tls, limits=limits, max_in_flight_requests=in_flight, retry_after_seconds=retry_after,
+                            admission_target_latency_ms=target,
                             workers=workers)
 
 

@@ -57,8 +57,11 @@ class KbsMetrics:
         self.audit_write_failures = Counter("kbs_audit_write_failures", "audit events that could not be written", registry=reg)
         self.requests_in_flight = Gauge("kbs_http_requests_in_flight", "requests under /kbs in progress (max_in_flight_requests bounds it)",
                                         registry=reg, multiprocess_mode="livesum")
-        self.requests_shed = Counter("kbs_http_requests_shed", "requests refused with 503 ServerBusy at max_in_flight_requests",
+        self.requests_shed = Counter("kbs_http_requests_shed", "requests refused with 503 ServerBusy at the admission limit",
                                      registry=reg)
+        self.admission_limit = Gauge("kbs_http_admission_limit",
+                                     "requests the KBS admits at once now (adapts below max_in_flight_requests to the latency target)",
+                                     registry=reg, multiprocess_mode="livesum")
 
     def watch_policy_engine(self, engine: PolicyEngineCounts) -> None:
         """Ours: policies compiled by the Rego workers, and workers killed (time limit) or lost."""

@@ -154,7 +154,8 @@ async def build_state(
     return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size,
                     audit=audit, metrics_on_main=config.observability.metrics_address is None,
                     max_in_flight_requests=config.http_server.max_in_flight_requests,
-                    retry_after_seconds=config.http_server.retry_after_seconds)
+                    retry_after_seconds=config.http_server.retry_after_seconds,
+                    target_latency_seconds=config.http_server.admission_target_latency_ms / 1000)
 
 
 async def purge_sessions(rcar: RcarService, interval: float) -> None:

@@ -121,7 +121,7 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def make_app(state: KbsState) -> web.Application:
-    shedder = LoadShedder(state.max_in_flight_requests, state.retry_after_seconds, state.metrics)
+    shedder = LoadShedder(state.max_in_flight_requests, state.retry_after_seconds, state.metrics, state.target_latency_seconds)
     middlewares = [request_id, count_requests, shedder.middleware, error_middleware]
     app = web.Application(client_max_size=state.payload_limit_mib * MIB, middlewares=middlewares)
     app[STATE] = state

@@ -32,6 +32,8 @@ class KbsState:
     #: `[http_server] max_in_flight_requests` and `retry_after_seconds` (`kbs.http.shed`).
     max_in_flight_requests: int = 128
     retry_after_seconds: int = 1
+    #: `[http_server] admission_target_latency_ms` in seconds (0: the limit stays at max_in_flight_requests).
+    target_latency_seconds: float = 0.0
 
 
 STATE = web.AppKey("kbs_state", KbsState)

@@ -129,7 +129,7 @@ async def test_requests_above_the_limit_get_a_fast_503_with_retry_after(busy_kbs
         assert await metric(http, busy_kbs, "kbs_http_requests_in_flight") == 0
     log = busy_kbs.proc.output()
     assert "Traceback" not in log
-    assert f"at max_in_flight_requests ({LIMIT})" in log
+    assert f"at the admission limit of {LIMIT} requests in progress (max_in_flight_requests {LIMIT})" in log
 
 
 async def test_new_sessions_are_refused_before_requests_of_flows_in_progress(busy_kbs: Kbs, material: Material) -> None:
@@ -154,6 +154,9 @@ async def test_new_sessions_are_refused_before_requests_of_flows_in_progress(bus
     ("max_in_flight_requests", "0", "max_in_flight_requests must be >= 1"),
     ("retry_after_seconds", "-1", "retry_after_seconds must be >= 0"),
     ("retry_after_seconds", "3601", "retry_after_seconds must be <= 3600"),
+    ("admission_target_latency_ms", "-5", "admission_target_latency_ms must be >= 0"),
+    ("admission_target_latency_ms", "60001", "admission_target_latency_ms must be <= 60000"),
+    ("admission_target_latency_ms", "0.5", "admission_target_latency_ms"),
 ])
 def test_bad_shedding_settings_are_refused(material: Material, tmp_path: Path, key: str, value: str, message: str) -> None:
     import tomllib
@@ -171,4 +174,29 @@ def test_shedding_defaults(material: Material, tmp_path: Path) -> None:
     from kbs.config import parse_kbs_config
 
     config = parse_kbs_config(tomllib.loads(kbs_toml(free_port(), material, tmp_path / "repo", as_port=free_port())), default_dir=tmp_path)
-    assert (config.http_server.max_in_flight_requests, config.http_server.retry_after_seconds) == (64, 1)
+    http = config.http_server
+    assert (http.max_in_flight_requests, http.retry_after_seconds, http.admission_target_latency_ms) == (64, 1, 500)
+
+
+async def test_slow_requests_lower_the_admission_limit(tmp_path_factory: pytest.TempPathFactory, material: Material,
+                                                        silent_as: int) -> None:
+    """Requests that take far longer than the latency target halve the limit (to the floor of 4), as the gauge shows."""
+    directory = tmp_path_factory.mktemp("kbs-adapt")
+    port = free_port()
+    extra = "max_in_flight_requests = 8\nadmission_target_latency_ms = 100"
+    kbs = start_kbs(directory, kbs_toml(port, material, directory / "repo", as_port=silent_as, extra_http=extra), port)
+    try:
+        resource = kbs.api("resource/default/key/held")
+        bearer = {"Authorization": f"Bearer {epoch_token(material)}"}
+        async with aiohttp.ClientSession() as http:
+            assert await metric(http, kbs, "kbs_http_admission_limit") == 8
+            held = [asyncio.create_task(timed(http, "GET", resource, headers=bearer)) for _ in range(8)]
+            await wait_in_flight(http, kbs, 8)
+            status, _, body, _ = await timed(http, "GET", resource, headers=bearer)
+            assert (status, variant(body)) == (503, "ServerBusy")
+            await asyncio.wait_for(asyncio.gather(*held), timeout=60)  # each took the AS deadline of 5 s
+            await asyncio.sleep(0.2)  # past the window: the next completion closes it
+            await timed(http, "GET", kbs.api("resource-policy"), headers={"Authorization": f"Bearer {material.admin_token()}"})
+            assert await metric(http, kbs, "kbs_http_admission_limit") == 4
+    finally:
+        kbs.proc.stop()
