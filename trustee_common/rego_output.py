@@ -52,25 +52,29 @@ def binding_values(native: Any, output: int, names: list[str]) -> dict[str, Any]
 def node_value(native: Any, node: int, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise OutputError(f"result nested deeper than {MAX_DEPTH}")
-    kind = native.regoNodeType(node)
-    if kind in (TERM, SCALAR):
-        return node_value(native, native.regoNodeGet(node, 0), depth + 1)
-    if kind == STRING:
-        return _text(native, node)
+    node_type, get = native.regoNodeType, native.regoNodeGet
+    kind = node_type(node)
+    while kind == TERM or kind == SCALAR:
+        node = get(node, 0)
+        kind = node_type(node)
     if kind == INT:
         return int(_text(native, node))
+    if kind == STRING:
+        return _text(native, node)
+    if kind == OBJECT:
+        return dict(_item(native, get(node, i), depth + 1) for i in range(native.regoNodeSize(node)))
+    if kind == ARRAY or kind == SET:
+        return [node_value(native, get(node, i), depth + 1) for i in range(native.regoNodeSize(node))]
+    if kind == TRUE or kind == FALSE:
+        return kind == TRUE
+    if kind == BOOLEAN:
+        return _text(native, node) == "true"
     if kind == FLOAT:
         return float(_text(native, node))
-    if kind in (TRUE, FALSE, BOOLEAN):
-        return kind == TRUE or (kind == BOOLEAN and _text(native, node) == "true")
     if kind == NULL:
         return None
     if kind == ERROR:
         raise EvaluationFailedError(_error_message(native, node))
-    if kind in (ARRAY, SET):
-        return [node_value(native, native.regoNodeGet(node, i), depth + 1) for i in range(native.regoNodeSize(node))]
-    if kind == OBJECT:
-        return dict(_item(native, native.regoNodeGet(node, i), depth + 1) for i in range(native.regoNodeSize(node)))
     raise OutputError(f"result holds a node of kind {kind}")
 
 
