@@ -90,7 +90,7 @@ def test_compose_token_is_tried_before_home_and_named_when_refused(trustee: Trus
     result = client(trustee, "config", "get-resource-policy", cwd=cwd, home=home)
     assert result.returncode == 1
     assert result.stderr.startswith("error: AdminAuthAccess: ")
-    assert "(admin token from kbs/config/docker-compose/admin-token)" in result.stderr
+    assert "(admin token from ./kbs/config/docker-compose/admin-token)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

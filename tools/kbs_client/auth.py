@@ -111,6 +111,11 @@ def resolve_admin_token(private_key_file: str | None, token_file: str | None, en
     for path in candidates:
         if path.is_file():
             logger.info("using the admin token in %s", path)
-            return AdminToken(_token_from_file(str(path), "admin token file"), str(path))
+            return AdminToken(_token_from_file(str(path), "admin token file"), _shown(path))
     logger.info("no admin token: sending admin requests without Authorization")
-    return AdminToken(None, "nowhere", tuple(str(p) for p in candidates))
+    return AdminToken(None, "nowhere", tuple(_shown(p) for p in candidates))
+
+
+def _shown(path: Path) -> str:
+    """A path for a message; a relative one with `./` so it reads as relative to the working directory."""
+    return str(path) if path.is_absolute() else f"./{path}"
