@@ -131,9 +131,10 @@ def test_auth_with_an_unknown_key_is_refused(trustee: TrusteeRun, tmp_path: Path
 
 
 def test_without_any_token_admin_calls_are_refused(trustee: TrusteeRun, tmp_path: Path) -> None:
-    code, _, err = kbs_client(trustee, "config", "get-resource-policy", cwd=tmp_path)
-    assert code == 1
-    assert err.startswith("error: AdminAuthAccess")
+    result = run_tool("kbs-client", "--url", trustee.url, "config", "get-resource-policy", cwd=tmp_path,
+                      env=clean_env(HOME=str(tmp_path)))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: AdminAuthAccess")
 
 
 def test_default_token_is_read_from_trustee_data_in_cwd(trustee: TrusteeRun) -> None:

@@ -26,7 +26,6 @@ from tests.tools.stack import clean_env, free_ports, run_tool
         ["config", "--auth-private-key", "k", "--admin-token-file", "t", "delete-resource", "--path", "a/b/c"],
         ["config", "set-sample-reference-value", "name", "abc", "--as-integer"],
         ["config", "set-sample-reference-value", "name", "yes", "--as-bool"],
-        ["config", "set-attestation-policy", "--policy-file", "p.rego", "--type", "opa"],
     ],
 )
 def test_kbs_client_usage_errors_exit_2(args: list[str]) -> None:

@@ -1,11 +1,19 @@
 """`kbs-client`: attest to a KBS, fetch resources, and drive its admin API.
 
 Commands and flags follow upstream's `tools/kbs-client` (trustee-server.md
-11). Results go to stdout (the token, base64 of a resource, a policy, a
-reference value); status lines and errors go to stderr. Exit codes: 0 ok,
-1 failure (`error: <Variant>: <detail>`, the KBS error type when the KBS
-refused), 2 usage error. This module only parses and dispatches: the
-protocol is `guest.kbs_protocol`, the admin calls are `kbs_client.admin`.
+11) with the same spelling and defaults; docs/compatibility.md lists each
+and where this client differs. Results go to stdout (the token, base64 of
+a resource, a policy, a reference value); status lines, warnings and
+errors go to stderr. Exit codes: 0 ok, 1 failure (`error: <Variant>:
+<detail>`, the KBS error type when the KBS refused), 2 usage error. This
+module only parses and dispatches: the protocol is `guest.kbs_protocol`,
+the admin calls are `kbs_client.admin`, the admin token `kbs_client.auth`.
+
+Beyond upstream: `--url`/`--cert-file` are also accepted after the
+command (upstream's docs/cluster.md writes `kbs-client config --url ...`),
+`config get-resource-policy`, `-v`, and environment fallbacks for the
+flags. Upstream's removed `config get-reference-values` (v0.13 - v0.17)
+is refused with the command to use instead.
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from urllib.parse import urlsplit
 from guest.attesters import detect_attesters
 from guest.kbs_protocol import AttesterEvidence, KbsClient
 from kbs_client.admin import AdminClient, KbsRefusedError
-from kbs_client.auth import read_input_file, resolve_admin_token
-from kbs_client.policies import BUILTIN_POLICIES
+from kbs_client.auth import AdminToken, read_input_file, resolve_admin_token
+from kbs_client.policies import BUILTIN_POLICIES, POLICY_TYPE
 from trustee_common.b64 import std_encode
 from trustee_common.errors import TrusteeError
 from trustee_common.jose import TeeKeyPair
@@ -34,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_ATTESTATION_POLICY_ID = "default_cpu"
+VERSION = "0.1.0"
 _SEGMENT = re.compile(r"^[A-Za-z0-9_\-.]+$")
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, "str | None"]]
@@ -70,14 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cert-file", default=os.environ.get("KBS_CLIENT_CERT_FILE"),
                         help="PEM root certificate for an https KBS (env KBS_CLIENT_CERT_FILE)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr: -v info (e.g. the attester used), -vv debug")
+    parser.add_argument("-V", "--version", action="version", version=f"kbs-client {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     attest = commands.add_parser("attest", help="attest with the local attester and print the attestation token")
+    _add_late_connection_flags(attest)
     attest.add_argument("--tee-key-file", help="PEM private key (EC P-256/P-521 or RSA) to bind as the TEE key")
     attest.add_argument("init_data", nargs="?", metavar="INIT_DATA", help="init-data TOML text to send with the evidence")
     attest.set_defaults(handler=cmd_attest)
 
     get = commands.add_parser("get-resource", help="fetch a resource and print it as standard base64")
+    _add_late_connection_flags(get)
     get.add_argument("--path", required=True, type=resource_path, help="<repository>/<type>/<tag>")
     get.add_argument("--tee-key-file", help="PEM private key of the TEE key (mandatory with --attestation-token)")
     get.add_argument("--attestation-token", help="file holding a token from `attest` (passport mode: no attestation)")
@@ -85,11 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(handler=cmd_get_resource)
 
     config = commands.add_parser("config", help="admin operations (need an admin token)")
+    _add_late_connection_flags(config)
     auth = config.add_mutually_exclusive_group()
-    auth.add_argument("--auth-private-key", help="Ed25519, EC P-256/P-384 or RSA PEM private key: sign a 5-minute admin token with it")
-    auth.add_argument("--admin-token-file", help="file holding an admin JWT (default: ./trustee-data/admin/token if present)")
+    auth.add_argument("--auth-private-key",
+                      help="Ed25519, EC P-256/P-384 or RSA PEM private key: sign a 5-minute admin token (role admin) with it "
+                           "(env KBS_CLIENT_AUTH_PRIVATE_KEY)")
+    auth.add_argument("--admin-token-file",
+                      help="file holding an admin JWT (env KBS_CLIENT_ADMIN_TOKEN_FILE). Without either flag: the first "
+                           "existing of kbs/config/docker-compose/admin-token (relative to the working directory), "
+                           "$TRUSTEE_DATA_DIR/admin/token (default ./trustee-data/admin/token) and "
+                           "$HOME/.trustee/admin-token; otherwise no Authorization header")
     _add_config_commands(config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND"))
     return parser
+
+
+def _add_late_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """`--url`/`--cert-file` after the command too (as upstream's docs/cluster.md writes them); they win over earlier ones."""
+    parser.add_argument("--url", type=kbs_url, default=argparse.SUPPRESS, help="same as --url before the command")
+    parser.add_argument("--cert-file", default=argparse.SUPPRESS, help="same as --cert-file before the command")
 
 
 def _add_config_commands(sub: Any) -> None:
@@ -111,13 +136,19 @@ def _add_config_commands(sub: Any) -> None:
     for flag, key, text in (("--allow-all", "allow_all", "release every resource to every attested guest"),
                             ("--deny-all", "deny_all", "release nothing"),
                             ("--affirming", "affirming", "release when every submod's ear.status is affirming"),
-                            ("--default", "default", "release to a non-sample TEE whose EAR is not contraindicated (KBS default)")):
+                            ("--default", "default",
+                             "the KBS's built-in default policy: release to a non-sample TEE whose cpu0 EAR status is not "
+                             "contraindicated. Differs from upstream's current client, which uploads deny-all here "
+                             "against its own help text (its v0.17 and earlier uploaded the KBS default, as this does)")):
         which.add_argument(flag, dest="builtin", action="store_const", const=key, help=text)
     p.set_defaults(handler=cmd_set_resource_policy)
 
     p = sub.add_parser("set-attestation-policy", help="set an attestation (EAR appraisal) policy in the AS")
     p.add_argument("--policy-file", required=True, help="Rego file")
-    p.add_argument("--type", default="rego", choices=["rego"], help="policy type (default rego)")
+    p.add_argument("--type", default=POLICY_TYPE,
+                   help=f"policy format (default {POLICY_TYPE}). Any value is accepted, as upstream, whose KBS ignores "
+                        f"it: policies are always Rego, so the request always says {POLICY_TYPE!r}; a value other "
+                        f"than {POLICY_TYPE!r} in any case gets a warning")
     p.add_argument("--id", default=DEFAULT_ATTESTATION_POLICY_ID, help=f"policy id (default {DEFAULT_ATTESTATION_POLICY_ID})")
     p.set_defaults(handler=cmd_set_attestation_policy)
 
@@ -133,6 +164,9 @@ def _add_config_commands(sub: Any) -> None:
     p = sub.add_parser("get-reference-value", help="print a reference value (JSON)")
     p.add_argument("--id", required=True, help="reference value name")
     p.set_defaults(handler=cmd_get_reference_value)
+
+    p = sub.add_parser("get-reference-values", help="refused: removed upstream in v0.18; use get-reference-value --id NAME")
+    p.set_defaults(handler=cmd_get_reference_values)
 
 
 # --- guest-side commands -------------------------------------------------------
@@ -176,8 +210,10 @@ async def cmd_get_resource(args: argparse.Namespace) -> str:
 
 
 def _admin(args: argparse.Namespace) -> AdminClient:
-    token = resolve_admin_token(args.auth_private_key, args.admin_token_file, os.environ)
-    return AdminClient(args.url, token=token, cert_pem=_cert(args))
+    """The admin client; the token's provenance stays on `args` for the refusal message (see `main`)."""
+    admin_token = resolve_admin_token(args.auth_private_key, args.admin_token_file, os.environ)
+    args.admin_token = admin_token
+    return AdminClient(args.url, token=admin_token.value, cert_pem=_cert(args))
 
 
 def _ok(message: str) -> None:
@@ -214,9 +250,12 @@ async def cmd_set_resource_policy(args: argparse.Namespace) -> None:
 
 
 async def cmd_set_attestation_policy(args: argparse.Namespace) -> None:
+    if args.type.strip().lower() != POLICY_TYPE:
+        print(f"warning: --type {args.type!r}: attestation policies are always Rego; sending type {POLICY_TYPE!r} "
+              "(upstream's KBS ignores the field)", file=sys.stderr)
     policy = _text_file(args.policy_file, "--policy-file")
     async with _admin(args) as admin:
-        await admin.set_attestation_policy(policy, args.type, args.id)
+        await admin.set_attestation_policy(policy, POLICY_TYPE, args.id)
     _ok(f"attestation policy {args.id} set")
 
 
@@ -247,6 +286,11 @@ async def cmd_get_reference_value(args: argparse.Namespace) -> str:
         return json.dumps(await admin.get_reference_value(args.id))
 
 
+async def cmd_get_reference_values(args: argparse.Namespace) -> None:
+    raise UsageError("get-reference-values was removed from upstream's kbs-client in v0.18 and the KBS has no list "
+                     "endpoint: use `config get-reference-value --id NAME` (or `rvps-tool query` to list them all)")
+
+
 # --- entry point ---------------------------------------------------------------
 
 
@@ -254,6 +298,14 @@ def _setup_logging(verbose: int) -> None:
     """Errors only by default (as upstream's env_logger); -v adds warnings and info (e.g. the sample-attester notice)."""
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.ERROR
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _error_line(exc: TrusteeError, admin_token: AdminToken | None) -> str:
+    """`<Variant>: <detail>`; an admin refusal (401/403) also says which token was sent, or where none was found."""
+    if not isinstance(exc, KbsRefusedError):
+        return f"{exc.variant}: {exc.detail}"
+    hint = f" {admin_token.refusal_hint()}" if admin_token is not None and exc.status in (401, 403) else ""
+    return f"{exc.kbs_variant}: {exc.detail}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         parser.error(str(exc))
     except TrusteeError as exc:
-        variant = exc.kbs_variant if isinstance(exc, KbsRefusedError) else exc.variant
-        print(f"error: {variant}: {exc.detail}", file=sys.stderr)
+        print(f"error: {_error_line(exc, getattr(args, 'admin_token', None))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -4,12 +4,20 @@ Pure data: Rego texts in `package policy`, queried by the KBS as
 `data.policy.allow` with the EAR claims as `input` and
 `{"plugin", "resource-path", "query"}` as `data` (trustee-server.md 5).
 
-`--default` is the KBS start-up default (kbs/policies/default.rego: release
-to an attested non-sample TEE whose cpu0 EAR status is not contraindicated). Upstream's kbs-client uploads `deny_all.rego` for
-`--default`, contrary to its help text; this client does what the help says.
+`--default` is the KBS's own start-up policy, read from the file the KBS
+ships (`kbs/policies/default.rego`: release to an attested non-sample TEE
+whose cpu0 EAR status is not contraindicated), so the two cannot drift.
+Upstream's kbs-client up to v0.17 uploaded its KBS's default policy here
+too; since v0.19 it uploads `deny_all.rego` for `--default`, contrary to
+its help text. This client keeps what the help says (docs/compatibility.md).
 """
 
 from __future__ import annotations
+
+import importlib.resources
+
+#: The only attestation-policy format; what `set-attestation-policy` always sends as `type`.
+POLICY_TYPE = "rego"
 
 ALLOW_ALL = """package policy
 import rego.v1
@@ -40,19 +48,7 @@ allow if {
 }
 """
 
-DEFAULT = """package policy
-import rego.v1
-
-default allow := false
-
-allow if {
-    data.plugin == "resource"
-    appraisal := input.submods.cpu0
-    not appraisal["ear.veraison.annotated-evidence"].sample
-    appraisal["ear.veraison.annotated-evidence"]
-    appraisal["ear.status"] != "contraindicated"
-}
-"""
+DEFAULT = importlib.resources.files("kbs").joinpath("policies/default.rego").read_text(encoding="utf-8")
 
 BUILTIN_POLICIES: dict[str, str] = {
     "allow_all": ALLOW_ALL,
