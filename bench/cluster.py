@@ -189,6 +189,8 @@ class Cluster:
         config: dict[str, Any] = kbs_config(self.paths, self.settings)
         config["http_server"]["sockets"] = [f"{LOOPBACK}:{port}"]
         config["attestation_service"]["as_addr"] = f"http://{LOOPBACK}:{as_port}"
+        import json as _j, os as _o  # EXPERIMENT
+        config["http_server"].update(_j.loads(_o.environ.get("BENCH_HTTP", "{}")))
         if self.session_timeout_minutes is not None:
             config["attestation_service"]["timeout"] = self.session_timeout_minutes
         if self.redis_url is not None:
