@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arrivals", choices=("poisson", "fixed"), default="poisson", help="open-loop arrival process (default poisson)")
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
                    help="worker processes per KBS and AS (their --workers; default: the available cores, as `trustee run`)")
+    p.add_argument("--kbs-http", type=http_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra [http_server] key of the KBS, VALUE in TOML (e.g. max_in_flight_requests=16); repeatable")
     p.add_argument("--postgres-url", help="flow-postgres: the database to use (default: a private server, tests/storage/servers.py)")
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help=f"verify-*: evidence corpus (default {DEFAULT_CORPUS})")
     p.add_argument("--rounds", type=int, help="verify-*: timed verifications per evidence (default 200; --quick 5)")
@@ -74,10 +77,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def http_setting(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` with a TOML value."""
+    key, sep, value = text.partition("=")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"] if sep and key.strip() else None
+    except tomllib.TOMLDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not TOML ({exc})") from None
+    if parsed is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), parsed
+
+
 def settings(args: argparse.Namespace) -> tuple[Settings, ScaleSettings]:
     base = QUICK if args.quick else Settings()
     scale_settings = QUICK_SCALE if args.quick else ScaleSettings()
-    changes: dict[str, Any] = {"workers": args.workers, "poisson": args.arrivals == "poisson"}
+    changes: dict[str, Any] = {"workers": args.workers, "poisson": args.arrivals == "poisson", "kbs_http": tuple(args.kbs_http)}
     for name in ("clients", "flows", "rates", "open_seconds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

@@ -132,6 +132,8 @@ class Cluster:
     signer_per_as: bool = False
     #: `--workers` of every AS and KBS (processes sharing each replica's port).
     workers: int = 1
+    #: Extra `[http_server]` keys of every KBS (`python -m bench --kbs-http KEY=VALUE`).
+    kbs_http: dict[str, Any] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
     kbs: list[Service] = field(default_factory=list)
     attestation: list[Service] = field(default_factory=list)
@@ -189,8 +191,7 @@ class Cluster:
         config: dict[str, Any] = kbs_config(self.paths, self.settings)
         config["http_server"]["sockets"] = [f"{LOOPBACK}:{port}"]
         config["attestation_service"]["as_addr"] = f"http://{LOOPBACK}:{as_port}"
-        import json as _j, os as _o  # EXPERIMENT
-        config["http_server"].update(_j.loads(_o.environ.get("BENCH_HTTP", "{}")))
+        config["http_server"].update(self.kbs_http)
         if self.session_timeout_minutes is not None:
             config["attestation_service"]["timeout"] = self.session_timeout_minutes
         if self.redis_url is not None:

@@ -48,6 +48,8 @@ class Settings:
     floor_rounds: int = 300
     warmup_flows: int = 8
     workers: int = 1
+    #: Extra `[http_server]` keys of the KBS, e.g. (("max_in_flight_requests", 16),).
+    kbs_http: tuple[tuple[str, Any], ...] = ()
 
 
 QUICK = Settings(clients=(1, 16), flows=24, rates=(50.0,), capacity_multiples=(), open_seconds=1.5, floor_rounds=10, warmup_flows=2)
@@ -184,7 +186,7 @@ def postgres_database(url: str | None) -> Iterator[str]:
 
 
 def cluster(root: Path, settings: Settings, storage_url: str | None = None) -> Cluster:
-    return Cluster(root, storage_url=storage_url, workers=settings.workers)
+    return Cluster(root, storage_url=storage_url, workers=settings.workers, kbs_http=dict(settings.kbs_http))
 
 
 def flow(workdir: Path, settings: Settings) -> dict[str, Any]:
