@@ -200,7 +200,8 @@ def test_tpm_event_log_replay() -> None:
 
 
 def test_tpm_malformed_evidence() -> None:
-    for bad in ({}, {"ak_public": "x", "tpm_quote": {"pcrs": []}}, []):
+    cases: tuple[object, ...] = ({}, {"ak_public": "x", "tpm_quote": {"pcrs": []}}, [])
+    for bad in cases:
         with pytest.raises(MalformedRequestError):
             parse_evidence(bad)
 
