@@ -50,3 +50,36 @@ def mutated(evidence: dict[str, Any], field: str, index: int) -> dict[str, Any]:
     is_hex = all(c in "0123456789abcdef" for c in value)
     out["tpm_quote"][field] = flip_hex(value, index) if is_hex else flip_b64(value, index)
     return out
+
+
+def _b64url_any(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def az_as_v0(evidence: dict[str, Any], tee: str) -> dict[str, Any]:
+    """The same Azure capture re-encoded in the version 0 layout (no `version`, byte arrays, PEM VCEK).
+
+    Legitimate test data: only the JSON encoding changes; the HCL report, the
+    TD quote, the VCEK and the vTPM quote bytes (everything signed) are the
+    capture's own, so a v0 verdict must equal the v1 verdict.
+    """
+    quote = evidence["tpm_quote"]
+    raw_quote = {
+        "signature": list(bytes.fromhex(quote["signature"])),
+        "message": list(bytes.fromhex(quote["message"])),
+        "pcrs": [list(bytes.fromhex(p)) for p in quote["pcrs"]],
+    }
+    hcl = list(_b64url_any(evidence["hcl_report"]))
+    if tee == "az-snp-vtpm":
+        der = _b64url_any(evidence["vcek"])
+        body = base64.encodebytes(der).decode("ascii")
+        pem = "-----BEGIN CERTIFICATE-----\n" + body + "-----END CERTIFICATE-----\n"
+        return {"quote": raw_quote, "report": hcl, "vcek": pem}
+    return {"tpm_quote": raw_quote, "hcl_report": hcl, "td_quote": list(_b64url_any(evidence["td_quote"]))}
+
+
+def az_relabelled(evidence: dict[str, Any], version: object) -> dict[str, Any]:
+    """The capture with another `version` value (v1 and v2 share one layout)."""
+    out = copy.deepcopy(evidence)
+    out["version"] = version
+    return out

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.procs import Proc, free_port, script
-from tests.tpm.corpus import AZ_REPORT_DATA, AZ_SNP_EVIDENCE, AZ_TDX_EVIDENCE, load, tpm_evidence
+from tests.tpm.corpus import AZ_REPORT_DATA, AZ_SNP_EVIDENCE, AZ_TDX_EVIDENCE, az_as_v0, load, tpm_evidence
 from trustee_common.b64 import url_encode
 from trustee_pb import attestation_pb2 as pb
 from trustee_pb import attestation_pb2_grpc, reference_pb2, reference_pb2_grpc
@@ -89,9 +89,15 @@ async def test_tpm_corpus(stub: attestation_pb2_grpc.AttestationServiceAsyncStub
     assert submod["ear.status"] == "warning"
 
 
-@pytest.mark.parametrize(("tee", "path"), [("az-snp-vtpm", AZ_SNP_EVIDENCE), ("az-tdx-vtpm", AZ_TDX_EVIDENCE)])
-async def test_azure_corpus(stub: attestation_pb2_grpc.AttestationServiceAsyncStub, tee: str, path: Path) -> None:
-    response = await stub.AttestationEvaluate(request(tee, load(path), raw_runtime_data=url_encode(AZ_REPORT_DATA)))
+AZURE = [(tee, path, layout) for tee, path in (("az-snp-vtpm", AZ_SNP_EVIDENCE), ("az-tdx-vtpm", AZ_TDX_EVIDENCE))
+         for layout in ("v1", "v0")]
+
+
+@pytest.mark.parametrize(("tee", "path", "layout"), AZURE, ids=[f"{t}-{v}" for t, _, v in AZURE])
+async def test_azure_corpus(stub: attestation_pb2_grpc.AttestationServiceAsyncStub, tee: str, path: Path, layout: str) -> None:
+    # v0: the same capture in the older layout without `version` (tests/tpm/test_azure_formats.py)
+    evidence = load(path) if layout == "v1" else az_as_v0(load(path), tee)
+    response = await stub.AttestationEvaluate(request(tee, evidence, raw_runtime_data=url_encode(AZ_REPORT_DATA)))
     submod = annotated(response.attestation_token)
     evidence = submod["ear.veraison.annotated-evidence"]
     assert evidence["report_data"] == AZ_REPORT_DATA.hex()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
 import hashlib
@@ -199,7 +200,8 @@ def test_tpm_event_log_replay() -> None:
 
 
 def test_tpm_malformed_evidence() -> None:
-    for bad in ({}, {"ak_public": "x", "tpm_quote": {"pcrs": []}}, []):
+    cases: tuple[object, ...] = ({}, {"ak_public": "x", "tpm_quote": {"pcrs": []}}, [])
+    for bad in cases:
         with pytest.raises(MalformedRequestError):
             parse_evidence(bad)
 
@@ -214,8 +216,8 @@ def test_az_snp_vtpm_corpus() -> None:
     claims = report.claims
     assert claims is not None
     assert claims["report_data"] == AZ_REPORT_DATA.hex()
-    assert claims["tpm"]["pcr11"] and len(claims["tpm"]) == 25
-    assert claims["reported_tcb_bootloader"] >= 0 and len(claims["measurement"]) == 96
+    assert claims["tpm"]["pcr11"] and len(claims["tpm"]) == 24
+    assert claims["reported_tcb_bootloader"].isdigit() and len(base64.b64decode(claims["measurement"])) == 48
     [(as_claims, _)] = AzSnpVtpmVerifier().evaluate(load(AZ_SNP_EVIDENCE), AZ_REPORT_DATA, None, AZ_NOW)
     assert as_claims == claims
 

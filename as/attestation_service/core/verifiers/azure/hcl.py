@@ -7,10 +7,23 @@ runtime header (u32 data_size, version, report_type 2 = SNP / 4 = TDX,
 hash_type 1 = SHA-256, var_size), at 0x4D4 `var_size` bytes of runtime
 data: JSON with `keys` holding the `HCLAkPub` RSA JWK.
 
-Wire evidence: `{"version": 1|2 (number or string), "tpm_quote": {"message":
-hex TPMS_ATTEST, "signature": hex raw RSA signature, "pcrs": [24 hex]},
-"hcl_report": b64url, "vcek": b64url DER (az-snp-vtpm) | "td_quote": b64url
-(az-tdx-vtpm)}`; either base64 alphabet, padding optional.
+Wire evidence, in the three versions upstream accepts (trustee
+`deps/verifier/src/az_{snp,tdx}_vtpm/compat.rs`; the same data in each):
+* version 0, no `version` field (older guest-components): az-snp-vtpm
+  `{"quote": {"signature": [bytes], "message": [bytes], "pcrs": [[32
+  bytes] x 24]}, "report": [HCL report bytes], "vcek": "<PEM>"}`;
+  az-tdx-vtpm `{"tpm_quote": {same byte arrays}, "hcl_report": [bytes],
+  "td_quote": [bytes]}`.
+* version 1 and 2: `{"version": 1|2, "tpm_quote": {"signature": hex raw RSA
+  signature, "message": hex TPMS_ATTEST, "pcrs": [24 hex]}, "hcl_report":
+  b64url, "vcek": b64url DER (az-snp-vtpm) | "td_quote": b64url
+  (az-tdx-vtpm)}`. The guest sends `version` as a number; upstream's own
+  samples carry the string "1", so both are accepted. Either base64
+  alphabet, padding optional. Version 2 is laid out as version 1; the
+  difference is a check: its HCL runtime data `user-data` (hex) must begin
+  with the expected report data.
+A `version` other than 1 or 2 is refused (upstream would read an unknown
+version with the v0 fields as v0; here the version says which layout).
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attestation_service.core.verifiers.tpm.quote import TpmQuoteError, parse_pcrs
+from trustee_common.b64 import std_decode
 from trustee_common.bounded import loads_json
 from trustee_common.errors import EvidenceError, MalformedRequestError, clip_repr
 
@@ -58,6 +72,16 @@ class HclReport:
     @property
     def tdreport_report_data(self) -> bytes:
         return self.hw_report[TDREPORT_REPORT_DATA : TDREPORT_REPORT_DATA + 64]
+
+    def user_data(self) -> bytes:
+        """The runtime data's `user-data` (hex): where a version 2 guest puts the report data."""
+        value = self.runtime.get("user-data")
+        try:
+            if isinstance(value, str):
+                return bytes.fromhex(value)
+        except ValueError:
+            pass
+        raise HclReportError("HCL runtime data has no hex 'user-data'")
 
     def ak_public(self) -> rsa.RSAPublicKey:
         """The `HCLAkPub` RSA JWK of the runtime data."""
@@ -100,12 +124,13 @@ def parse_hcl_report(data: bytes) -> HclReport:
 
 @dataclass(frozen=True, slots=True)
 class AzureEvidence:
-    version: str
+    #: 0 (no `version` field), 1 or 2.
+    version: int
     message: bytes
     signature: bytes
     pcrs: list[bytes]
     hcl_report: bytes
-    #: `vcek` (az-snp-vtpm) or `td_quote` (az-tdx-vtpm).
+    #: `vcek` (az-snp-vtpm, DER) or `td_quote` (az-tdx-vtpm).
     platform: bytes
 
 
@@ -118,20 +143,73 @@ def _hex(value: object, field: str) -> bytes:
     raise MalformedRequestError(f"{field}: missing or not hex")
 
 
+def _byte_array(value: object, field: str) -> bytes:
+    """A JSON array of byte values (serde's `Vec<u8>`), at most `MAX_FIELD_SIZE` long."""
+    if not isinstance(value, list) or len(value) > MAX_FIELD_SIZE:
+        raise MalformedRequestError(f"{field}: missing or not an array of at most {MAX_FIELD_SIZE} bytes")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 256 for v in value):
+        raise MalformedRequestError(f"{field}: must hold byte values 0..255")
+    return bytes(value)
+
+
+def _version(evidence: dict[str, Any], tee: str) -> int:
+    if "version" not in evidence:
+        return 0
+    version = evidence["version"]
+    if isinstance(version, bool) or str(version) not in ("1", "2"):
+        raise MalformedRequestError(f"evidence ({tee}): version {clip_repr(version)} is not 1 or 2 (or absent: version 0)")
+    return int(str(version))
+
+
+def _pcrs(values: object, where: str) -> list[bytes]:
+    try:
+        return parse_pcrs(values, where)
+    except TpmQuoteError as exc:
+        raise MalformedRequestError(exc.detail) from None
+
+
+def _vcek_pem(value: object, tee: str) -> bytes:
+    """The DER inside the v0 `vcek` field (one PEM certificate); parsed as X.509 at the VCEK chain step."""
+    if not isinstance(value, str) or len(value) > MAX_FIELD_SIZE:
+        raise MalformedRequestError(f"evidence ({tee}): field 'vcek' is missing or not a PEM string")
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    text = value.strip()
+    if not text.startswith(begin) or not text.endswith(end) or text.count(begin) != 1:
+        raise MalformedRequestError(f"evidence ({tee}): field 'vcek' is not one PEM certificate")
+    return std_decode("".join(text[len(begin) : -len(end)].split()), f"evidence ({tee}) vcek")
+
+
+def _parse_v0(evidence: dict[str, Any], tee: str) -> AzureEvidence:
+    snp = tee == "az-snp-vtpm"
+    quote_field, report_field = ("quote", "report") if snp else ("tpm_quote", "hcl_report")
+    quote = evidence.get(quote_field)
+    if not isinstance(quote, dict):
+        raise MalformedRequestError(f"evidence ({tee}, version 0): field '{quote_field}' is missing or not an object")
+    where = f"evidence ({tee}, version 0) {quote_field}"
+    raw_pcrs = quote.get("pcrs")
+    if not isinstance(raw_pcrs, list):
+        raise MalformedRequestError(f"{where}.pcrs: missing or not an array")
+    pcrs = _pcrs([_byte_array(p, f"{where}.pcrs[{i}]").hex() for i, p in enumerate(raw_pcrs)], where)
+    message = _byte_array(quote.get("message"), f"{where}.message")
+    signature = _byte_array(quote.get("signature"), f"{where}.signature")
+    hcl_report = _byte_array(evidence.get(report_field), f"evidence ({tee}, version 0) {report_field}")
+    platform = (_vcek_pem(evidence.get("vcek"), tee) if snp
+                else _byte_array(evidence.get("td_quote"), f"evidence ({tee}, version 0) td_quote"))
+    return AzureEvidence(0, message, signature, pcrs, hcl_report, platform)
+
+
 def parse_azure_evidence(evidence: object, tee: str) -> AzureEvidence:
+    """The wire JSON of any version (0, 1, 2) as one `AzureEvidence`; `MalformedRequestError` naming the field."""
     platform_field = "vcek" if tee == "az-snp-vtpm" else "td_quote"
     if not isinstance(evidence, dict):
         raise MalformedRequestError(f"evidence ({tee}): must be a JSON object")
-    version = evidence.get("version")
-    if str(version) not in ("1", "2"):
-        raise MalformedRequestError(f"evidence ({tee}): version {clip_repr(version)} is not 1 or 2")
+    version = _version(evidence, tee)
+    if version == 0:
+        return _parse_v0(evidence, tee)
     quote = evidence.get("tpm_quote")
     if not isinstance(quote, dict):
         raise MalformedRequestError(f"evidence ({tee}): field 'tpm_quote' is missing or not an object")
-    try:
-        pcrs = parse_pcrs(quote.get("pcrs"), f"evidence ({tee}) tpm_quote")
-    except TpmQuoteError as exc:
-        raise MalformedRequestError(exc.detail) from None
+    pcrs = _pcrs(quote.get("pcrs"), f"evidence ({tee}) tpm_quote")
     fields: dict[str, bytes] = {}
     for name in ("hcl_report", platform_field):
         value = evidence.get(name)
@@ -139,6 +217,6 @@ def parse_azure_evidence(evidence: object, tee: str) -> AzureEvidence:
             raise MalformedRequestError(f"evidence ({tee}): field '{name}' is missing or not a string")
         fields[name] = b64_any(value, f"evidence ({tee}) {name}")
     return AzureEvidence(
-        str(version), _hex(quote.get("message"), f"evidence ({tee}) tpm_quote.message"),
+        version, _hex(quote.get("message"), f"evidence ({tee}) tpm_quote.message"),
         _hex(quote.get("signature"), f"evidence ({tee}) tpm_quote.signature"), pcrs, fields["hcl_report"], fields[platform_field],
     )

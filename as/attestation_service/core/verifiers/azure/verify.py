@@ -1,6 +1,8 @@
 """`az-snp-vtpm` and `az-tdx-vtpm` verification as numbered steps, report and raising forms. Pure.
 
-az-snp-vtpm: 1 evidence layout, 2 SNP report, 3 VCEK chain, 4 SNP report
+Every evidence version (0, 1, 2; `hcl.py`) goes through the same steps.
+az-snp-vtpm: 1 evidence layout, 2 SNP report (VMPL 0), 3 VCEK chain (the
+product's ASK/ARK, the product from CPUID as upstream), 4 SNP report
 signature, 5 runtime data binding (SNP report_data[0:32] == SHA-256(HCL
 runtime data)), then the vTPM steps.
 az-tdx-vtpm: 1 evidence layout, 2 TD quote (DCAP steps with collateral, or
@@ -9,10 +11,13 @@ binding (quote report_data == TDREPORT report_data), 4 runtime data binding
 (TDREPORT report_data[0:32] == SHA-256(HCL runtime data)), then the vTPM steps.
 vTPM steps: quote signature (HCLAkPub from the runtime data, RSASSA-SHA256),
 PCR digest, report data binding (quote nonce == expected report data,
-exactly, as upstream), init data binding (PCR 8).
+exactly, as upstream; version 2 also: the HCL runtime data's `user-data`
+begins with the expected report data), init data binding (PCR 8).
 
-Claims: the SNP claims (or the `tdx` quote claims) with `report_data` = the
-vTPM quote nonce, `init_data` = PCR 8, and `tpm.pcr00`..`tpm.pcr23`.
+Claims, as upstream's (docs/claims.md): az-snp-vtpm the SNP claims as
+strings with a base64 `measurement` (`snp_seam.snp_claims`), az-tdx-vtpm
+the `tdx` quote claims; then `report_data` = the vTPM quote nonce (hex),
+`init_data` = PCR 8 (hex) and `tpm.pcr00`..`tpm.pcr23` (hex).
 """
 
 from __future__ import annotations
@@ -99,6 +104,17 @@ def _runtime_binding(ctx: _Context) -> str:
     return "report_data[0:32] == SHA-256(HCL runtime data)"
 
 
+def _report_data_binding(ctx: _Context, attest: TpmsAttest, report_data: bytes | None) -> str:
+    detail = check_nonce(attest, report_data, size=None)
+    if ctx.evidence.version < 2:
+        return detail
+    assert report_data is not None  # check_nonce skips the step without it
+    user_data = _hcl(ctx).user_data()
+    if len(user_data) < len(report_data) or not hmac.compare_digest(user_data[: len(report_data)], report_data):
+        raise AzureVerificationError(f"HCL user-data {user_data.hex()} does not begin with the expected report data (version 2)")
+    return detail + "; HCL user-data begins with it (version 2)"
+
+
 def _vtpm_steps(
     ctx: _Context, first: int, report_data: bytes | None, init_data_hash: bytes | None
 ) -> list[tuple[int, str, Callable[[_Context], str]]]:
@@ -113,7 +129,7 @@ def _vtpm_steps(
     return [
         (first, "vTPM quote signature", signature),
         (first + 1, "PCR digest", lambda c: check_pcr_digest(attest(c), c.evidence.pcrs, ALG_SHA256)),
-        (first + 2, "report data binding", lambda c: check_nonce(attest(c), report_data, size=None)),
+        (first + 2, "report data binding", lambda c: _report_data_binding(c, attest(c), report_data)),
         (first + 3, "init data binding", lambda c: check_init_data(c.evidence.pcrs, init_data_hash)),
     ]
 
@@ -124,10 +140,9 @@ def _run(ctx: _Context, steps: list[tuple[int, str, Callable[[_Context], str]]])
         return report
     assert ctx.attest is not None
     claims = dict(ctx.platform_claims)
-    claims["hcl_report_data"] = ctx.bound.hex()
-    claims["report_data"] = ctx.attest.extra_data.hex()
+    claims["tpm"] = pcr_claims(ctx.evidence.pcrs)
     claims["init_data"] = ctx.evidence.pcrs[8].hex()
-    claims["tpm"] = {**pcr_claims(ctx.evidence.pcrs), "init_data": ctx.evidence.pcrs[8].hex()}
+    claims["report_data"] = ctx.attest.extra_data.hex()
     report.claims = claims
     return report
 
@@ -143,13 +158,11 @@ def evaluate_az_snp_vtpm(
     def snp_report(c: _Context) -> str:
         state["report"] = snp_seam.parse_snp(_hcl(c).hw_report)
         c.bound = state["report"].report_data
-        return f"SNP report v{state['report'].version}, vmpl {state['report'].vmpl}"
+        return snp_seam.check_vmpl(state["report"])
 
     def chain(c: _Context) -> str:
         state["vcek"], state["product"] = snp_seam.check_vcek_chain(c.evidence.platform, state["report"], now)
-        c.platform_claims = snp_seam.snp_claims(state["report"], state["product"])
-        c.platform_claims.pop("report_data", None)
-        c.platform_claims["host_data"] = c.platform_claims.pop("init_data", "")
+        c.platform_claims = snp_seam.snp_claims(state["report"])
         return f"VCEK <- SEV-{state['product']} <- ARK-{state['product']} (pinned), TCB extensions match"
 
     steps: list[tuple[int, str, Callable[[_Context], str]]] = [

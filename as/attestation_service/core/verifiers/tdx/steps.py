@@ -334,12 +334,17 @@ def _iso(value: datetime.datetime) -> str:
     return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
+#: Upstream's names for the PCK SGX type (QVL supplemental `sgx_type`).
+SGX_TYPES = {0: "Standard", 1: "Scalable", 2: "Scalable with Integrity"}
+
+
 def supplemental(ctx: StepContext) -> dict[str, Any]:
     claims: dict[str, Any] = {}
     if ctx.uefi_event_logs is not None:
         claims["uefi_event_logs"] = ctx.uefi_event_logs
     if ctx.pck is not None and ctx.pck.platform_instance_id is not None:
-        claims["platform_instance_id"] = ctx.pck.platform_instance_id.hex()
+        # Upstream reads the 16 bytes as a little-endian integer and prints it big-endian: reversed.
+        claims["platform_instance_id"] = ctx.pck.platform_instance_id[::-1].hex()
     col = ctx.collateral
     if col is None or ctx.status is None or ctx.platform_level is None or ctx.pck is None:
         return claims
@@ -354,7 +359,8 @@ def supplemental(ctx: StepContext) -> dict[str, Any]:
         "tcb_eval_num": col.tcb_info.tcb_evaluation_data_number,
         "pck_crl_num": col.crl_number(col.pck_crl),
         "root_ca_crl_num": col.crl_number(col.root_crl),
-        "sgx_type": ctx.pck.sgx_type,
+        "sgx_type": SGX_TYPES.get(ctx.pck.sgx_type, f"Unknown ({ctx.pck.sgx_type})"),
+        "platform_provider_id": ctx.pck.ppid.hex(),
         "fmspc": ctx.pck.fmspc.hex(),
     })
     for key, value in (("is_dynamic_platform", ctx.pck.dynamic_platform), ("is_cached_keys", ctx.pck.cached_keys),
