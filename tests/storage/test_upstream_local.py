@@ -121,14 +121,20 @@ def test_type_overrides_keep_the_backends(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"rvps_config.storage_type 'Vault' is not one of Sqlite, Memory, Postgres, Redis, "
                                           r"LocalFs, LocalJson"):
         base.with_type("Vault", "rvps_config.storage_type")
-    with pytest.raises(ConfigError, match=r"rvps_config\.storage_type is Postgres but storage\.backends\.postgres has no url"):
-        base.with_type("Postgres", "rvps_config.storage_type", backends="storage")
+    with pytest.raises(ConfigError, match=r"rvps_config\.storage_type is Postgres but storage_backend\.backends\.postgres has no url"):
+        base.with_type("Postgres", "rvps_config.storage_type")
 
 
 @pytest.mark.parametrize("table", ["local_fs", "local_json"])
 def test_unknown_keys_in_the_directory_tables_are_refused(table: str) -> None:
     with pytest.raises(ConfigError, match=f"unknown key\\(s\\) in storage.backends.{table}: path"):
         StorageConfig.from_table(ConfigTable({"backends": {table: {"path": "/x"}}}, "storage"), Path("/x"), where="storage")
+
+
+def test_messages_name_the_table_the_caller_gave() -> None:
+    """Upstream's RVPS calls the table `storage`."""
+    with pytest.raises(ConfigError, match=r"^storage\.storage_type is Redis but storage\.backends\.redis has no url"):
+        StorageConfig.from_table(ConfigTable({"storage_type": "Redis"}, "storage"), Path("/x"), where="storage")
 
 
 # --- the import, in process ------------------------------------------------------------------

@@ -92,6 +92,8 @@ class StorageConfig:
     #: `backends.local_fs.dir_path` and `backends.local_json.file_dir_path` (upstream's defaults when absent).
     local_fs_dir: Path = DEFAULT_DIRS["LocalFs"]
     local_json_dir: Path = DEFAULT_DIRS["LocalJson"]
+    #: The config table this came from, for messages (`storage` in upstream's RVPS config).
+    table: str = "storage_backend"
 
     @classmethod
     def from_table(cls, table: ConfigTable, default_sqlite_path: Path, *, environ: Mapping[str, str] | None = None,
@@ -109,11 +111,11 @@ class StorageConfig:
         local_json = _directory(backends, "local_json", "file_dir_path")
         backends.finish()
         table.finish()
-        base = cls(sqlite_path=path, postgres=postgres, redis=redis,
-                   local_fs_dir=local_fs or DEFAULT_DIRS["LocalFs"], local_json_dir=local_json or DEFAULT_DIRS["LocalJson"])
-        return base.with_type(kind_text, f"{where}.storage_type", backends=where)
+        base = cls(sqlite_path=path, postgres=postgres, redis=redis, local_fs_dir=local_fs or DEFAULT_DIRS["LocalFs"],
+                   local_json_dir=local_json or DEFAULT_DIRS["LocalJson"], table=where)
+        return base.with_type(kind_text, f"{where}.storage_type")
 
-    def with_type(self, kind_text: str, where: str, *, backends: str = "storage_backend") -> StorageConfig:
+    def with_type(self, kind_text: str, where: str) -> StorageConfig:
         """The same backends under another storage type (upstream's spellings too); `where` names the key in messages.
 
         For upstream's per-service type overrides: `rvps_config.storage_type` and `[attestation_service] storage_type`
@@ -121,7 +123,7 @@ class StorageConfig:
         kind = storage_type(kind_text, where)
         layout = kind if kind in LAYOUTS else None
         config = replace(self, storage_type="Sqlite" if layout else kind, layout=layout)
-        config.require(where, backends)
+        config.require(where)
         return config
 
     @property
@@ -137,15 +139,15 @@ class StorageConfig:
         directory = self.local_dir
         return self.sqlite_path if directory is None else database_path(directory)
 
-    def require(self, where: str, backends: str = "storage_backend") -> None:
+    def require(self, where: str) -> None:
         """Refuse a type whose backend is not configured."""
         if self.storage_type == "Postgres":
             if self.postgres is None:
-                raise ConfigError(f"{where} is Postgres but {backends}.backends.postgres has no url (nor is {POSTGRES_ENV} set)")
+                raise ConfigError(f"{where} is Postgres but {self.table}.backends.postgres has no url (nor is {POSTGRES_ENV} set)")
             check_postgres_url(self.postgres.url, self.postgres.where)
         if self.storage_type == "Redis":
             if self.redis is None:
-                raise ConfigError(f"{where} is Redis but {backends}.backends.redis has no url (nor is {REDIS_ENV} set)")
+                raise ConfigError(f"{where} is Redis but {self.table}.backends.redis has no url (nor is {REDIS_ENV} set)")
             check_redis_url(self.redis.url, self.redis.where)
 
     def for_sessions(self, kind_text: str, where: str = "session_storage_type") -> StorageConfig:
