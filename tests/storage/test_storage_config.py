@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import tomllib
 from pathlib import Path
 
+import grpc
+import psycopg
 import pytest
 
 from kbs.config import parse_kbs_config
 from tests.kbs.helpers import kbs_toml, make_material, run_kbs_expect_exit
 from tests.procs import Proc, free_port, script
+from tests.storage.servers import PostgresServer
 from tests.tools.stack import run_tool
 from trustee_common.config import ConfigTable
 from trustee_common.errors import ConfigError
 from trustee_common.storage.factory import StorageConfig
+from trustee_pb import reference_pb2 as pb
+from trustee_pb import reference_pb2_grpc
 
 DEFAULT = Path("/d/storage.sqlite3")
 
@@ -39,6 +46,22 @@ def test_upstream_postgres_keys_make_a_url() -> None:
     assert config.postgres is not None and config.postgres.url == "postgresql://k:p%40ss@db:6000/kbs"
 
 
+@pytest.mark.parametrize(("table", "url"), [
+    ("", "postgresql://postgres@localhost:5432/postgres"),
+    ('db = "kbs"', "postgresql://postgres@localhost:5432/kbs"),
+    ('host = "::1"\npassword = "pw"', "postgresql://postgres:pw@[::1]:5432/postgres"),
+])
+def test_upstream_postgres_defaults(table: str, url: str) -> None:
+    """Upstream's defaults for the keys left out of `[backends.postgres]` (the table itself must be there)."""
+    config = parse(f'storage_type = "postgres"\n[backends.postgres]\n{table}')
+    assert config.postgres is not None and config.postgres.url == url
+
+
+def test_upstream_redis_default_url() -> None:
+    config = parse('storage_type = "redis"\n[backends.redis]\n')
+    assert (config.storage_type, config.redis and config.redis.url) == ("Redis", "redis://127.0.0.1:6379")
+
+
 def test_environment_overrides_the_urls() -> None:
     text = 'storage_type = "Postgres"\n[backends.postgres]\nurl = "postgresql://file/db"\n[backends.redis]\nurl = "redis://file:1"'
     config = parse(text, POSTGRES_URL="postgresql://env/db", REDIS_URL="redis://env:2/1")
@@ -52,7 +75,8 @@ def test_a_bad_unused_environment_url_does_not_matter() -> None:
 
 
 @pytest.mark.parametrize(("text", "env", "message"), [
-    ('storage_type = "LocalFs"', {}, "storage_backend.storage_type 'LocalFs' is not one of Sqlite, Memory, Postgres, Redis"),
+    ('storage_type = "Vault"', {}, "storage_backend.storage_type 'Vault' is not one of Sqlite, Memory, Postgres, Redis, LocalFs, "
+                                   "LocalJson"),
     ('storage_type = "Postgres"', {}, "is Postgres but storage_backend.backends.postgres has no url"),
     ('storage_type = "Postgres"\n[backends.postgres]\nurl = "mysql://h/db"', {}, "must be a postgresql:// URL"),
     ('storage_type = "Postgres"\n[backends.postgres]\nurl = "postgresql://h:99999/db"', {}, "port '99999' is not 1-65535"),
@@ -60,7 +84,8 @@ def test_a_bad_unused_environment_url_does_not_matter() -> None:
     ('storage_type = "Postgres"', {"POSTGRES_URL": "http://x"}, "environment variable POSTGRES_URL 'http://x' must be a postgresql:// URL"),
     ('storage_type = "Postgres"\n[backends.postgres]\nurl = "postgresql://h/db"\nhost = "h"', {}, "either url or host"),
     ('storage_type = "Postgres"\n[backends.postgres]\nurl = "postgresql://h/db"\npool_size = 0', {}, "pool_size must be >= 1"),
-    ('storage_type = "Redis"\n[backends.redis]\nurl = "redis://h:1"', {}, '"Redis" is for KBS sessions only'),
+    ('storage_type = "Postgres"\n[backends.postgres]\nport = 70000', {}, "port '70000' is not 1-65535"),
+    ('storage_type = "Redis"', {}, "is Redis but storage_backend.backends.redis has no url"),
     ("[backends.postgres]\nuri = 'x'", {}, "unknown key(s) in storage_backend.backends.postgres: uri"),
     ("[backends.mongo]", {}, "unknown key(s) in storage_backend.backends: mongo"),
     ("pool_size = 3", {}, "unknown key(s) in storage_backend: pool_size"),
@@ -104,8 +129,6 @@ def test_kbs_session_storage_and_kv_resources(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("top", "storage", "plugin", "expected"), [
-    ("", '[storage_backend]\nstorage_type = "Redis"\n[storage_backend.backends.redis]\nurl = "redis://h:1"\n', None,
-     '"Redis" is for KBS sessions only'),
     ('session_storage_type = "Redis"\n', "", None, "session_storage_type is Redis but storage_backend.backends.redis has no url"),
     ('session_storage_type = "Cassandra"\n', "", None, "session_storage_type 'Cassandra' is not one of"),
     ("", '[storage_backend]\nstorage_type = "Postgres"\n[storage_backend.backends.postgres]\nurl = "postgres://[::1/db"\n', None,
@@ -130,16 +153,70 @@ def test_kbs_with_an_unreachable_database_fails_at_start(tmp_path: Path) -> None
     assert "s3cret" not in output
 
 
-@pytest.mark.parametrize("program", ["rvps", "grpc-as"])
-def test_rvps_and_as_refuse_redis(tmp_path: Path, program: str) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text('[storage_backend]\nstorage_type = "Redis"\n[storage_backend.backends.redis]\nurl = "redis://127.0.0.1:1"\n')
-    proc = Proc([script(program), "-c", str(config)], tmp_path / "log")
-    code = proc.popen.wait(30)
-    output = proc.output()
-    proc.stop()
-    assert code == 1
-    assert '"Redis" is for KBS sessions only' in output
+async def query_rvps(port: int, name: str) -> object:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
+        reply = await stub.QueryReferenceValue(pb.ReferenceValueQueryRequest(reference_value_id=name))
+        return json.loads(reply.reference_value_results) if reply.HasField("reference_value_results") else None
+
+
+async def register_and_restart(tmp_path: Path, storage: str) -> str:
+    """Register a value in a real `rvps` on `storage`, restart it, query it back; returns the first run's log."""
+    config = tmp_path / "rvps.toml"
+    config.write_text(storage)
+    logs = []
+    for run in range(2):
+        port = free_port()
+        proc = Proc([script("rvps"), "-c", str(config), "-a", f"127.0.0.1:{port}"], tmp_path / f"rvps{run}.log", port=port)
+        try:
+            if run == 0:
+                payload = base64.b64encode(json.dumps({"svn": ["7"]}).encode()).decode()
+                message = json.dumps({"version": "0.1.0", "type": "sample", "payload": payload})
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
+                    await stub.RegisterReferenceValue(pb.ReferenceValueRegisterRequest(message=message))
+            assert await query_rvps(port, "svn") == ["7"]
+        finally:
+            assert proc.stop() == 0, proc.log.read_text()
+        logs.append(proc.log.read_text())
+    return logs[0]
+
+
+async def test_rvps_on_redis_warns_about_durability(tmp_path: Path, redis_url: str) -> None:
+    log = await register_and_restart(tmp_path, f'[storage_backend]\nstorage_type = "redis"\n[storage_backend.backends.redis]\n'
+                                               f'url = "{redis_url}"\n')
+    warnings = [line for line in log.splitlines() if "only as durably as the Redis server" in line]
+    assert len(warnings) == 1, log
+
+
+def test_grpc_as_starts_on_redis(tmp_path: Path, redis_url: str) -> None:
+    config = tmp_path / "as.toml"
+    config.write_text(f'[storage_backend]\nstorage_type = "Redis"\n[storage_backend.backends.redis]\nurl = "{redis_url}"\n')
+    port = free_port()
+    proc = Proc([script("grpc-as"), "-c", str(config), "--socket", f"127.0.0.1:{port}"], tmp_path / "as.log", port=port)
+    assert proc.stop() == 0, proc.log.read_text()
+    assert "only as durably as the Redis server" in proc.log.read_text()
+
+
+async def test_rvps_on_postgres_with_upstreams_keys(tmp_path: Path, postgres_server: PostgresServer) -> None:
+    """host/port/db/username/password, as upstream writes them, against the real server (it trusts local logins)."""
+    url = postgres_server.new_database()
+    database = url.rsplit("/", 1)[1]
+    storage = ('[storage_backend]\nstorage_type = "postgres"\n[storage_backend.backends.postgres]\n'
+               f'host = "127.0.0.1"\nport = {postgres_server.port}\ndb = "{database}"\nusername = "postgres"\npassword = "unused"\n')
+    log = await register_and_restart(tmp_path, storage)
+    assert "unused" not in log
+    with psycopg.connect(url) as conn:
+        [(value,)] = conn.execute("SELECT value FROM reference_value WHERE key = 'svn'").fetchall()
+    assert json.loads(bytes(value))["value"] == ["7"]
+
+
+@pytest.mark.parametrize("spelling", ["Memory", "memory"])
+def test_memory_storage_still_refuses_several_kbs_workers(tmp_path: Path, spelling: str) -> None:
+    storage = f'[storage_backend]\nstorage_type = "{spelling}"\n'
+    code, output = run_kbs_expect_exit(tmp_path / "kbs", kbs_config_text(tmp_path, storage=storage), args=("--workers", "2"))
+    assert code == 2, output
+    assert 'storage_backend.storage_type "Memory" is kept inside one process' in output
 
 
 @pytest.mark.parametrize(("value", "message"), [

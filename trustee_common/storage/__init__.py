@@ -5,8 +5,9 @@ namespaces (upstream's names: `kbs`, `kbs_protocol_session`,
 `attestation_service_policy`, `reference_value`, `repository`).
 `ResourceStore` holds the KBS resources (a directory tree, or namespace
 `repository` of a `KeyValueStore`). Protocol code depends only on these
-Protocols; the backends (SQLite, memory, PostgreSQL, Redis for sessions)
-are chosen from config by `open_kv_store` (docs/storage.md).
+Protocols; the backends (SQLite, memory, PostgreSQL, Redis; upstream's
+LocalFs and LocalJson are SQLite in their directory) are chosen from config
+by `open_kv_store` (docs/storage.md).
 """
 
 from trustee_common.storage.base import Entry, ExportableStore, KeyValueStore, ResourceStore, validate_key

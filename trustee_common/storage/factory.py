@@ -1,8 +1,9 @@
 """Build the configured `KeyValueStore` (the one place that knows the backends).
 
-Config table `[storage_backend]`, the same in every service (docs/storage.md):
+Config table `[storage_backend]`, the same in every service (docs/storage.md);
+upstream's RVPS calls it `storage` (the caller names the table, `where`):
 
-    storage_type = "Sqlite" (default) | "Memory" | "Postgres"
+    storage_type = "Sqlite" (default) | "Memory" | "Postgres" | "Redis" | "LocalFs" | "LocalJson"
     [storage_backend.backends.sqlite]
     path = "<file>"        (default: <data dir>/storage.sqlite3 given by the caller)
     [storage_backend.backends.postgres]
@@ -12,16 +13,27 @@ Config table `[storage_backend]`, the same in every service (docs/storage.md):
     [storage_backend.backends.redis]
     url = "redis://127.0.0.1:6379/0"                   (env REDIS_URL overrides)
     pool_size = 10
+    [storage_backend.backends.local_fs]
+    dir_path = "<dir>"     (default /opt/confidential-containers/storage/local_fs)
+    [storage_backend.backends.local_json]
+    file_dir_path = "<dir>"  (default /opt/confidential-containers/storage/local_json)
 
-"Redis" is accepted only for KBS sessions (`StorageConfig.for_sessions`,
-the KBS's top-level `session_storage_type`). Type names are matched
-case-insensitively, and upstream's snake_case spellings are accepted. The
-backend of the chosen type must be fully configured; a bad URL is a
-`ConfigError` at start, before anything is served.
+`LocalFs` and `LocalJson` are upstream's types: they are served by SQLite
+with its file in that directory, filled once from the data an upstream
+Trustee left there (`upstream_local`). `Redis` is not durable unless its
+operator makes it so: a warning says so at start (sessions excepted). Type
+names are matched case-insensitively, and upstream's snake_case spellings
+are accepted. The backend of the chosen type must be fully configured; a
+bad URL is a `ConfigError` at start, before anything is served.
+
+`StorageConfig.with_type` gives the same backends under another type: what
+upstream's type overrides mean (KBS `session_storage_type`, `[attestation_service]
+storage_type`, AS `rvps_config.storage_type`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -29,14 +41,23 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from trustee_common.config import ConfigTable
-from trustee_common.errors import ConfigError
+from trustee_common.errors import ConfigError, StorageError
 from trustee_common.storage.base import KeyValueStore
 from trustee_common.storage.memory import MemoryStore
-from trustee_common.storage.sqlite import SqliteStore
+from trustee_common.storage.sqlite import SqliteStore, create_private
+from trustee_common.storage.upstream_local import DEFAULT_DIRS, LAYOUTS, database_path, open_local
 from trustee_common.storage.urls import redact_url
 
-STORAGE_TYPES = ("Sqlite", "Memory", "Postgres", "Redis")
-_ALIASES = {"sqlite": "Sqlite", "memory": "Memory", "postgres": "Postgres", "postgresql": "Postgres", "redis": "Redis"}
+logger = logging.getLogger(__name__)
+
+#: Our backends (`StorageConfig.storage_type`); upstream's `LocalFs`/`LocalJson` are SQLite (`StorageConfig.layout`).
+BACKENDS = ("Sqlite", "Memory", "Postgres", "Redis")
+STORAGE_TYPES = (*BACKENDS, *LAYOUTS)
+_ALIASES = {"sqlite": "Sqlite", "memory": "Memory", "postgres": "Postgres", "postgresql": "Postgres", "redis": "Redis",
+            "localfs": "LocalFs", "local_fs": "LocalFs", "localjson": "LocalJson", "local_json": "LocalJson"}
+#: Upstream's defaults when `backends.postgres` / `backends.redis` is given without a URL.
+UPSTREAM_POSTGRES_HOST = "localhost"
+UPSTREAM_REDIS_URL = "redis://127.0.0.1:6379"
 POSTGRES_ENV = "POSTGRES_URL"
 REDIS_ENV = "REDIS_URL"
 DEFAULT_POOL_SIZE = 10
@@ -59,48 +80,79 @@ class BackendUrl:
 
 @dataclass(frozen=True)
 class StorageConfig:
+    """One service's storage. `storage_type` is our backend; `layout` is set when upstream's LocalFs/LocalJson chose it."""
+
     storage_type: str = "Sqlite"
+    #: `backends.sqlite.path`: the Sqlite file (`database_path` is the one in use, which differs for LocalFs/LocalJson).
     sqlite_path: Path = Path("storage.sqlite3")
     postgres: BackendUrl | None = None
     redis: BackendUrl | None = None
+    #: "LocalFs" or "LocalJson" when that type was configured (storage_type is then "Sqlite"); None otherwise.
+    layout: str | None = None
+    #: `backends.local_fs.dir_path` and `backends.local_json.file_dir_path` (upstream's defaults when absent).
+    local_fs_dir: Path = DEFAULT_DIRS["LocalFs"]
+    local_json_dir: Path = DEFAULT_DIRS["LocalJson"]
+    #: The config table this came from, for messages (`storage` in upstream's RVPS config).
+    table: str = "storage_backend"
 
     @classmethod
-    def from_table(cls, table: ConfigTable, default_sqlite_path: Path, *, environ: Mapping[str, str] | None = None) -> StorageConfig:
+    def from_table(cls, table: ConfigTable, default_sqlite_path: Path, *, environ: Mapping[str, str] | None = None,
+                   where: str = "storage_backend") -> StorageConfig:
+        """Parse a `[storage_backend]` table; `where` names it in messages (upstream's RVPS calls it `storage`)."""
         env = os.environ if environ is None else environ
-        kind = storage_type(table.string("storage_type", "Sqlite") or "Sqlite", "storage_backend.storage_type")
+        kind_text = table.string("storage_type", "Sqlite") or "Sqlite"
         backends = table.table("backends")
         sqlite = backends.table("sqlite")
         path = Path(sqlite.string("path", str(default_sqlite_path)) or default_sqlite_path)
         sqlite.finish()
-        postgres = _postgres(backends.table("postgres"), env)
-        redis = _redis(backends.table("redis"), env)
+        postgres = _postgres(backends, env, f"{where}.backends.postgres")
+        redis = _redis(backends, env, f"{where}.backends.redis")
+        local_fs = _directory(backends, "local_fs", "dir_path")
+        local_json = _directory(backends, "local_json", "file_dir_path")
         backends.finish()
         table.finish()
-        if kind == "Redis":
-            raise ConfigError(
-                'storage_backend.storage_type "Redis" is for KBS sessions only (it is not durable): keep storage_type on '
-                'Sqlite or Postgres and set session_storage_type = "Redis" at the top of the KBS config'
-            )
-        config = cls(kind, path, postgres, redis)
-        config.require("storage_backend.storage_type")
+        base = cls(sqlite_path=path, postgres=postgres, redis=redis, local_fs_dir=local_fs or DEFAULT_DIRS["LocalFs"],
+                   local_json_dir=local_json or DEFAULT_DIRS["LocalJson"], table=where)
+        return base.with_type(kind_text, f"{where}.storage_type")
+
+    def with_type(self, kind_text: str, where: str) -> StorageConfig:
+        """The same backends under another storage type (upstream's spellings too); `where` names the key in messages.
+
+        For upstream's per-service type overrides: `rvps_config.storage_type` and `[attestation_service] storage_type`
+        (and, through `for_sessions`, `session_storage_type`). Refuses a type whose backend is not configured."""
+        kind = storage_type(kind_text, where)
+        layout = kind if kind in LAYOUTS else None
+        config = replace(self, storage_type="Sqlite" if layout else kind, layout=layout)
+        config.require(where)
         return config
+
+    @property
+    def local_dir(self) -> Path | None:
+        """The LocalFs/LocalJson directory in use, or None."""
+        if self.layout is None:
+            return None
+        return self.local_fs_dir if self.layout == "LocalFs" else self.local_json_dir
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file this store uses when `storage_type` is Sqlite."""
+        directory = self.local_dir
+        return self.sqlite_path if directory is None else database_path(directory)
 
     def require(self, where: str) -> None:
         """Refuse a type whose backend is not configured."""
         if self.storage_type == "Postgres":
             if self.postgres is None:
-                raise ConfigError(f"{where} is Postgres but storage_backend.backends.postgres has no url (nor is {POSTGRES_ENV} set)")
+                raise ConfigError(f"{where} is Postgres but {self.table}.backends.postgres has no url (nor is {POSTGRES_ENV} set)")
             check_postgres_url(self.postgres.url, self.postgres.where)
         if self.storage_type == "Redis":
             if self.redis is None:
-                raise ConfigError(f"{where} is Redis but storage_backend.backends.redis has no url (nor is {REDIS_ENV} set)")
+                raise ConfigError(f"{where} is Redis but {self.table}.backends.redis has no url (nor is {REDIS_ENV} set)")
             check_redis_url(self.redis.url, self.redis.where)
 
     def for_sessions(self, kind_text: str, where: str = "session_storage_type") -> StorageConfig:
-        """The KBS session store: the same backends with another type (Redis allowed)."""
-        config = replace(self, storage_type=storage_type(kind_text, where))
-        config.require(where)
-        return config
+        """The KBS session store (`session_storage_type`): the same backends with another type."""
+        return self.with_type(kind_text, where)
 
     def describe(self) -> str:
         """For logs: the type and where the data is, without passwords."""
@@ -108,7 +160,11 @@ class StorageConfig:
             return f"Postgres {self.postgres.shown}"
         if self.storage_type == "Redis" and self.redis is not None:
             return f"Redis {self.redis.shown}"
-        return "Memory" if self.storage_type == "Memory" else f"Sqlite {self.sqlite_path}"
+        if self.storage_type == "Memory":
+            return "Memory"
+        if self.layout is not None:
+            return f"{self.layout} {self.local_dir} (Sqlite {self.database_path})"
+        return f"Sqlite {self.sqlite_path}"
 
 
 def storage_type(text: str, where: str) -> str:
@@ -145,37 +201,61 @@ def check_redis_url(url: str, where: str) -> str:
     return url
 
 
-def _postgres(table: ConfigTable, env: Mapping[str, str]) -> BackendUrl | None:
+def _postgres(backends: ConfigTable, env: Mapping[str, str], where: str) -> BackendUrl | None:
+    present = backends.has("postgres")
+    table = backends.table("postgres")
     url = table.string("url")
     pool = table.integer("pool_size", DEFAULT_POOL_SIZE, minimum=1)
     parts = {k: table.string(k) for k in ("host", "db", "username", "password")}
     port = table.integer("port", 5432, minimum=1)
     table.finish()
-    where = "storage_backend.backends.postgres.url"
-    if url is not None and any(parts.values()):
-        raise ConfigError("storage_backend.backends.postgres: give either url or host/port/db/username/password, not both")
-    if url is None and parts["host"]:
+    given = any(parts.values()) or table.has("port")
+    if url is not None and given:
+        raise ConfigError(f"{where}: give either url or host/port/db/username/password, not both")
+    shown_where = f"{where}.url"
+    if url is None and present:
+        # Upstream's form, with its defaults (postgres@localhost:5432/postgres).
         user = quote(parts["username"] or "postgres", safe="")
         password = "" if parts["password"] is None else ":" + quote(parts["password"], safe="")
-        url = f"postgresql://{user}{password}@{parts['host']}:{port}/{quote(parts['db'] or 'postgres', safe='')}"
-        where = "storage_backend.backends.postgres"
+        host = parts["host"] or UPSTREAM_POSTGRES_HOST
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        url = f"postgresql://{user}{password}@{host}:{port}/{quote(parts['db'] or 'postgres', safe='')}"
+        shown_where = where
     if env.get(POSTGRES_ENV):
-        url, where = env[POSTGRES_ENV], f"environment variable {POSTGRES_ENV}"
-    return None if url is None else BackendUrl(url, pool, where)
+        url, shown_where = env[POSTGRES_ENV], f"environment variable {POSTGRES_ENV}"
+    return None if url is None else BackendUrl(url, pool, shown_where)
 
 
-def _redis(table: ConfigTable, env: Mapping[str, str]) -> BackendUrl | None:
+def _redis(backends: ConfigTable, env: Mapping[str, str], where: str) -> BackendUrl | None:
+    present = backends.has("redis")
+    table = backends.table("redis")
     url = table.string("url")
     pool = table.integer("pool_size", DEFAULT_POOL_SIZE, minimum=1)
     table.finish()
-    where = "storage_backend.backends.redis.url"
+    if url is None and present:
+        url = UPSTREAM_REDIS_URL  # upstream's default
+    shown_where = f"{where}.url"
     if env.get(REDIS_ENV):
-        url, where = env[REDIS_ENV], f"environment variable {REDIS_ENV}"
-    return None if url is None else BackendUrl(url, pool, where)
+        url, shown_where = env[REDIS_ENV], f"environment variable {REDIS_ENV}"
+    return None if url is None else BackendUrl(url, pool, shown_where)
+
+
+def _directory(backends: ConfigTable, name: str, key: str) -> Path | None:
+    table = backends.table(name)
+    text = table.string(key)
+    table.finish()
+    return None if text is None else Path(text)
 
 
 def open_kv_store(config: StorageConfig) -> KeyValueStore:
-    """The store (server backends connect on first use; `check` forces it)."""
+    """The store (server backends connect on first use; `check` forces it). Warns once when Redis holds durable state."""
+    if config.storage_type == "Redis":
+        logger.warning("storage: Redis keeps this service's policies, resources and reference values only as durably as "
+                       "the Redis server is configured to (AOF/RDB persistence and replication are its operator's job)")
+    return _open(config)
+
+
+def _open(config: StorageConfig) -> KeyValueStore:
     config.require("storage_type")
     if config.storage_type == "Memory":
         return MemoryStore()
@@ -188,6 +268,8 @@ def open_kv_store(config: StorageConfig) -> KeyValueStore:
         from trustee_common.storage.redis import RedisStore
 
         return RedisStore(config.redis.url, pool_size=config.redis.pool_size)
+    if config.layout is not None and config.local_dir is not None:
+        return open_local(config.layout, config.local_dir)
     return SqliteStore(config.sqlite_path)
 
 
@@ -199,12 +281,21 @@ def session_sqlite_path(sqlite_path: Path) -> Path:
 def describe_sessions(config: StorageConfig) -> str:
     """For logs: where `open_session_store` keeps the sessions."""
     if config.storage_type == "Sqlite":
-        return f"Sqlite {session_sqlite_path(config.sqlite_path)} (synchronous=NORMAL)"
+        return f"Sqlite {session_sqlite_path(config.database_path)} (synchronous=NORMAL)"
     return config.describe()
 
 
 def open_session_store(config: StorageConfig) -> KeyValueStore:
-    """The KBS session store: SQLite in its own file without fsync (sessions live minutes); others as configured."""
+    """The KBS session store: SQLite in its own file without fsync (sessions live minutes); others as configured.
+
+    With LocalFs/LocalJson the file is in that directory, and nothing is imported into it (sessions are not)."""
     if config.storage_type == "Sqlite":
-        return SqliteStore(session_sqlite_path(config.sqlite_path), durable=False)
-    return open_kv_store(config)
+        path = session_sqlite_path(config.database_path)
+        if config.local_dir is not None:
+            try:
+                config.local_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                create_private(path)
+            except OSError as exc:
+                raise StorageError(f"cannot open SQLite store {path}: {exc}") from exc
+        return SqliteStore(path, durable=False)
+    return _open(config)

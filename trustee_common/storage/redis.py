@@ -1,12 +1,12 @@
-"""Redis `KeyValueStore`, for KBS sessions only (`session_storage_type = "Redis"`).
+"""Redis `KeyValueStore` (`storage_type = "Redis"`, or KBS sessions only with `session_storage_type = "Redis"`).
 
 Keys are `<namespace>:<key>` (upstream's layout). Expiry is Redis's own
 (`SET ... PXAT`), so entries vanish by themselves and `purge_expired` only
 checks the server answers. `put(overwrite=False)` is `SET NX` and `pop` is
 `GETDEL` (Redis 6.2+): both atomic on the server, so of concurrent takers
-exactly one gets the value. Redis is not durable by default, which is why
-the config refuses it for anything but sessions. Errors become
-`StorageError`s that never show the password.
+exactly one gets the value. Redis is not durable by default (persistence is
+its operator's choice), which is why `open_kv_store` warns when it holds
+more than sessions. Errors become `StorageError`s that never show the password.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ write lock for long.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -69,6 +70,58 @@ def _enable_auto_vacuum(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
         conn.execute("VACUUM")  # an existing file: rewrite it once so the setting applies
+
+
+#: Records the one-time fill of a new store (`import_once`); a store holding a row here is never filled again.
+_IMPORT_TABLE = "CREATE TABLE IF NOT EXISTS trustee_import (source TEXT NOT NULL, imported_at REAL NOT NULL, entries INTEGER NOT NULL)"
+#: How long a process waits for another one that is filling the same new store.
+IMPORT_LOCK_SECONDS = 300.0
+#: One row to import: namespace, key, value (no expiry).
+ImportRow = tuple[str, str, bytes]
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty with mode 0600 unless it exists (SQLite gives its -wal/-shm files the same mode)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
+def import_once(path: Path, source: str, read: Callable[[], list[ImportRow]]) -> list[ImportRow] | None:
+    """Fill the store at `path` with `read()`'s rows if it is new: it holds no entry and was never filled.
+
+    Returns the rows written, or None when the store was not new (`read` is then not called). The check,
+    `read()` and the writes are one `BEGIN IMMEDIATE` transaction, so of several processes opening the same
+    new file exactly one fills it (the others wait, then find it filled), and a failure (in `read` too)
+    leaves the store new: the next start tries again. The file gets the same settings as `SqliteStore`'s,
+    and mode 0600 when created here.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=IMPORT_LOCK_SECONDS)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"cannot open SQLite store {path}: {exc}") from exc
+    try:
+        _enable_auto_vacuum(conn)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(_SCHEMA + ";\n" + _IMPORT_TABLE)
+        conn.execute("BEGIN IMMEDIATE")
+        if conn.execute("SELECT 1 FROM trustee_import UNION ALL SELECT 1 FROM kv LIMIT 1").fetchone() is not None:
+            return None
+        rows = read()
+        conn.executemany("INSERT OR REPLACE INTO kv(namespace, key, value, expires_at) VALUES (?,?,?,NULL)", rows)
+        conn.execute("INSERT INTO trustee_import(source, imported_at, entries) VALUES (?,?,?)", (source, time.time(), len(rows)))
+        conn.execute("COMMIT")
+        return rows
+    except sqlite3.Error as exc:
+        raise StorageError(f"SQLite store {path}: {exc}") from exc
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
 
 
 class _BusyError(Exception):
