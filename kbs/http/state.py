@@ -32,6 +32,8 @@ class KbsState:
     #: `[http_server] max_in_flight_requests` and `retry_after_seconds` (`kbs.http.shed`).
     max_in_flight_requests: int = 128
     retry_after_seconds: int = 1
+    #: `[[plugins]] name = "sample"` configured: `/kbs/v0/sample/...` is served.
+    sample_plugin: bool = False
 
 
 STATE = web.AppKey("kbs_state", KbsState)
