@@ -21,7 +21,7 @@ from kbs.config import KbsConfig, load_kbs_config
 from kbs.server import check_binds, load_admin, load_trust, serve, tls_context
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
-from trustee_common.workers import WORKERS_ENV, requested_workers, resolve_workers, run_workers
+from trustee_common.workers import WORKERS_ENV, in_worker, requested_workers, resolve_workers, run_workers
 
 logger = logging.getLogger("kbs")
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--insecure-http",
         action="store_true",
-        help="allow plain HTTP (insecure_http = true) on non-loopback sockets",
+        help="accepted for compatibility; no longer needed: insecure_http = true alone serves plain HTTP (with a warning)",
     )
     parser.add_argument("--log-format", choices=FORMATS, help=f"log line format (default: ${FORMAT_ENV}, else [logging] format, else text)")
     parser.add_argument("--workers", type=int, metavar="N",
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_kbs_config(args.config_file)
         if args.log_format is None and not os.environ.get(FORMAT_ENV) and config.observability.log_format:
             setup_logging(fmt=config.observability.log_format, service="kbs")
+        if config.warnings and not in_worker():
+            logger.warning("config %s: accepted with differences from upstream: %s", args.config_file, "; ".join(config.warnings))
         return run(config, args, argv)
     except ConfigError as exc:
         print(f"kbs: configuration error: {exc.detail}", file=sys.stderr)

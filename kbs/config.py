@@ -1,7 +1,13 @@
 """The KBS configuration file (TOML), parsed strictly into frozen dataclasses.
 
 Every key is documented in docs/kbs-config.md; an unknown key, a wrong
-type or an invalid value is a `ConfigError` naming it. This module only
+type or an invalid value is a `ConfigError` naming it. Keys upstream's
+files carry that we accept without using them (or map onto ours:
+`[http_server] worker_count`, the pre-v0.17 `[admin]` forms) are accepted
+with one warning each, collected in `KbsConfig.warnings` (logged once at
+start); upstream features not built here (`intel_ta`, `trusted_jwk_sets`,
+the `nebula-ca`/`pkcs11`/`external`/`provisioner` plugins, the Vault and
+cloud-KMS resource backends) are refused with a line saying so. This module only
 parses and validates values: it reads no key or certificate file (the
 wiring in `kbs.server` does), so a parsed config is plain data.
 """
@@ -19,7 +25,7 @@ from kbs.core.admin import AdminMode, compile_acl
 from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import ConfigTable, load_config_file
+from trustee_common.config import ConfigTable, collecting_warnings, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import ConnectionLimits
 from trustee_common.logsetup import FORMATS
@@ -47,6 +53,15 @@ AS_TYPES = ("coco_as_grpc",)
 RESOURCE_BACKENDS = ("LocalFs", "KvStorage")
 #: Upstream's `storage_backend_type` values and the `type` each stands for.
 UPSTREAM_RESOURCE_BACKENDS = {"kvstorage": "KvStorage"}
+#: Upstream resource backends not built here -> the cargo feature upstream needs for them.
+UNSUPPORTED_RESOURCE_BACKENDS = {"vault": "vault", "aliyun": "aliyun", "aws": "aws", "gcp": "gcp"}
+#: Upstream plugins not built here -> why (most need a non-default cargo feature upstream too).
+UNSUPPORTED_PLUGINS = {
+    "nebula-ca": "upstream builds it only with the non-default cargo feature nebula-ca-plugin",
+    "pkcs11": "upstream builds it only with the non-default cargo feature pkcs11",
+    "external": "upstream builds it only with the non-default cargo feature external-plugin",
+    "provisioner": "it is in upstream's default build but not implemented here",
+}
 
 
 class _Table(ConfigTable):
@@ -146,6 +161,13 @@ class ResourcePluginConfig:
 
 
 @dataclass(frozen=True)
+class SamplePluginConfig:
+    """Upstream's `sample` plugin: `item` is required and unused; the endpoint answers a fixed text to admins."""
+
+    item: str
+
+
+@dataclass(frozen=True)
 class ObservabilityConfig:
     """`[audit]`, `[metrics]` and `[logging]` (ours; upstream has none of them)."""
 
@@ -169,6 +191,10 @@ class KbsConfig:
     #: `[policy_engine]`: resource-policy evaluation time limit and worker processes.
     policy_engine: PolicyEngineConfig = field(default_factory=PolicyEngineConfig)
     observability: ObservabilityConfig = ObservabilityConfig()
+    #: `[[plugins]] name = "sample"`: served at `/kbs/v0/sample/...`.
+    sample_plugin: SamplePluginConfig | None = None
+    #: One line per key accepted but unused or mapped (`ConfigTable.deprecated`); the KBS logs them once at start.
+    warnings: tuple[str, ...] = ()
 
 
 def load_kbs_config(path: str | Path) -> KbsConfig:
@@ -178,16 +204,25 @@ def load_kbs_config(path: str | Path) -> KbsConfig:
 
 
 def parse_kbs_config(data: dict[str, Any], *, default_dir: Path) -> KbsConfig:
+    """Validate a parsed file; `warnings` of the result holds the deprecation lines (not logged here)."""
+    with collecting_warnings() as warnings:
+        config = _parse(data, default_dir)
+    return replace(config, warnings=tuple(warnings))
+
+
+def _parse(data: dict[str, Any], default_dir: Path) -> KbsConfig:
     root = _Table(data, "config")
     session_type = root.string("session_storage_type")
+    plugins = _plugins(root.tables("plugins"))
     config = KbsConfig(
         http_server=_http_server(root.sub("http_server")),
         admin=_admin(root, "admin"),
         attestation_token=_attestation_token(root.sub("attestation_token")),
         attestation_service=_attestation_service(root.sub("attestation_service")),
         storage=StorageConfig.from_table(root.table("storage_backend"), default_dir / "storage.sqlite3"),
-        resource_plugin=_plugins(root.tables("plugins")),
-        policy_engine=PolicyEngineConfig.from_table(root.table("policy_engine")),
+        resource_plugin=plugins.resource,
+        sample_plugin=plugins.sample,
+        policy_engine=PolicyEngineConfig.from_table(_policy_engine_table(root)),
         observability=_observability(root, default_dir),
     )
     root.finish()
@@ -229,6 +264,7 @@ def _http_server(table: _Table) -> HttpServerConfig:
     retry_after = table.integer("retry_after_seconds", DEFAULT_RETRY_AFTER_SECONDS, minimum=0)
     target = table.integer("admission_target_latency_ms", DEFAULT_TARGET_LATENCY_MS, minimum=0)
     workers = check_count(table.integer("workers", 1), "http_server.workers") if table.has("workers") else None
+    workers = _worker_count(table, workers)
     table.finish()
     if retry_after > MAX_RETRY_AFTER_SECONDS:
         raise ConfigError(f"http_server.retry_after_seconds must be <= {MAX_RETRY_AFTER_SECONDS}, got {retry_after}")
@@ -240,6 +276,18 @@ def _http_server(table: _Table) -> HttpServerConfig:
                             tls=tls, limits=limits, max_in_flight_requests=in_flight, retry_after_seconds=retry_after,
                             admission_target_latency_ms=target,
                             workers=workers)
+
+
+def _worker_count(table: _Table, workers: int | None) -> int | None:
+    """Upstream's `worker_count` (actix threads in one process): our `workers` (processes) when that is absent."""
+    if not table.has("worker_count"):
+        return workers
+    if workers is not None:
+        table.deprecated("worker_count", f"upstream's actix thread count, ignored (workers = {workers} is set)")
+        return workers
+    count = table.integer("worker_count", 1)
+    table.deprecated("worker_count", f"upstream's actix thread count, taken as workers = {count} (server processes)")
+    return check_count(count, "http_server.worker_count")
 
 
 def _connection_limits(table: _Table) -> ConnectionLimits:
@@ -255,6 +303,8 @@ def _admin(root: _Table, key: str) -> AdminConfig:
     if not root.has(key):
         raise ConfigError("config: the [admin] table is required (authorization_mode = ...)")
     table = root.sub(key)
+    if not table.has("authorization_mode") and any(table.has(k) for k in ("type", "insecure_api", "auth_public_key")):
+        return _legacy_admin(table)
     mode_name = table.required_string("authorization_mode")
     try:
         mode = AdminMode(mode_name)
@@ -272,6 +322,33 @@ def _admin(root: _Table, key: str) -> AdminConfig:
     if mode is AdminMode.AUTHENTICATED and not providers:
         raise ConfigError("admin.authentication.bearer_jwt.identity_providers needs at least one entry for AuthenticatedAuthorization")
     return AdminConfig(mode, providers, acls)
+
+
+def _legacy_admin(table: _Table) -> AdminConfig:
+    """Pre-v0.17 `[admin]` forms (upstream refuses them today): `type` (v0.16-0.17), `insecure_api`/`auth_public_key` (<= v0.15)."""
+    kind = table.string("type")
+    if kind is not None:
+        if kind not in (AdminMode.ALLOW_ALL.value, AdminMode.DENY_ALL.value):
+            raise ConfigError(
+                f"admin.type {kind!r} (the v0.16-0.17 form) is not supported: use authorization_mode = "
+                '"AuthenticatedAuthorization" with [admin.authentication.bearer_jwt] and [admin.authorization.regex_acl]'
+            )
+        table.deprecated("type", f'the v0.16-0.17 form, read as authorization_mode = "{kind}"')
+        table.finish()
+        return AdminConfig(AdminMode(kind), (), ())
+    insecure = table.boolean("insecure_api", False)
+    key = table.string("auth_public_key")
+    if key is not None and not insecure:
+        raise ConfigError(
+            "admin.auth_public_key (the <= v0.15 form) is not supported: its tokens carry no role claim; use "
+            f'authorization_mode = "AuthenticatedAuthorization", identity_providers = [{{ public_key_uri = "{key}" }}] '
+            "and an ACL for the role your tokens carry"
+        )
+    mode = AdminMode.ALLOW_ALL if insecure else AdminMode.DENY_ALL
+    table.deprecated("insecure_api", f'the <= v0.15 form, read as authorization_mode = "{mode.value}"')
+    table.deprecated("auth_public_key", "the <= v0.15 form, ignored since insecure_api = true")
+    table.finish()
+    return AdminConfig(mode, (), ())
 
 
 def _identity_provider(table: ConfigTable) -> IdentityProviderConfig:
@@ -317,6 +394,11 @@ def _attestation_token(table: _Table) -> AttestationTokenConfig:
     paths = tuple(Path(p) for p in table.strings("trusted_certs_paths"))
     insecure = table.boolean("insecure_header_jwk", False)
     pointers = tuple(table.strings("extra_teekey_paths"))
+    if table.strings("trusted_jwk_sets"):
+        raise ConfigError(
+            "attestation_token.trusted_jwk_sets is not supported: tokens are verified with the header jwk and its x5c "
+            "chain to trusted_certs_paths (key lookup by kid is for Intel Trust Authority, which is not supported)"
+        )
     table.finish()
     for pointer in pointers:
         if pointer and not pointer.startswith("/"):
@@ -343,30 +425,51 @@ def _attestation_service(table: _Table) -> AttestationServiceConfig:
     return AttestationServiceConfig(addr, timeout, appraisal_epoch_ttl_seconds=epoch_ttl, tls=tls)
 
 
-def _plugins(tables: list[ConfigTable]) -> ResourcePluginConfig | None:
+@dataclass(frozen=True)
+class _Plugins:
     resource: ResourcePluginConfig | None = None
+    sample: SamplePluginConfig | None = None
+
+
+def _plugins(tables: list[ConfigTable]) -> _Plugins:
+    resource: ResourcePluginConfig | None = None
+    sample: SamplePluginConfig | None = None
     for table in tables:
         name = table.required_string("name")
-        if name != "resource":
-            raise ConfigError(f"plugins: plugin {name!r} is not supported (only resource)")
-        if resource is not None:
-            raise ConfigError("plugins: the resource plugin is configured twice")
-        resource = _resource_backend(table)
+        if name in UNSUPPORTED_PLUGINS:
+            raise ConfigError(f"plugins: plugin {name!r} is not supported here ({UNSUPPORTED_PLUGINS[name]}); supported: resource, sample")
+        if name not in ("resource", "sample"):
+            raise ConfigError(f"plugins: plugin {name!r} is not supported (only resource and sample)")
+        if (resource if name == "resource" else sample) is not None:
+            raise ConfigError(f"plugins: the {name} plugin is configured twice")
+        if name == "resource":
+            resource = _resource_backend(table)
+        else:
+            sample = SamplePluginConfig(table.required_string("item"))
         table.finish()
-    return resource
+    return _Plugins(resource, sample)
 
 
 def _resource_backend(table: ConfigTable) -> ResourcePluginConfig:
-    """`type = "LocalFs"` (default, with `dir_path`) or `"KvStorage"`; upstream's `storage_backend_type = "kvstorage"` too."""
+    """`type = "LocalFs"` (with `dir_path`) or `"KvStorage"`; upstream's `storage_backend_type = "kvstorage"` too.
+
+    Without `type` and `storage_backend_type`: LocalFs when `dir_path` is given, else KvStorage (upstream's default).
+    """
     kind = table.string("type")
     upstream = table.string("storage_backend_type")
     if upstream is not None:
+        feature = UNSUPPORTED_RESOURCE_BACKENDS.get(upstream.lower())
+        if feature is not None:
+            raise ConfigError(
+                f"plugins: resource storage_backend_type {upstream!r} is not supported here (upstream builds it only with "
+                f"the non-default cargo feature {feature}); supported: kvstorage"
+            )
         if upstream.lower() not in UPSTREAM_RESOURCE_BACKENDS:
             raise ConfigError(f"plugins: resource storage_backend_type {upstream!r} is not supported (only kvstorage)")
         if kind is not None and kind != UPSTREAM_RESOURCE_BACKENDS[upstream.lower()]:
             raise ConfigError(f"plugins: resource type {kind!r} contradicts storage_backend_type {upstream!r}")
         kind = UPSTREAM_RESOURCE_BACKENDS[upstream.lower()]
-    kind = kind or RESOURCE_BACKENDS[0]
+    kind = kind or ("LocalFs" if table.has("dir_path") else "KvStorage")
     if kind not in RESOURCE_BACKENDS:
         raise ConfigError(f"plugins: resource backend type {kind!r} is not one of {', '.join(RESOURCE_BACKENDS)}")
     if kind == "KvStorage":
@@ -374,6 +477,14 @@ def _resource_backend(table: ConfigTable) -> ResourcePluginConfig:
             raise ConfigError("plugins: dir_path is only for the LocalFs resource backend (KvStorage keeps resources in storage_backend)")
         return ResourcePluginConfig(None, kind)
     return ResourcePluginConfig(Path(table.required_string("dir_path")), kind)
+
+
+def _policy_engine_table(root: _Table) -> ConfigTable:
+    """`[policy_engine]` (ours); upstream's old `policy_path` there (a file it no longer reads) is accepted with a warning."""
+    table = root.table("policy_engine")
+    table.deprecated("policy_path", "the old resource-policy file of upstream's KBS, ignored: the policy is kept in "
+                     "storage_backend (set it with POST /kbs/v0/resource-policy)")
+    return table
 
 
 def _observability(root: _Table, base: Path) -> ObservabilityConfig:

@@ -43,7 +43,7 @@ from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, ResourceStore, describe_sessions, open_kv_store, open_session_store
 from trustee_common.storage.directory import DirectoryResourceStore
 from trustee_common.storage.kv_resources import KvResourceStore
-from trustee_common.workers import notify_ready
+from trustee_common.workers import in_worker, notify_ready
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +105,17 @@ def tls_context(http: HttpServerConfig) -> ssl.SSLContext | None:
     return context
 
 
-def check_binds(http: HttpServerConfig, *, allow_insecure_bind: bool) -> None:
-    """Plain HTTP on a non-loopback address needs the explicit `--insecure-http` flag."""
+def check_binds(http: HttpServerConfig, *, allow_insecure_bind: bool = False) -> None:
+    """Plain HTTP on a non-loopback address: `insecure_http = true` is the consent (as upstream); one loud warning.
+
+    `allow_insecure_bind` (the `--insecure-http` flag) is no longer needed and changes nothing. The
+    supervisor and a single process warn; worker copies do not repeat it.
+    """
     exposed = [str(s) for s in http.sockets if not s.loopback]
-    if http.insecure_http and exposed and not allow_insecure_bind:
-        raise ConfigError(
-            f"http_server: refusing plain HTTP on non-loopback socket(s) {', '.join(exposed)}; configure TLS or start with --insecure-http"
+    if http.insecure_http and exposed and not in_worker():
+        logger.warning(
+            "INSECURE: the KBS serves plain HTTP (insecure_http = true) on non-loopback address(es) %s: tokens, secrets and "
+            "admin credentials cross the network unencrypted; set certificate and private_key for HTTPS", ", ".join(exposed)
         )
 
 
@@ -155,7 +160,8 @@ async def build_state(
                     audit=audit, metrics_on_main=config.observability.metrics_address is None,
                     max_in_flight_requests=config.http_server.max_in_flight_requests,
                     retry_after_seconds=config.http_server.retry_after_seconds,
-                    target_latency_seconds=config.http_server.admission_target_latency_ms / 1000)
+                    target_latency_seconds=config.http_server.admission_target_latency_ms / 1000,
+                    sample_plugin=config.sample_plugin is not None)
 
 
 async def purge_sessions(rcar: RcarService, interval: float) -> None:

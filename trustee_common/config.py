@@ -3,16 +3,50 @@
 Files are TOML (or JSON, by extension, for upstream's AS and RVPS files).
 `ConfigTable` reads one table: each accessor checks the type and records
 the key, and `finish()` rejects every key nobody asked for, naming it.
+
+Keys an upstream file may hold but that we do not use (or only map onto
+ours) are read with `ConfigTable.deprecated(key, reason)`: it accepts any
+value, returns it (None when absent) and records one warning
+`"<table>.<key>: <reason>"`. A parser wraps its run in
+`collecting_warnings()` to get those lines (and logs them once, at start);
+outside one, each is logged at once on this module's logger.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from trustee_common.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: The lists of the `collecting_warnings()` blocks in progress (innermost last).
+_collectors: list[list[str]] = []
+
+
+@contextmanager
+def collecting_warnings() -> Iterator[list[str]]:
+    """Collect the `ConfigTable.deprecated` / `config_warning` lines of the block into the yielded list."""
+    found: list[str] = []
+    _collectors.append(found)
+    try:
+        yield found
+    finally:
+        _collectors.remove(found)
+
+
+def config_warning(text: str) -> None:
+    """Record one warning about the config being parsed (see `collecting_warnings`)."""
+    if _collectors:
+        _collectors[-1].append(text)
+    else:
+        logger.warning("%s", text)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -94,6 +128,14 @@ class ConfigTable:
         """An array of tables (`[[key]]`)."""
         value = self._get(key, list, [])
         return [ConfigTable(v, f"{self._where}.{key}[{i}]") for i, v in enumerate(value)]
+
+    def deprecated(self, key: str, reason: str) -> Any:
+        """Accept `key` whatever its value, with one warning naming it and `reason`; its value, None when absent."""
+        self._seen.add(key)
+        if key not in self._data:
+            return None
+        config_warning(f"{self._where}.{key}: {reason}")
+        return self._data[key]
 
     def has(self, key: str) -> bool:
         return key in self._data

@@ -43,6 +43,8 @@ from trustee_common.errors import (
 )
 from trustee_common.storage.directory import parse_resource_path
 
+#: What upstream's `sample` plugin answers, whatever the request.
+SAMPLE_PLUGIN_RESPONSE = b"sample plugin response"
 _POLICY_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_\-.]{0,127}$")
 _ATTESTATION_POLICY_KEYS = {"policy_id", "policy", "type"}
 POLICY_TYPES = ("rego",)
@@ -104,6 +106,13 @@ def _resources(state: KbsState) -> ResourceService:
     if state.resources is None:
         raise PluginNotFoundError("Plugin resource not found")
     return state.resources
+
+
+@audited("sample", change=False)
+async def sample_plugin(call: AdminCall, rest: list[str]) -> web.StreamResponse:
+    """Upstream's `sample` plugin (`[[plugins]] name = "sample"`): admin-authorized, a fixed plain text, not encrypted."""
+    call.authorize()
+    return web.Response(body=SAMPLE_PLUGIN_RESPONSE, content_type="application/octet-stream")
 
 
 @audited("resource.write")

@@ -8,7 +8,8 @@ further segments (`/kbs/v0/auth/x` is 404 `InvalidRequestPath`), those in
 `SUBPATH_METHODS` take any (their handlers check them). A method the exact
 path does not serve is 405 `MethodNotAllowed`, whose `Allow` header lists
 the methods it does serve. The resource endpoints exist only when the
-resource plugin is configured.
+resource plugin is configured, `/kbs/v0/sample/...` only when the sample
+plugin is.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ RESOURCE_ENDPOINTS: dict[str, Endpoint] = {
     "DELETE": admin.delete_resource,
 }
 
+#: Upstream routes GET, POST, PUT and DELETE to a plugin.
+SAMPLE_ENDPOINTS: dict[str, Endpoint] = {method: admin.sample_plugin for method in ("DELETE", "GET", "POST", "PUT")}
+
 
 #: (endpoint, method) pairs that take segments after the endpoint name; every other one takes none.
-SUBPATH_METHODS = frozenset({("reference-value", "GET"), ("resource", "GET"), ("resource", "POST"), ("resource", "DELETE")})
+SUBPATH_METHODS = frozenset({("reference-value", "GET"), ("resource", "GET"), ("resource", "POST"), ("resource", "DELETE")}
+                            | {("sample", method) for method in SAMPLE_ENDPOINTS})
 #: What `/healthz` and `/metrics` serve (aiohttp answers HEAD like GET).
 READ_METHODS = ("GET", "HEAD")
 
@@ -56,6 +61,8 @@ def endpoint_table(state: KbsState) -> dict[str, dict[str, Endpoint]]:
     table = dict(BUILTIN_ENDPOINTS)
     if state.resources is not None:
         table["resource"] = RESOURCE_ENDPOINTS
+    if state.sample_plugin:
+        table["sample"] = SAMPLE_ENDPOINTS
     return table
 
 

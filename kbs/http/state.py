@@ -34,6 +34,8 @@ class KbsState:
     retry_after_seconds: int = 1
     #: `[http_server] admission_target_latency_ms` in seconds (0: the limit stays at max_in_flight_requests).
     target_latency_seconds: float = 0.0
+    #: `[[plugins]] name = "sample"` configured: `/kbs/v0/sample/...` is served.
+    sample_plugin: bool = False
 
 
 STATE = web.AppKey("kbs_state", KbsState)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from trustee_common.config import ConfigTable, load_config_file
+from trustee_common.config import ConfigTable, collecting_warnings, load_config_file
 from trustee_common.errors import ConfigError
 
 
@@ -44,3 +44,16 @@ def test_files_are_parsed_by_suffix(tmp_path: Path) -> None:
         load_config_file(tmp_path / "bad.toml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config_file(tmp_path / "none.toml")
+
+
+def test_deprecated_key_is_accepted_with_one_collected_warning() -> None:
+    with collecting_warnings() as warnings:
+        table = ConfigTable({"old": 3, "kept": "x"}, "svc")
+        assert table.deprecated("old", "ignored") == 3
+        assert table.deprecated("absent", "never said") is None
+        assert table.string("kept") == "x"
+        table.finish()
+    assert warnings == ["svc.old: ignored"]
+    with collecting_warnings() as again:
+        pass
+    assert again == []

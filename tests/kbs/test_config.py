@@ -57,7 +57,7 @@ def base(material: Material, tmp_path: Path, **kwargs: object) -> tuple[int, str
         (lambda t: t + "\n[policy_engine]\nevaluation_timeout = 0\n", "policy_engine.evaluation_timeout must be > 0"),
         (lambda t: t + "\n[policy_engine]\nevaluation_timeout = 301\n", "policy_engine.evaluation_timeout must be <= 300"),
         (lambda t: t + "\n[policy_engine]\nworkers = 0\n", "policy_engine.workers must be >= 1"),
-        (lambda t: t + "\n[policy_engine]\npolicy_path = 'x'\n", "unknown key(s) in config.policy_engine: policy_path"),
+        (lambda t: t + "\n[policy_engine]\npolicy_file = 'x'\n", "unknown key(s) in config.policy_engine: policy_file"),
     ],
 )
 def test_bad_config_exits_naming_the_problem(tmp_path: Path, material: Material, edit: object, expected: str) -> None:
@@ -79,16 +79,16 @@ def test_missing_trust_material_and_admin_table_are_refused(tmp_path: Path, mate
     assert code == 2 and "/nonexistent/admin.pub" in output
 
 
-def test_plain_http_on_non_loopback_needs_the_flag(tmp_path: Path, material: Material) -> None:
+def test_plain_http_on_non_loopback_starts_with_one_warning(tmp_path: Path, material: Material) -> None:
+    """`insecure_http = true` is the consent (as upstream); the KBS says so once, loudly."""
     port, text = base(material, tmp_path)
-    exposed = text.replace(f'"127.0.0.1:{port}"', f'"0.0.0.0:{port}"')
-    code, output = run_kbs_expect_exit(tmp_path / "refused", exposed)
-    assert code == 2 and "--insecure-http" in output
-    server = start_kbs(tmp_path / "allowed", exposed, port, args=("--insecure-http",))
+    server = start_kbs(tmp_path / "exposed", text.replace(f'"127.0.0.1:{port}"', f'"0.0.0.0:{port}"'), port)
     try:
         wait_port(port)
     finally:
         assert server.proc.stop() == 0
+    log = server.proc.log.read_text()
+    assert log.count(f"INSECURE: the KBS serves plain HTTP (insecure_http = true) on non-loopback address(es) 0.0.0.0:{port}") == 1, log
 
 
 def test_sigterm_stops_cleanly_and_env_config_is_used(tmp_path: Path, material: Material) -> None:

@@ -80,9 +80,10 @@ def test_max_version_12_and_ciphers_and_one_group(started: list[Kbs], material: 
         ('tls_min_version = "1.1"', 'http_server.tls_min_version must be "1.2" or "1.3"'),
         ('tls_max_version = "TLSv1.3"', 'http_server.tls_max_version must be "1.2" or "1.3"'),
         ('tls_min_version = "1.3"\ntls_max_version = "1.2"', "http_server.tls_min_version '1.3' is above tls_max_version '1.2'"),
-        ('tls_ciphers = "NO-SUCH-CIPHER"', "http_server.tls_ciphers 'NO-SUCH-CIPHER' selects no cipher"),
-        ('tls_groups = "X25519:secp256r1"', "http_server.tls_groups 'X25519:secp256r1': Python's ssl can restrict key exchange to one"),
-        ('tls_groups = "curve-bogus"', "http_server.tls_groups: 'curve-bogus' is not a key-exchange group"),
+        ('tls_min_version = "1.2"\ntls_ciphers = "NO-SUCH-CIPHER"', "http_server.tls_ciphers 'NO-SUCH-CIPHER' selects no cipher"),
+        ('tls_groups = "X25519MLKEM768:curve-bogus"', "http_server.tls_groups 'X25519MLKEM768:curve-bogus': no key-exchange group OpenSSL"),
+        ('tls_groups = "curve-bogus"', "http_server.tls_groups 'curve-bogus': no key-exchange group OpenSSL"),
+        ('tls_min_version = "1.2"\ntls_ciphers = "TLS_AES_256_GCM_SHA384"', "names no TLS 1.2 suite but TLS 1.2 is on"),
         ("tls_min_version = 1.2", "http_server.tls_min_version must be str"),
     ],
 )
@@ -109,3 +110,22 @@ def test_bad_as_client_tls_is_refused_at_start(material: Material, tmp_path: Pat
     code, output = run_kbs_expect_exit(tmp_path, edit(text))  # type: ignore[operator]
     assert code == 2, output
     assert expected in output
+
+
+def handshake_with_group(port: int, ca_pem: bytes, group: str) -> str:
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    context.set_ecdh_curve(group)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        return str(tls.version())
+
+
+def test_group_list_uses_the_first_group_openssl_knows(started: list[Kbs], material: Material, tmp_path: Path) -> None:
+    """Upstream's colon lists start: unknown hybrids are skipped, the first known group is the one offered."""
+    port, ca = start(started, material, tmp_path / "groups", 'tls_groups = "X25519MLKEM768:secp384r1:X25519"\n'
+                     'tls_ciphers = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"')
+    assert handshake_with_group(port, ca, "secp384r1") == "TLSv1.3"
+    with pytest.raises(ssl.SSLError):
+        handshake_with_group(port, ca, "X25519")
+    log = started[-1].proc.output()
+    assert "Python's ssl sets one group, secp384r1 is used; not offered: X25519MLKEM768:X25519 (X25519MLKEM768 unknown" in log
+    assert "Python's ssl cannot choose TLS 1.3 suites (TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256)" in log
