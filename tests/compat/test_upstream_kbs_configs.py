@@ -30,12 +30,11 @@ import pytest
 
 from kbs.config import parse_kbs_config
 from tests.kbs.helpers import Material, make_material, tls_files
-from tests.procs import Proc, script
+from tests.procs import Proc, free_port, script
 from trustee_common.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "upstream_configs" / "kbs"
-STORAGE = "needs storage helper"
 BUILTIN = "needs builtin helper"
 NO_TRUST = "no trusted verification material"
 UPSTREAM_TOO = "upstream refuses it too"
@@ -55,27 +54,27 @@ JWK_SETS = Expect("trusted_jwk_sets is not supported", "Intel Trust Authority (k
 NO_TRUST_UPSTREAM = Expect(NO_TRUST, UPSTREAM_TOO + " at start (no trusted verification materials)")
 
 INDEX: dict[str, Expect] = {
-    "kbs__config__kbs-config.toml": Expect(needs=(STORAGE, BUILTIN)),
-    "kbs__config__kbs-config-grpc.toml": Expect(needs=(STORAGE,)),
+    "kbs__config__kbs-config.toml": Expect(needs=(BUILTIN,)),
+    "kbs__config__kbs-config-grpc.toml": Expect(),
     "kbs__config__kbs-config-intel-trust-authority.toml": JWK_SETS,
-    "kbs__config__docker-compose__kbs-config.toml": Expect(needs=(STORAGE,)),
-    "kbs__config__kubernetes__base__kbs-config.toml": Expect(needs=(STORAGE, BUILTIN)),
+    "kbs__config__docker-compose__kbs-config.toml": Expect(),
+    "kbs__config__kubernetes__base__kbs-config.toml": Expect(needs=(BUILTIN,)),
     "kbs__config__kubernetes__ita__kbs-config.toml": JWK_SETS,
-    "deployment__helm-chart__files__kbs-config.toml.template.toml": Expect(needs=(STORAGE,)),
+    "deployment__helm-chart__files__kbs-config.toml.template.toml": Expect(),
     "kbs__test__config__external-plugin.toml": EXTERNAL,
     "kbs__test__config__external-plugin-attest.toml": EXTERNAL,
     "kbs__test__config__external-plugin-resource.toml": EXTERNAL,
     "kbs__test__config__external-plugin-resource-tls.toml": EXTERNAL,
     "kbs__test__config__external-plugin-tls.toml": EXTERNAL,
-    "kbs__test__config__kbs.toml": Expect(needs=(STORAGE, BUILTIN)),
-    "kbs__test__config__resource-kbs.toml": Expect(needs=(STORAGE,)),
+    "kbs__test__config__kbs.toml": Expect(needs=(BUILTIN,)),
+    "kbs__test__config__resource-kbs.toml": Expect(),
     "kbs__test__test_data__configs__external-plugin-test.toml": EXTERNAL,
     "kbs__test_data__configs__coco-as-builtin-1.toml": Expect("certificate and private_key are required",
                                                               UPSTREAM_TOO + " (Missing certificate)"),
     "kbs__test_data__configs__coco-as-builtin-2.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why, (BUILTIN,)),
     "kbs__test_data__configs__coco-as-builtin-3.toml": Expect("identity_providers needs at least one entry", UPSTREAM_TOO),
-    "kbs__test_data__configs__coco-as-grpc-1.toml": Expect(needs=(STORAGE,)),
-    "kbs__test_data__configs__coco-as-grpc-2.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why, (STORAGE,)),
+    "kbs__test_data__configs__coco-as-grpc-1.toml": Expect(),
+    "kbs__test_data__configs__coco-as-grpc-2.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why),
     "kbs__test_data__configs__coco-as-grpc-3.toml": NO_TRUST_UPSTREAM,
     "kbs__test_data__configs__intel-ta-1.toml": JWK_SETS,
     "kbs__test_data__configs__intel-ta-2.toml": JWK_SETS,
@@ -86,20 +85,20 @@ INDEX: dict[str, Expect] = {
     "kbs__test_data__configs__tls-profile-modern.toml": NO_TRUST_UPSTREAM,
     "kbs__test_data__configs__tls-profile-old.toml": NO_TRUST_UPSTREAM,
     "kbs__docs__config.md.block1.toml": Expect("certificate and private_key are required", "a snippet; " + UPSTREAM_TOO),
-    "kbs__docs__config.md.block2.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why, (STORAGE, BUILTIN)),
+    "kbs__docs__config.md.block2.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why, (BUILTIN,)),
     "kbs__docs__config.md.block3.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why + "; its [admin] type is refused upstream too",
-                                               (STORAGE, BUILTIN)),
-    "kbs__docs__config.md.block4.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why, (STORAGE,)),
+                                               (BUILTIN,)),
+    "kbs__docs__config.md.block4.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why),
     "kbs__docs__config.md.block5.toml": JWK_SETS,
     "kbs__docs__config.md.block6.toml": Expect("plugin 'nebula-ca' is not supported here", "nebula-ca: non-default cargo feature"),
-    "kbs__docs__config.md.block7.toml": Expect(needs=(STORAGE,)),
+    "kbs__docs__config.md.block7.toml": Expect(),
     "kbs__docs__config.md.block8.toml": NO_TRUST_UPSTREAM,
     "kbs__docs__config.md.block9.toml": NO_TRUST_UPSTREAM,
     "kbs__docs__config.md.block10.toml": Expect("names no TLS 1.2 suite", UPSTREAM_TOO + " (set_cipher_list selects nothing)"),
     "kbs__docs__config.md.block11.toml": NO_TRUST_UPSTREAM,
     "kbs__docs__self-signed-https.md.toml": Expect(needs=(BUILTIN,)),
-    "deps__verifier__src__se__README.md.block1.toml": Expect(needs=(STORAGE, BUILTIN)),
-    "deps__verifier__src__se__README.md.block2.toml": Expect(needs=(STORAGE, BUILTIN)),
+    "deps__verifier__src__se__README.md.block1.toml": Expect(needs=(BUILTIN,)),
+    "deps__verifier__src__se__README.md.block2.toml": Expect(needs=(BUILTIN,)),
 }
 
 
@@ -183,6 +182,9 @@ def run(tmp_path: Path, material: Material) -> Iterator[Any]:
 
     def start(data: dict[str, Any]) -> Started:
         ca_pem = provision(data, material, tmp_path)
+        http = data.setdefault("http_server", {})
+        if "sockets" not in http:  # upstream's default 127.0.0.1:8080, moved like any other port
+            http["sockets"] = [f"127.0.0.1:{free_port()}"]
         config = tmp_path / "kbs.json"
         config.write_text(json.dumps(data))
         port = int(data["http_server"]["sockets"][0].rpartition(":")[2])
