@@ -15,13 +15,14 @@ import base64
 import json
 import logging
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from attestation_service.config import AsConfig
+from attestation_service.config import AsConfig, parse_sections
 from attestation_service.tpm_config import build_tpm_verifier
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,10 +30,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rvps.config import RvpsConfig
 from tests.procs import Proc, free_port, script
+from trustee_common.config import ConfigTable
 from trustee_common.errors import ConfigError
-from trustee_common.pki import ensure_token_signing_material
+from trustee_common.pki import ensure_token_signing_material, issue_leaf, make_ca, pem_cert, pem_private_key
+from trustee_common.storage import StorageConfig
+from trustee_pb import attestation_pb2, attestation_pb2_grpc, reference_pb2_grpc
 from trustee_pb import reference_pb2 as pb
-from trustee_pb import reference_pb2_grpc
 
 HERE = Path(__file__).parent / "upstream_configs"
 INDEX: list[dict[str, str]] = json.loads((HERE / "index.json").read_text())["configs"]
@@ -230,5 +233,78 @@ async def test_as_starts(fixture: str, remote_rvps: int, tmp_path: Path) -> None
                 stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
                 reply = await stub.QueryReferenceValue(pb.ReferenceValueQueryRequest(reference_value_id=name))
                 assert json.loads(reply.reference_value_results) == ["1"]
+        if "nvidia" in fixture:
+            await _nvidia_refused(port)
     finally:
         assert proc.stop() == 0
+
+
+async def _nvidia_refused(port: int) -> None:
+    """With upstream's nvidia_verifier table accepted, NVIDIA evidence is still refused, saying why."""
+    evidence = base64.urlsafe_b64encode(b'{"device_evidence_list": []}').decode().rstrip("=")
+    request = attestation_pb2.AttestationRequest(
+        verification_requests=[attestation_pb2.IndividualAttestationRequest(tee="nvidia", evidence=evidence)], policy_ids=["default"]
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await attestation_pb2_grpc.AttestationServiceStub(channel).AttestationEvaluate(request)
+    assert "NVIDIA GPU evidence is not verified" in str(refused.value.details())
+
+
+async def test_grpc_as_upstream_tls_flags(tmp_path: Path) -> None:
+    """Upstream's `-t/--https-pubkey-cert` and `-k/--https-prikey` serve over TLS (config from upstream's docs)."""
+    ca_key, ca = make_ca("compat test CA")
+    key, cert = issue_leaf(ca_key, ca, "as", ip_addresses=("127.0.0.1",))
+    (tmp_path / "as.pem").write_bytes(pem_cert(cert))
+    (tmp_path / "as.key").write_bytes(pem_private_key(key))
+    config = materialise("as/docs-rvps-extractors-snippet.json", tmp_path)
+    port = free_port()
+    proc = Proc([script("grpc-as"), "-c", str(config), "-s", f"127.0.0.1:{port}", "--workers", "1",
+                 "-t", str(tmp_path / "as.pem"), "-k", str(tmp_path / "as.key")], tmp_path / "as.log", port=port)
+    try:
+        credentials = grpc.ssl_channel_credentials(pem_cert(ca))
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="attestation.AttestationService"))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        assert proc.stop() == 0
+
+
+def test_grpc_as_tls_flags_go_together(tmp_path: Path) -> None:
+    config = materialise("as/docs-rvps-extractors-snippet.json", tmp_path)
+    lone = subprocess.run([script("grpc-as"), "-c", str(config), "-t", str(tmp_path / "as.pem")], capture_output=True, text=True,
+                          timeout=60)
+    assert lone.returncode == 1 and "go together" in lone.stderr
+
+
+async def test_builtin_rvps_storage_type_override_serves(tmp_path: Path) -> None:
+    """`rvps_config.storage_type` gives the built-in reference values their own store (here Memory beside Sqlite)."""
+    config = tmp_path / "as.json"
+    body = {"storage_backend": {"storage_type": "Sqlite"}, "rvps_config": {"type": "BuiltIn", "storage_type": "Memory"}}
+    config.write_text(json.dumps(body))
+    port = free_port()
+    proc = Proc([script("grpc-as"), "-c", str(config), "-s", f"127.0.0.1:{port}", "--workers", "1"], tmp_path / "as.log", port=port)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = reference_pb2_grpc.ReferenceValueProviderServiceStub(channel)
+            await stub.RegisterReferenceValue(pb.ReferenceValueRegisterRequest(message=_message({"compat_override": [2]})))
+            reply = await stub.QueryReferenceValue(pb.ReferenceValueQueryRequest(reference_value_id="compat_override"))
+            assert json.loads(reply.reference_value_results) == [2]
+        assert "rvps_config.storage_type: Memory" in proc.output()
+    finally:
+        assert proc.stop() == 0
+
+
+def test_parse_sections_for_an_embedding_kbs(tmp_path: Path) -> None:
+    """The KBS's `[attestation_service]` (coco_as_builtin): the AS keys are read, the rest is left to the caller."""
+    kbs_table = ConfigTable({"type": "coco_as_builtin", "timeout": 5, "storage_type": "Memory", "rvps_config": {"type": "BuiltIn"},
+                             "attestation_token_broker": {"duration_min": 7}, "verifier_config": {"nvidia_verifier": {"type": "Local"}}},
+                            "config kbs.toml.attestation_service")
+    config = parse_sections(kbs_table, StorageConfig(), tmp_path)
+    assert (config.storage.storage_type, config.token.duration_min) == ("Memory", 7)
+    assert kbs_table.string("type") == "coco_as_builtin" and kbs_table.integer("timeout", 0) == 5
+    kbs_table.finish()
+    with pytest.raises(ConfigError, match="unknown key"):
+        ConfigTable({"rvps_config": {"surprise": 1}}, "x").table("rvps_config").finish()
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in x.rvps_config: surprise"):
+        parse_sections(ConfigTable({"rvps_config": {"surprise": 1}}, "x"), StorageConfig(), tmp_path)
