@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+from attestation_service.collateral import build_tdx_verifier
 from attestation_service.config import AsConfig, parse_sections
 from attestation_service.tpm_config import build_tpm_verifier
 from cryptography.hazmat.primitives import serialization
@@ -145,6 +146,11 @@ def test_dcap_settings(tmp_path: Path) -> None:
     assert config.dcap is not None
     assert (config.dcap.collateral_dir, config.dcap.collateral_service) == (Path("/srv/collateral.json"), None)
     assert config.dcap.tcb_update_type == "standard"
+    tool_file = tmp_path / "pcs-client-tool.json"
+    tool_file.write_text('{"collaterals": {"tcbinfos": []}}')
+    offline = AsConfig.parse({"verifier_config": {"dcap_verifier": {"collateral_service": tool_file.as_uri()}}}, tmp_path)
+    with pytest.raises(ConfigError, match="Intel PCS Client Tool file"):
+        build_tdx_verifier(offline.dcap, None)
 
 
 def test_trusted_ak_keys_dir(tmp_path: Path) -> None:
