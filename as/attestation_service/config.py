@@ -297,11 +297,24 @@ def _verifiers(table: CompatTable, base: Path) -> tuple[DcapSettings | None, Tpm
     dcap = _dcap_verifier(table, base)
     for key in NVIDIA_VERIFIERS:
         if table.has(key):
-            table.raw(key)
+            _check_nvidia(table.table(key), key)
             logger.warning("verifier_config.%s accepted but not used: NVIDIA evidence is not verified by this attestation "
                            "service (such evidence is refused)", key)
     table.finish()
     return dcap, tpm, snp
+
+
+def _check_nvidia(table: CompatTable, key: str) -> None:
+    """Upstream's shapes of the (unused) NVIDIA tables, so a typo is still caught."""
+    if key == "nvidia_verifier":
+        kind = table.string("type", "Local") or ""
+        if kind.lower() not in ("local", "remote"):
+            raise ConfigError(f"verifier_config.nvidia_verifier.type {kind!r} is not one of Local, Remote")
+        table.string("verifier_url")
+    else:
+        table.required_string("root_ca_cert_path")
+        table.integer("max_cert_age_secs", 3600, minimum=0)
+    table.finish()
 
 
 def _cache_ttl(root: ConfigTable) -> float:

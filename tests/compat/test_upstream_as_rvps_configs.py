@@ -121,6 +121,9 @@ def test_obsolete_keys_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
         ({"verifier_config": {"dcap_verifier": {"collateral_service": "ftp://pcs.example"}}}, "http"),
         ({"verifier_config": {"tpm_verifier": {"max_trusted_ak_keys": 0}}}, "max_trusted_ak_keys"),
         ({"verifier_config": {"surprise": {}}}, "unknown key"),
+        ({"verifier_config": {"nvidia_verifier": {"type": "Cloud"}}}, "Local, Remote"),
+        ({"verifier_config": {"nvidia_verifier": {"type": "Local", "url": "https://x"}}}, "unknown key"),
+        ({"verifier_config": {"nvidia_dpu_verifier": {}}}, "root_ca_cert_path is required"),
     ],
 )
 def test_refused_as_configs(data: dict[str, Any], message: str, tmp_path: Path) -> None:
