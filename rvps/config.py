@@ -1,16 +1,21 @@
 """RVPS configuration (TOML, or JSON by `.json` suffix).
 
+Upstream's file (trustee-server.md 7.5) is JSON
+`{"storage": <StorageBackendConfig>, "extractors": {...}}`; it works here as
+it is. Ours adds the keys below.
+
 ```toml
 reference_values_path = "rv.json"   # optional: JSON array loaded (upserted) at start
 max_value_bytes = 1048576           # optional: cap on one value's JSON text (default 1 MiB)
 max_total_bytes = 4194304           # optional: cap on all live values (default 4 MiB, at most 6 MiB)
 extractors = { swid_extractor = {} }  # optional, upstream's: accepted; sample, swid and corim are always on
-[storage_backend]                   # trustee_common.storage.StorageConfig
-storage_type = "Sqlite"             # or "Memory", "Postgres" (not "Redis": sessions only)
-[storage_backend.backends.sqlite]
+[storage]                           # upstream's name for the store (StorageBackendConfig); or [storage_backend],
+storage_type = "Sqlite"             # ours, the same table (not both): trustee_common.storage.StorageConfig,
+                                    # "Sqlite" (default), "Memory", "Postgres", ... (not "Redis": sessions only)
+[storage.backends.sqlite]
 path = "..."   # default: <config file dir>/storage.sqlite3, or ./rvps.sqlite3 without a config file
-[storage_backend.backends.postgres]
-url = "postgresql://..."            # env POSTGRES_URL overrides; pool_size = 10 (docs/storage.md)
+[storage.backends.postgres]
+url = "postgresql://..."            # or upstream's host/port/db/username/password; env POSTGRES_URL overrides (docs/storage.md)
 [tls]                               # optional: serve gRPC over TLS (docs/grpc-tls.md)
 certificate = "rvps.pem"            # PEM chain, leaf first
 private_key = "rvps.key"
@@ -23,24 +28,44 @@ path = "audit.jsonl"                # relative to the config file's folder (docs
 
 Relative paths are taken as given (relative to the working directory),
 except `[audit] path`, which is relative to the config file's folder.
-Unknown keys are a `ConfigError` naming them.
+
+Obsolete upstream keys are accepted, ignored, and named in one warning
+line at start: `storage.type` and `storage.file_path` (the store format of
+2024-12..2026-03, still in upstream's docker-compose `rvps.json`; the store
+is then the default one), and the top-level `store_type`, `store_config`,
+`address` (the listen address is `-a/--address`) and `read_only` of older
+releases. Any other unknown key is a `ConfigError` naming it. Unlike
+upstream, which silently falls back to an in-memory store when its file is
+missing or invalid, a missing or invalid file here is an error at start.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from rvps.compat_table import CompatTable, warn_deprecated
 from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import parse_listen_address
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import ConfigTable, load_config_file
+from trustee_common.config import load_config_file
+from trustee_common.errors import ConfigError
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ServerTls, parse_server_tls
 
 DEFAULT_ADDRESS = "127.0.0.1:50003"
 NO_CONFIG_SQLITE_PATH = Path("rvps.sqlite3")
+OLD_STORE_KEYS = {
+    "store_type": "the pre-2024-12 store type; use storage.storage_type",
+    "store_config": "the pre-2024-12 store settings; use storage.backends",
+    "address": "the listen address is the -a/--address flag",
+    "read_only": "no longer an option",
+}
+
+logger = logging.getLogger("rvps")
 
 
 @dataclass(frozen=True)
@@ -57,10 +82,18 @@ class RvpsConfig:
 
     @classmethod
     def load(cls, path: Path | None) -> RvpsConfig:
+        """The config in the file at `path` (defaults without one)."""
         if path is None:
             return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH))
-        root = ConfigTable(load_config_file(path), f"config {path}")
-        storage = StorageConfig.from_table(root.table("storage_backend"), path.parent / "storage.sqlite3")
+        return cls.parse(load_config_file(path), path.parent, f"config {path}")
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], base: Path, where: str = "config") -> RvpsConfig:
+        """The config in `data` (a parsed file); `base` is the config file's folder, `where` names it in errors."""
+        root = CompatTable(data, where)
+        for key, reason in OLD_STORE_KEYS.items():
+            root.deprecated(key, reason)
+        storage = StorageConfig.from_table(_storage_table(root), base / "storage.sqlite3")
         values = root.string("reference_values_path")
         tls = parse_server_tls(root.table("tls"), "tls")
         limits = ReferenceValueLimits.from_table(root)
@@ -68,8 +101,19 @@ class RvpsConfig:
         metrics = root.table("metrics")
         address = metrics.string("address")
         metrics.finish()
-        audit = audit_config(root.table("audit"), path.parent) if root.has("audit") else None
+        audit = audit_config(root.table("audit"), base) if root.has("audit") else None
         root.finish()
         if address is not None:
             parse_listen_address(address, "metrics.address")
+        warn_deprecated(root.notes, logger)
         return cls(storage, None if values is None else Path(values), tls, limits, address, audit)
+
+
+def _storage_table(root: CompatTable) -> CompatTable:
+    """`storage` (upstream's name) or `storage_backend` (ours), with the obsolete `type`/`file_path` noted."""
+    if root.has("storage") and root.has("storage_backend"):
+        raise ConfigError("give the store as storage (upstream's name) or storage_backend, not both")
+    table = root.table("storage" if root.has("storage") else "storage_backend")
+    table.deprecated("type", "the 2024-12..2026-03 store format; use storage_type and backends")
+    table.deprecated("file_path", "the 2024-12..2026-03 store format; use backends.<type>")
+    return table

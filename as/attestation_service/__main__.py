@@ -1,4 +1,5 @@
-"""`grpc-as [-c|--config-file FILE] [-s|--socket 127.0.0.1:50004] [--log-format text|json]`: the Attestation Service.
+"""`grpc-as [-c|--config-file FILE] [-s|--socket 127.0.0.1:50004] [-t|--https-pubkey-cert PEM -k|--https-prikey PEM]
+[--log-format text|json]`: the Attestation Service.
 
 The composition root: reads the config and key material, opens the
 store, picks the RVPS (built-in or remote), installs the default policies
@@ -15,6 +16,10 @@ With more than one worker (`--workers`, `$TRUSTEE_WORKERS`, top-level
 the signing key, then supervises that many single-process services sharing
 the port (`trustee_common.workers`); policy and reference-value changes made
 through one worker reach the others within `appraisal_cache_ttl_seconds`.
+
+`-t`/`-k` are upstream's flags for serving over TLS (both or neither); they
+stand for a `[tls]` table with `certificate` and `private_key`, and may not be
+combined with one.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from attestation_service.appraisal_cache import InvalidatingProvider
@@ -50,6 +56,7 @@ from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
 from trustee_common.serving import new_grpc_server, serve_grpc
 from trustee_common.storage import KeyValueStore, open_kv_store
+from trustee_common.tls_config import ServerTls
 from trustee_common.workers import WORKERS_ENV, requested_workers, resolve_workers, run_workers
 from trustee_pb import attestation_pb2_grpc, reference_pb2_grpc
 
@@ -60,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpc-as", description="CoCo Attestation Service (gRPC)")
     parser.add_argument("-c", "--config-file", "--config", dest="config", type=Path, help="config file (TOML, or JSON by .json suffix)")
     parser.add_argument("-s", "--socket", default=DEFAULT_SOCKET, help=f"listen address (default {DEFAULT_SOCKET})")
+    parser.add_argument("-t", "--https-pubkey-cert", type=Path, help="TLS certificate chain (PEM; with -k): serve over TLS")
+    parser.add_argument("-k", "--https-prikey", type=Path, help="TLS private key (PEM; with -t)")
     parser.add_argument("--insecure-allow-writes", action="store_true",
                         help="allow policy and reference-value writes from unauthenticated callers on a non-loopback --socket "
                              "without mutual TLS (refused by default)")
@@ -88,11 +97,26 @@ def load_signer(files: SignerFiles | None) -> TokenSigner:
     return signer
 
 
+def with_cli_tls(config: AsConfig, args: argparse.Namespace) -> AsConfig:
+    """`config` with upstream's `-t/--https-pubkey-cert` and `-k/--https-prikey` as its `[tls]`."""
+    cert, key = args.https_pubkey_cert, args.https_prikey
+    if cert is None and key is None:
+        return config
+    if cert is None or key is None:
+        raise ConfigError("-t/--https-pubkey-cert and -k/--https-prikey go together: give both to serve over TLS")
+    if config.tls is not None:
+        raise ConfigError("-t/-k and the config's [tls] table both set the TLS identity: give one")
+    return replace(config, tls=ServerTls(cert, key))
+
+
 def reference_value_provider(config: AsConfig, store: KeyValueStore) -> ReferenceValueProvider:
     if config.rvps.kind == "GrpcRemote":
         logger.info("reference values from the RVPS at %s", config.rvps.address)
         return RemoteReferenceValueProvider(config.rvps.address, tls=config.rvps.tls)
-    logger.info("reference values from the built-in RVPS (this service's storage)")
+    if config.rvps.storage is not None:
+        logger.info("reference values from the built-in RVPS (rvps_config.storage_type: %s)", config.rvps.storage.describe())
+    else:
+        logger.info("reference values from the built-in RVPS (this service's storage)")
     return ReferenceValueService(store, limits=config.rvps.limits)
 
 
@@ -106,13 +130,16 @@ async def _serve(config: AsConfig, signer: TokenSigner, address: str, metrics: A
                  insecure_allow_writes: bool) -> None:
     guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "Attestation Service")
     store = open_kv_store(config.storage)
-    provider = reference_value_provider(config, store)
+    rv_store = store if config.rvps.storage is None else open_kv_store(config.rvps.storage)
+    provider = reference_value_provider(config, rv_store)
     engine = RegoPool.from_config(config.policy_engine)
 
     async def close() -> None:
         await engine.close()
         if isinstance(provider, RemoteReferenceValueProvider):
             await provider.close()
+        if rv_store is not store:
+            await rv_store.close()
         await store.close()
 
     try:
@@ -151,7 +178,11 @@ def _listen_addresses(config: AsConfig, socket: str) -> list[tuple[str, int]]:
 
 def run(config: AsConfig, args: argparse.Namespace, argv: list[str]) -> int:
     """Serve in this process, or supervise the workers."""
-    memory = 'storage_backend.storage_type "Memory"' if config.storage.storage_type == "Memory" else None
+    memory = None
+    if config.storage.storage_type == "Memory":
+        memory = 'storage_backend.storage_type "Memory"'
+    elif config.rvps.storage is not None and config.rvps.storage.storage_type == "Memory":
+        memory = 'rvps_config.storage_type "Memory"'
     count = resolve_workers(requested_workers(args.workers, config.workers), process_local=memory)
     signer = load_signer(config.signer)
     if count == 1:
@@ -165,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(fmt=args.log_format, service="grpc-as")
     try:
-        return run(AsConfig.load(args.config), args, argv)
+        return run(with_cli_tls(AsConfig.load(args.config), args), args, argv)
     except TrusteeError as exc:
         print(f"grpc-as: error: {exc.detail}", file=sys.stderr)
         return 1

@@ -6,8 +6,10 @@ every `*.json` file of a directory (suggested name `<fmspc>-<ca>.json`, e.g.
 Info and the CA type of its PCK CRL issuer, so file names are not trusted.
 
 Online (optional): `PcsCollateralFetcher` asks an Intel PCS or a PCCS
-(`collateral_service`, v4 API) for the PCK CRL, TCB Info and TD_QE identity
-and the Intel root CRL, with a timeout, and caches the bundle in the
+(`collateral_service`, v4 API; like upstream, only its scheme, host and port
+are used, so `https://api.trustedservices.intel.com/sgx/certification/v4/`
+works) for the PCK CRL, TCB Info and TD_QE identity (`update=early|standard`,
+from `tcb_update_type`) and the Intel root CRL, with a timeout, and caches the bundle in the
 KeyValueStore namespace `intel-dcap-collateral` (key `<fmspc>-<ca>`) until
 its earliest `nextUpdate`. `CollateralSource.prepare` runs it before the
 pure verifier; offline bundles always win.
@@ -20,7 +22,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 from cryptography import x509
@@ -56,7 +58,11 @@ def load_collateral(path: Path) -> dict[Key, TdxCollateral]:
     found: dict[Key, TdxCollateral] = {}
     for file in files:
         try:
-            bundle = TdxCollateral.from_json(json.loads(file.read_text(encoding="utf-8")))
+            document = json.loads(file.read_text(encoding="utf-8"))
+            if isinstance(document, dict) and "collaterals" in document:
+                raise ConfigError("an Intel PCS Client Tool file (upstream's file:// collateral_service format) is not read here: "
+                                  "give QuoteCollateralV3 JSON bundles")
+            bundle = TdxCollateral.from_json(document)
             key = bundle.key()
         except (OSError, ValueError, TrusteeError) as exc:
             detail = exc.detail if isinstance(exc, TrusteeError) else str(exc)
@@ -92,8 +98,12 @@ def _raw_member(body: str, member: str) -> tuple[str, str]:
 class PcsCollateralFetcher:
     """Intel PCS v4 / PCCS client with a timeout; the bundle is verified later by the pure core."""
 
-    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S, root_crl_url: str = ROOT_CA_CRL_URL) -> None:
-        self._base = base_url.rstrip("/")
+    def __init__(
+        self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S, root_crl_url: str = ROOT_CA_CRL_URL, tcb_update_type: str = "early"
+    ) -> None:
+        parts = urlsplit(base_url)
+        self._base = f"{parts.scheme}://{parts.netloc}"  # endpoints are built from the host, as upstream does
+        self._update = tcb_update_type
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._root_crl_url = root_crl_url
 
@@ -112,8 +122,8 @@ class PcsCollateralFetcher:
     async def fetch(self, fmspc: str, ca: str) -> TdxCollateral:
         async with aiohttp.ClientSession(timeout=self._timeout) as session:
             crl, crl_response = await self._get(session, f"{self._base}/sgx/certification/v4/pckcrl?ca={ca}&encoding=der")
-            tcb, tcb_response = await self._get(session, f"{self._base}/tdx/certification/v4/tcb?fmspc={fmspc}")
-            qe, qe_response = await self._get(session, f"{self._base}/tdx/certification/v4/qe/identity")
+            tcb, tcb_response = await self._get(session, f"{self._base}/tdx/certification/v4/tcb?fmspc={fmspc}&update={self._update}")
+            qe, qe_response = await self._get(session, f"{self._base}/tdx/certification/v4/qe/identity?update={self._update}")
             root_crl, _ = await self._get(session, self._root_crl_url)
         tcb_raw, tcb_sig = _raw_member(tcb.decode(), "tcbInfo")
         qe_raw, qe_sig = _raw_member(qe.decode(), "enclaveIdentity")
@@ -196,7 +206,7 @@ def build_tdx_verifier(settings: DcapSettings | None, store: KeyValueStore | Non
     offline = {} if settings.collateral_dir is None else load_collateral(settings.collateral_dir)
     fetcher = None
     if settings.collateral_service is not None:
-        fetcher = PcsCollateralFetcher(settings.collateral_service, settings.timeout)
+        fetcher = PcsCollateralFetcher(settings.collateral_service, settings.timeout, tcb_update_type=settings.tcb_update_type)
     if settings.verification_time is not None:
         logger.warning("DCAP verification time pinned to %s (test-only setting)", settings.verification_time.isoformat())
     source = CollateralSource(offline, fetcher, store)

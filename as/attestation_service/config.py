@@ -1,7 +1,23 @@
 """Attestation Service configuration (TOML, or JSON by `.json` suffix).
 
-Upstream's key names (trustee-server.md 6.3); unknown keys are a
-`ConfigError` naming them.
+Upstream's key names (trustee-server.md 6.3): upstream's JSON files start
+as they are (only paths and ports to change). Unknown keys are a
+`ConfigError` naming them, except the obsolete keys of older upstream
+releases, which are accepted, ignored and named in ONE warning line at
+start: top-level `work_dir`, `rvps_store_type`, `attestation_token_config`
+and the string form of `policy_engine` ("opa"); `attestation_token_broker.policy_dir`;
+`rvps_config.storage` (the 2024-12..2026-03 `{type = "LocalFs"}` form),
+`store_type`, `store_config`, `read_only` and an empty `remote_addr` (a
+non-empty one is refused: use type = "GrpcRemote" + address);
+`verifier_config.dcap_verifier.use_secure_cert` (unused upstream too).
+Refused like upstream refuses them: `attestation_token_broker` as a string;
+and `attestation_token_broker.type = "Simple"` (that token was removed
+upstream in 2025-10; upstream now ignores `type`, we refuse rather than
+issue EAR tokens to a deployment expecting Simple ones).
+
+Parse entry points: `AsConfig.load(path)`, `AsConfig.parse(dict, base_dir)`,
+and `parse_sections(table, storage, base_dir)` for a KBS embedding the AS
+(`storage_type`, `rvps_config`, `attestation_token_broker`, `verifier_config`).
 
 ```toml
 appraisal_cache_ttl_seconds = 1.0  # top level, before any table (ours): re-read the appraisal epoch at most
@@ -16,6 +32,8 @@ storage_type = "Sqlite"    # default path: <config dir>/storage.sqlite3,
                            # (env POSTGRES_URL overrides); "Redis" is refused (docs/storage.md)
 [rvps_config]
 type = "GrpcRemote"        # or "BuiltIn" (default): reference values in this service's storage
+storage_type = "Memory"    # BuiltIn only, optional (upstream's): the reference values' store type, with the
+                           # backends of [storage_backend] (default: the same store as the policies)
 address = "127.0.0.1:50003"   # GrpcRemote only; "http://" prefix optional, "https://" for TLS
 ca_certificate = "ca.pem"     # https:// only, optional: CA of the RVPS's certificate (default: system roots)
 certificate = "as-client.pem" # https:// only, optional (with private_key): client certificate for mutual TLS
@@ -41,19 +59,27 @@ cert_path = "token-cert-chain.pem"  # optional, leaf first
 cert_url = "https://..."   # optional, becomes x5u
 [verifier_config.dcap_verifier]     # optional: the `tdx` verifier (without it every TDX quote is refused)
 collateral_dir = "dcap-collateral"  # QuoteCollateralV3 JSON file or directory (relative to the config file)
-collateral_service = "https://api.trustedservices.intel.com"  # optional PCS/PCCS (v4 API)
+collateral_service = "https://api.trustedservices.intel.com"  # optional PCS/PCCS (v4 API; only scheme, host and
+                                    # port are used, like upstream); or "file:///abs/collateral.json", the same as
+                                    # collateral_dir (QuoteCollateralV3 JSON; Intel PCS Client Tool files are refused)
+tcb_update_type = "early"           # or "standard": the TCB Info / QE identity asked of collateral_service (update=)
 timeout = 10                        # seconds, for collateral_service
 accept_expired_collateral = false   # true: report collateral_expiration_status "1" instead of rejecting
 verification_time = "2025-07-01T00:00:00Z"  # TEST ONLY: pin the DCAP clock
 [verifier_config.tpm_verifier]      # optional AK anchors for `tpm`; with none, only AKs in the reference value `trusted_aks` verify
 trusted_aks = ["ak.pem"]            # AK public keys (PEM or DER SPKI files, or certificates) trusted outright
+trusted_ak_keys_dir = "trusted_ak_keys"  # upstream's: every file in it (not dot files) is a trusted AK, like trusted_aks
+max_trusted_ak_keys = 100           # more files than this in trusted_ak_keys_dir: refused at start (each file <= 64 KiB)
 ak_ca_certs = ["ak-ca.pem"]         # AK/EK CA certificates (PEM, may hold several) an evidence ak_cert_chain must reach
 [verifier_config.snp_verifier]      # optional: where `snp` finds VCEKs the evidence lacks (without it: evidence only)
-vcek_sources = [                    # tried in order
+vcek_sources = [                    # tried in order; without vcek_sources: [{ type = "KDS" }] (upstream's default)
+  # path default: /opt/confidential-containers/attestation-service/kds-store
   { type = "OfflineStore", path = "kds-store" },  # AMD KDS layout: vcek/v1/<Product>/<hwid>?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..
   { type = "KDS", base_url = "https://kdsintf.amd.com", timeout = 10 },  # fetched VCEKs cached in the AS store
 ]
 verification_time = "2025-01-01T00:00:00Z"  # TEST ONLY: pin the SNP clock
+[verifier_config.nvidia_verifier]   # upstream's (and nvidia_dpu_verifier): accepted with a warning, not used:
+type = "Local"                      # NVIDIA evidence (tee nvidia, nvidia-dpu) is not verified here and is refused
 [policy_engine]                     # optional (ours): attestation-policy evaluation
 evaluation_timeout = 2.0            # seconds per compile or evaluation; over it: PolicyEngineUnavailable (UNAVAILABLE)
 workers = 2                         # policy worker processes (each evaluates one policy at a time)
@@ -68,12 +94,16 @@ path = "audit.jsonl"                # relative to the config file; fsync = "inte
 from __future__ import annotations
 
 import datetime
+import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from attestation_service.appraisal_cache import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 from attestation_service.core.token import TokenSettings
+from rvps.compat_table import CompatTable, warn_deprecated
 from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint, parse_listen_address
@@ -82,6 +112,7 @@ from trustee_common.config import ConfigTable, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
+from trustee_common.storage.factory import storage_type
 from trustee_common.tls_config import ClientTls, ServerTls, parse_client_tls, parse_server_tls
 from trustee_common.workers import check_count
 
@@ -89,6 +120,27 @@ DEFAULT_SOCKET = "127.0.0.1:50004"
 DEFAULT_RVPS_ADDRESS = "127.0.0.1:50003"
 NO_CONFIG_SQLITE_PATH = Path("attestation-service.sqlite3")
 RVPS_TYPES = ("BuiltIn", "GrpcRemote")
+TCB_UPDATE_TYPES = ("early", "standard")
+NVIDIA_VERIFIERS = ("nvidia_verifier", "nvidia_dpu_verifier")
+DEFAULT_MAX_TRUSTED_AK_KEYS = 100
+#: Upstream's default `OfflineStore` path (a VCEK source without `path`).
+DEFAULT_OFFLINE_STORE = Path("/opt/confidential-containers/attestation-service/kds-store")
+
+#: Top-level keys of older upstream releases: accepted, ignored, named in one warning.
+OBSOLETE_ROOT_KEYS = {
+    "work_dir": "storage is storage_backend",
+    "rvps_store_type": "use rvps_config",
+    "attestation_token_config": "use attestation_token_broker",
+}
+#: `rvps_config` keys of older upstream releases (`remote_addr` is refused when not empty).
+OBSOLETE_RVPS_KEYS = {
+    "storage": "the 2024-12..2026-03 store format; BuiltIn reference values use storage_backend (or rvps_config.storage_type)",
+    "store_type": "the pre-2024-12 store type; use storage_backend",
+    "store_config": "the pre-2024-12 store settings; use storage_backend",
+    "read_only": "no longer an option",
+}
+
+logger = logging.getLogger("attestation_service")
 
 
 @dataclass(frozen=True)
@@ -99,6 +151,8 @@ class RvpsSettings:
     tls: ClientTls | None = None
     #: Size caps of the BuiltIn provider (a GrpcRemote RVPS has its own).
     limits: ReferenceValueLimits = field(default_factory=ReferenceValueLimits)
+    #: BuiltIn with `storage_type`: its own store (the AS's backends, another type); None: the AS's store.
+    storage: StorageConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +168,8 @@ class DcapSettings:
     collateral_service: str | None = None
     timeout: int = 10
     accept_expired_collateral: bool = False
+    #: `tcb_update_type`: which TCB Info / QE identity a collateral service returns ("early" or "standard").
+    tcb_update_type: str = "early"
     #: Test-only: DCAP checks use this time instead of the clock (never reachable by clients).
     verification_time: datetime.datetime | None = None
 
@@ -124,6 +180,10 @@ class TpmSettings:
 
     trusted_aks: tuple[Path, ...] = ()
     ak_ca_certs: tuple[Path, ...] = ()
+    #: `trusted_ak_keys_dir` (upstream's): every file in it is a trusted AK, like `trusted_aks`.
+    trusted_ak_keys_dir: Path | None = None
+    #: `max_trusted_ak_keys`: more files than this in `trusted_ak_keys_dir` is a ConfigError.
+    max_trusted_ak_keys: int = DEFAULT_MAX_TRUSTED_AK_KEYS
 
 
 VCEK_SOURCE_TYPES = ("OfflineStore", "KDS")
@@ -165,27 +225,96 @@ class AsConfig:
 
     @classmethod
     def load(cls, path: Path | None) -> AsConfig:
+        """The config in the file at `path` (defaults without one)."""
         if path is None:
             return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH), RvpsSettings(), TokenSettings())
-        root = ConfigTable(load_config_file(path), f"config {path}")
-        storage = StorageConfig.from_table(root.table("storage_backend"), path.parent / "storage.sqlite3")
-        rvps = _rvps(root.table("rvps_config"))
-        broker = root.table("attestation_token_broker")
-        token, signer, verbose = _broker(broker)
-        dcap, tpm, snp = None, None, None
-        if root.has("verifier_config"):
-            verifier_table = root.table("verifier_config")
-            tpm = _tpm_verifier(verifier_table, path.parent)
-            snp = _snp_verifier(verifier_table, path.parent)
-            dcap = _verifier_config(verifier_table, path.parent)
+        return cls.parse(load_config_file(path), path.parent, f"config {path}")
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], base: Path, where: str = "config") -> AsConfig:
+        """The config in `data` (a parsed file); `base` is the config file's folder, `where` names it in errors."""
+        root = CompatTable(data, where)
+        for key, reason in OBSOLETE_ROOT_KEYS.items():
+            root.deprecated(key, reason)
+        storage = StorageConfig.from_table(root.table("storage_backend"), base / "storage.sqlite3")
+        sections = parse_sections(root, storage, base)
         tls = parse_server_tls(root.table("tls"), "tls")
-        engine = PolicyEngineConfig.from_table(root.table("policy_engine"))
+        engine = _policy_engine(root)
         metrics = metrics_address(root)
-        audit = audit_config(root.table("audit"), path.parent) if root.has("audit") else None
+        audit = audit_config(root.table("audit"), base) if root.has("audit") else None
         cache_ttl = _cache_ttl(root)
         workers = check_count(root.integer("workers", 1), "workers") if root.has("workers") else None
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics, audit, cache_ttl, workers)
+        warn_deprecated(root.notes, logger)
+        return replace(
+            sections, tls=tls, policy_engine=engine, metrics_address=metrics, audit=audit, appraisal_cache_ttl_seconds=cache_ttl,
+            workers=workers,
+        )
+
+
+def parse_sections(table: ConfigTable, storage: StorageConfig, base: Path) -> AsConfig:
+    """The AS keys an embedding KBS shares (`[attestation_service]` of `coco_as_builtin`): `storage_type`
+    (overrides `storage`'s type), `rvps_config`, `attestation_token_broker` and `verifier_config`.
+
+    Reads only those keys of `table` and does not `finish()` it (the caller owns its other keys);
+    obsolete keys inside them are noted on `table` when it is a `CompatTable`, else warned here.
+    """
+    compat = table if isinstance(table, CompatTable) else CompatTable(table._data, table._where)
+    if compat is not table:
+        compat._seen = table._seen  # the caller's finish() sees what was read here
+    if compat.has("storage_type"):
+        storage = _override_type(storage, compat.required_string("storage_type"), "storage_type")
+    rvps = _rvps(compat.table("rvps_config"), storage)
+    token, signer, verbose = _broker(compat)
+    dcap, tpm, snp = _verifiers(compat.table("verifier_config"), base) if compat.has("verifier_config") else (None, None, None)
+    if compat is not table:
+        warn_deprecated(compat.notes, logger)
+    return AsConfig(storage, rvps, token, signer, verbose, dcap, tpm, snp)
+
+
+def _override_type(storage: StorageConfig, text: str, where: str) -> StorageConfig:
+    """`storage` with another type (its backends' settings kept); "Redis" is for KBS sessions only."""
+    kind = storage_type(text, where)
+    if kind == "Redis":
+        raise ConfigError(f'{where} "Redis" is for KBS sessions only (it is not durable): use Sqlite, Postgres or Memory')
+    config = replace(storage, storage_type=kind)
+    config.require(where)
+    return config
+
+
+def _policy_engine(root: CompatTable) -> PolicyEngineConfig:
+    """`[policy_engine]` (ours); the string form of old upstream releases ("opa") is obsolete."""
+    if isinstance(root.raw("policy_engine"), str):
+        root.deprecated("policy_engine", "the old engine name; OPA/Rego is the only engine")
+        return PolicyEngineConfig()
+    return PolicyEngineConfig.from_table(root.table("policy_engine"))
+
+
+def _verifiers(table: CompatTable, base: Path) -> tuple[DcapSettings | None, TpmSettings | None, SnpSettings | None]:
+    """`[verifier_config]`: the DCAP, TPM and SNP settings; NVIDIA tables are accepted with a warning."""
+    tpm = _tpm_verifier(table, base)
+    snp = _snp_verifier(table, base)
+    dcap = _dcap_verifier(table, base)
+    for key in NVIDIA_VERIFIERS:
+        if table.has(key):
+            _check_nvidia(table.table(key), key)
+            logger.warning("verifier_config.%s accepted but not used: NVIDIA evidence is not verified by this attestation "
+                           "service (such evidence is refused)", key)
+    table.finish()
+    return dcap, tpm, snp
+
+
+def _check_nvidia(table: CompatTable, key: str) -> None:
+    """Upstream's shapes of the (unused) NVIDIA tables, so a typo is still caught."""
+    if key == "nvidia_verifier":
+        kind = table.string("type", "Local") or ""
+        if kind.lower() not in ("local", "remote"):
+            raise ConfigError(f"verifier_config.nvidia_verifier.type {kind!r} is not one of Local, Remote")
+        table.string("verifier_url")
+    else:
+        table.required_string("root_ca_cert_path")
+        table.integer("max_cert_age_secs", 3600, minimum=0)
+    table.finish()
 
 
 def _cache_ttl(root: ConfigTable) -> float:
@@ -205,61 +334,101 @@ def metrics_address(root: ConfigTable) -> str | None:
     return address
 
 
-def _rvps(table: ConfigTable) -> RvpsSettings:
+def _rvps(table: CompatTable, storage: StorageConfig) -> RvpsSettings:
+    for key, reason in OBSOLETE_RVPS_KEYS.items():
+        table.deprecated(key, reason)
+    remote_addr = table.raw("remote_addr")
+    if remote_addr not in (None, ""):
+        raise ConfigError('rvps_config.remote_addr is obsolete: use type = "GrpcRemote" with address')
+    table.deprecated("remote_addr", "obsolete, empty")
     kind = table.string("type", "BuiltIn") or "BuiltIn"
     if kind not in RVPS_TYPES:
         raise ConfigError(f"rvps_config.type {kind!r} is not one of {', '.join(RVPS_TYPES)}")
     address = DEFAULT_RVPS_ADDRESS
     tls = None
     limits = ReferenceValueLimits()
+    own_store = None
     if kind == "GrpcRemote":
         address = table.string("address", DEFAULT_RVPS_ADDRESS) or DEFAULT_RVPS_ADDRESS
         endpoint = grpc_endpoint(address, "rvps_config.address")
         tls = parse_client_tls(table, "rvps_config", tls=endpoint.tls)
-        for key in ("max_value_bytes", "max_total_bytes"):
+        for key in ("max_value_bytes", "max_total_bytes", "storage_type", "extractors"):
             if table.has(key):
                 raise ConfigError(f"rvps_config.{key} applies to type = \"BuiltIn\" only; a GrpcRemote RVPS takes it in its own config")
     else:
         limits = ReferenceValueLimits.from_table(table, "rvps_config.")
         check_extractors_table(table.table("extractors"))
+        if table.has("storage_type"):
+            own_store = _override_type(storage, table.required_string("storage_type"), "rvps_config.storage_type")
     table.finish()
-    return RvpsSettings(kind, address, tls, limits)
+    return RvpsSettings(kind, address, tls, limits, own_store)
 
 
-def _verifier_config(table: ConfigTable, base: Path) -> DcapSettings | None:
-    dcap = None
-    if table.has("dcap_verifier"):
-        sub = table.table("dcap_verifier")
-        directory = sub.string("collateral_dir")
-        service = sub.string("collateral_service")
-        if service is not None and not service.startswith(("https://", "http://")):
-            raise ConfigError("verifier_config.dcap_verifier.collateral_service must be an http(s):// URL")
-        pinned = sub.string("verification_time")
-        dcap = DcapSettings(
-            collateral_dir=None if directory is None else base / directory,
-            collateral_service=service,
-            timeout=sub.integer("timeout", 10, minimum=1),
-            accept_expired_collateral=sub.boolean("accept_expired_collateral", False),
-            verification_time=None if pinned is None else _rfc3339(pinned, "verifier_config.dcap_verifier.verification_time"),
-        )
-        sub.finish()
-    table.finish()
+def _dcap_verifier(table: CompatTable, base: Path) -> DcapSettings | None:
+    """`[verifier_config.dcap_verifier]`; a `file://` collateral_service is an offline collateral file."""
+    if not table.has("dcap_verifier"):
+        return None
+    sub = table.table("dcap_verifier")
+    where = "verifier_config.dcap_verifier"
+    directory = sub.string("collateral_dir")
+    offline = None if directory is None else base / directory
+    service = sub.string("collateral_service")
+    if service is not None and service.startswith("file:"):
+        if offline is not None:
+            raise ConfigError(f"{where}: give collateral_dir or a file:// collateral_service, not both")
+        offline, service = _file_url(service, f"{where}.collateral_service"), None
+    elif service is not None:
+        _http_url(service, f"{where}.collateral_service")
+    update = sub.string("tcb_update_type", "early") or ""
+    if update not in TCB_UPDATE_TYPES:
+        raise ConfigError(f"{where}.tcb_update_type {update!r} is not one of {', '.join(TCB_UPDATE_TYPES)}")
+    sub.deprecated("use_secure_cert", "not used upstream either")
+    pinned = sub.string("verification_time")
+    dcap = DcapSettings(
+        collateral_dir=offline,
+        collateral_service=service,
+        timeout=sub.integer("timeout", 10, minimum=1),
+        accept_expired_collateral=sub.boolean("accept_expired_collateral", False),
+        tcb_update_type=update,
+        verification_time=None if pinned is None else _rfc3339(pinned, f"{where}.verification_time"),
+    )
+    sub.finish()
     return dcap
 
 
-def _snp_verifier(verifier_config: ConfigTable, base: Path) -> SnpSettings | None:
-    """`[verifier_config.snp_verifier]` (read before `_verifier_config`, which finishes the table)."""
+def _file_url(url: str, where: str) -> Path:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise ConfigError(f"{where} {url!r} must be file:///absolute/path")
+    return Path(unquote(parts.path))
+
+
+def _http_url(url: str, where: str) -> str:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("https", "http") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"{where} {url!r} must be an http(s):// URL or file:///path")
+    return url
+
+
+def _snp_verifier(verifier_config: CompatTable, base: Path) -> SnpSettings | None:
+    """`[verifier_config.snp_verifier]`; without `vcek_sources`, upstream's default: AMD KDS."""
     if not verifier_config.has("snp_verifier"):
         return None
     table = verifier_config.table("snp_verifier")
     stores: list[Path] = []
     kds_url, timeout = None, 10
-    for source in table.tables("vcek_sources"):
+    sources = table.tables("vcek_sources") if table.has("vcek_sources") else [ConfigTable({"type": "KDS"}, "default")]
+    for source in sources:
         kind = source.required_string("type")
         if kind not in VCEK_SOURCE_TYPES:
             raise ConfigError(f"verifier_config.snp_verifier.vcek_sources type {kind!r} is not one of {', '.join(VCEK_SOURCE_TYPES)}")
         if kind == "OfflineStore":
-            stores.append(base / source.required_string("path"))
+            path = source.string("path")
+            stores.append(DEFAULT_OFFLINE_STORE if path is None else base / path)
         else:
             if kds_url is not None:
                 raise ConfigError("verifier_config.snp_verifier.vcek_sources: only one KDS source is allowed")
@@ -278,14 +447,17 @@ def _snp_verifier(verifier_config: ConfigTable, base: Path) -> SnpSettings | Non
     )
 
 
-def _tpm_verifier(table: ConfigTable, base: Path) -> TpmSettings | None:
-    """`[verifier_config.tpm_verifier]` (read before `_verifier_config`, which finishes the table)."""
+def _tpm_verifier(table: CompatTable, base: Path) -> TpmSettings | None:
+    """`[verifier_config.tpm_verifier]`: our file lists and upstream's directory of trusted AKs."""
     if not table.has("tpm_verifier"):
         return None
     sub = table.table("tpm_verifier")
+    directory = sub.string("trusted_ak_keys_dir")
     settings = TpmSettings(
         trusted_aks=tuple(base / p for p in sub.strings("trusted_aks", [])),
         ak_ca_certs=tuple(base / p for p in sub.strings("ak_ca_certs", [])),
+        trusted_ak_keys_dir=None if directory is None else base / directory,
+        max_trusted_ak_keys=sub.integer("max_trusted_ak_keys", DEFAULT_MAX_TRUSTED_AK_KEYS, minimum=1),
     )
     sub.finish()
     return settings
@@ -301,10 +473,19 @@ def _rfc3339(text: str, where: str) -> datetime.datetime:
     return value.astimezone(datetime.UTC)
 
 
-def _broker(table: ConfigTable) -> tuple[TokenSettings, SignerFiles | None, bool]:
+def _broker(root: CompatTable) -> tuple[TokenSettings, SignerFiles | None, bool]:
+    """`attestation_token_broker` of `root` (EAR only: the Simple token is gone upstream since 2025-10)."""
+    if isinstance(root.raw("attestation_token_broker"), str):
+        raise ConfigError('attestation_token_broker must be a table such as {"duration_min": 5}; the string form of old '
+                          'releases ("Simple"/"Ear") is refused upstream too')
+    table = root.table("attestation_token_broker")
     kind = table.string("type", "Ear")
+    if kind == "Simple":
+        raise ConfigError('attestation_token_broker.type "Simple": the Simple token was removed upstream (2025-10); '
+                          'only EAR tokens are issued: drop type or set it to "Ear"')
     if kind != "Ear":
         raise ConfigError(f"attestation_token_broker.type {kind!r} is not supported (only \"Ear\")")
+    table.deprecated("policy_dir", "policies live in storage_backend")
     defaults = TokenSettings()
     token = TokenSettings(
         duration_min=table.integer("duration_min", defaults.duration_min, minimum=1),

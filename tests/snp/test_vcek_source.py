@@ -129,11 +129,19 @@ def test_config_table(tmp_path: Path) -> None:
     assert _config(tmp_path, "").snp is None
 
 
+def test_upstream_defaults(tmp_path: Path) -> None:
+    # upstream's shapes: an OfflineStore without path is its default folder; a table without vcek_sources is [KDS]
+    config = _config(tmp_path, '[verifier_config.snp_verifier]\nvcek_sources = [{ type = "OfflineStore" }]\n')
+    assert config.snp is not None
+    assert config.snp.offline_stores == (Path("/opt/confidential-containers/attestation-service/kds-store"),)
+    config = _config(tmp_path, "[verifier_config.snp_verifier]\n")
+    assert config.snp is not None and config.snp.kds_url == "https://kdsintf.amd.com"
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         ('vcek_sources = [{ type = "Nope" }]', "is not one of OfflineStore, KDS"),
-        ('vcek_sources = [{ type = "OfflineStore" }]', "path is required"),
         ('vcek_sources = [{ type = "KDS", base_url = "ftp://x" }]', "http"),
         ('vcek_sources = [{ type = "KDS" }, { type = "KDS" }]', "only one KDS"),
         ('vcek_sources = [{ type = "KDS", extra = 1 }]', "unknown key"),

@@ -90,11 +90,13 @@ def pcs_app(calls: list[str]) -> web.Application:
 
     async def tcb(request: web.Request) -> web.Response:
         calls.append(f"tcb {request.query['fmspc']}")
+        calls.append(f"update={request.query.get('update')}")
         body = '{"tcbInfo":' + data["tcb_info"] + ',"signature":"' + data["tcb_info_signature"] + '"}'
         return web.Response(text=body, headers={"TCB-Info-Issuer-Chain": urlquote(data["tcb_info_issuer_chain"])})
 
     async def qe(request: web.Request) -> web.Response:
         calls.append("qe")
+        calls.append(f"update={request.query.get('update')}")
         body = '{"enclaveIdentity": ' + data["qe_identity"] + ', "signature":"' + data["qe_identity_signature"] + '"}'
         return web.Response(text=body, headers={"SGX-Enclave-Identity-Issuer-Chain": urlquote(data["qe_identity_issuer_chain"])})
 
@@ -125,7 +127,15 @@ async def test_fetcher_rebuilds_the_bundle(pcs: tuple[str, list[str]]) -> None:
     base, calls = pcs
     bundle = await PcsCollateralFetcher(base, 5, f"{base}/IntelSGXRootCA.der").fetch("b0c06f000000", "platform")
     assert bundle == V4.collateral
-    assert calls == ["pckcrl", "tcb b0c06f000000", "qe", "rootcrl"]
+    assert calls == ["pckcrl", "tcb b0c06f000000", "update=early", "qe", "update=early", "rootcrl"]
+
+
+async def test_fetcher_asks_for_the_configured_tcb_update_and_uses_only_the_host(pcs: tuple[str, list[str]]) -> None:
+    # upstream's documented value keeps the PCS path, which upstream drops: endpoints are built from the host
+    base, calls = pcs
+    fetcher = PcsCollateralFetcher(f"{base}/sgx/certification/v4/", 5, f"{base}/IntelSGXRootCA.der", tcb_update_type="standard")
+    assert await fetcher.fetch("b0c06f000000", "platform") == V4.collateral
+    assert calls == ["pckcrl", "tcb b0c06f000000", "update=standard", "qe", "update=standard", "rootcrl"]
 
 
 class RecordingStore(MemoryStore):
