@@ -11,7 +11,7 @@ max_total_bytes = 4194304           # optional: cap on all live values (default 
 extractors = { swid_extractor = {} }  # optional, upstream's: accepted; sample, swid and corim are always on
 [storage]                           # upstream's name for the store (StorageBackendConfig); or [storage_backend],
 storage_type = "Sqlite"             # ours, the same table (not both): trustee_common.storage.StorageConfig,
-                                    # "Sqlite" (default), "Memory", "Postgres", ... (not "Redis": sessions only)
+                                    # "Sqlite" (default), "Memory", "Postgres", "Redis", "LocalFs", "LocalJson"
 [storage.backends.sqlite]
 path = "..."   # default: <config file dir>/storage.sqlite3, or ./rvps.sqlite3 without a config file
 [storage.backends.postgres]
@@ -46,12 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rvps.compat_table import CompatTable, warn_deprecated
 from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import parse_listen_address
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import load_config_file
+from trustee_common.config import ConfigTable, collecting_warnings, load_config_file, log_warnings
 from trustee_common.errors import ConfigError
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ServerTls, parse_server_tls
@@ -90,26 +89,28 @@ class RvpsConfig:
     @classmethod
     def parse(cls, data: dict[str, Any], base: Path, where: str = "config") -> RvpsConfig:
         """The config in `data` (a parsed file); `base` is the config file's folder, `where` names it in errors."""
-        root = CompatTable(data, where)
-        for key, reason in OLD_STORE_KEYS.items():
-            root.deprecated(key, reason)
-        storage = StorageConfig.from_table(_storage_table(root), base / "storage.sqlite3")
-        values = root.string("reference_values_path")
-        tls = parse_server_tls(root.table("tls"), "tls")
-        limits = ReferenceValueLimits.from_table(root)
-        check_extractors_table(root.table("extractors"))
-        metrics = root.table("metrics")
-        address = metrics.string("address")
-        metrics.finish()
-        audit = audit_config(root.table("audit"), base) if root.has("audit") else None
-        root.finish()
+        with collecting_warnings() as lines:
+            root = ConfigTable(data, where)
+            for key, reason in OLD_STORE_KEYS.items():
+                root.deprecated(key, reason)
+            key = "storage" if root.has("storage") else "storage_backend"
+            storage = StorageConfig.from_table(_storage_table(root), base / "storage.sqlite3", where=key)
+            values = root.string("reference_values_path")
+            tls = parse_server_tls(root.table("tls"), "tls")
+            limits = ReferenceValueLimits.from_table(root)
+            check_extractors_table(root.table("extractors"))
+            metrics = root.table("metrics")
+            address = metrics.string("address")
+            metrics.finish()
+            audit = audit_config(root.table("audit"), base) if root.has("audit") else None
+            root.finish()
         if address is not None:
             parse_listen_address(address, "metrics.address")
-        warn_deprecated(root.notes, logger)
+        log_warnings(lines, where, logger)
         return cls(storage, None if values is None else Path(values), tls, limits, address, audit)
 
 
-def _storage_table(root: CompatTable) -> CompatTable:
+def _storage_table(root: ConfigTable) -> ConfigTable:
     """`storage` (upstream's name) or `storage_backend` (ours), with the obsolete `type`/`file_path` noted."""
     if root.has("storage") and root.has("storage_backend"):
         raise ConfigError("give the store as storage (upstream's name) or storage_backend, not both")

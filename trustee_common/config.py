@@ -41,6 +41,12 @@ def collecting_warnings() -> Iterator[list[str]]:
         _collectors.remove(found)
 
 
+def log_warnings(lines: list[str], what: str, log: logging.Logger) -> None:
+    """One warning line for the `collecting_warnings` lines of a parse (nothing when there is none)."""
+    if lines:
+        log.warning("%s: accepted with differences from upstream: %s", what, "; ".join(lines))
+
+
 def config_warning(text: str) -> None:
     """Record one warning about the config being parsed (see `collecting_warnings`)."""
     if _collectors:
@@ -136,6 +142,10 @@ class ConfigTable:
             return None
         config_warning(f"{self._where}.{key}: {reason}")
         return self._data[key]
+
+    def raw(self, key: str) -> Any:
+        """The value of `key` whatever its type (None when absent), for keys whose type selects a form; not marked read."""
+        return self._data.get(key)
 
     def has(self, key: str) -> bool:
         return key in self._data

@@ -29,7 +29,7 @@ workers = 2                        # top level (ours): AS processes sharing the 
 storage_type = "Sqlite"    # default path: <config dir>/storage.sqlite3,
                            # or ./attestation-service.sqlite3 without a config file;
                            # or "Postgres" with [storage_backend.backends.postgres] url
-                           # (env POSTGRES_URL overrides); "Redis" is refused (docs/storage.md)
+                           # (env POSTGRES_URL overrides); "Redis", upstream's "LocalFs"/"LocalJson" (docs/storage.md)
 [rvps_config]
 type = "GrpcRemote"        # or "BuiltIn" (default): reference values in this service's storage
 storage_type = "Memory"    # BuiltIn only, optional (upstream's): the reference values' store type, with the
@@ -103,16 +103,14 @@ from urllib.parse import unquote, urlsplit
 
 from attestation_service.appraisal_cache import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
 from attestation_service.core.token import TokenSettings
-from rvps.compat_table import CompatTable, warn_deprecated
 from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint, parse_listen_address
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import ConfigTable, load_config_file
+from trustee_common.config import ConfigTable, collecting_warnings, load_config_file, log_warnings
 from trustee_common.errors import ConfigError
 from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
-from trustee_common.storage.factory import storage_type
 from trustee_common.tls_config import ClientTls, ServerTls, parse_client_tls, parse_server_tls
 from trustee_common.workers import check_count
 
@@ -233,19 +231,20 @@ class AsConfig:
     @classmethod
     def parse(cls, data: dict[str, Any], base: Path, where: str = "config") -> AsConfig:
         """The config in `data` (a parsed file); `base` is the config file's folder, `where` names it in errors."""
-        root = CompatTable(data, where)
-        for key, reason in OBSOLETE_ROOT_KEYS.items():
-            root.deprecated(key, reason)
-        storage = StorageConfig.from_table(root.table("storage_backend"), base / "storage.sqlite3")
-        sections = parse_sections(root, storage, base)
-        tls = parse_server_tls(root.table("tls"), "tls")
-        engine = _policy_engine(root)
-        metrics = metrics_address(root)
-        audit = audit_config(root.table("audit"), base) if root.has("audit") else None
-        cache_ttl = _cache_ttl(root)
-        workers = check_count(root.integer("workers", 1), "workers") if root.has("workers") else None
-        root.finish()
-        warn_deprecated(root.notes, logger)
+        with collecting_warnings() as lines:
+            root = ConfigTable(data, where)
+            for key, reason in OBSOLETE_ROOT_KEYS.items():
+                root.deprecated(key, reason)
+            storage = StorageConfig.from_table(root.table("storage_backend"), base / "storage.sqlite3")
+            sections = parse_sections(root, storage, base)
+            tls = parse_server_tls(root.table("tls"), "tls")
+            engine = _policy_engine(root)
+            metrics = metrics_address(root)
+            audit = audit_config(root.table("audit"), base) if root.has("audit") else None
+            cache_ttl = _cache_ttl(root)
+            workers = check_count(root.integer("workers", 1), "workers") if root.has("workers") else None
+            root.finish()
+        log_warnings(lines, where, logger)
         return replace(
             sections, tls=tls, policy_engine=engine, metrics_address=metrics, audit=audit, appraisal_cache_ttl_seconds=cache_ttl,
             workers=workers,
@@ -257,32 +256,17 @@ def parse_sections(table: ConfigTable, storage: StorageConfig, base: Path) -> As
     (overrides `storage`'s type), `rvps_config`, `attestation_token_broker` and `verifier_config`.
 
     Reads only those keys of `table` and does not `finish()` it (the caller owns its other keys);
-    obsolete keys inside them are noted on `table` when it is a `CompatTable`, else warned here.
+    obsolete keys inside them are `ConfigTable.deprecated` warnings (`trustee_common.config.collecting_warnings`).
     """
-    compat = table if isinstance(table, CompatTable) else CompatTable(table._data, table._where)
-    if compat is not table:
-        compat._seen = table._seen  # the caller's finish() sees what was read here
-    if compat.has("storage_type"):
-        storage = _override_type(storage, compat.required_string("storage_type"), "storage_type")
-    rvps = _rvps(compat.table("rvps_config"), storage)
-    token, signer, verbose = _broker(compat)
-    dcap, tpm, snp = _verifiers(compat.table("verifier_config"), base) if compat.has("verifier_config") else (None, None, None)
-    if compat is not table:
-        warn_deprecated(compat.notes, logger)
+    if table.has("storage_type"):
+        storage = storage.with_type(table.required_string("storage_type"), "storage_type")
+    rvps = _rvps(table.table("rvps_config"), storage)
+    token, signer, verbose = _broker(table)
+    dcap, tpm, snp = _verifiers(table.table("verifier_config"), base) if table.has("verifier_config") else (None, None, None)
     return AsConfig(storage, rvps, token, signer, verbose, dcap, tpm, snp)
 
 
-def _override_type(storage: StorageConfig, text: str, where: str) -> StorageConfig:
-    """`storage` with another type (its backends' settings kept); "Redis" is for KBS sessions only."""
-    kind = storage_type(text, where)
-    if kind == "Redis":
-        raise ConfigError(f'{where} "Redis" is for KBS sessions only (it is not durable): use Sqlite, Postgres or Memory')
-    config = replace(storage, storage_type=kind)
-    config.require(where)
-    return config
-
-
-def _policy_engine(root: CompatTable) -> PolicyEngineConfig:
+def _policy_engine(root: ConfigTable) -> PolicyEngineConfig:
     """`[policy_engine]` (ours); the string form of old upstream releases ("opa") is obsolete."""
     if isinstance(root.raw("policy_engine"), str):
         root.deprecated("policy_engine", "the old engine name; OPA/Rego is the only engine")
@@ -290,7 +274,7 @@ def _policy_engine(root: CompatTable) -> PolicyEngineConfig:
     return PolicyEngineConfig.from_table(root.table("policy_engine"))
 
 
-def _verifiers(table: CompatTable, base: Path) -> tuple[DcapSettings | None, TpmSettings | None, SnpSettings | None]:
+def _verifiers(table: ConfigTable, base: Path) -> tuple[DcapSettings | None, TpmSettings | None, SnpSettings | None]:
     """`[verifier_config]`: the DCAP, TPM and SNP settings; NVIDIA tables are accepted with a warning."""
     tpm = _tpm_verifier(table, base)
     snp = _snp_verifier(table, base)
@@ -304,7 +288,7 @@ def _verifiers(table: CompatTable, base: Path) -> tuple[DcapSettings | None, Tpm
     return dcap, tpm, snp
 
 
-def _check_nvidia(table: CompatTable, key: str) -> None:
+def _check_nvidia(table: ConfigTable, key: str) -> None:
     """Upstream's shapes of the (unused) NVIDIA tables, so a typo is still caught."""
     if key == "nvidia_verifier":
         kind = table.string("type", "Local") or ""
@@ -334,7 +318,7 @@ def metrics_address(root: ConfigTable) -> str | None:
     return address
 
 
-def _rvps(table: CompatTable, storage: StorageConfig) -> RvpsSettings:
+def _rvps(table: ConfigTable, storage: StorageConfig) -> RvpsSettings:
     for key, reason in OBSOLETE_RVPS_KEYS.items():
         table.deprecated(key, reason)
     remote_addr = table.raw("remote_addr")
@@ -359,12 +343,12 @@ def _rvps(table: CompatTable, storage: StorageConfig) -> RvpsSettings:
         limits = ReferenceValueLimits.from_table(table, "rvps_config.")
         check_extractors_table(table.table("extractors"))
         if table.has("storage_type"):
-            own_store = _override_type(storage, table.required_string("storage_type"), "rvps_config.storage_type")
+            own_store = storage.with_type(table.required_string("storage_type"), "rvps_config.storage_type")
     table.finish()
     return RvpsSettings(kind, address, tls, limits, own_store)
 
 
-def _dcap_verifier(table: CompatTable, base: Path) -> DcapSettings | None:
+def _dcap_verifier(table: ConfigTable, base: Path) -> DcapSettings | None:
     """`[verifier_config.dcap_verifier]`; a `file://` collateral_service is an offline collateral file."""
     if not table.has("dcap_verifier"):
         return None
@@ -414,7 +398,7 @@ def _http_url(url: str, where: str) -> str:
     return url
 
 
-def _snp_verifier(verifier_config: CompatTable, base: Path) -> SnpSettings | None:
+def _snp_verifier(verifier_config: ConfigTable, base: Path) -> SnpSettings | None:
     """`[verifier_config.snp_verifier]`; without `vcek_sources`, upstream's default: AMD KDS."""
     if not verifier_config.has("snp_verifier"):
         return None
@@ -447,7 +431,7 @@ def _snp_verifier(verifier_config: CompatTable, base: Path) -> SnpSettings | Non
     )
 
 
-def _tpm_verifier(table: CompatTable, base: Path) -> TpmSettings | None:
+def _tpm_verifier(table: ConfigTable, base: Path) -> TpmSettings | None:
     """`[verifier_config.tpm_verifier]`: our file lists and upstream's directory of trusted AKs."""
     if not table.has("tpm_verifier"):
         return None
@@ -473,7 +457,7 @@ def _rfc3339(text: str, where: str) -> datetime.datetime:
     return value.astimezone(datetime.UTC)
 
 
-def _broker(root: CompatTable) -> tuple[TokenSettings, SignerFiles | None, bool]:
+def _broker(root: ConfigTable) -> tuple[TokenSettings, SignerFiles | None, bool]:
     """`attestation_token_broker` of `root` (EAR only: the Simple token is gone upstream since 2025-10)."""
     if isinstance(root.raw("attestation_token_broker"), str):
         raise ConfigError('attestation_token_broker must be a table such as {"duration_min": 5}; the string form of old '
