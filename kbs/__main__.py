@@ -56,6 +56,9 @@ def process_local_state(config: KbsConfig) -> str | None:
         return 'storage_backend.storage_type "Memory"'
     if config.session_storage is not None and config.session_storage.storage_type == "Memory":
         return 'session_storage_type "Memory"'
+    builtin = config.attestation_service.builtin
+    if builtin is not None and builtin.service.storage.storage_type == "Memory":
+        return 'attestation_service.storage_type "Memory"'
     return None
 
 

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from attestation_service.appraisal_cache import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS
@@ -169,15 +169,7 @@ class AsConfig:
             return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH), RvpsSettings(), TokenSettings())
         root = ConfigTable(load_config_file(path), f"config {path}")
         storage = StorageConfig.from_table(root.table("storage_backend"), path.parent / "storage.sqlite3")
-        rvps = _rvps(root.table("rvps_config"))
-        broker = root.table("attestation_token_broker")
-        token, signer, verbose = _broker(broker)
-        dcap, tpm, snp = None, None, None
-        if root.has("verifier_config"):
-            verifier_table = root.table("verifier_config")
-            tpm = _tpm_verifier(verifier_table, path.parent)
-            snp = _snp_verifier(verifier_table, path.parent)
-            dcap = _verifier_config(verifier_table, path.parent)
+        service = cls.service_sections(root, path.parent, storage)
         tls = parse_server_tls(root.table("tls"), "tls")
         engine = PolicyEngineConfig.from_table(root.table("policy_engine"))
         metrics = metrics_address(root)
@@ -185,7 +177,26 @@ class AsConfig:
         cache_ttl = _cache_ttl(root)
         workers = check_count(root.integer("workers", 1), "workers") if root.has("workers") else None
         root.finish()
-        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp, tls, engine, metrics, audit, cache_ttl, workers)
+        return replace(service, tls=tls, policy_engine=engine, metrics_address=metrics, audit=audit,
+                       appraisal_cache_ttl_seconds=cache_ttl, workers=workers)
+
+    @classmethod
+    def service_sections(cls, root: ConfigTable, base: Path, storage: StorageConfig) -> AsConfig:
+        """`rvps_config`, `attestation_token_broker` and `verifier_config` of `root` (paths relative to `base`), over `storage`.
+
+        Shared by this service's own file and the KBS's `[attestation_service]` table of
+        `type = "coco_as_builtin"` (the AS embedded in the KBS), which reads these sections
+        from its own table; the caller reads its other keys and calls `root.finish()`.
+        """
+        rvps = _rvps(root.table("rvps_config"))
+        token, signer, verbose = _broker(root.table("attestation_token_broker"))
+        dcap, tpm, snp = None, None, None
+        if root.has("verifier_config"):
+            verifier_table = root.table("verifier_config")
+            tpm = _tpm_verifier(verifier_table, base)
+            snp = _snp_verifier(verifier_table, base)
+            dcap = _verifier_config(verifier_table, base)
+        return cls(storage, rvps, token, signer, verbose, dcap, tpm, snp)
 
 
 def _cache_ttl(root: ConfigTable) -> float:
