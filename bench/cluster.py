@@ -1,7 +1,8 @@
 """Start a Trustee deployment of several replicas as real processes on loopback.
 
 One RVPS, `as_replicas` Attestation Services and `kbs_replicas` KBSs, all on
-free 127.0.0.1 ports. Key material and the base configs come from
+free 127.0.0.1 ports (with `builtin_as`, only the KBSs: each runs the AS
+inside, `coco_as_builtin`). Key material and the base configs come from
 `trustee_cli.material.prepare_server_dir` (the `trustee run` layout), so
 every AS signs tokens with the same key and chain and every KBS trusts the
 same CA (or, with `signer_per_as`, each AS has its own key issued by that
@@ -132,6 +133,8 @@ class Cluster:
     signer_per_as: bool = False
     #: `--workers` of every AS and KBS (processes sharing each replica's port).
     workers: int = 1
+    #: The AS inside each KBS (`coco_as_builtin`, BuiltIn RVPS in the KBS's storage, the same signing key): no AS, no RVPS process.
+    builtin_as: bool = False
     services: list[Service] = field(default_factory=list)
     kbs: list[Service] = field(default_factory=list)
     attestation: list[Service] = field(default_factory=list)
@@ -159,7 +162,9 @@ class Cluster:
             self.kbs.append(Service(f"kbs{i}", [str(BIN / "kbs"), "--config-file", str(config_path),
                                                   "--workers", str(self.workers)], port, logs / f"kbs{i}.log",
                                     ready_text=self.ready_text))
-        self.services = [self.rvps, *self.attestation, *self.kbs]
+        self.services = [*self.kbs] if self.builtin_as else [self.rvps, *self.attestation, *self.kbs]
+        if self.builtin_as:
+            self.attestation = []
 
     @property
     def ready_text(self) -> str | None:
@@ -189,12 +194,24 @@ class Cluster:
         config: dict[str, Any] = kbs_config(self.paths, self.settings)
         config["http_server"]["sockets"] = [f"{LOOPBACK}:{port}"]
         config["attestation_service"]["as_addr"] = f"http://{LOOPBACK}:{as_port}"
+        if self.builtin_as:
+            config["attestation_service"] = self.builtin_as_table()
         if self.session_timeout_minutes is not None:
             config["attestation_service"]["timeout"] = self.session_timeout_minutes
         if self.redis_url is not None:
             config["session_storage_type"] = "Redis"
             config["storage_backend"].setdefault("backends", {})["redis"] = {"url": self.redis_url}
         return config
+
+    def builtin_as_table(self) -> dict[str, Any]:
+        """`[attestation_service]` of `coco_as_builtin`: the standalone AS's token broker and verifiers, a BuiltIn RVPS."""
+        standalone: dict[str, Any] = as_config(self.paths, self.settings)
+        table: dict[str, Any] = {"type": "coco_as_builtin", "rvps_config": {"type": "BuiltIn"},
+                                 "attestation_token_broker": standalone["attestation_token_broker"],
+                                 "verifier_config": standalone["verifier_config"]}
+        if self.session_timeout_minutes is not None:
+            table["timeout"] = self.session_timeout_minutes
+        return table
 
     @property
     def kbs_urls(self) -> list[str]:
