@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tomli_w import dumps
-from trustee_cli.configs import LOOPBACK, ServerPaths, ServerSettings, as_config, kbs_config
+from trustee_cli.configs import LOOPBACK, ServerPaths, ServerSettings, as_config, builtin_as_table, kbs_config
 from trustee_cli.material import prepare_server_dir, write_private
 
 from trustee_common.pki import issue_leaf, pem_cert, pem_private_key
@@ -204,11 +204,8 @@ class Cluster:
         return config
 
     def builtin_as_table(self) -> dict[str, Any]:
-        """`[attestation_service]` of `coco_as_builtin`: the standalone AS's token broker and verifiers, a BuiltIn RVPS."""
-        standalone: dict[str, Any] = as_config(self.paths, self.settings)
-        table: dict[str, Any] = {"type": "coco_as_builtin", "rvps_config": {"type": "BuiltIn"},
-                                 "attestation_token_broker": standalone["attestation_token_broker"],
-                                 "verifier_config": standalone["verifier_config"]}
+        """`[attestation_service]` of `coco_as_builtin` (`trustee run --as builtin`'s)."""
+        table: dict[str, Any] = builtin_as_table(self.paths, self.settings)
         if self.session_timeout_minutes is not None:
             table["timeout"] = self.session_timeout_minutes
         return table

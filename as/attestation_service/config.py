@@ -1,7 +1,10 @@
 """Attestation Service configuration (TOML, or JSON by `.json` suffix).
 
 Upstream's key names (trustee-server.md 6.3); unknown keys are a
-`ConfigError` naming them.
+`ConfigError` naming them. `[rvps_config]`, `[attestation_token_broker]`
+and `[verifier_config]` are also what the KBS reads under its
+`[attestation_service]` of `type = "coco_as_builtin"` (the AS embedded in
+the KBS; docs/kbs-config.md), through `AsConfig.service_sections`.
 
 ```toml
 appraisal_cache_ttl_seconds = 1.0  # top level, before any table (ours): re-read the appraisal epoch at most

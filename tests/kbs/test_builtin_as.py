@@ -131,6 +131,8 @@ async def test_sample_flow_end_to_end_without_an_as_process(builtin: Kbs, materi
     assert "x5c" not in header_jwk(token)  # trusted by key in process: no chain, no trusted_certs_paths
     async with KbsClient(builtin.url, token=token, key_pair=key) as passport:
         assert await passport.get_resource("resource/builtin/key/one") == b"in-process secret"
+    async with aiohttp.ClientSession() as http, http.get(f"{builtin.url}/metrics") as response:
+        assert 'as_attestation_evaluations_total{result="contraindicated",tee="sample"}' in await response.text()
     children = psutil.Process(builtin.proc.popen.pid).children(recursive=True)
     assert not [c for c in children if "grpc-as" in " ".join(c.cmdline()) or "rvps" in " ".join(c.cmdline())]
 
@@ -318,3 +320,11 @@ def test_upstream_alias(tmp_path: Path, material: Material) -> None:
 
     text = builtin_toml(1, material, tmp_path).replace('type = "coco_as_builtin"', 'type = "CoCoASBuiltIn"')
     assert parse_kbs_config(tomllib.loads(text), default_dir=tmp_path).attestation_service.builtin is not None
+
+
+def test_an_unreadable_signer_key_is_refused_before_any_worker_starts(tmp_path: Path, material: Material) -> None:
+    text = builtin_toml(free_port(), material, tmp_path)
+    text += f'\n[attestation_service.attestation_token_broker.signer]\nkey_path = "{tmp_path / "missing.key"}"\n'
+    code, output = run_kbs_expect_exit(tmp_path, text, args=("--workers", "2"))
+    assert code == 2, output
+    assert "token signing key" in output and "missing.key" in output and "Traceback" not in output
