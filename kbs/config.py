@@ -48,8 +48,6 @@ AS_TYPES = {"coco_as_grpc": "coco_as_grpc", "CoCoASGrpc": "coco_as_grpc",
             "coco_as_builtin": "coco_as_builtin", "CoCoASBuiltIn": "coco_as_builtin"}
 #: Upstream types refused with a pointer to where they are tracked.
 UNSUPPORTED_AS_TYPES = {"intel_ta": "issue 13", "IntelTA": "issue 13"}
-#: Keys of a `coco_as_builtin` table the embedded AS's parser reads (`AsConfig.service_sections`).
-BUILTIN_AS_SECTIONS = ("rvps_config", "attestation_token_broker", "verifier_config")
 RESOURCE_BACKENDS = ("LocalFs", "KvStorage")
 #: Upstream's `storage_backend_type` values and the `type` each stands for.
 UPSTREAM_RESOURCE_BACKENDS = {"kvstorage": "KvStorage"}
