@@ -2,6 +2,7 @@
 
 Scenarios:
   flow            the `trustee run` topology (KBS, AS, RVPS processes over gRPC, embedded SQLite)
+  flow-builtin    the KBS alone, the AS inside it (coco_as_builtin, BuiltIn RVPS), embedded SQLite
   flow-postgres   the same on one PostgreSQL database (--postgres-url, or a private server)
   scale           throughput with 100,000 resources, 100,000 live sessions and 10,000 reference values vs 10 of each
   verify-<tee>    time per evidence of our verifier on the corpus (tdx also with dcap-qvl); tee: tdx snp tpm az-snp-vtpm az-tdx-vtpm
@@ -32,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.scenarios import QUICK, QUICK_SCALE, Errors, ScaleSettings, Settings, flow, flow_postgres, progress, scale
+from bench.scenarios import QUICK, QUICK_SCALE, Errors, ScaleSettings, Settings, flow, flow_builtin, flow_postgres, progress, scale
 from bench.verify import DEFAULT_CORPUS, TEES, verify
 
-FLOWS = ("flow", "flow-postgres", "scale")
+FLOWS = ("flow", "flow-builtin", "flow-postgres", "scale")
 SCENARIOS = (*FLOWS, *(f"verify-{tee}" for tee in TEES))
 QUICK_SCENARIOS = ("flow", "scale", "verify-tdx")
 DEFAULT_OUT = Path(__file__).parent / "results"
@@ -113,6 +114,8 @@ def run_one(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any
     flow_settings, scale_settings = settings(args)
     if name == "flow":
         return flow(workdir, flow_settings)
+    if name == "flow-builtin":
+        return flow_builtin(workdir, flow_settings)
     if name == "flow-postgres":
         return flow_postgres(workdir, flow_settings, args.postgres_url)
     if name == "scale":
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             document = {"scenario": name, "started": started, "quick": args.quick, "command": ["python", "-m", "bench", *sys.argv[1:]],
                         "machine": report.machine(), "result": result}
             report.write_json(args.out / f"{name}.json", document)
-            if name in ("flow", "flow-postgres") and not args.no_chart:
+            if name in ("flow", "flow-builtin", "flow-postgres") and not args.no_chart:
                 report.chart(args.out / f"{name}.png", name, result)
             print(report.table(name, result) + "\n", flush=True)
             errors = Errors().collect(result)

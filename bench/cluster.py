@@ -1,7 +1,8 @@
 """Start a Trustee deployment of several replicas as real processes on loopback.
 
 One RVPS, `as_replicas` Attestation Services and `kbs_replicas` KBSs, all on
-free 127.0.0.1 ports. Key material and the base configs come from
+free 127.0.0.1 ports (with `builtin_as`, only the KBSs: each runs the AS
+inside, `coco_as_builtin`). Key material and the base configs come from
 `trustee_cli.material.prepare_server_dir` (the `trustee run` layout), so
 every AS signs tokens with the same key and chain and every KBS trusts the
 same CA (or, with `signer_per_as`, each AS has its own key issued by that
@@ -31,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tomli_w import dumps
-from trustee_cli.configs import LOOPBACK, ServerPaths, ServerSettings, as_config, kbs_config
+from trustee_cli.configs import LOOPBACK, ServerPaths, ServerSettings, as_config, builtin_as_table, kbs_config
 from trustee_cli.material import prepare_server_dir, write_private
 
 from trustee_common.pki import issue_leaf, pem_cert, pem_private_key
@@ -134,6 +135,8 @@ class Cluster:
     workers: int = 1
     #: Extra `[http_server]` keys of every KBS (`python -m bench --kbs-http KEY=VALUE`).
     kbs_http: dict[str, Any] = field(default_factory=dict)
+    #: The AS inside each KBS (`coco_as_builtin`, BuiltIn RVPS in the KBS's storage, the same signing key): no AS, no RVPS process.
+    builtin_as: bool = False
     services: list[Service] = field(default_factory=list)
     kbs: list[Service] = field(default_factory=list)
     attestation: list[Service] = field(default_factory=list)
@@ -161,7 +164,9 @@ class Cluster:
             self.kbs.append(Service(f"kbs{i}", [str(BIN / "kbs"), "--config-file", str(config_path),
                                                   "--workers", str(self.workers)], port, logs / f"kbs{i}.log",
                                     ready_text=self.ready_text))
-        self.services = [self.rvps, *self.attestation, *self.kbs]
+        self.services = [*self.kbs] if self.builtin_as else [self.rvps, *self.attestation, *self.kbs]
+        if self.builtin_as:
+            self.attestation = []
 
     @property
     def ready_text(self) -> str | None:
@@ -192,12 +197,21 @@ class Cluster:
         config["http_server"]["sockets"] = [f"{LOOPBACK}:{port}"]
         config["attestation_service"]["as_addr"] = f"http://{LOOPBACK}:{as_port}"
         config["http_server"].update(self.kbs_http)
+        if self.builtin_as:
+            config["attestation_service"] = self.builtin_as_table()
         if self.session_timeout_minutes is not None:
             config["attestation_service"]["timeout"] = self.session_timeout_minutes
         if self.redis_url is not None:
             config["session_storage_type"] = "Redis"
             config["storage_backend"].setdefault("backends", {})["redis"] = {"url": self.redis_url}
         return config
+
+    def builtin_as_table(self) -> dict[str, Any]:
+        """`[attestation_service]` of `coco_as_builtin` (`trustee run --as builtin`'s)."""
+        table: dict[str, Any] = builtin_as_table(self.paths, self.settings)
+        if self.session_timeout_minutes is not None:
+            table["timeout"] = self.session_timeout_minutes
+        return table
 
     @property
     def kbs_urls(self) -> list[str]:

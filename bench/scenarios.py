@@ -56,9 +56,12 @@ QUICK = Settings(clients=(1, 16), flows=24, rates=(50.0,), capacity_multiples=()
 
 
 def server_pids(cluster: Cluster) -> dict[str, int]:
-    """{"KBS": pid, "AS": pid, "RVPS": pid} of a one-replica cluster."""
+    """{"KBS": pid, "AS": pid, "RVPS": pid} of a one-replica cluster (the KBS alone with the AS built in)."""
     found: dict[str, int] = {}
-    for kind, service in (("KBS", cluster.kbs[0]), ("AS", cluster.attestation[0]), ("RVPS", cluster.rvps)):
+    services = [("KBS", cluster.kbs[0])]
+    if not cluster.builtin_as:
+        services += [("AS", cluster.attestation[0]), ("RVPS", cluster.rvps)]
+    for kind, service in services:
         assert service.popen is not None
         found[kind] = service.popen.pid
     return found
@@ -185,13 +188,19 @@ def postgres_database(url: str | None) -> Iterator[str]:
         server.stop()
 
 
-def cluster(root: Path, settings: Settings, storage_url: str | None = None) -> Cluster:
-    return Cluster(root, storage_url=storage_url, workers=settings.workers, kbs_http=dict(settings.kbs_http))
+def cluster(root: Path, settings: Settings, storage_url: str | None = None, *, builtin_as: bool = False) -> Cluster:
+    return Cluster(root, storage_url=storage_url, workers=settings.workers, kbs_http=dict(settings.kbs_http), builtin_as=builtin_as)
 
 
 def flow(workdir: Path, settings: Settings) -> dict[str, Any]:
     with cluster(workdir / "flow", settings) as running:
         return {"topology": "KBS, AS, RVPS processes over gRPC, embedded SQLite", **asyncio.run(flow_run(running, settings))}
+
+
+def flow_builtin(workdir: Path, settings: Settings) -> dict[str, Any]:
+    with cluster(workdir / "flow-builtin", settings, builtin_as=True) as running:
+        topology = "KBS process with the AS built in (coco_as_builtin, BuiltIn RVPS), embedded SQLite"
+        return {"topology": topology, **asyncio.run(flow_run(running, settings))}
 
 
 def flow_postgres(workdir: Path, settings: Settings, postgres_url: str | None) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import logging
 import os
 import sys
 
+from attestation_service.__main__ import load_signer
+
 from kbs.config import KbsConfig, load_kbs_config
 from kbs.server import check_binds, load_admin, load_trust, serve, tls_context
 from trustee_common.errors import ConfigError, TrusteeError
@@ -56,6 +58,9 @@ def process_local_state(config: KbsConfig) -> str | None:
         return 'storage_backend.storage_type "Memory"'
     if config.session_storage is not None and config.session_storage.storage_type == "Memory":
         return 'session_storage_type "Memory"'
+    builtin = config.attestation_service.builtin
+    if builtin is not None and builtin.service.storage.storage_type == "Memory":
+        return 'attestation_service.storage_type "Memory"'
     return None
 
 
@@ -69,6 +74,9 @@ def run(config: KbsConfig, args: argparse.Namespace, argv: list[str]) -> int:
     tls_context(config.http_server)
     load_trust(config)
     load_admin(config.admin)
+    builtin = config.attestation_service.builtin
+    if builtin is not None and builtin.service.signer is not None:
+        load_signer(builtin.service.signer)  # the embedded AS's signing key: refused here rather than by every worker
     addresses = [(s.host, s.port) for s in config.http_server.sockets]
     if config.observability.metrics_address is not None:
         addresses.append((config.observability.metrics_address.host, config.observability.metrics_address.port))

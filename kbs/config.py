@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from attestation_service.config import AsConfig, parse_sections
+
 from kbs.core.admin import AdminMode, compile_acl
 from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
@@ -49,7 +51,11 @@ MAX_RETRY_AFTER_SECONDS = 3600
 #: Appraisal-epoch reading reuse (docs/token-freshness.md): the bound on how long a stale token may still be served.
 DEFAULT_EPOCH_TTL_SECONDS = 1.0
 MAX_EPOCH_TTL_SECONDS = 60.0
-AS_TYPES = ("coco_as_grpc",)
+#: `[attestation_service] type` values and upstream's aliases (serde variant names), by the type each stands for.
+AS_TYPES = {"coco_as_grpc": "coco_as_grpc", "CoCoASGrpc": "coco_as_grpc",
+            "coco_as_builtin": "coco_as_builtin", "CoCoASBuiltIn": "coco_as_builtin"}
+#: Upstream types refused with a pointer to where they are tracked.
+UNSUPPORTED_AS_TYPES = {"intel_ta": "issue 13", "IntelTA": "issue 13"}
 RESOURCE_BACKENDS = ("LocalFs", "KvStorage")
 #: Upstream's `storage_backend_type` values and the `type` each stands for.
 UPSTREAM_RESOURCE_BACKENDS = {"kvstorage": "KvStorage"}
@@ -139,6 +145,17 @@ class AttestationTokenConfig:
 
 
 @dataclass(frozen=True)
+class BuiltinAsConfig:
+    """`type = "coco_as_builtin"`: the Attestation Service runs inside the KBS process (`kbs.builtin_as`)."""
+
+    #: The AS's sections (`rvps_config`, `attestation_token_broker`, `verifier_config`) over its storage:
+    #: the KBS's `[storage_backend]`, or that with `storage_type` overridden.
+    service: AsConfig
+    #: `[attestation_service.policy_engine]`: a policy-worker pool of the AS's own; None: the KBS's `[policy_engine]` pool.
+    policy_engine: PolicyEngineConfig | None = None
+
+
+@dataclass(frozen=True)
 class AttestationServiceConfig:
     as_addr: str
     session_timeout_minutes: float
@@ -146,6 +163,8 @@ class AttestationServiceConfig:
     appraisal_epoch_ttl_seconds: float = DEFAULT_EPOCH_TTL_SECONDS
     #: `https://` as_addr: CA of the AS's certificate and the KBS's client certificate (mutual TLS).
     tls: ClientTls | None = None
+    #: `coco_as_builtin`: the embedded AS's settings; None: `coco_as_grpc` (the AS at `as_addr`).
+    builtin: BuiltinAsConfig | None = None
 
     @property
     def session_lifetime_seconds(self) -> float:
@@ -214,12 +233,13 @@ def _parse(data: dict[str, Any], default_dir: Path) -> KbsConfig:
     root = _Table(data, "config")
     session_type = root.string("session_storage_type")
     plugins = _plugins(root.tables("plugins"))
+    storage = StorageConfig.from_table(root.table("storage_backend"), default_dir / "storage.sqlite3")
     config = KbsConfig(
         http_server=_http_server(root.sub("http_server")),
         admin=_admin(root, "admin"),
         attestation_token=_attestation_token(root.sub("attestation_token")),
-        attestation_service=_attestation_service(root.sub("attestation_service")),
-        storage=StorageConfig.from_table(root.table("storage_backend"), default_dir / "storage.sqlite3"),
+        attestation_service=_attestation_service(root.sub("attestation_service"), storage, default_dir),
+        storage=storage,
         resource_plugin=plugins.resource,
         sample_plugin=plugins.sample,
         policy_engine=PolicyEngineConfig.from_table(_policy_engine_table(root)),
@@ -228,7 +248,8 @@ def _parse(data: dict[str, Any], default_dir: Path) -> KbsConfig:
     root.finish()
     if session_type is not None:
         config = replace(config, session_storage=config.storage.for_sessions(session_type))
-    if not config.attestation_token.trusted_certs_paths and not config.attestation_token.insecure_header_jwk:
+    builtin = config.attestation_service.builtin is not None  # the KBS trusts its embedded AS's key (kbs.builtin_as)
+    if not builtin and not config.attestation_token.trusted_certs_paths and not config.attestation_token.insecure_header_jwk:
         raise ConfigError(
             "attestation_token: cannot verify attestation tokens since no trusted verification material is provided "
             "(set trusted_certs_paths, or insecure_header_jwk = true for development)"
@@ -406,23 +427,48 @@ def _attestation_token(table: _Table) -> AttestationTokenConfig:
     return AttestationTokenConfig(paths, insecure, pointers)
 
 
-def _attestation_service(table: _Table) -> AttestationServiceConfig:
-    kind = table.string("type", AS_TYPES[0])
-    if kind not in AS_TYPES:
-        raise ConfigError(f"attestation_service.type {kind!r} is not supported (only coco_as_grpc)")
-    addr = table.string("as_addr", DEFAULT_AS_ADDR) or DEFAULT_AS_ADDR
+def _attestation_service(table: _Table, storage: StorageConfig, base: Path) -> AttestationServiceConfig:
+    """`coco_as_grpc` (default; `as_addr`, `pool_size`, TLS keys) or `coco_as_builtin` (the AS's own sections)."""
+    name = table.string("type", "coco_as_grpc") or "coco_as_grpc"
+    if name in UNSUPPORTED_AS_TYPES:
+        raise ConfigError(f"attestation_service.type {name!r} (Intel Trust Authority) is not supported yet; "
+                          f"it is tracked separately ({UNSUPPORTED_AS_TYPES[name]}); use coco_as_grpc or coco_as_builtin")
+    kind = AS_TYPES.get(name)
+    if kind is None:
+        raise ConfigError(f"attestation_service.type {name!r} is not supported (coco_as_grpc or coco_as_builtin)")
     timeout = table.number("timeout", DEFAULT_SESSION_MINUTES, minimum_exclusive=0.0)
-    table.integer("pool_size", 100, minimum=1)
     epoch_ttl = table.number("appraisal_epoch_ttl_seconds", DEFAULT_EPOCH_TTL_SECONDS, minimum_exclusive=-math.inf)
+    if not 0.0 <= epoch_ttl <= MAX_EPOCH_TTL_SECONDS:
+        limit = f"0..{MAX_EPOCH_TTL_SECONDS:g}"
+        raise ConfigError(f"attestation_service.appraisal_epoch_ttl_seconds must be {limit} seconds, got {epoch_ttl:g}")
+    if kind == "coco_as_builtin":
+        builtin = _builtin_as(table, storage, base)
+        table.finish()
+        return AttestationServiceConfig("", timeout, appraisal_epoch_ttl_seconds=epoch_ttl, builtin=builtin)
+    addr = table.string("as_addr", DEFAULT_AS_ADDR) or DEFAULT_AS_ADDR
+    table.integer("pool_size", 100, minimum=1)
     if urlsplit(addr).scheme not in ("http", "https"):
         raise ConfigError(f"attestation_service.as_addr {addr!r} must be an http:// or https:// URL")
     endpoint = grpc_endpoint(addr, "attestation_service.as_addr")
     tls = parse_client_tls(table, "attestation_service", tls=endpoint.tls)
     table.finish()
-    if not 0.0 <= epoch_ttl <= MAX_EPOCH_TTL_SECONDS:
-        limit = f"0..{MAX_EPOCH_TTL_SECONDS:g}"
-        raise ConfigError(f"attestation_service.appraisal_epoch_ttl_seconds must be {limit} seconds, got {epoch_ttl:g}")
     return AttestationServiceConfig(addr, timeout, appraisal_epoch_ttl_seconds=epoch_ttl, tls=tls)
+
+
+def _builtin_as(table: _Table, storage: StorageConfig, base: Path) -> BuiltinAsConfig:
+    """The embedded AS: the AS's own sections (`attestation_service.config.parse_sections`: upstream's `storage_type`
+    override, `rvps_config`, `attestation_token_broker`, `verifier_config`), plus our `policy_engine`."""
+    engine = None
+    if isinstance(table.raw("policy_engine"), str):  # older upstream configs: policy_engine = "opa", the only engine
+        if str(table.raw("policy_engine")).lower() != "opa":
+            raise ConfigError("attestation_service.policy_engine must be a table (or \"opa\", as older upstream configs say)")
+        table.deprecated("policy_engine", "the old engine name; OPA/Rego is the only engine")
+    elif table.has("policy_engine"):
+        engine = PolicyEngineConfig.from_table(table.table("policy_engine"), "attestation_service.policy_engine")
+    for key in ("as_addr", "pool_size"):
+        if table.has(key):
+            raise ConfigError(f"attestation_service.{key} is for type = \"coco_as_grpc\"; coco_as_builtin runs the AS in the KBS")
+    return BuiltinAsConfig(parse_sections(table, storage, base), engine)
 
 
 @dataclass(frozen=True)

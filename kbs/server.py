@@ -15,17 +15,21 @@ import logging
 import signal
 import ssl
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.log import access_logger
+from attestation_service.metrics import AsMetrics
 from cryptography import x509
 
 from kbs.as_client import GrpcAttestationService
 from kbs.audit import KbsAudit
+from kbs.builtin_as import BuiltinAttestationService, open_builtin
 from kbs.config import AdminConfig, HttpServerConfig, IdentityProviderConfig, KbsConfig, SocketAddress
 from kbs.core.admin import AdminAuthorizer, AdminMode, IdentityProvider, compile_acl
 from kbs.core.admin_keys import VerificationKey, key_from_pem, keys_from_jwks
+from kbs.core.ports import AttestationServicePort
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.freshness import AppraisalEpochGuard
 from kbs.http.app import make_app
@@ -139,15 +143,19 @@ def open_audit(config: KbsConfig, metrics: KbsMetrics) -> KbsAudit:
 async def build_state(
     config: KbsConfig,
     store: KeyValueStore,
-    attestation: GrpcAttestationService,
+    attestation: AttestationServicePort,
     engine: RegoPool,
     sessions: KeyValueStore | None = None,
     audit: KbsAudit | None = None,
+    metrics: KbsMetrics | None = None,
 ) -> KbsState:
-    metrics = KbsMetrics()
+    metrics = metrics or KbsMetrics()
     metrics.watch_policy_engine(engine)
     audit = audit or open_audit(config, metrics)
-    verifier = AttestationTokenVerifier(load_trust(config))
+    trust = load_trust(config)
+    if isinstance(attestation, BuiltinAttestationService):  # the embedded AS's tokens: trusted by key, in process
+        trust = replace(trust, trusted_keys=(*trust.trusted_keys, attestation.signing_key))
+    verifier = AttestationTokenVerifier(trust)
     policies = PolicyStore(store, engine)
     await policies.install_default(default_policy_text())
     repository = resource_store(config, store)
@@ -162,6 +170,14 @@ async def build_state(
                     retry_after_seconds=config.http_server.retry_after_seconds,
                     target_latency_seconds=config.http_server.admission_target_latency_ms / 1000,
                     sample_plugin=config.sample_plugin is not None)
+
+
+async def open_attestation(config: KbsConfig, store: KeyValueStore, engine: RegoPool, metrics: KbsMetrics) -> AttestationServicePort:
+    """The AS at `as_addr` (gRPC), or the one embedded in this process (`coco_as_builtin`, its metrics on the KBS's)."""
+    builtin = config.attestation_service.builtin
+    if builtin is None:
+        return GrpcAttestationService(config.attestation_service.as_addr, tls=config.attestation_service.tls)
+    return await open_builtin(builtin, config.storage, store, engine, AsMetrics(metrics.registry))
 
 
 async def purge_sessions(rcar: RcarService, interval: float) -> None:
@@ -213,15 +229,17 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
     separate = config.session_storage is not None or session_config.storage_type == "Sqlite"
     sessions = open_session_store(session_config) if separate else None
     logger.info("storage: %s; sessions: %s", config.storage.describe(), describe_sessions(session_config))
-    attestation = GrpcAttestationService(config.attestation_service.as_addr, tls=config.attestation_service.tls)
     engine = RegoPool.from_config(config.policy_engine)
+    metrics = KbsMetrics()
+    attestation: AttestationServicePort | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         await engine.start()
-        state = await build_state(config, store, attestation, engine, sessions)
+        attestation = await open_attestation(config, store, engine, metrics)
+        state = await build_state(config, store, attestation, engine, sessions, metrics=metrics)
         await state.rcar.purge_expired()  # also fails start-up early when a session server does not answer
         if sessions is not None:
             await store.purge_expired()  # sessions an earlier version (or `trustee migrate`) left in the main store
@@ -243,8 +261,9 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
             if state.audit.log is not None:
                 state.audit.log.close()
     finally:
+        if attestation is not None:
+            await attestation.close()
         await engine.close()
-        await attestation.close()
         if sessions is not None:
             await sessions.close()
         await store.close()

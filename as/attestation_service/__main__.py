@@ -35,7 +35,7 @@ from attestation_service.appraisal_cache import InvalidatingProvider
 from attestation_service.collateral import build_tdx_verifier
 from attestation_service.config import DEFAULT_SOCKET, AsConfig, SignerFiles
 from attestation_service.core.token import TokenSigner
-from attestation_service.core.verifier import default_verifiers
+from attestation_service.core.verifier import Verifier, default_verifiers
 from attestation_service.grpc_server import SERVICE_NAME, AttestationServicer
 from attestation_service.metrics import AsMetrics
 from attestation_service.policy_store import PolicyStore
@@ -120,6 +120,15 @@ def reference_value_provider(config: AsConfig, store: KeyValueStore) -> Referenc
     return ReferenceValueService(store, limits=config.rvps.limits)
 
 
+def build_verifiers(config: AsConfig, store: KeyValueStore) -> dict[str, Verifier]:
+    """Every TEE's verifier as `[verifier_config]` sets it up (also the KBS's embedded AS, `kbs.builtin_as`)."""
+    verifiers = {**default_verifiers(), "tdx": build_tdx_verifier(config.dcap, store)}
+    verifiers["tpm"] = build_tpm_verifier(config.tpm)
+    verifiers["snp"] = build_snp_verifier(config.snp, store)
+    verifiers["az-tdx-vtpm"] = build_az_tdx_verifier(config.dcap)
+    return verifiers
+
+
 async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure_allow_writes: bool = False) -> None:
     metrics = AsMetrics()
     async with running_audit_log(config.audit, on_failure=metrics.audit_write_failures.inc) as log:
@@ -143,10 +152,7 @@ async def _serve(config: AsConfig, signer: TokenSigner, address: str, metrics: A
         await store.close()
 
     try:
-        verifiers = {**default_verifiers(), "tdx": build_tdx_verifier(config.dcap, store)}
-        verifiers["tpm"] = build_tpm_verifier(config.tpm)
-        verifiers["snp"] = build_snp_verifier(config.snp, store)
-        verifiers["az-tdx-vtpm"] = build_az_tdx_verifier(config.dcap)
+        verifiers = build_verifiers(config, store)
         await engine.start()
         service = AttestationService(
             PolicyStore(store), provider, signer, config.token, verifiers, engine, verbose_token=config.verbose_token, metrics=metrics,

@@ -30,8 +30,9 @@ VERSION = "0.1.0"
 
 
 class AsMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """`registry`: another service's (the KBS's, when the AS is embedded in it); default: a registry of its own."""
+        self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
         reg = self.registry
         Gauge("as_build_info", "Attestation Service build information", ["version", "implementation"], registry=reg,
               multiprocess_mode="max").labels(

@@ -1,7 +1,9 @@
 """Attestation-token (EAR JWT) verification and TEE-key extraction (trustee-server.md 2.5.2, 2.5.3).
 
 The token is ES256 with the signing key in the header `jwk`. Unless
-`insecure_header_jwk` is set, that JWK must carry `x5c` whose first
+`insecure_header_jwk` is set or the key is one of `trusted_keys` (the
+signing key of the AS embedded in this KBS, `coco_as_builtin`, known in
+process), that JWK must carry `x5c` whose first
 certificate holds the same public key, and the chain must reach one of the
 trusted certificates at `now` (cryptography's X.509 path validation).
 `exp` is required; `exp`, `nbf` and `iat` are checked as `kbs.core.jws`
@@ -67,6 +69,8 @@ class TokenTrust:
     anchors: tuple[x509.Certificate, ...]
     insecure_header_jwk: bool = False
     extra_teekey_paths: tuple[str, ...] = ()
+    #: Signing keys trusted outright (uncompressed P-256 points): the AS embedded in this KBS (`coco_as_builtin`).
+    trusted_keys: tuple[bytes, ...] = ()
 
 
 def _check_ca(_policy: object, _cert: x509.Certificate, ext: x509.BasicConstraints | None) -> None:
@@ -121,6 +125,7 @@ class AttestationTokenVerifier:
         self.chain_cache: BoundedLru[bytes, _ValidatedChain] = BoundedLru(CHAIN_CACHE_SIZE)
         self._keys: BoundedLru[bytes, ec.EllipticCurvePublicKey] = BoundedLru(KEY_CACHE_SIZE)
         self._signers: BoundedLru[str, _Signer] = BoundedLru(HEADER_CACHE_SIZE)
+        self._trusted_keys = frozenset(trust.trusted_keys)
 
     def verify(self, token: str, now: float) -> dict[str, Any]:
         """The verified claims; `TokenVerifierError` for anything else."""
@@ -143,7 +148,7 @@ class AttestationTokenVerifier:
         cached = self._signers.get(segment)
         parsed = parse_compact(token, TokenVerifierError, None if cached is None else cached.header)
         signer = cached if cached is not None else self._signer(segment, parsed.header)
-        if not self.trust.insecure_header_jwk:
+        if not self.trust.insecure_header_jwk and signer.point not in self._trusted_keys:
             self._check_endorsement(signer, now)
         verify_es256(parsed, signer.key, TokenVerifierError)
         check_time_claims(parsed.claims, now, TokenVerifierError)
@@ -157,7 +162,7 @@ class AttestationTokenVerifier:
         point = _ec_point(header_jwk)
         ders: tuple[bytes, ...] = ()
         digest = b""
-        if not self.trust.insecure_header_jwk:
+        if not self.trust.insecure_header_jwk and point not in self._trusted_keys:
             ders = tuple(_x5c_ders(header_jwk.get("x5c")))
             digest = hashlib.sha256(self._anchor_digest + b"".join(hashlib.sha256(d).digest() for d in ders)).digest()
         signer = _Signer(header, point, self._header_key(point), digest, ders)

@@ -198,3 +198,23 @@ def test_workers_flag_runs_several_kbs_and_as_processes(tmp_path: Path) -> None:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         stack.stop()
+
+
+async def test_builtin_as_runs_the_kbs_alone(tmp_path: Path) -> None:
+    """`--as builtin`: one child, the KBS, with the AS inside; the sample guest flow works against it."""
+    from bench.client import ALLOW_ALL, admin, sample_client
+
+    stack = TrusteeRun(tmp_path / "trustee-data", tmp_path / "builtin.log", extra=("--as", "builtin"))
+    try:
+        children = sorted(program_name(p) for p in child_pids(stack.proc.popen.pid))
+        assert children == ["kbs"], children
+        assert "AS    built into the KBS" in stack.banner
+        config = tomllib.loads((stack.data_dir / "kbs" / "config.toml").read_text())
+        assert config["attestation_service"]["type"] == "coco_as_builtin"
+        async with admin(stack.url, stack.admin_token.read_text().strip()) as client:
+            await client.set_resource_policy(ALLOW_ALL)
+            await client.set_resource("default/builtin/key", b"from the built-in AS")
+        async with sample_client(stack.url) as guest:
+            assert await guest.get_resource("resource/default/builtin/key") == b"from the built-in AS"
+    finally:
+        stack.stop()

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=FORMATS, help="log format of the three services (default: $TRUSTEE_LOG_FORMAT, else text)")
     run.add_argument("--workers", type=int, metavar="N",
                      help="processes of the KBS and of the AS, each sharing its port (default: $TRUSTEE_WORKERS, else the available cores)")
+    run.add_argument("--as", dest="attestation", choices=("grpc", "builtin"), default="grpc",
+                     help="grpc (default): AS and RVPS processes; builtin: the AS inside the KBS (coco_as_builtin), no AS or RVPS process")
     run.set_defaults(handler=cmd_run)
 
     migrate = commands.add_parser("migrate", help="copy all stored state between a data directory or SQLite file and PostgreSQL")
@@ -172,7 +174,7 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     settings = ServerSettings(args.host, args.kbs_port, args.as_port, args.rvps_port,
                               Path(args.tls_cert).absolute() if tls else None, Path(args.tls_key).absolute() if tls else None,
                               None if args.storage == "sqlite" else args.storage, args.tls, tuple(_san(parser, n) for n in args.tls_san),
-                              args.log_format, args.workers)
+                              args.log_format, args.workers, args.attestation == "builtin")
     return run_server(Path(args.data_dir), settings, insecure_http=args.insecure_http)
 
 

@@ -107,6 +107,8 @@ class ServerSettings:
     log_format: str | None = None
     #: `--workers` of the KBS and the AS (None: their default, `TRUSTEE_WORKERS` or the available cores).
     workers: int | None = None
+    #: `--as builtin`: the AS inside the KBS (`coco_as_builtin`, BuiltIn RVPS in the KBS's storage); no AS or RVPS process.
+    builtin_as: bool = False
 
     @property
     def https(self) -> bool:
@@ -153,7 +155,7 @@ def kbs_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
             "authorization": {"regex_acl": {"acls": [{"role": "admin", "allowed_endpoints": "^/kbs/v0/.+$"}]}},
         },
         "attestation_token": {"trusted_certs_paths": [str(paths.as_dir / "ca.pem")]},
-        "attestation_service": {
+        "attestation_service": builtin_as_table(paths, settings) if settings.builtin_as else {
             "type": "coco_as_grpc",
             "as_addr": _grpc_address(settings, settings.as_port),
             **_client_tls(paths, settings, "kbs-client"),
@@ -179,6 +181,13 @@ def as_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
         **_server_tls(paths, settings, "as"),
         "audit": {"path": str(paths.audit_log)},
     }
+
+
+def builtin_as_table(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
+    """`[attestation_service]` of `coco_as_builtin`: the standalone AS's token broker and verifiers, a BuiltIn RVPS."""
+    standalone = as_config(paths, settings)
+    return {"type": "coco_as_builtin", "rvps_config": {"type": "BuiltIn"},
+            "attestation_token_broker": standalone["attestation_token_broker"], "verifier_config": standalone["verifier_config"]}
 
 
 def rvps_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:

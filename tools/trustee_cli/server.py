@@ -8,7 +8,8 @@ RVPS and AS always listen on 127.0.0.1; only the KBS uses `--host`. The
 KBS and the AS each run `--workers` processes (default: the available
 cores, `trustee_common.workers`); the RVPS runs one. With
 `--tls` the KBS serves HTTPS and the KBS -> AS -> RVPS links use mutual TLS,
-all with certificates from a local CA (`trustee_cli.tls_material`).
+all with certificates from a local CA (`trustee_cli.tls_material`). With
+`--as builtin` only the KBS runs, the AS inside it (`coco_as_builtin`).
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ def _children(paths: ServerPaths, settings: ServerSettings, insecure_http: bool)
     rvps_argv = [program("rvps"), "--config", str(paths.rvps_config), "--address", socket_address(LOOPBACK, settings.rvps_port), *common]
     as_argv = [program("grpc-as"), "--config-file", str(paths.as_config), "--socket", socket_address(LOOPBACK, settings.as_port), *common,
                *workers]
+    kbs = ChildSpec("kbs", kbs_argv, settings.kbs_port, settings.host, port_flag="--kbs-port")
+    if settings.builtin_as:
+        return [kbs]
     return [
         ChildSpec("rvps", rvps_argv, settings.rvps_port, port_flag="--rvps-port"),
         ChildSpec("as", as_argv, settings.as_port, port_flag="--as-port"),
-        ChildSpec("kbs", kbs_argv, settings.kbs_port, settings.host, port_flag="--kbs-port"),
+        kbs,
     ]
 
 
@@ -60,14 +64,17 @@ def banner(paths: ServerPaths, settings: ServerSettings) -> str:
     storage = f"PostgreSQL {redact_url(settings.storage_url)}" if settings.storage_url else embedded
     grpc = "grpcs" if settings.tls else "grpc"
     links = " (mutual TLS)" if settings.tls else ""
+    services = [f"  AS    {grpc}://{socket_address(LOOPBACK, settings.as_port)}{links}",
+                f"  RVPS  {grpc}://{socket_address(LOOPBACK, settings.rvps_port)}{links}"]
+    if settings.builtin_as:
+        services = ["  AS    built into the KBS (coco_as_builtin; reference values in the KBS's storage)"]
     return "\n".join([
         f"trustee is running; data in {paths.root}",
         f"  KBS   {url}",
-        f"  AS    {grpc}://{socket_address(LOOPBACK, settings.as_port)}{links}",
-        f"  RVPS  {grpc}://{socket_address(LOOPBACK, settings.rvps_port)}{links}",
+        *services,
         *([_ca_line(paths, settings)] if settings.tls else []),
         f"  admin token {paths.admin_token} (key {paths.admin_key})",
-        f"  logs  {paths.logs_dir}/{{rvps,as,kbs}}.log",
+        f"  logs  {paths.logs_dir}/{'kbs' if settings.builtin_as else '{rvps,as,kbs}'}.log",
         f"  audit {paths.audit_log}",
         f"  storage {storage}",
         "Try first (development only: --allow-all releases to every attested TEE, the sample TEE included):",
