@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from attestation_service.config import AsConfig, parse_sections
+from attestation_service.config import OBSOLETE_ROOT_KEYS, AsConfig, parse_sections
 
 from kbs.core.admin import AdminMode, compile_acl
 from kbs.https import TlsSettings, parse_tls_settings
@@ -457,7 +457,10 @@ def _attestation_service(table: _Table, storage: StorageConfig, base: Path) -> A
 
 def _builtin_as(table: _Table, storage: StorageConfig, base: Path) -> BuiltinAsConfig:
     """The embedded AS: the AS's own sections (`attestation_service.config.parse_sections`: upstream's `storage_type`
-    override, `rvps_config`, `attestation_token_broker`, `verifier_config`), plus our `policy_engine`."""
+    override, `rvps_config`, `attestation_token_broker`, `verifier_config`), plus our `policy_engine`; the AS's
+    obsolete top-level keys (`work_dir`, ...) are accepted with a warning, as in the AS's own file."""
+    for key, reason in OBSOLETE_ROOT_KEYS.items():
+        table.deprecated(key, reason)
     engine = None
     if isinstance(table.raw("policy_engine"), str):  # older upstream configs: policy_engine = "opa", the only engine
         if str(table.raw("policy_engine")).lower() != "opa":
