@@ -85,7 +85,7 @@ INDEX: dict[str, Expect] = {
     "kbs__test_data__configs__tls-profile-old.toml": NO_TRUST_UPSTREAM,
     "kbs__docs__config.md.block1.toml": Expect("certificate and private_key are required", "a snippet; " + UPSTREAM_TOO),
     "kbs__docs__config.md.block2.toml": Expect(why=BUILTIN_TRUST),
-    "kbs__docs__config.md.block3.toml": Expect(why=BUILTIN_TRUST + "; its [admin] type is refused upstream too (ours maps it, with a warning)"),
+    "kbs__docs__config.md.block3.toml": Expect(why=BUILTIN_TRUST + "; its [admin] type is refused upstream too (ours maps it)"),
     "kbs__docs__config.md.block4.toml": Expect(NO_TRUST, NO_TRUST_UPSTREAM.why),
     "kbs__docs__config.md.block5.toml": JWK_SETS,
     "kbs__docs__config.md.block6.toml": Expect("plugin 'nebula-ca' is not supported here", "nebula-ca: non-default cargo feature"),
