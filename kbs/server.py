@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-import signal
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -44,6 +43,7 @@ from trustee_common.errors import ConfigError
 from trustee_common.http_serving import runner_options, serve_bounded
 from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
+from trustee_common.serving import stop_on_signal
 from trustee_common.storage import KeyValueStore, ResourceStore, describe_sessions, open_kv_store, open_session_store
 from trustee_common.storage.directory import DirectoryResourceStore
 from trustee_common.storage.kv_resources import KvResourceStore
@@ -232,10 +232,7 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
     engine = RegoPool.from_config(config.policy_engine)
     metrics = KbsMetrics()
     attestation: AttestationServicePort | None = None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signal()
     try:
         await engine.start()
         attestation = await open_attestation(config, store, engine, metrics)

@@ -70,13 +70,18 @@ def new_grpc_server(*, interceptors: Sequence[Any] = (), metrics: RpcMetrics | N
     return grpc.aio.server(options=options, interceptors=[ObservingInterceptor(metrics), *interceptors])
 
 
-async def wait_for_stop_signal() -> None:
-    """Return when SIGTERM or SIGINT arrives."""
+def stop_on_signal() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets; the handlers are installed now, so a signal during start-up is not lost."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_stop_signal(stop: asyncio.Event | None = None) -> None:
+    """Return when SIGTERM or SIGINT arrives (or has arrived, for an event from `stop_on_signal`)."""
+    await (stop or stop_on_signal()).wait()
     logger.info("stop signal received, shutting down")
 
 
@@ -118,6 +123,7 @@ async def serve_grpc(
         raise ConfigError(f"{name} cannot listen on {bind}: {exc}") from None
     if port == 0:
         raise ConfigError(f"{name} cannot listen on {bind}")
+    stop = stop_on_signal()  # before the port opens: a SIGTERM right after start-up stops cleanly too
     await server.start()
     for service in ("", *services):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -129,7 +135,7 @@ async def serve_grpc(
         logger.warning("%s: plain-text gRPC on the non-loopback address %s: evidence and tokens travel unencrypted "
                        "(configure [tls], docs/grpc-tls.md)", name, bind)
     try:
-        await wait_for_stop_signal()
+        await wait_for_stop_signal(stop)
     finally:
         await health.enter_graceful_shutdown()
         await server.stop(SHUTDOWN_GRACE_SECONDS)
