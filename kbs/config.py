@@ -43,7 +43,7 @@ DEFAULT_SESSION_MINUTES = 5.0
 #: Requests one KBS process works on at once; more are refused with 503 `ServerBusy` (sized for 2 cores).
 DEFAULT_MAX_IN_FLIGHT = 64
 #: `admission_target_latency_ms`: median request latency the admission limit steers to (0: fixed limit).
-DEFAULT_TARGET_LATENCY_MS = 500
+DEFAULT_TARGET_LATENCY_MS = 100
 MAX_TARGET_LATENCY_MS = 60_000
 #: The `Retry-After` (seconds) sent with that 503.
 DEFAULT_RETRY_AFTER_SECONDS = 1

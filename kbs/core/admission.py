@@ -11,7 +11,7 @@ the window:
 
 * median above the target (`admission_target_latency_ms`): the limit is
   cut in proportion to the overshoot (`limit * target / median`, at most
-  halved per window, never below `floor`), so the queue the admitted
+  halved per window, never below `floor`: 16, or half the ceiling if less), so the queue the admitted
   requests wait in shrinks to what is served within the target;
 * median within the target and the limit was reached in the window (a
   request was refused, or as many were in progress as the limit): the
@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 WINDOW_SECONDS = 0.1
 #: Completed requests that end a window early (and bound the samples kept).
 WINDOW_SAMPLES = 256
-#: The limit is never cut below this (or the ceiling, if lower).
-DEFAULT_FLOOR = 4
+#: The limit is never cut below this, nor below half the ceiling when that is lower (so a small
+#: configured limit is never cut to nothing, and bursts of up to 16 requests per process are always admitted).
+DEFAULT_FLOOR = 16
 #: At most this factor per window downwards.
 MAX_CUT = 0.5
 
@@ -42,14 +43,14 @@ MAX_CUT = 0.5
 class AdmissionLimit:
     ceiling: int
     target_seconds: float
-    floor: int = DEFAULT_FLOOR
+    floor: int = 0
     limit: int = 0
     _window_start: float | None = None
     _samples: list[float] = field(default_factory=list)
     _reached: bool = False
 
     def __post_init__(self) -> None:
-        self.floor = max(1, min(self.floor, self.ceiling))
+        self.floor = max(1, min(self.floor or DEFAULT_FLOOR, self.ceiling // 2 or 1, self.ceiling))
         self.limit = self.ceiling
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kbs.core.admission import WINDOW_SAMPLES, WINDOW_SECONDS, AdmissionLimit
 
 
@@ -42,11 +44,11 @@ def test_never_below_the_floor_and_recovers_only_when_the_limit_was_reached() ->
     now = 0.0
     for _ in range(20):
         now = run_window(limit, [1.0] * 10, now)
-    assert limit.limit == 4
+    assert limit.limit == 16  # the floor: 16, half the ceiling being more
     now = run_window(limit, [0.01] * 10, now)
-    assert limit.limit == 4  # fast again, but nobody was refused: no reason to grow
+    assert limit.limit == 16  # fast again, but nobody was refused: no reason to grow
     now = run_window(limit, [0.01] * 10, now, reached=True)
-    assert limit.limit == 5
+    assert limit.limit == 17
     for _ in range(60):
         now = run_window(limit, [0.01] * 10, now, reached=True)
     assert limit.limit == 64  # back to the ceiling, never above
@@ -72,8 +74,9 @@ def test_target_zero_keeps_the_configured_limit() -> None:
     assert (limit.limit, limit.adaptive) == (8, False)
 
 
-def test_a_ceiling_below_the_floor_is_the_floor() -> None:
-    limit = AdmissionLimit(2, 0.2)
+@pytest.mark.parametrize(("ceiling", "floor"), [(64, 16), (20, 10), (8, 4), (2, 1), (1, 1)])
+def test_a_small_ceiling_is_cut_at_most_to_half(ceiling: int, floor: int) -> None:
+    limit = AdmissionLimit(ceiling, 0.2)
     for start in range(10):
         run_window(limit, [3.0] * 10, float(start))
-    assert limit.limit == 2
+    assert (limit.floor, limit.limit) == (floor, floor)

@@ -175,12 +175,12 @@ def test_shedding_defaults(material: Material, tmp_path: Path) -> None:
 
     config = parse_kbs_config(tomllib.loads(kbs_toml(free_port(), material, tmp_path / "repo", as_port=free_port())), default_dir=tmp_path)
     http = config.http_server
-    assert (http.max_in_flight_requests, http.retry_after_seconds, http.admission_target_latency_ms) == (64, 1, 500)
+    assert (http.max_in_flight_requests, http.retry_after_seconds, http.admission_target_latency_ms) == (64, 1, 100)
 
 
 async def test_slow_requests_lower_the_admission_limit(tmp_path_factory: pytest.TempPathFactory, material: Material,
                                                         silent_as: int) -> None:
-    """Requests that take far longer than the latency target halve the limit (to the floor of 4), as the gauge shows."""
+    """Requests that take far longer than the latency target halve the limit (to the floor: half of 8), as the gauge shows."""
     directory = tmp_path_factory.mktemp("kbs-adapt")
     port = free_port()
     extra = "max_in_flight_requests = 8\nadmission_target_latency_ms = 100"
