@@ -189,6 +189,13 @@ async def test_key_from_a_configured_file(stack: Stack, channel: grpc.aio.Channe
     assert await unseal(channel, seal_vault(stack, key=stack.file_signing_key, kid=FILE_KID)) == SECRET
 
 
+async def test_private_jwk_signing_key(stack: Stack, channel: grpc.aio.Channel) -> None:
+    """Upstream's `secret keygen` writes private JWKs; seal-secret takes them as --signing-key too."""
+    jwk = stack.work / "file-signing.jwk"
+    jwk.write_text(json.dumps(ECKey.import_key(stack.file_signing_key.read_bytes()).as_dict(private=True)))
+    assert await unseal(channel, seal_vault(stack, key=jwk, kid=FILE_KID)) == SECRET
+
+
 async def test_secret_signed_by_an_independent_jose_library(stack: Stack, channel: grpc.aio.Channel) -> None:
     """joserfc signs the upstream layout; the CDH verifies it (interoperable JWS, not only our own signer)."""
     key = ECKey.import_key(stack.signing_key.read_bytes())
