@@ -21,6 +21,8 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc import jws
 from joserfc.jwk import ECKey
 
@@ -57,6 +59,7 @@ class Stack:
     cdh: GuestProc
     cdh_no_keys: GuestProc
     rest: GuestProc
+    rest_attestation_only: GuestProc
     aa: GuestProc
     work: Path
     signing_key: Path
@@ -93,7 +96,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         guests.append(cdh := start_cdh(work, f"skip_sealed_secret_verification = false\n{kbc}{keys_config}"))
         guests.append(cdh_no_keys := start_cdh(work, kbc, name="cdh-no-keys"))
         guests.append(rest := start_rest(work, aa.addr, cdh.addr, "resource"))
-        built = Stack(server, cdh, cdh_no_keys, rest, aa, work, work / "kbs-signing.pem", work / "file-signing.pem",
+        guests.append(rest_attestation := start_rest(work, aa.addr, cdh.addr, "attestation", name="rest-attestation"))
+        built = Stack(server, cdh, cdh_no_keys, rest, rest_attestation, aa, work, work / "kbs-signing.pem", work / "file-signing.pem",
                       work / "other-signing.pem", work / "kek.bin")
         admin(built, "set-resource-policy", "--allow-all")
         set_resource(built, SECRET_URI, SECRET)
@@ -143,9 +147,9 @@ async def refused(channel: grpc.aio.Channel, secret: str | bytes) -> grpc.aio.Ai
     return info.value
 
 
-async def rest_post(stack: Stack, body: bytes, method: str = "POST") -> tuple[int, bytes]:
-    async with aiohttp.ClientSession() as session, session.request(method, f"http://127.0.0.1:{stack.rest.port}/cdh/secret",
-                                                                    data=body) as response:
+async def rest_post(stack: Stack, body: bytes, method: str = "POST", rest: GuestProc | None = None) -> tuple[int, bytes]:
+    url = f"http://127.0.0.1:{(rest or stack.rest).port}/cdh/secret"
+    async with aiohttp.ClientSession() as session, session.request(method, url, data=body) as response:
         return response.status, await response.read()
 
 
@@ -203,6 +207,20 @@ async def test_secret_signed_by_an_independent_jose_library(stack: Stack, channe
                "annotations": {}}
     token = jws.serialize_compact({"alg": "ES256", "kid": KEY_URI}, json.dumps(payload), key, algorithms=["ES256"])
     assert await unseal(channel, f"sealed.{token}") == SECRET
+
+
+async def test_envelope_with_a256ctr_data(stack: Stack, channel: grpc.aio.Channel) -> None:
+    """Upstream also writes A256CTR envelopes (16-byte big-endian counter iv); the data key is still GCM-wrapped."""
+    dek, iv, key_iv = os.urandom(32), os.urandom(16), os.urandom(12)
+    encryptor = Cipher(algorithms.AES(dek), modes.CTR(iv)).encryptor()
+    payload = {"version": "0.1.0", "type": "envelope", "key_id": KEK_URI,
+               "encrypted_key": base64.b64encode(AESGCM(stack.kek.read_bytes()).encrypt(key_iv, dek, None)).decode(),
+               "encrypted_data": base64.b64encode(encryptor.update(ENVELOPE_PLAINTEXT) + encryptor.finalize()).decode(),
+               "wrap_type": "A256CTR", "iv": base64.b64encode(iv).decode(), "provider": "kbs", "provider_settings": {},
+               "annotations": {"iv": base64.b64encode(key_iv).decode()}}
+    key = ECKey.import_key(stack.signing_key.read_bytes())
+    token = jws.serialize_compact({"alg": "ES256", "kid": KEY_URI}, json.dumps(payload), key, algorithms=["ES256"])
+    assert await unseal(channel, f"sealed.{token}") == ENVELOPE_PLAINTEXT
 
 
 async def test_our_secret_verifies_with_an_independent_jose_library(stack: Stack) -> None:
@@ -328,6 +346,7 @@ async def test_rest_route_rules(stack: Stack) -> None:
     status, body = await rest_post(stack, b"  \n")
     assert status == 400 and b"sealed secret" in body
     assert (await rest_post(stack, b"hello"))[0] == 400
+    assert await rest_post(stack, seal_vault(stack).encode(), rest=stack.rest_attestation_only) == (404, b"Resource Feature Not Enabled")
 
 
 def test_no_secret_material_in_logs(stack: Stack) -> None:
