@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -226,7 +226,7 @@ class EnvelopeSecret:
     encrypted_data: bytes
     wrap_type: str
     iv: bytes
-    key_iv: bytes = field(repr=False)
+    key_iv: bytes
 
     def payload(self) -> dict[str, Any]:
         return {"version": VERSION, "type": "envelope", "key_id": self.key_id, "encrypted_key": std_encode(self.encrypted_key),
