@@ -21,14 +21,15 @@ from guest.attestation_agent.serving import apply_log_level, read_kbc_params
 from guest.cdh.config import CdhConfig, config_from_kbc_params, parse_config
 from guest.cdh.hub import ResourceHub
 from guest.cdh.kbs import AaTokenSource, PassportKbs
+from guest.cdh.sealed import MAX_KEY_BYTES
 from guest.cdh.service import SERVICE_NAME, make_server
+from guest.cdh.unseal import KeyRing, Unsealer, is_kbs_uri
 from trustee_common.config import load_config_file
-from trustee_common.errors import TrusteeError
+from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import setup_logging
 from trustee_common.serving import serve_grpc
 
 logger = logging.getLogger(__name__)
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,23 @@ def load_config(path: Path | None) -> CdhConfig:
     return config_from_kbc_params(*read_kbc_params())
 
 
+def load_key_ring(entries: tuple[str, ...]) -> KeyRing:
+    """The sealed-secret verification keys: file entries are read now, KBS ones at each unseal."""
+    contents: dict[str, bytes] = {}
+    for entry in entries:
+        if is_kbs_uri(entry):
+            continue
+        try:
+            with Path(entry).open("rb") as file:
+                contents[entry] = file.read(MAX_KEY_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"sealed_secret.verification_keys: cannot read {entry}: {exc.strerror}") from exc
+    ring = KeyRing.from_config(list(entries), contents)
+    if not ring:
+        logger.info("no sealed-secret verification key configured: UnsealSecret refuses every secret")
+    return ring
+
+
 async def serve(config: CdhConfig) -> None:
     aa = AaClient(config.aa_socket)
     kbs = None if config.kbc is None else PassportKbs(config.kbc.url, config.kbc.kbs_cert)
@@ -51,8 +69,9 @@ async def serve(config: CdhConfig) -> None:
     else:
         logger.info("KBS at %s, tokens from the attestation agent at %s", config.kbc.url, aa.target)
     hub = ResourceHub(AaTokenSource(aa), kbs)
+    unsealer = Unsealer(load_key_ring(config.verification_keys), hub)
     try:
-        await serve_grpc(make_server(hub), config.socket, "confidential-data-hub", [SERVICE_NAME])
+        await serve_grpc(make_server(hub, unsealer), config.socket, "confidential-data-hub", [SERVICE_NAME])
     finally:
         await aa.close()
 

@@ -1,10 +1,15 @@
-"""gRPC client of the CDH's GetResource, used by the REST server."""
+"""gRPC client of the CDH's GetResource and UnsealSecret, used by the REST server.
+
+Importing `guest.cdh.sealed` registers its error variant, so a refused
+secret comes back as the same `SecretVerificationError` class.
+"""
 
 from __future__ import annotations
 
 import grpc
 
 from guest.attestation_agent.serving import call_rpc
+from guest.cdh import sealed  # noqa: F401  (registers SecretVerificationError for error_from_rpc)
 from trustee_common.addresses import grpc_target
 from trustee_common.serving import CLIENT_CHANNEL_OPTIONS
 from trustee_pb import confidential_data_hub_pb2 as pb
@@ -20,6 +25,7 @@ class CdhClient:
         self.timeout = timeout
         self._channel = grpc.aio.insecure_channel(self.target, options=CLIENT_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GetResourceServiceStub(self._channel)
+        self._secrets = pb_grpc.SealedSecretServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -28,3 +34,8 @@ class CdhClient:
         call = self._stub.GetResource(pb.GetResourceRequest(ResourcePath=uri), timeout=self.timeout)
         reply = await call_rpc(call, SERVICE, self.target)
         return reply.Resource
+
+    async def unseal_secret(self, secret: bytes) -> bytes:
+        call = self._secrets.UnsealSecret(pb.UnsealSecretInput(secret=secret), timeout=self.timeout)
+        reply = await call_rpc(call, SERVICE, self.target)
+        return reply.plaintext

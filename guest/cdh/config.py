@@ -2,6 +2,7 @@
 
 ```toml
 socket = "127.0.0.1:50000"
+skip_sealed_secret_verification = false   # upstream key; only false is accepted
 [kbc]
 name = "cc_kbc"
 url = "http://127.0.0.1:8080"
@@ -10,28 +11,40 @@ kbs_cert = "<PEM>"          # optional extra root CA for HTTPS
 aa_socket = "127.0.0.1:50002"
 [log]
 level = "info"
+[sealed_secret]                           # this CDH's own table (docs/sealed-secrets.md)
+verification_keys = ["kbs:///default/sealed-secret/pubkey", "/etc/cdh/sealed-secret/key-2"]
 ```
 
 Without a config file the KBC comes from `AA_KBC_PARAMS` (`cc_kbc::<url>`)
 or the kernel command line `agent.aa_kbc_params=`. Only `cc_kbc` is
 served; upstream keys this CDH does not implement (`[[credentials]]`,
-`[image]`, `skip_sealed_secret_verification`) are refused by name rather
-than ignored. This module only parses.
+`[image]`) are refused by name rather than ignored.
+
+`sealed_secret.verification_keys` lists the keys `UnsealSecret` trusts
+(default none: every sealed secret is refused). An entry is a `kbs:///`
+resource URI, fetched from the KBS at each unseal, whose key id (`kid`
+in the secret's header) is the URI itself; or an absolute file path, read
+at start-up, whose key id is the file name. Keys are EC P-256 public keys
+as a JWK or PEM. `skip_sealed_secret_verification = true` (upstream's
+switch to accept unsigned secrets) is refused. This module only parses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from guest.attestation_agent.config import CC_KBC, KERNEL_PARAM, check_cert_pem, http_url, kbc_params_url
+from guest.resource_uri import ResourceUri
 from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.config import ConfigTable
-from trustee_common.errors import ConfigError
+from trustee_common.errors import ConfigError, TrusteeError
 
 DEFAULT_SOCKET = "127.0.0.1:50000"
 DEFAULT_AA_SOCKET = "127.0.0.1:50002"
-UNIMPLEMENTED_KEYS = ("credentials", "image", "skip_sealed_secret_verification")
+UNIMPLEMENTED_KEYS = ("credentials", "image")
+SKIP_VERIFICATION_KEY = "skip_sealed_secret_verification"
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class CdhConfig:
     kbc: KbcConfig | None = None
     aa_socket: str = DEFAULT_AA_SOCKET
     log_level: str | None = None
+    #: `kbs:///` URIs and absolute file paths, as written.
+    verification_keys: tuple[str, ...] = ()
 
 
 def _kbc_table(table: ConfigTable) -> KbcConfig:
@@ -74,8 +89,26 @@ def parse_config(data: dict[str, Any]) -> CdhConfig:
     log = root.table("log")
     level = log.string("level")
     log.finish()
+    if root.boolean(SKIP_VERIFICATION_KEY, False):
+        raise ConfigError(f"{SKIP_VERIFICATION_KEY} = true is not supported: sealed secrets must be signed "
+                          "(list their keys in sealed_secret.verification_keys)")
+    keys = _verification_keys(root.table("sealed_secret"))
     root.finish()
-    return CdhConfig(socket=socket, kbc=kbc, aa_socket=aa_socket, log_level=level)
+    return CdhConfig(socket=socket, kbc=kbc, aa_socket=aa_socket, log_level=level, verification_keys=keys)
+
+
+def _verification_keys(table: ConfigTable) -> tuple[str, ...]:
+    entries = table.strings("verification_keys")
+    table.finish()
+    for entry in entries:
+        if "://" in entry:
+            try:
+                ResourceUri.parse(entry)
+            except TrusteeError as exc:
+                raise ConfigError(f"sealed_secret.verification_keys: {exc.detail}") from None
+        elif not PurePath(entry).is_absolute():
+            raise ConfigError(f"sealed_secret.verification_keys: {entry!r} is neither a kbs:/// URI nor an absolute file path")
+    return tuple(entries)
 
 
 def config_from_kbc_params(env_value: str | None, kernel_cmdline: str | None) -> CdhConfig:

@@ -8,6 +8,7 @@
 | `GET /aa/additional-evidence?...` | attestation | AA GetAdditionalEvidence bytes |
 | `POST /aa/aael` | attestation | `{"success": "true"}` or `{"success": "false", "message"}` |
 | `GET /cdh/resource/<repo>/<type>/<tag>` | resource | CDH GetResource bytes |
+| `POST /cdh/secret` (body: the `sealed.` string) | resource | CDH UnsealSecret plaintext |
 
 Peers that are not loopback get 403 `Forbidden` before anything else;
 unknown paths 404 `URL NOT FOUND`; a disabled feature 404 with upstream's
@@ -34,6 +35,8 @@ from trustee_common.errors import TrusteeError
 logger = logging.getLogger(__name__)
 
 OCTET = "application/octet-stream"
+#: Request bodies: a sealed secret is at most `guest.cdh.sealed.MAX_SEALED_BYTES`, plus a trailing newline or two.
+MAX_BODY_BYTES = 64 * 1024 + 16
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 FEATURES = web.AppKey("features", routes.Features)
@@ -154,6 +157,16 @@ async def cdh_resource(request: web.Request) -> web.StreamResponse:
     return web.Response(body=resource, content_type=OCTET)
 
 
+async def cdh_secret(request: web.Request) -> web.StreamResponse:
+    """The plaintext of the sealed secret in the body (a route of this server, not upstream's)."""
+    if not request.app[FEATURES].resource:
+        return text(404, routes.RESOURCE_DISABLED_BODY)
+    if request.method != "POST":
+        return text(405, "method not allowed")
+    plaintext = await request.app[CDH].unseal_secret(routes.sealed_secret(await request.read()))
+    return web.Response(body=plaintext, content_type=OCTET)
+
+
 async def clients(app: web.Application) -> AsyncIterator[None]:
     """gRPC channels to the AA and the CDH, opened in the loop and closed on shutdown."""
     features = app[FEATURES]
@@ -169,7 +182,7 @@ async def clients(app: web.Application) -> AsyncIterator[None]:
 
 
 def make_app(features: routes.Features, aa_addr: str, cdh_addr: str) -> web.Application:
-    app = web.Application(middlewares=[loopback_only, errors], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[loopback_only, errors], client_max_size=MAX_BODY_BYTES)
     app[FEATURES] = features
     app[AA_ADDR] = aa_addr
     app[CDH_ADDR] = cdh_addr
@@ -177,4 +190,5 @@ def make_app(features: routes.Features, aa_addr: str, cdh_addr: str) -> web.Appl
     app.router.add_get("/info", info)
     app.router.add_route("*", "/aa/{tail:.*}", aa_dispatch)
     app.router.add_route("*", "/cdh/resource/{tail:.+}", cdh_resource)
+    app.router.add_route("*", "/cdh/secret", cdh_secret)
     return app

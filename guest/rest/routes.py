@@ -6,11 +6,13 @@ Error statuses (the server's one table, `status_for`):
 
 | error | status | meaning |
 |---|---|---|
-| `MalformedRequestError` | 400 | bad query, path or body |
+| `MalformedRequestError` | 400 | bad query, path or body (or a malformed sealed secret) |
+| `PayloadTooLargeError` | 413 | a sealed secret over the size limit |
 | `ResourceNotFoundError`, `PluginNotFoundError` | 404 | the KBS has no such resource |
 | `PolicyDenyError`, `AttestationError`, `TokenVerifierError`, `TokenNotFoundError` | 403 | the KBS refused this guest |
+| `SecretVerificationError` (a `TokenVerifierError`) | 403 | a sealed secret is unsigned or badly signed |
 | `ServiceUnreachableError` | 503 | the AA or the CDH does not answer |
-| `ConfigError` | 503 | the AA or the CDH lacks the configuration for this request (e.g. no KBS) |
+| `ConfigError` | 503 | the AA or the CDH lacks the configuration for this request (e.g. no KBS, no sealed-secret key) |
 | `UpstreamError` | 502 | the KBS (or AS) is unreachable or failed |
 | anything else | 500 | `internal error` (details only in the log) |
 """
@@ -35,6 +37,7 @@ INTERNAL_BODY = "internal error"
 
 _STATUS: list[tuple[type[e.TrusteeError], int]] = [
     (e.MalformedRequestError, 400),
+    (e.PayloadTooLargeError, 413),
     (e.ResourceNotFoundError, 404),
     (e.PluginNotFoundError, 404),
     (e.PolicyDenyError, 403),
@@ -113,3 +116,11 @@ def aael_event(body: object) -> tuple[str, str, str]:
         raise e.MalformedRequestError("domain, operation and content must be strings")
     domain, operation, content = (str(v) for v in values)
     return domain, operation, content
+
+
+def sealed_secret(body: bytes) -> bytes:
+    """The body of `POST /cdh/secret`: the `sealed.` string, surrounding whitespace removed."""
+    secret = body.strip()
+    if not secret:
+        raise e.MalformedRequestError("body must be a sealed secret (sealed.<header>.<payload>.<signature>)")
+    return secret

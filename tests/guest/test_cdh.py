@@ -85,13 +85,15 @@ async def test_no_kbc_is_failed_precondition(cdhs: dict[str, GuestProc], channel
     assert "no KBS configured" in (error.details() or "")
 
 
-async def test_sealed_secrets_are_unimplemented(cdhs: dict[str, GuestProc], channels: list[grpc.aio.Channel]) -> None:
+async def test_sealed_secrets_without_verification_keys_are_refused(cdhs: dict[str, GuestProc],
+                                                                    channels: list[grpc.aio.Channel]) -> None:
+    """Unsealing needs a configured key; the full flow is in test_sealed.py."""
     channel = grpc.aio.insecure_channel(cdhs["aa_down"].addr)
     channels.append(channel)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await pb_grpc.SealedSecretServiceStub(channel).UnsealSecret(pb.UnsealSecretInput(secret=b"sealed.a.b.c"))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "sealed secrets are not implemented" in (info.value.details() or "")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "sealed_secret.verification_keys" in (info.value.details() or "")
 
 
 @pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: s.name)

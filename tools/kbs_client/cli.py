@@ -34,6 +34,7 @@ from guest.kbs_protocol import AttesterEvidence, KbsClient
 from kbs_client.admin import AdminClient, KbsRefusedError
 from kbs_client.auth import AdminToken, read_input_file, resolve_admin_token
 from kbs_client.policies import BUILTIN_POLICIES, POLICY_TYPE
+from kbs_client.seal import SealRequest, seal
 from trustee_common.b64 import std_encode
 from trustee_common.errors import TrusteeError
 from trustee_common.jose import TeeKeyPair
@@ -168,6 +169,24 @@ def _add_config_commands(sub: Any) -> None:
     p = sub.add_parser("get-reference-values", help="refused: removed upstream in v0.18; use get-reference-value --id NAME")
     p.set_defaults(handler=cmd_get_reference_values)
 
+    _add_seal_secret(sub)
+
+
+def _add_seal_secret(sub: Any) -> None:
+    p = sub.add_parser("seal-secret", help="print a signed sealed secret for the CDH (local: contacts no KBS; docs/sealed-secrets.md)")
+    p.add_argument("--type", required=True, choices=("vault", "envelope"), dest="secret_type",
+                   help="vault: the secret is the KBS resource --resource-uri; envelope: the secret is --file-path, encrypted")
+    p.add_argument("--signing-key", "--signing-jwk-path", required=True, dest="signing_key",
+                   help="EC P-256 private key, PEM or JWK (upstream's --signing-jwk-path)")
+    p.add_argument("--signing-kid", required=True,
+                   help="key id the CDH knows the public key by: its kbs:/// URI, or its file name in "
+                        "sealed_secret.verification_keys")
+    p.add_argument("--resource-uri", help="vault: kbs:///<repository>/<type>/<tag> of the secret value")
+    p.add_argument("--key-id", help="envelope: kbs:///<repository>/<type>/<tag> of the 32-byte key encryption key")
+    p.add_argument("--kek-file", help="envelope: the operator's copy of that key (32 raw bytes)")
+    p.add_argument("--file-path", help="envelope: file with the secret value")
+    p.set_defaults(handler=cmd_seal_secret)
+
 
 # --- guest-side commands -------------------------------------------------------
 
@@ -289,6 +308,24 @@ async def cmd_get_reference_value(args: argparse.Namespace) -> str:
 async def cmd_get_reference_values(args: argparse.Namespace) -> None:
     raise UsageError("get-reference-values was removed from upstream's kbs-client in v0.18 and the KBS has no list "
                      "endpoint: use `config get-reference-value --id NAME` (or `rvps-tool query` to list them all)")
+
+
+async def cmd_seal_secret(args: argparse.Namespace) -> str:
+    vault = args.secret_type == "vault"  # noqa: S105 (a type name, not a password)
+    needed = ("resource_uri",) if vault else ("key_id", "kek_file", "file_path")
+    missing = [f"--{name.replace('_', '-')}" for name in needed if getattr(args, name) is None]
+    if missing:
+        raise UsageError(f"--type {args.secret_type} needs {', '.join(missing)}")
+    request = SealRequest(
+        kind=args.secret_type,
+        signing_key_pem=read_input_file(args.signing_key, "--signing-key"),
+        signing_kid=args.signing_kid,
+        resource_uri=args.resource_uri,
+        key_id=args.key_id,
+        kek=read_input_file(args.kek_file, "--kek-file") if args.kek_file else None,
+        plaintext=read_input_file(args.file_path, "--file-path") if args.file_path else None,
+    )
+    return seal(request)
 
 
 # --- entry point ---------------------------------------------------------------
