@@ -74,3 +74,34 @@ def test_cdh_endpoint(value: str, expected: CdhEndpoint) -> None:
 def test_bad_cdh_endpoint_is_named(value: str) -> None:
     with pytest.raises(ConfigError, match=r"^cdh: "):
         cdh_endpoint(value, "cdh")
+
+
+def latchset_jwe(key: bytes, plaintext: bytes, clevis: dict[str, object]) -> str:
+    """A compact JWE as latchset's clevis-pin-trustee lays it out (alg dir, clevis.servers and clevis.path, no kid)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    protected = b64(json.dumps({"alg": "dir", "enc": "A256GCM", "clevis": clevis}).encode())
+    iv = bytes(12)
+    sealed = AESGCM(key).encrypt(iv, plaintext, protected.encode())
+    return f"{protected}..{b64(iv)}.{b64(sealed[:-16])}.{b64(sealed[-16:])}"
+
+
+def test_latchset_form_is_read() -> None:
+    key_text = "k" * 32
+    token = latchset_jwe(key_text.encode(), b"secret", {"pin": "trustee", "servers": [{"url": "http://kbs", "cert": ""}],
+                                                        "path": "default/disk/root"})
+    header = jwe.read_header(token)
+    assert (header.form, header.url, header.path, header.kid) == (jwe.LATCHSET, "http://kbs", "default/disk/root", None)
+    key = jwe.key_from_resource(json.dumps({"key_type": "oct", "key": key_text}).encode(), header)
+    assert jwe.decrypt(token, key, header) == b"secret"
+    with pytest.raises(jwe.PinError, match="key_type"):
+        jwe.key_from_resource(jwe.key_jwk(jwe.new_key()), header)
+
+
+def test_latchset_form_needs_servers() -> None:
+    token = latchset_jwe(bytes(32), b"", {"pin": "trustee", "servers": [], "path": "default/disk/root"})
+    with pytest.raises(jwe.PinError, match=r"clevis\.servers"):
+        jwe.read_header(token)

@@ -344,3 +344,28 @@ def test_luks_bind_and_pass(stack: Stack) -> None:
         assert denied.returncode != 0 and denied.stdout == b""
     finally:
         set_policy(stack, DISK_ONLY_POLICY)
+
+
+def test_latchset_pin_jwe_decrypts_through_the_cdh(stack: Stack) -> None:
+    """A JWE shaped as latchset's clevis-pin-trustee writes it (made here with clevis's `jose` tool) opens through our pin.
+
+    That pin's key resource is `{"key_type": "oct", "key": "<string>"}` and its JWK `k` is the base64url of
+    the string's bytes; its header has `clevis.servers` and `clevis.path` and no `kid`.
+    """
+    set_policy(stack, DISK_ONLY_POLICY)
+    key_text = "0123456789abcdefghijklmnopqrstuv"
+    resource = stack.workdir / "latchset.json"
+    resource.write_text(json.dumps({"key_type": "oct", "key": key_text}))
+    stored = run_tool("kbs-client", "--url", stack.server.url, "config", "--admin-token-file", str(stack.server.admin_token),
+                      "set-resource", "--path", "default/disk/latchset", "--resource-file", str(resource))
+    assert stored.returncode == 0, stored.stderr
+    jwk = stack.workdir / "latchset.jwk"
+    jwk.write_text(json.dumps({"kty": "oct", "k": base64.urlsafe_b64encode(key_text.encode()).rstrip(b"=").decode()}))
+    template = json.dumps({"protected": {"alg": "dir", "enc": "A256GCM", "clevis": {
+        "pin": "trustee", "servers": [{"url": stack.server.url, "cert": ""}], "path": "default/disk/latchset"}}})
+    made = subprocess.run(["jose", "jwe", "enc", "-i", template, "-k", str(jwk), "-I-", "-c"], input=DATA, capture_output=True,
+                          timeout=60, check=False)
+    assert made.returncode == 0, made.stderr.decode()
+    result = clevis(stack, "decrypt", data=made.stdout, env={**stack.env, "CLEVIS_TRUSTEE_CDH": stack.rest_url})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == DATA

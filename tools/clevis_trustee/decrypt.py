@@ -7,7 +7,8 @@ checks it is the key the JWE names (`kid`) and decrypts. The CDH address
 is `CLEVIS_TRUSTEE_CDH` when set, else the header's `cdh`, else
 `http://127.0.0.1:8006` (the guest REST API). Failures (policy deny, CDH
 down, altered JWE, key replaced) print one line on stderr and exit 1;
-nothing is written to stdout then.
+nothing is written to stdout then. JWEs of latchset's clevis-pin-trustee
+are read too (`clevis_trustee.jwe`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def decrypt() -> bytes:
     except ConfigError as exc:
         raise jwe.PinError(exc.detail) from None
     resource = asyncio.run(fetch_key_resource(endpoint, path))
-    return jwe.decrypt(text, jwe.key_from_jwk(resource, path), header)
+    return jwe.decrypt(text, jwe.key_from_resource(resource, header), header)
 
 
 def main(argv: list[str] | None = None) -> int:

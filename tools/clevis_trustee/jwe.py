@@ -14,6 +14,14 @@ carries no key material, only its thumbprint (`kid`), so a key replaced
 at the KBS is told apart from a damaged JWE. The header is the AES-GCM
 additional data: changing any byte of it, the IV, the ciphertext or the
 tag makes decryption fail.
+
+Decrypt also reads the JWEs of latchset's `clevis-pin-trustee` (the Rust
+pin of the same name; its header puts `servers: [{"url", "cert"}]` and
+`path` directly under `clevis`, without `kid`). Its key resource is the
+JSON `{"key_type": "oct", "key": "<string>"}` whose key bytes are the
+UTF-8 bytes of `key` (how that pin builds its JWK), 32 of them for
+A256GCM. Such a JWE is opened through the local CDH like ours; the
+`servers` URLs are not contacted (the CDH's own KBS is).
 """
 
 from __future__ import annotations
@@ -46,14 +54,20 @@ class PinError(TrusteeError):
     variant = "ClevisPinError"
 
 
+#: The header forms decrypt reads: ours (`clevis.trustee`) and latchset's (`clevis.servers`, `clevis.path`).
+OURS = "trustee"
+LATCHSET = "latchset"
+
+
 @dataclass(frozen=True)
 class PinHeader:
-    """What the protected header says about where the key lives."""
+    """What the protected header says about where the key lives (`kid` is None in latchset's form)."""
 
     url: str
     path: str
     cdh: str | None
-    kid: str
+    kid: str | None
+    form: str = OURS
 
 
 def new_key() -> bytes:
@@ -63,6 +77,26 @@ def new_key() -> bytes:
 def key_jwk(key: bytes) -> bytes:
     """The KBS resource: the key as an `oct` JWK (what `jose jwe dec -k` reads too)."""
     return json.dumps({"kty": "oct", "k": url_encode(key)}, separators=(",", ":")).encode()
+
+
+def key_from_resource(resource: bytes, header: PinHeader) -> bytes:
+    """The content key from the KBS resource, in the form the JWE's header form implies."""
+    if header.form == LATCHSET:
+        return _latchset_key(resource, header.path)
+    return key_from_jwk(resource, header.path)
+
+
+def _latchset_key(resource: bytes, path: str) -> bytes:
+    try:
+        body = json.loads(resource)
+    except ValueError:
+        body = None
+    value = body.get("key") if isinstance(body, dict) and body.get("key_type") == "oct" else None
+    key = value.encode() if isinstance(value, str) else b""
+    if len(key) != KEY_BYTES:
+        raise PinError(f"the KBS resource {path} is not {{\"key_type\": \"oct\", \"key\": <{KEY_BYTES} bytes>}} "
+                       "(what clevis-pin-trustee JWEs need)")
+    return key
 
 
 def key_from_jwk(resource: bytes, path: str) -> bytes:
@@ -126,6 +160,8 @@ def read_header(jwe: str) -> PinHeader:
         raise PinError(f"JWE pin mismatch: clevis.pin is {clevis.get('pin') if isinstance(clevis, dict) else None!r}, not {PIN!r}")
     if header.get("alg") != ALG or header.get("enc") != ENC or "zip" in header:
         raise PinError(f"JWE uses alg {header.get('alg')!r} enc {header.get('enc')!r}; this pin reads only {ALG} + {ENC}")
+    if PIN not in clevis and "servers" in clevis:
+        return _latchset_header(clevis)
     config = clevis.get(PIN)
     if not isinstance(config, dict):
         raise PinError(f"JWE header clevis.{PIN} is missing or not an object")
@@ -136,9 +172,16 @@ def read_header(jwe: str) -> PinHeader:
     return PinHeader(_str_member(config, "url", where), _str_member(config, "path", where), cdh, _str_member(header, "kid", "protected"))
 
 
+def _latchset_header(clevis: dict[str, Any]) -> PinHeader:
+    servers = clevis.get("servers")
+    if not isinstance(servers, list) or not servers or not all(isinstance(s, dict) and isinstance(s.get("url"), str) for s in servers):
+        raise PinError("JWE header clevis.servers is not a non-empty list of {\"url\": ...} objects")
+    return PinHeader(servers[0]["url"], _str_member(clevis, "path", "clevis"), None, None, LATCHSET)
+
+
 def decrypt(jwe: str, key: bytes, header: PinHeader) -> bytes:
-    """The plaintext, after checking `key` is the one the JWE names and the GCM tag holds."""
-    if thumbprint(key) != header.kid:
+    """The plaintext, after checking `key` is the one the JWE names (when it names one) and the GCM tag holds."""
+    if header.kid is not None and thumbprint(key) != header.kid:
         raise PinError(f"the key the KBS holds at {header.path} is not the one this JWE was made with "
                        "(the path was bound again since, or the JWE was altered)")
     protected, encrypted_key, iv_text, ct_text, tag_text = _parts(jwe)
