@@ -118,7 +118,11 @@ def set_policy(stack: Stack, rego: str) -> None:
 
 
 def clevis(stack: Stack, *args: str, data: bytes, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["clevis", *args], input=data, capture_output=True, env=env or stack.env, timeout=180, check=False)
+    """Run Debian's clevis in an empty folder: no default admin-token file (./trustee-data/admin/token) is found there."""
+    cwd = stack.workdir / "cwd"
+    cwd.mkdir(exist_ok=True)
+    return subprocess.run(["clevis", *args], input=data, capture_output=True, env=env or stack.env, cwd=cwd, timeout=180,
+                          check=False)
 
 
 def pin_config(stack: Stack, path: str = DISK_PATH, **extra: str) -> str:
@@ -369,3 +373,21 @@ def test_latchset_pin_jwe_decrypts_through_the_cdh(stack: Stack) -> None:
     result = clevis(stack, "decrypt", data=made.stdout, env={**stack.env, "CLEVIS_TRUSTEE_CDH": stack.rest_url})
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == DATA
+
+
+def test_sss_threshold_with_another_pin(stack: Stack) -> None:
+    """clevis's sss pin runs `clevis encrypt trustee` for its sub-pin; with t=2 both the KBS and the other pin must agree."""
+    set_policy(stack, DISK_ONLY_POLICY)
+    sub = json.loads(pin_config(stack, "default/disk/sss"))
+    config = json.dumps({"t": 2, "pins": {"trustee": sub, "null": {}}})
+    made = clevis(stack, "encrypt", "sss", config, data=DATA)
+    assert made.returncode == 0, made.stderr.decode()
+    opened = clevis(stack, "decrypt", data=made.stdout)
+    assert opened.returncode == 0, opened.stderr.decode()
+    assert opened.stdout == DATA
+    set_policy(stack, "package policy\nimport rego.v1\n\ndefault allow := false\n")
+    try:
+        refused = clevis(stack, "decrypt", data=made.stdout)
+        assert refused.returncode != 0 and refused.stdout == b""
+    finally:
+        set_policy(stack, DISK_ONLY_POLICY)
