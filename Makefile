@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROTOS := attestation reference attestation_agent confidential_data_hub
 LINT_PATHS := trustee_common kbs as/attestation_service rvps guest tools tests setup.py bench
-TYPED_PATHS := trustee_common kbs as/attestation_service rvps guest tools/kbs_client tools/rvps_tool tools/trustee_cli bench
+TYPED_PATHS := trustee_common kbs as/attestation_service rvps guest tools/kbs_client tools/rvps_tool tools/trustee_cli tools/clevis_trustee bench
 
 .PHONY: install install-test run test lint typecheck proto proto-check pytest bench-quick clean
 

@@ -8,7 +8,7 @@ Python keyword) and `tools/` holds one package per command-line tool.
 from setuptools import find_packages, setup
 
 ROOT_PACKAGES = ["trustee_common", "trustee_pb", "kbs", "rvps", "guest"]
-MAPPED_ROOTS = {"as": ["attestation_service"], "tools": ["kbs_client", "rvps_tool", "trustee_cli"]}
+MAPPED_ROOTS = {"as": ["attestation_service"], "tools": ["kbs_client", "rvps_tool", "trustee_cli", "clevis_trustee"]}
 
 packages = find_packages(include=[f"{name}*" for name in ROOT_PACKAGES])
 package_dir: dict[str, str] = {}
