@@ -161,3 +161,19 @@ def test_a_malformed_field_is_a_bad_request(tpm: Tpm, value: object) -> None:
     evidence["tee_pubkey_certify"] = value
     with pytest.raises(MalformedRequestError, match="tee_pubkey_certify"):
         verify(tpm, evidence, data)
+
+
+def test_the_parsers_are_total_on_truncated_and_flipped_bytes(tpm: Tpm) -> None:
+    from attestation_service.core.verifiers.tpm.structures import TpmParseError, parse_certify, parse_tpmt_public_rsa
+
+    data = runtime(tpm.key)
+    certify = evidence_for(tpm, tpm.key, data)["tee_pubkey_certify"]
+    for parse, raw in ((parse_certify, std_decode(certify["attest"], "a")), (parse_tpmt_public_rsa, std_decode(certify["public"], "p"))):
+        parse(raw)
+        variants = [raw[:n] for n in range(len(raw))] + [raw + b"\0"]
+        variants += [raw[:i] + bytes([raw[i] ^ 0xFF]) + raw[i + 1 :] for i in range(len(raw))]
+        for variant in variants:
+            try:
+                parse(variant)
+            except TpmParseError:
+                pass
