@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from guest.attesters.base import Attester
+from guest.attesters.base import Attester, TeeKeyCertifier
 from guest.backoff import RetryPolicy, parse_retry_after, retry_busy
 from trustee_common.bounded import loads_json
 from trustee_common.canonical import HashAlgorithm, device_runtime_data, primary_runtime_data, runtime_data_digest
@@ -53,13 +53,27 @@ class AttesterEvidence:
     def tee(self) -> str:
         return self.primary.tee
 
-    def composite(self, nonce: str, tee_pubkey: dict[str, Any], algorithm: HashAlgorithm) -> dict[str, Any]:
-        """`tee-evidence` binding `nonce` and `tee_pubkey` (guest-components.md 3.8)."""
+    def new_key_pair(self, algorithm: str) -> TeeKeyPair:
+        """The primary attester's platform-resident TEE key when it makes one (tpm), else a software key."""
+        if isinstance(self.primary, TeeKeyCertifier):
+            key_pair = self.primary.create_tee_key()
+            if key_pair is not None:
+                return key_pair
+        return TeeKeyPair.generate(algorithm)
+
+    def composite(
+        self, nonce: str, tee_pubkey: dict[str, Any], algorithm: HashAlgorithm, key_pair: TeeKeyPair | None = None
+    ) -> dict[str, Any]:
+        """`tee-evidence` binding `nonce` and `tee_pubkey` (guest-components.md 3.8), certifying `key_pair` when the attester can."""
         device_digest = runtime_data_digest(device_runtime_data(nonce, tee_pubkey), algorithm)
         devices = {d.tee: d.get_evidence(device_digest) for d in self.devices}
         additional = json.dumps(devices, separators=(",", ":")) if devices else ""
         digest = runtime_data_digest(primary_runtime_data(nonce, tee_pubkey, additional), algorithm)
-        return {"primary_evidence": self.primary.get_evidence(digest), "additional_evidence": additional}
+        if isinstance(self.primary, TeeKeyCertifier):
+            primary = self.primary.get_evidence_for_key(digest, key_pair)
+        else:
+            primary = self.primary.get_evidence(digest)
+        return {"primary_evidence": primary, "additional_evidence": additional}
 
 
 def ssl_context(cert_pem: bytes | None) -> ssl.SSLContext | bool:
@@ -181,7 +195,7 @@ class KbsClient:
         attestation = {
             "init-data": None if self.init_data_toml is None else {"format": "toml", "body": self.init_data_toml},
             "runtime-data": {"nonce": challenge.nonce, "tee-pubkey": tee_pubkey},
-            "tee-evidence": self.evidence.composite(challenge.nonce, tee_pubkey, algorithm),
+            "tee-evidence": self.evidence.composite(challenge.nonce, tee_pubkey, algorithm, self.key_pair),
         }
         reply = await self._post_json("attest", attestation)
         token = reply.get("token") if isinstance(reply, dict) else None

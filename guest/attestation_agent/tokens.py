@@ -1,7 +1,8 @@
 """Token providers of the AA: the network side of `GetToken`.
 
 * `KbsTokenProvider` (token type `kbs`): a fresh RCAR handshake with a new
-  TEE key pair on every call (no caching, as upstream), returning
+  TEE key pair on every call (no caching, as upstream; a TPM-bound key
+  when the attester makes one, docs/tpm-bound-keys.md), returning
   `{"token": "<JWT>", "tee_keypair": "<PEM private key>"}`.
 * `CocoAsTokenProvider` (token type `coco_as`): evidence over empty report
   data posted to a RESTful Attestation Service's `/attestation`; the body of
@@ -51,7 +52,7 @@ class KbsTokenProvider:
             return await client.attest()
 
     async def get_token(self) -> bytes:
-        key_pair = TeeKeyPair.generate(self.config.tee_key_algorithm)
+        key_pair = self.evidence.new_key_pair(self.config.tee_key_algorithm)
         for attempt in range(1, TOKEN_ATTEMPTS + 1):
             try:
                 token = await self._attest(key_pair)

@@ -5,6 +5,8 @@ implements only when its platform has them: `InitDataBinder` (compare or
 extend the init-data digest, e.g. TDX MRCONFIGID, TPM PCR 8) and
 `RuntimeMeasurer` (extend a runtime measurement register). The AA checks
 them with `isinstance`; the sample attesters implement neither.
+`TeeKeyCertifier` (tpm) makes the TEE key inside the platform and certifies
+it in the evidence.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from trustee_common.jose import TeeKeyPair
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +34,17 @@ class Attester(Protocol):
 class InitDataBinder(Protocol):
     def bind_init_data(self, digest: bytes) -> None:
         """Bind `digest` to the platform; raise a `TrusteeError` if it does not match."""
+
+
+@runtime_checkable
+class TeeKeyCertifier(Protocol):
+    """An attester that can hold the TEE key itself and certify it in its evidence (tpm: docs/tpm-bound-keys.md)."""
+
+    def create_tee_key(self) -> TeeKeyPair | None:
+        """A platform-resident TEE key pair, or None when the platform cannot make one."""
+
+    def get_evidence_for_key(self, report_data: bytes, key_pair: TeeKeyPair | None) -> dict[str, Any]:
+        """`get_evidence`, plus the platform's certification of `key_pair` when it is one of its keys."""
 
 
 @runtime_checkable

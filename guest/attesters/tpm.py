@@ -16,6 +16,13 @@ Evidence (upstream's): `{"ak_public": <std b64 DER SPKI>, "tpm_quote":
 data zero-padded/truncated to 32 bytes; plus `event_log` (std b64) when the
 platform has one (`AA_TPM_EVENTLOG`, else the kernel's
 `/sys/kernel/security/tpm0/binary_bios_measurements`).
+With a TPM-bound TEE key (`guest.attesters.tpm_keys`, docs/tpm-bound-keys.md;
+on unless `AA_TPM_BOUND_KEY` is `0`/`false`/`no`) the evidence also has
+`tee_pubkey_certify`: `{"public": <std b64 TPMT_PUBLIC of the key>,
+"attest": <std b64 TPMS_ATTEST of TPM2_Certify by the AK>, "signature":
+<std b64 TPMT_SIGNATURE>}`, the certification's qualifying data being the
+same 32 bytes as the quote's. When the key cannot be created the AA falls
+back to a software key (logged) and the evidence has no such field.
 Init data is bound by extending PCR 8 with its SHA-256 digest; runtime
 measurements extend the requested PCR (SHA-256 bank, 32-byte digests).
 tpm2-pytss is imported only when the attester is used.
@@ -32,8 +39,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from guest.attesters.tpm_keys import TpmKeyPair
 from trustee_common.b64 import std_encode
-from trustee_common.errors import AttestationError, MalformedRequestError
+from trustee_common.errors import AttestationError, MalformedRequestError, TrusteeError
+from trustee_common.jose import TeeKeyPair
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,7 @@ ENV_TCTI = "AA_TPM_TCTI"
 ENV_DEVICE = "AA_TPM_DEVICE"
 ENV_AK_HANDLE = "AA_TPM_AK_HANDLE"
 ENV_EVENTLOG = "AA_TPM_EVENTLOG"
+ENV_BOUND_KEY = "AA_TPM_BOUND_KEY"
 DEFAULT_AK_HANDLE = 0x81010002
 DEVICES = ("/dev/tpmrm0", "/dev/tpm0", "/dev/tpm1", "/dev/tpm2")
 KERNEL_EVENTLOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
@@ -54,6 +64,8 @@ class TpmSettings:
     tcti: str
     ak_handle: int = DEFAULT_AK_HANDLE
     event_log: Path | None = None
+    #: Whether the AA uses a TPM-bound TEE key (`AA_TPM_BOUND_KEY`, default on).
+    bound_key: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TpmSettings | None:
@@ -71,7 +83,8 @@ class TpmSettings:
             raise MalformedRequestError(f"{ENV_AK_HANDLE}={handle_text!r} is not a hex handle") from None
         log_text = environ.get(ENV_EVENTLOG)
         log = Path(log_text) if log_text else (KERNEL_EVENTLOG if KERNEL_EVENTLOG.exists() else None)
-        return cls(tcti, handle, log)
+        bound = environ.get(ENV_BOUND_KEY, "1").strip().lower() not in ("0", "false", "no", "off")
+        return cls(tcti, handle, log, bound)
 
 
 def detect_tpm(environ: Mapping[str, str]) -> TpmSettings | None:
@@ -127,10 +140,26 @@ class TpmAttester:
         return values
 
     def get_evidence(self, report_data: bytes) -> dict[str, Any]:
+        return self.get_evidence_for_key(report_data, None)
+
+    def create_tee_key(self) -> TeeKeyPair | None:
+        """A TPM-bound TEE key, or None (software key) when disabled or the TPM cannot make one."""
+        if not self.settings.bound_key:
+            return None
+        try:
+            return TpmKeyPair.create(self.settings.tcti)
+        except TrusteeError as exc:
+            logger.warning("tpm attester: no TPM-bound TEE key, using a software key: %s", exc.detail)
+            return None
+
+    def get_evidence_for_key(self, report_data: bytes, key_pair: TeeKeyPair | None) -> dict[str, Any]:
+        """The quote evidence; with a `TpmKeyPair`, also its TPM2_Certify by the AK (`tee_pubkey_certify`)."""
         from tpm2_pytss import TPM2B_DATA, TPML_PCR_SELECTION, TPMS_SCHEME_HASH, TPMT_SIG_SCHEME, TPMU_SIG_SCHEME, TSS2_Exception
         from tpm2_pytss.constants import TPM2_ALG
 
         nonce = report_data[:NONCE_SIZE].ljust(NONCE_SIZE, b"\0")
+        bound = key_pair if isinstance(key_pair, TpmKeyPair) else None
+        certify: dict[str, str] | None = None
         esapi = self._esapi()
         try:
             handle, public, transient = self._ak(esapi)
@@ -138,6 +167,8 @@ class TpmAttester:
                 scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.RSASSA, details=TPMU_SIG_SCHEME(rsassa=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256)))
                 attest, signature = esapi.quote(handle, TPML_PCR_SELECTION.parse("sha256:all"), TPM2B_DATA(nonce), scheme)
                 pcrs = self._read_pcrs(esapi)
+                if bound is not None:
+                    certify = self._certify(esapi, handle, bound, nonce, scheme)
             finally:
                 if transient:
                     esapi.flush_context(handle)
@@ -155,10 +186,28 @@ class TpmAttester:
                 "pcrs": pcrs,
             },
         }
+        if certify is not None:
+            evidence["tee_pubkey_certify"] = certify
         log = self._event_log()
         if log is not None:
             evidence["event_log"] = std_encode(log)
         return evidence
+
+    @staticmethod
+    def _certify(esapi: Any, ak: Any, key: TpmKeyPair, nonce: bytes, scheme: Any) -> dict[str, str]:
+        """TPM2_Certify of the bound key by the AK, qualified by the quote's nonce."""
+        from tpm2_pytss import TPM2B_DATA
+
+        handle = key.load(esapi)
+        try:
+            attest, signature = esapi.certify(handle, ak, TPM2B_DATA(nonce), scheme)
+        finally:
+            esapi.flush_context(handle)
+        return {
+            "public": std_encode(key.tpmt_public()),
+            "attest": std_encode(bytes(attest.marshal())[2:]),
+            "signature": std_encode(bytes(signature.marshal())),
+        }
 
     def _event_log(self) -> bytes | None:
         path = self.settings.event_log

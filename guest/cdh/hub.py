@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from guest.attesters.tpm_keys import load_tee_key_pair
 from guest.resource_uri import ResourceUri
 from trustee_common.b64 import url_decode
 from trustee_common.bounded import loads_json
@@ -77,7 +79,7 @@ def parse_token_reply(reply: bytes) -> Credential:
     if not isinstance(token, str) or not isinstance(pem, str):
         raise UpstreamError("attestation agent returned a malformed kbs token reply")
     try:
-        key_pair = TeeKeyPair.from_pem(pem.encode())
+        key_pair = load_tee_key_pair(pem.encode(), os.environ)  # a software key, or a TPM-bound one (TSS2 PEM)
     except TrusteeError as exc:
         raise UpstreamError(f"attestation agent returned an unusable TEE key: {exc.detail}") from exc
     return Credential(token, key_pair, token_expiry(token))

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from attestation_service.core.request import VerificationRequest
-from attestation_service.core.verifier import Claims, Verifier, verifier_for
+from attestation_service.core.verifier import Claims, RuntimeDataAware, Verifier, verifier_for
 
 
 def transform_claims(
@@ -39,7 +39,12 @@ def annotate(
 ) -> list[tuple[dict[str, Any], str]]:
     """Verify one request and return `(annotated evidence, tee class)` per attested item."""
     verifier = verifier_for(verifiers, request.tee)
-    results = verifier.evaluate(request.evidence, request.report_data, request.init_data_digest, now)
+    if isinstance(verifier, RuntimeDataAware):
+        results = verifier.evaluate_with_runtime_data(
+            request.evidence, request.report_data, request.init_data_digest, now, request.runtime_data_claims
+        )
+    else:
+        results = verifier.evaluate(request.evidence, request.report_data, request.init_data_digest, now)
     return [
         (transform_claims(request.tee, claims, request.runtime_data_claims, request.init_data_claims, verbose=verbose), tee_class)
         for claims, tee_class in results

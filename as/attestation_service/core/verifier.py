@@ -30,6 +30,20 @@ class Verifier(Protocol):
 
 
 @runtime_checkable
+class RuntimeDataAware(Protocol):
+    """A verifier that also checks evidence against the structured runtime data (tpm: a certified tee-pubkey)."""
+
+    def evaluate_with_runtime_data(
+        self,
+        evidence: object,
+        expected_report_data: bytes | None,
+        expected_init_data_hash: bytes | None,
+        now: datetime.datetime,
+        runtime_data: object,
+    ) -> list[tuple[Claims, str]]: ...
+
+
+@runtime_checkable
 class ReferenceValueAnchored(Protocol):
     """A verifier whose trust anchors include reference values (e.g. `tpm`'s `trusted_aks`).
 

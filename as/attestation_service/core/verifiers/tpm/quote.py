@@ -24,6 +24,7 @@ from attestation_service.core.verifiers.tpm.structures import (
     HASHES,
     TPM_GENERATED_VALUE,
     TpmsAttest,
+    TpmsCertify,
     TpmtSignature,
 )
 from trustee_common.errors import EvidenceError
@@ -124,7 +125,7 @@ def check_pcr_digest(attest: TpmsAttest, pcrs: Sequence[bytes], sig_hash_alg: in
     return f"pcrDigest matches SHA-256 PCRs {_ranges(selected)}"
 
 
-def check_nonce(attest: TpmsAttest, expected: bytes | None, *, size: int | None) -> str:
+def check_nonce(attest: TpmsAttest | TpmsCertify, expected: bytes | None, *, size: int | None) -> str:
     """extraData equals `expected`, zero-padded/truncated to `size` bytes (or exactly, when `size` is None)."""
     if expected is None:
         raise SkipCheck("no expected report data: extraData not checked")

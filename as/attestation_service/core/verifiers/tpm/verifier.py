@@ -5,7 +5,11 @@ Evidence is upstream's `{"ak_public": <std b64 DER SPKI>, "tpm_quote":
 "pcrs": [24 hex SHA-256]}}` plus two optional fields of this project:
 `event_log` (std b64 TCG crypto-agile log, replayed against the PCRs) and
 `ak_cert_chain` (list of std b64 DER certificates, leaf first, for AK trust
-by CA).
+by CA), and `tee_pubkey_certify` (`{"public", "attest", "signature"}`, std
+b64 TPMT_PUBLIC / TPMS_ATTEST / TPMT_SIGNATURE: TPM2_Certify of the
+tee-pubkey by the AK, docs/tpm-bound-keys.md). The verifier reads the
+request's `tee-pubkey` from the structured runtime data
+(`RuntimeDataAware`) to check a certification against it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from attestation_service.core.verifier import Claims
+from attestation_service.core.verifiers.tpm.certify import TeeKeyCertification
 from attestation_service.core.verifiers.tpm.quote import TpmQuoteError, parse_pcrs
 from attestation_service.core.verifiers.tpm.verify import MAX_CHAIN, AkTrust, TpmEvidence, verify_tpm_quote
 from trustee_common.b64 import std_decode
@@ -54,6 +59,7 @@ def parse_evidence(evidence: object) -> TpmEvidence:
     if not isinstance(chain, list) or len(chain) > MAX_CHAIN or not all(isinstance(c, str) for c in chain):
         raise MalformedRequestError(f"evidence (tpm): ak_cert_chain must be a list of at most {MAX_CHAIN} base64 strings")
     return TpmEvidence(
+        certification=parse_certification(evidence.get("tee_pubkey_certify")),
         ak_public=ak_public,
         ak_der=std_decode(ak_public, "evidence (tpm) ak_public"),
         message=std_decode(_string(quote, "message", "tpm tpm_quote"), "evidence (tpm) tpm_quote.message"),
@@ -62,6 +68,19 @@ def parse_evidence(evidence: object) -> TpmEvidence:
         event_log=None if log is None else std_decode(log, "evidence (tpm) event_log"),
         ak_cert_chain=tuple(std_decode(c, "evidence (tpm) ak_cert_chain") for c in chain),
     )
+
+
+def parse_certification(value: object) -> TeeKeyCertification | None:
+    """The optional `tee_pubkey_certify` object."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MalformedRequestError("evidence (tpm): field 'tee_pubkey_certify' must be an object or null")
+    where = "tpm tee_pubkey_certify"
+    public, attest, signature = (
+        std_decode(_string(value, key, where), f"evidence (tpm) tee_pubkey_certify.{key}") for key in ("public", "attest", "signature")
+    )
+    return TeeKeyCertification(public, attest, signature)
 
 
 def registered_aks(value: object) -> frozenset[bytes]:
@@ -94,8 +113,16 @@ class TpmVerifier:
     def evaluate(
         self, evidence: object, expected_report_data: bytes | None, expected_init_data_hash: bytes | None, now: datetime.datetime
     ) -> list[tuple[Claims, str]]:
+        return self.evaluate_with_runtime_data(evidence, expected_report_data, expected_init_data_hash, now, None)
+
+    def evaluate_with_runtime_data(
+        self, evidence: object, expected_report_data: bytes | None, expected_init_data_hash: bytes | None,
+        now: datetime.datetime, runtime_data: object,
+    ) -> list[tuple[Claims, str]]:
+        """`evaluate`, a `tee_pubkey_certify` checked against the `tee-pubkey` of the structured `runtime_data`."""
+        tee_pubkey = runtime_data.get("tee-pubkey") if isinstance(runtime_data, dict) else None
         claims = verify_tpm_quote(
             parse_evidence(evidence), now=now, report_data=expected_report_data, init_data_hash=expected_init_data_hash,
-            trust=self.trust, replayer=replay_tpm_event_log,
+            trust=self.trust, replayer=replay_tpm_event_log, tee_pubkey=tee_pubkey,
         )
         return [(claims, "cpu")]

@@ -4,7 +4,11 @@ Steps: 1 evidence layout (TPMS_ATTEST quote, TPMT_SIGNATURE, magic),
 2 AK trust, 3 quote signature, 4 report data (extraData == expected
 padded/truncated to 32 bytes), 5 PCR digest (the scheme's hash over the
 selected SHA-256 PCRs), 6 event-log replay (when the evidence has one),
-7 init data (PCR 8 == SHA-256(32 zero bytes || init-data digest)).
+7 init data (PCR 8 == SHA-256(32 zero bytes || init-data digest)),
+8 TEE key certification (when the evidence has `tee_pubkey_certify`:
+TPM2_Certify of the request's `tee-pubkey` by the same AK, certify.py).
+Claims `tee_pubkey_certified` (false without a certification) and, with
+one, `tee_pubkey_name` (hex Name of the TPM-resident key).
 
 AK trust (step 2) fails closed: the AK must be one the operator trusts,
 in this order: one of the verifier's configured trusted AKs or one of the
@@ -30,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from attestation_service.core.verifiers.steps import VerificationReport, run_steps
+from attestation_service.core.verifiers.tpm.certify import TeeKeyCertification, check_certification
 from attestation_service.core.verifiers.tpm.quote import (
     AkKey,
     SkipCheck,
@@ -88,6 +93,8 @@ class TpmEvidence:
     pcrs: list[bytes]
     event_log: bytes | None = None
     ak_cert_chain: tuple[bytes, ...] = ()
+    #: `tee_pubkey_certify`: TPM2_Certify of the tee-pubkey by the AK (docs/tpm-bound-keys.md).
+    certification: TeeKeyCertification | None = None
 
 
 #: Kept for callers that name the report by TEE.
@@ -102,6 +109,7 @@ class _Context:
     key: AkKey | None = None
     ak_trust: dict[str, Any] = field(default_factory=dict)
     uefi_event_logs: list[dict[str, Any]] | None = None
+    key_claims: dict[str, Any] = field(default_factory=lambda: {"tee_pubkey_certified": False})
 
 
 def _parse(ctx: _Context) -> str:
@@ -206,8 +214,9 @@ def evaluate_tpm_quote(
     init_data_hash: bytes | None = None,
     trust: AkTrust | None = None,
     replayer: PcrReplayer | None = None,
+    tee_pubkey: object = None,
 ) -> TpmVerificationReport:
-    """Every step up to the first failure; never raises on bad evidence."""
+    """Every step up to the first failure; never raises on bad evidence. `tee_pubkey`: the request's JWK."""
     report = TpmVerificationReport()
     ctx = _Context(evidence)
     anchors = trust if trust is not None else AkTrust()
@@ -226,6 +235,13 @@ def evaluate_tpm_quote(
         assert c.attest is not None and c.signature is not None
         return check_pcr_digest(c.attest, c.evidence.pcrs, c.signature.hash_alg)
 
+    def certify_step(c: _Context) -> str:
+        if c.evidence.certification is None:
+            raise SkipCheck("no tee_pubkey_certify in the evidence: tee_pubkey_certified is false")
+        assert c.key is not None
+        detail, c.key_claims = check_certification(c.evidence.certification, c.key, report_data, tee_pubkey)
+        return detail
+
     steps: list[tuple[int, str, Callable[[_Context], str]]] = [
         (1, "evidence layout", _parse),
         (2, "AK trust", ak_step),
@@ -234,6 +250,7 @@ def evaluate_tpm_quote(
         (5, "PCR digest", digest_step),
         (6, "event log replay", lambda c: _replay(c, replayer)),
         (7, "init data binding", lambda c: check_init_data(c.evidence.pcrs, init_data_hash)),
+        (8, "TEE key certification", certify_step),
     ]
     if run_steps(report, ctx, steps, TpmQuoteError):
         report.claims = tpm_claims(ctx)
@@ -254,6 +271,7 @@ def tpm_claims(ctx: _Context) -> dict[str, Any]:
         "report_data": attest.extra_data.hex(),
         "init_data": ctx.evidence.pcrs[8].hex(),
         "firmware_version": f"{attest.firmware_version:016x}",
+        **ctx.key_claims,
     }
     if ctx.uefi_event_logs is not None:
         claims["uefi_event_logs"] = ctx.uefi_event_logs
