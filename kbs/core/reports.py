@@ -53,7 +53,7 @@ AA_CONFIG_KEY = "aa.toml"
 IDENTITY_KEYS = frozenset({
     "mr_td", "mr_config_id", "mr_owner", "mr_owner_config", "rtmr_0", "rtmr_1", "rtmr_2", "rtmr_3", "mr_seam",  # TDX
     "measurement", "host_data", "report_id", "chip_id", "policy",  # SNP
-    "pcr_digest", "pcrs", "pcr08",  # TPM
+    "pcr_digest",  # TPM (and every `pcrNN`, `_is_identity`)
     "launch_digest", "svn",  # sample
 })
 
@@ -127,6 +127,10 @@ def _submods(claims: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {str(name): value for name, value in submods.items() if isinstance(value, Mapping)}
 
 
+def _is_identity(key: str) -> bool:
+    return key in IDENTITY_KEYS or (len(key) == 5 and key.startswith("pcr") and key[3:].isdigit())
+
+
 def _identity(annotated: Mapping[str, Any], tee: str | None) -> dict[str, Any]:
     """The identity claims under the TEE's own key (and one level down, e.g. TDX `quote.body`)."""
     found: dict[str, Any] = {}
@@ -136,7 +140,7 @@ def _identity(annotated: Mapping[str, Any], tee: str | None) -> dict[str, Any]:
     queue: list[tuple[str, Mapping[str, Any]]] = [("", tee_claims)]
     for prefix, level in queue:
         for key, value in level.items():
-            if key in IDENTITY_KEYS and not isinstance(value, Mapping):
+            if _is_identity(key) and not isinstance(value, Mapping):
                 found[prefix + key] = value
             elif isinstance(value, Mapping) and prefix.count(".") < 2:
                 queue.append((f"{prefix}{key}.", value))
