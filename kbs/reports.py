@@ -104,17 +104,17 @@ class ReportSink:
         logger.warning("attestation report lost: %s", why)
 
     async def run(self) -> None:
-        """Write queued reports until cancelled; purge expired ones now and then."""
-        loop = asyncio.get_running_loop()
-        next_purge = loop.time()
+        """Write queued reports, and purge expired ones every `PURGE_INTERVAL_SECONDS`, until cancelled."""
+        await asyncio.gather(self._writer(), self._purger())
+
+    async def _writer(self) -> None:
         while True:
-            try:
-                facts = await asyncio.wait_for(self._queue.get(), timeout=max(0.0, next_purge - loop.time()))
-            except TimeoutError:
-                next_purge = loop.time() + PURGE_INTERVAL_SECONDS
-                await self._purge()
-                continue
-            await self._write(facts)
+            await self._write(await self._queue.get())
+
+    async def _purger(self) -> None:
+        while True:
+            await self._purge()
+            await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
     async def drain(self) -> None:
         """Write what is queued (at shutdown)."""
