@@ -91,6 +91,8 @@ class BuiltinAttestationService:
         self.service = service
         self._reference_values = reference_values
         self.signing_key = signing_point(signer)
+        #: Also signs the attestation reports when `[attestation_reports]` names no key (`kbs.reports`).
+        self.token_signer = signer
         self._closers = closers
 
     async def evaluate(self, items: list[EvidenceItem], policy_ids: list[str]) -> str:

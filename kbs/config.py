@@ -197,6 +197,24 @@ class ObservabilityConfig:
     log_format: str | None = None
 
 
+DEFAULT_REPORT_RETENTION_DAYS = 30.0
+DEFAULT_REPORT_QUEUE = 1024
+MAX_REPORT_RETENTION_DAYS = 36500.0
+
+
+@dataclass(frozen=True)
+class AttestationReportsConfig:
+    """`[attestation_reports]` (ours; docs/attestation-reports.md): a signed report per `/attest`."""
+
+    enabled: bool = False
+    #: The AS's token key and its chain (PEM); None: the embedded AS's signer (`coco_as_builtin` only).
+    signing_key: Path | None = None
+    cert_chain: Path | None = None
+    retention_days: float = DEFAULT_REPORT_RETENTION_DAYS
+    #: Reports waiting to be written; more are dropped (and counted) rather than slow `/attest`.
+    queue_size: int = DEFAULT_REPORT_QUEUE
+
+
 @dataclass(frozen=True)
 class KbsConfig:
     http_server: HttpServerConfig
@@ -212,6 +230,7 @@ class KbsConfig:
     observability: ObservabilityConfig = ObservabilityConfig()
     #: `[[plugins]] name = "sample"`: served at `/kbs/v0/sample/...`.
     sample_plugin: SamplePluginConfig | None = None
+    attestation_reports: AttestationReportsConfig = AttestationReportsConfig()
     #: One line per key accepted but unused or mapped (`ConfigTable.deprecated`); the KBS logs them once at start.
     warnings: tuple[str, ...] = ()
 
@@ -244,6 +263,7 @@ def _parse(data: dict[str, Any], default_dir: Path) -> KbsConfig:
         sample_plugin=plugins.sample,
         policy_engine=PolicyEngineConfig.from_table(_policy_engine_table(root)),
         observability=_observability(root, default_dir),
+        attestation_reports=_attestation_reports(root),
     )
     root.finish()
     if session_type is not None:
@@ -526,6 +546,24 @@ def _resource_backend(table: ConfigTable) -> ResourcePluginConfig:
             raise ConfigError("plugins: dir_path is only for the LocalFs resource backend (KvStorage keeps resources in storage_backend)")
         return ResourcePluginConfig(None, kind)
     return ResourcePluginConfig(Path(table.required_string("dir_path")), kind)
+
+
+def _attestation_reports(root: _Table) -> AttestationReportsConfig:
+    """Present: enabled unless `enabled = false`; absent: no reports."""
+    if not root.has("attestation_reports"):
+        return AttestationReportsConfig()
+    table = root.sub("attestation_reports")
+    enabled = table.boolean("enabled", True)
+    key, chain = table.string("signing_key"), table.string("cert_chain")
+    retention = table.number("retention_days", DEFAULT_REPORT_RETENTION_DAYS, minimum_exclusive=0.0)
+    queue = table.integer("queue_size", DEFAULT_REPORT_QUEUE, minimum=1)
+    table.finish()
+    if chain is not None and key is None:
+        raise ConfigError("attestation_reports.cert_chain: given without signing_key")
+    if not math.isfinite(retention) or retention > MAX_REPORT_RETENTION_DAYS:
+        raise ConfigError(f"attestation_reports.retention_days: at most {MAX_REPORT_RETENTION_DAYS:g}")
+    return AttestationReportsConfig(enabled, None if key is None else Path(key), None if chain is None else Path(chain),
+                                    retention, queue)
 
 
 def _policy_engine_table(root: _Table) -> ConfigTable:

@@ -55,6 +55,9 @@ class KbsMetrics:
         self.stale_tokens = Counter("kbs_stale_tokens", "tokens refused as appraised under an older appraisal epoch", registry=reg)
         self.epoch_fetches = Counter("kbs_appraisal_epoch_fetches", "GetAppraisalEpoch calls to the AS, failed ones included", registry=reg)
         self.audit_write_failures = Counter("kbs_audit_write_failures", "audit events that could not be written", registry=reg)
+        self.reports_written = Counter("kbs_attestation_reports_written", "attestation reports signed and stored", registry=reg)
+        self.reports_lost = Counter("kbs_attestation_reports_lost",
+                                    "attestation reports dropped (queue full or storage failed); /attest was answered", registry=reg)
         self.requests_in_flight = Gauge("kbs_http_requests_in_flight", "requests under /kbs in progress (max_in_flight_requests bounds it)",
                                         registry=reg, multiprocess_mode="livesum")
         self.requests_shed = Counter("kbs_http_requests_shed", "requests refused with 503 ServerBusy at the admission limit",

@@ -23,6 +23,7 @@ from kbs.audit import KbsAudit
 from kbs.core.audit_events import attestation_event
 from kbs.core.evidence import POLICY_IDS, evidence_items
 from kbs.core.ports import AttestationServicePort
+from kbs.core.reports import AttestationFacts, ReportRecorder
 from kbs.core.session import (
     SESSION_NAMESPACE,
     AttestedSession,
@@ -60,7 +61,9 @@ class RcarService:
         random_bytes: RandomBytes = secrets.token_bytes,
         audit: KbsAudit | None = None,
         verifier: AttestationTokenVerifier | None = None,
+        reports: ReportRecorder | None = None,
     ) -> None:
+        self._reports = reports
         self._audit = audit or KbsAudit()
         self._verifier = verifier
         self._store = store
@@ -96,26 +99,36 @@ class RcarService:
             self._audit.best_effort(attestation_event("rejected", origin, None, error=exc))
             raise
         tee = session.request.tee
+        init_data = None if attestation.init_data is None else attestation.init_data.body
         try:
             check_nonce(session, attestation.runtime_data.nonce)
             token = await self._as.evaluate(evidence_items(tee, attestation), list(POLICY_IDS))
         except UpstreamError as exc:
             self._metrics.attestation_errors.inc()
             self._audit.best_effort(attestation_event("error", origin, tee, error=exc))
+            self._report("error", tee, init_data, error=exc)
             raise
         except TrusteeError as exc:
             self._metrics.attestation_failures.labels(tee).inc()
             self._audit.best_effort(attestation_event("rejected", origin, tee, error=exc))
             logger.debug("attestation of session %s (%s) rejected: %s", session.id[:8], tee, exc.detail)
+            self._report("rejected", tee, init_data, error=exc)
             raise
         claims = self._verified_claims(token)
         done = attested(session, token, claims)
         await self._store.put(SESSION_NAMESPACE, done.id, encode_session(done), expires_at=done.expires_at)
+        self._report("attested", tee, init_data, token=token, claims=claims)
         self._metrics.attestation_successes.labels(tee).inc()
         if self._audit.log is not None:
             self._audit.best_effort(attestation_event("attested", origin, tee, token, claims=claims))
         logger.debug("session %s attested (%s)", session.id[:8], tee)
         return done
+
+    def _report(self, outcome: str, tee: str, init_data: str | None, *, token: str | None = None,
+                claims: dict[str, Any] | None = None, error: TrusteeError | None = None) -> None:
+        """Queue the attestation report (`kbs.reports`): no I/O, no parsing here."""
+        if self._reports is not None:
+            self._reports.record(AttestationFacts(self._clock(), outcome, tee, token, claims, error, init_data))
 
     def _verified_claims(self, token: str) -> dict[str, Any] | None:
         """The token's claims if the KBS's own verification accepts it; None leaves it to each request."""

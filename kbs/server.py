@@ -37,6 +37,7 @@ from kbs.http.state import KbsState
 from kbs.https import server_context
 from kbs.metrics import KbsMetrics
 from kbs.protocol import RcarService
+from kbs.reports import ReportSink, load_report_signer, running
 from kbs.resources import PolicyStore, ResourceService
 from trustee_common.audit import AuditLog
 from trustee_common.errors import ConfigError
@@ -162,14 +163,27 @@ async def build_state(
     freshness = AppraisalEpochGuard(attestation.appraisal_epoch, metrics, ttl=config.attestation_service.appraisal_epoch_ttl_seconds)
     resources = None if repository is None else ResourceService(repository, policies, verifier, freshness, metrics, audit=audit)
     lifetime = config.attestation_service.session_lifetime_seconds
+    reports = report_sink(config, store, attestation, metrics)
     rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime, audit=audit,
-                       verifier=verifier if resources is not None else None)
+                       verifier=verifier if resources is not None else None, reports=reports)
     return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size,
                     audit=audit, metrics_on_main=config.observability.metrics_address is None,
                     max_in_flight_requests=config.http_server.max_in_flight_requests,
                     retry_after_seconds=config.http_server.retry_after_seconds,
                     target_latency_seconds=config.http_server.admission_target_latency_ms / 1000,
-                    sample_plugin=config.sample_plugin is not None)
+                    sample_plugin=config.sample_plugin is not None, reports=reports,
+                    report_store=None if reports is None else store)
+
+
+def report_sink(config: KbsConfig, store: KeyValueStore, attestation: AttestationServicePort, metrics: KbsMetrics) -> ReportSink | None:
+    """`[attestation_reports]`: reports signed with the configured AS key, else the embedded AS's; in the main store."""
+    settings = config.attestation_reports
+    if not settings.enabled:
+        return None
+    builtin = attestation.token_signer if isinstance(attestation, BuiltinAttestationService) else None
+    signer = load_report_signer(settings, builtin)
+    logger.info("attestation reports: kept %g days in namespace kbs_attestation_report", settings.retention_days)
+    return ReportSink(store, signer, metrics, retention_seconds=settings.retention_days * 86400.0, queue_size=settings.queue_size)
 
 
 async def open_attestation(config: KbsConfig, store: KeyValueStore, engine: RegoPool, metrics: KbsMetrics) -> AttestationServicePort:
@@ -245,7 +259,8 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
         if state.audit.log is not None:
             tasks.append(asyncio.create_task(state.audit.log.run_syncer()))
         try:
-            async with metrics_site(state, config.observability.metrics_address), running_site(make_app(state), config, context):
+            async with running(state.reports), metrics_site(state, config.observability.metrics_address), \
+                    running_site(make_app(state), config, context):
                 notify_ready()
                 await stop.wait()
                 logger.info("stopping")

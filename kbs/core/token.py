@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-from kbs.core.jws import check_time_claims, parse_compact, verify_es256
+from kbs.core.jws import CompactJws, check_time_claims, parse_compact, verify_es256
 from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError, TokenVerifierError
 from trustee_common.jose import TeePubKey
@@ -143,7 +143,18 @@ class AttestationTokenVerifier:
             logger.info("attestation token of the session rejected: %s", exc.detail)
             raise TokenVerifierError("Token Verifier error: attestation token verification failed") from None
 
+    def verify_document(self, token: str, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(header, claims) of a signed document other than a token (an attestation report): signature and chain as
+        for a token, no time claims; `TokenVerifierError` with the reason."""
+        parsed = self._verify_signature(token, now)
+        return parsed.header, parsed.claims
+
     def _verify(self, token: str, now: float) -> dict[str, Any]:
+        claims = self._verify_signature(token, now).claims
+        check_time_claims(claims, now, TokenVerifierError)
+        return claims
+
+    def _verify_signature(self, token: str, now: float) -> CompactJws:
         segment = token.partition(".")[0]
         cached = self._signers.get(segment)
         parsed = parse_compact(token, TokenVerifierError, None if cached is None else cached.header)
@@ -151,8 +162,7 @@ class AttestationTokenVerifier:
         if not self.trust.insecure_header_jwk and signer.point not in self._trusted_keys:
             self._check_endorsement(signer, now)
         verify_es256(parsed, signer.key, TokenVerifierError)
-        check_time_claims(parsed.claims, now, TokenVerifierError)
-        return parsed.claims
+        return parsed
 
     def _signer(self, segment: str, header: dict[str, Any]) -> _Signer:
         """The key and chain digest of `header`, remembered under its base64url text `segment`."""

@@ -1,4 +1,4 @@
-"""Admin handlers: resources, resource policy, attestation policy, reference values.
+"""Admin handlers: resources, resource policy, attestation policy, reference values, attestation reports.
 
 Every handler first authorizes the caller (`AdminAuthorizer`, with the
 method and the decoded path without the query, built from the same
@@ -27,9 +27,11 @@ from aiohttp import web
 from kbs.core.admin import AdminMode, bearer_token
 from kbs.core.audit_events import admin_event, admin_identity, digest
 from kbs.core.jws import parse_compact
+from kbs.core.reports import ReportQuery
 from kbs.core.request_path import admin_target, decode_segments
 from kbs.http.handlers import audit_origin, no_subpath, parse_json_body
 from kbs.http.state import KbsState
+from kbs.reports import list_reports
 from kbs.resources import ResourceService
 from trustee_common.b64 import url_decode
 from trustee_common.errors import (
@@ -217,3 +219,15 @@ async def get_reference_value(call: AdminCall, rest: list[str]) -> web.StreamRes
     if value is None:
         raise ReferenceValueNotFoundError(f"No reference value found for the given id: {reference_value_id}")
     return web.Response(text=value, content_type="application/json")
+
+
+@audited("attestation_reports.read", change=False)
+async def get_attestation_reports(call: AdminCall, rest: list[str]) -> web.StreamResponse:
+    """`?instance_id=&since=&limit=&cursor=`: signed reports, newest first (docs/attestation-reports.md)."""
+    no_subpath(call.request, rest)
+    call.authorize()
+    query = ReportQuery.parse(dict(call.request.query))
+    if query.instance_id is not None:
+        call.target["instance_id"] = query.instance_id[:128]
+    assert call.state.report_store is not None  # routed only when reports are enabled
+    return web.json_response(await list_reports(call.state.report_store, query))

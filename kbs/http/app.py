@@ -63,6 +63,8 @@ def endpoint_table(state: KbsState) -> dict[str, dict[str, Endpoint]]:
         table["resource"] = RESOURCE_ENDPOINTS
     if state.sample_plugin:
         table["sample"] = SAMPLE_ENDPOINTS
+    if state.report_store is not None:
+        table["attestation-reports"] = {"GET": admin.get_attestation_reports}
     return table
 
 

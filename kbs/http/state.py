@@ -13,7 +13,9 @@ from kbs.core.admin import AdminAuthorizer
 from kbs.core.ports import AttestationServicePort
 from kbs.metrics import KbsMetrics
 from kbs.protocol import RcarService
+from kbs.reports import ReportSink
 from kbs.resources import PolicyStore, ResourceService
+from trustee_common.storage import KeyValueStore
 
 
 @dataclass
@@ -36,6 +38,9 @@ class KbsState:
     target_latency_seconds: float = 0.0
     #: `[[plugins]] name = "sample"` configured: `/kbs/v0/sample/...` is served.
     sample_plugin: bool = False
+    #: `[attestation_reports]` enabled: the writer, and the store the admin API lists them from.
+    reports: ReportSink | None = None
+    report_store: KeyValueStore | None = None
 
 
 STATE = web.AppKey("kbs_state", KbsState)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -114,6 +114,10 @@ class AdminClient:
 
     async def get_reference_value(self, rv_id: str) -> Any:
         return _json(await self._request("GET", f"reference-value/{quote(rv_id, safe='/')}"), "reference-value")
+
+    async def get_attestation_reports(self, query: dict[str, str]) -> Any:
+        """`{"reports": [JWS, ...], "next_cursor"?}` for `instance_id`/`since`/`limit`/`cursor` (docs/attestation-reports.md)."""
+        return _json(await self._request("GET", f"attestation-reports?{urlencode(query)}"), "attestation-reports")
 
 
 def _json(body: bytes, what: str) -> Any:

@@ -11,7 +11,7 @@ the admin calls are `kbs_client.admin`, the admin token `kbs_client.auth`.
 
 Beyond upstream: `--url`/`--cert-file` are also accepted after the
 command (upstream's docs/cluster.md writes `kbs-client config --url ...`),
-`config get-resource-policy`, `-v`, and environment fallbacks for the
+`config get-resource-policy`, `config get-attestation-reports` (docs/attestation-reports.md), `-v`, and environment fallbacks for the
 flags. Upstream's removed `config get-reference-values` (v0.13 - v0.17)
 is refused with the command to use instead.
 """
@@ -25,12 +25,16 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography import x509
+
 from guest.attesters import detect_attesters
 from guest.kbs_protocol import AttesterEvidence, KbsClient
+from kbs.core.reports import verify_report
 from kbs_client.admin import AdminClient, KbsRefusedError
 from kbs_client.auth import AdminToken, read_input_file, resolve_admin_token
 from kbs_client.policies import BUILTIN_POLICIES, POLICY_TYPE
@@ -165,6 +169,15 @@ def _add_config_commands(sub: Any) -> None:
     p = sub.add_parser("get-reference-value", help="print a reference value (JSON)")
     p.add_argument("--id", required=True, help="reference value name")
     p.set_defaults(handler=cmd_get_reference_value)
+
+    p = sub.add_parser("get-attestation-reports", help="print signed attestation reports, newest first (JSON lines)")
+    p.add_argument("--instance-id", help="only this instance's reports (init-data [data] instance_id)")
+    p.add_argument("--since", help="only reports at or after this time (seconds since the epoch, or RFC 3339)")
+    p.add_argument("--limit", type=int, default=50, help="reports per page (1-500; default 50)")
+    p.add_argument("--all", action="store_true", help="follow the cursor through every page")
+    p.add_argument("--verify", action="store_true", help="verify each report's signature and x5c chain; print its claims")
+    p.add_argument("--cert-chain", help="with --verify: PEM trust anchors, e.g. <data-dir>/as/ca.pem")
+    p.set_defaults(handler=cmd_get_attestation_reports)
 
     p = sub.add_parser("get-reference-values", help="refused: removed upstream in v0.18; use get-reference-value --id NAME")
     p.set_defaults(handler=cmd_get_reference_values)
@@ -303,6 +316,39 @@ async def cmd_set_sample_reference_value(args: argparse.Namespace) -> None:
 async def cmd_get_reference_value(args: argparse.Namespace) -> str:
     async with _admin(args) as admin:
         return json.dumps(await admin.get_reference_value(args.id))
+
+
+def _report_anchors(args: argparse.Namespace) -> list[x509.Certificate] | None:
+    if not args.verify:
+        if args.cert_chain:
+            raise UsageError("--cert-chain goes with --verify")
+        return None
+    if not args.cert_chain:
+        raise UsageError("--verify needs --cert-chain PEM (the AS's CA, e.g. <data-dir>/as/ca.pem)")
+    try:
+        return x509.load_pem_x509_certificates(read_input_file(args.cert_chain, "--cert-chain"))
+    except ValueError:
+        raise UsageError(f"--cert-chain: {args.cert_chain} holds no PEM certificate") from None
+
+
+async def cmd_get_attestation_reports(args: argparse.Namespace) -> str:
+    """One line per report: the compact JWS, or with --verify its verified claims (JSON); then the next cursor, if any."""
+    anchors = _report_anchors(args)
+    query = {key: value for key, value in (("instance_id", args.instance_id), ("since", args.since)) if value}
+    query["limit"] = str(args.limit)
+    lines: list[str] = []
+    async with _admin(args) as admin:
+        while True:
+            body = await admin.get_attestation_reports(query)
+            for report in body.get("reports", []) if isinstance(body, dict) else []:
+                lines.append(report if anchors is None else json.dumps(verify_report(report, anchors, time.time()), sort_keys=True))
+            cursor = body.get("next_cursor") if isinstance(body, dict) else None
+            if not cursor or not args.all:
+                break
+            query["cursor"] = cursor
+    if cursor and not args.all:
+        print(f"more: --all, or GET attestation-reports?cursor={cursor}", file=sys.stderr)
+    return "\n".join(lines)
 
 
 async def cmd_get_reference_values(args: argparse.Namespace) -> None:

@@ -163,6 +163,9 @@ def kbs_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
         "storage_backend": _storage(paths.kbs_dir / "storage.sqlite3", settings),
         "plugins": [_resource_plugin(paths, settings)],
         "audit": {"path": str(paths.audit_log)},
+        # Signed attestation reports (docs/attestation-reports.md), with the AS's token key: verifiable with as/ca.pem.
+        "attestation_reports": {"signing_key": str(paths.as_dir / "token.key"),
+                                "cert_chain": str(paths.as_dir / "token-cert-chain.pem")},
     }
 
 
