@@ -28,6 +28,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
@@ -42,6 +43,8 @@ pytestmark = pytest.mark.e2e
 SECRET = b"e2e secret \x00\x01\xfe"
 RESOURCE = "default/test/secret"
 MAX_EAR_HEADER_BYTES = 16384
+#: The sealed-secret signing key `trustee guest --sealed-secret-key` trusts, fetched from the KBS.
+SEALING_KID = "kbs:///default/sealed-secret/pubkey"
 
 
 @dataclass
@@ -59,7 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     rest, aa, cdh = free_ports(3)
     try:
         guest = Proc([script("trustee"), "guest", "--kbs-url", server.url, "--rest-port", str(rest), "--aa-port", str(aa),
-                      "--cdh-port", str(cdh), "--data-dir", str(base / "trustee-guest")],
+                      "--cdh-port", str(cdh), "--data-dir", str(base / "trustee-guest"), "--sealed-secret-key", SEALING_KID],
                      base / "guest.log", port=rest, env=clean_env(), timeout=120)
     except BaseException:
         server.stop()
@@ -120,6 +123,31 @@ def test_policy_denial_reaches_the_guest(provisioned: Stack, tmp_path: Path) -> 
         assert SECRET not in out.read_bytes()
     finally:
         admin(provisioned, "set-resource-policy", "--allow-all")
+
+
+async def _post(url: str, body: bytes) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as session, session.post(url, data=body) as response:
+        return response.status, await response.read()
+
+
+def test_sealed_secret_through_trustee_guest(provisioned: Stack) -> None:
+    """An operator seals a vault secret with kbs-client; `trustee guest --sealed-secret-key` opens it, and only if signed by that key."""
+    signing = ec.generate_private_key(ec.SECP256R1())
+    key_file, pub_file = provisioned.workdir / "signing.pem", provisioned.workdir / "signing.pub.pem"
+    key_file.write_bytes(signing.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pub_file.write_bytes(signing.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    admin(provisioned, "set-resource", "--path", SEALING_KID.removeprefix("kbs:///"), "--resource-file", str(pub_file))
+
+    def seal(kid: str) -> bytes:
+        result = run_tool("kbs-client", "config", "seal-secret", "--type", "vault", "--resource-uri", f"kbs:///{RESOURCE}",
+                          "--signing-key", str(key_file), "--signing-kid", kid)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().encode()
+
+    status, body = asyncio.run(_post(f"{provisioned.rest_url}/cdh/secret", seal(SEALING_KID)))
+    assert (status, body) == (200, SECRET)
+    status, body = asyncio.run(_post(f"{provisioned.rest_url}/cdh/secret", seal("kbs:///default/other/key")))
+    assert status == 403 and SECRET not in body
 
 
 def test_secret_through_kbs_client(provisioned: Stack) -> None:

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     guest.add_argument("--aa-port", type=port, default=50002, help="attestation-agent gRPC port (default 50002)")
     guest.add_argument("--cdh-port", type=port, default=50000, help="confidential-data-hub gRPC port (default 50000)")
     guest.add_argument("--kbs-cert", help="PEM root certificate of an https KBS")
+    guest.add_argument("--sealed-secret-key", action="append", default=[], metavar="KEY", type=sealed_secret_key,
+                       help="a key sealed secrets may be signed with: a kbs:///... resource or a PEM/JWK file (repeatable; "
+                            "without one, sealed secrets are refused; docs/sealed-secrets.md)")
     guest.add_argument("--data-dir", default=os.environ.get("TRUSTEE_GUEST_DATA_DIR", DEFAULT_GUEST_DIR),
                        help=f"generated configs and logs (env TRUSTEE_GUEST_DATA_DIR; default {DEFAULT_GUEST_DIR})")
     guest.set_defaults(handler=cmd_guest)
@@ -178,6 +181,16 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return run_server(Path(args.data_dir), settings, insecure_http=args.insecure_http)
 
 
+def sealed_secret_key(text: str) -> str:
+    """A `kbs:///` URI as given, or an existing file made absolute (the CDH's `verification_keys` takes absolute paths)."""
+    if text.startswith("kbs://"):
+        return text
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a kbs:///... URI nor an existing file")
+    return str(path.resolve())
+
+
 def cmd_guest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _distinct(parser, rest_port=args.rest_port, aa_port=args.aa_port, cdh_port=args.cdh_port)
     cert_pem = None
@@ -185,7 +198,7 @@ def cmd_guest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         cert_pem = _read(args.kbs_cert, "--kbs-cert").decode("utf-8", errors="replace")
         if "-----BEGIN CERTIFICATE-----" not in cert_pem:
             raise ConfigError(f"--kbs-cert {args.kbs_cert} holds no PEM certificate")
-    settings = GuestSettings(args.kbs_url, args.rest_port, args.aa_port, args.cdh_port, cert_pem)
+    settings = GuestSettings(args.kbs_url, args.rest_port, args.aa_port, args.cdh_port, cert_pem, tuple(args.sealed_secret_key))
     return run_guest(Path(args.data_dir), settings)
 
 

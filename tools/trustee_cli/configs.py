@@ -217,6 +217,8 @@ class GuestSettings:
     aa_port: int
     cdh_port: int
     kbs_cert_pem: str | None = None
+    #: `--sealed-secret-key`: the CDH's `[sealed_secret] verification_keys` (kbs:/// URIs, absolute paths).
+    sealed_secret_keys: tuple[str, ...] = ()
 
 
 def aa_config(settings: GuestSettings) -> dict[str, Any]:
@@ -230,11 +232,14 @@ def cdh_config(settings: GuestSettings) -> dict[str, Any]:
     kbc: dict[str, Any] = {"name": "cc_kbc", "url": settings.kbs_url}
     if settings.kbs_cert_pem:
         kbc["kbs_cert"] = settings.kbs_cert_pem
-    return {
+    config: dict[str, Any] = {
         "socket": socket_address(LOOPBACK, settings.cdh_port),
         "kbc": kbc,
         "aa": {"aa_socket": socket_address(LOOPBACK, settings.aa_port)},
     }
+    if settings.sealed_secret_keys:
+        config["sealed_secret"] = {"verification_keys": list(settings.sealed_secret_keys)}
+    return config
 
 
 def guest_config_files(root: Path, settings: GuestSettings) -> dict[Path, str]:
