@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,3 +178,28 @@ def test_the_parsers_are_total_on_truncated_and_flipped_bytes(tpm: Tpm) -> None:
                 parse(variant)
             except TpmParseError:
                 pass
+
+
+def test_trustee_verify_checks_the_certification_given_the_tee_pubkey(tpm: Tpm, tmp_path: Path) -> None:
+    """`trustee verify --tee tpm --tee-pubkey JWK` runs step 8 offline; without the key the certification cannot be checked."""
+    import json
+
+    from tests.tools.stack import run_tool
+
+    data = runtime(tpm.key)
+    evidence = evidence_for(tpm, tpm.key, data)
+    files = {"evidence": json.dumps(evidence), "tee-pubkey": json.dumps(data["tee-pubkey"])}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "ak.der").write_bytes(std_decode(evidence["ak_public"], "ak"))
+    report_data = runtime_data_digest(data, HashAlgorithm.SHA384).hex()
+    base = ("verify", "--tee", "tpm", "--evidence", str(tmp_path / "evidence"), "--trusted-ak", str(tmp_path / "ak.der"),
+            "--report-data", report_data, "--json")
+    result = run_tool("trustee", *base, "--tee-pubkey", str(tmp_path / "tee-pubkey"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["claims"]["tee_pubkey_certified"] is True
+    result = run_tool("trustee", *base)
+    assert result.returncode == 1 and "step 8 (TEE key certification)" in result.stdout, result.stdout + result.stderr
+    (tmp_path / "bad").write_text("[1]")
+    result = run_tool("trustee", *base, "--tee-pubkey", str(tmp_path / "bad"))
+    assert result.returncode == 1 and "is not a JWK object" in result.stderr, result.stderr  # as a bad --evidence file

@@ -106,6 +106,19 @@ def _evidence_json(args: argparse.Namespace) -> object:
         raise ConfigError(f"--evidence {args.evidence}: is not JSON") from None
 
 
+def _tee_pubkey(args: argparse.Namespace) -> object:
+    """`--tee-pubkey`: the request's TEE key as a JWK (JSON file); None when not given."""
+    if args.tee_pubkey is None:
+        return None
+    try:
+        value = json.loads(_read(args.tee_pubkey, "--tee-pubkey"))
+    except ValueError:
+        raise ConfigError(f"--tee-pubkey {args.tee_pubkey}: is not JSON") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--tee-pubkey {args.tee_pubkey}: is not a JWK object")
+    return value
+
+
 def verify_tpm(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
     """`tpm`: upstream's evidence JSON; the AK must be a `--trusted-ak` or reach an `--ak-ca`, else step 2 fails."""
     from attestation_service.config import TpmSettings
@@ -118,7 +131,7 @@ def verify_tpm(args: argparse.Namespace, now: datetime.datetime) -> Outcome:
     trust = AkTrust(configured.trusted_aks, configured.ca_certs, rvps=False, config_hint=TPM_ANCHOR_FLAGS)
     report = evaluate_tpm_quote(
         evidence, now=now, report_data=args.report_data, init_data_hash=args.init_data_hash,
-        trust=trust, replayer=replay_tpm_event_log,
+        trust=trust, replayer=replay_tpm_event_log, tee_pubkey=_tee_pubkey(args),
     )
     return Outcome([s.to_json() for s in report.steps], report.claims, None if report.error is None else report.error.detail)
 
@@ -190,6 +203,8 @@ def add_verify_parser(commands: Any) -> None:
                         help="tpm: a trusted AK (PEM/DER public key or certificate); repeatable")
     verify.add_argument("--ak-ca", action="append", metavar="FILE",
                         help="tpm: an AK/EK CA certificate file an evidence ak_cert_chain may reach; repeatable")
+    verify.add_argument("--tee-pubkey", metavar="FILE",
+                        help="tpm: the request's tee-pubkey JWK (JSON file), to check tee_pubkey_certify (docs/tpm-bound-keys.md)")
     verify.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     verify.set_defaults(handler=cmd_verify)
 
