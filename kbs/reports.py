@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from trustee_common.storage import KeyValueStore
 logger = logging.getLogger(__name__)
 
 PURGE_INTERVAL_SECONDS = 300.0
+#: At most one warning about lost reports per this many seconds (each loss is counted in the metric).
+LOST_LOG_INTERVAL_SECONDS = 10.0
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _ES256 = ec.ECDSA(hashes.SHA256())
 
@@ -92,6 +95,8 @@ class ReportSink:
         self._metrics = metrics
         self._retention = retention_seconds
         self._queue: asyncio.Queue[AttestationFacts] = asyncio.Queue(maxsize=queue_size)
+        self._last_lost_log: float | None = None
+        self._lost_since_log = 0
 
     def record(self, facts: AttestationFacts) -> None:
         try:
@@ -100,8 +105,14 @@ class ReportSink:
             self._lost("the report queue is full")
 
     def _lost(self, why: str) -> None:
+        """Count every loss; log at most one line per `LOST_LOG_INTERVAL_SECONDS` (a full queue can lose many per second)."""
         self._metrics.reports_lost.inc()
-        logger.warning("attestation report lost: %s", why)
+        self._lost_since_log += 1
+        now = time.monotonic()
+        if self._last_lost_log is not None and now - self._last_lost_log < LOST_LOG_INTERVAL_SECONDS:
+            return
+        logger.warning("attestation report(s) lost: %d since the last report of this (latest: %s)", self._lost_since_log, why)
+        self._last_lost_log, self._lost_since_log = now, 0
 
     async def run(self) -> None:
         """Write queued reports, and purge expired ones every `PURGE_INTERVAL_SECONDS`, until cancelled."""

@@ -268,7 +268,7 @@ async def test_reports_on_postgres_and_a_storage_failure_does_not_fail_attest(ma
                 break
             assert time.monotonic() < deadline, text
             await asyncio.sleep(0.1)
-        assert "attestation report lost" in kbs.proc.output()
+        assert "attestation report(s) lost" in kbs.proc.output()
     finally:
         if kbs is not None:
             kbs.proc.stop()
