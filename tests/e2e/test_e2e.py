@@ -219,7 +219,8 @@ def test_trustee_run_keeps_an_audit_log_without_secrets(provisioned: Stack) -> N
     audit = provisioned.server.data_dir / "logs" / "audit.jsonl"
     assert audit.stat().st_mode & 0o777 == 0o600
     events = [json.loads(line) for line in audit.read_text().splitlines()]
-    writes = [e for e in events if e["event"] == "admin" and e["action"] == "resource.write" and e["outcome"] == "ok"]
+    writes = [e for e in events if e["event"] == "admin" and e["action"] == "resource.write" and e["outcome"] == "ok"
+              and e["target"]["resource"] == RESOURCE]
     assert writes and writes[-1]["content"]["sha256"] == hashlib.sha256(SECRET).hexdigest()
     assert writes[-1]["who"]["role"] == "admin"
     assert any(e["event"] == "resource.release" and e["outcome"] == "released" and e["resource"] == RESOURCE for e in events)
