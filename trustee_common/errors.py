@@ -153,6 +153,29 @@ class ReferenceValueNotFoundError(TrusteeError):
     variant = "ReferenceValueNotFound"
 
 
+# --- container images (CDH image pull and keyprovider) ------------------------
+
+
+class ImageNotFoundError(TrusteeError):
+    """A registry answered that the image, tag or blob does not exist."""
+
+    variant = "ImageNotFound"
+
+
+class ImageIntegrityError(TrusteeError):
+    """An image that is not what it claims: a blob whose digest differs from its descriptor, an
+    encrypted layer whose HMAC, key unwrap (wrong key-encryption key) or decrypted digest fails."""
+
+    variant = "ImageIntegrity"
+
+
+class UnsafeImageError(TrusteeError):
+    """An image refused as unsafe to unpack: a layer entry escaping the rootfs (`..`, absolute
+    path, through a symlink), a device node, an oversized manifest, layer or image."""
+
+    variant = "UnsafeImage"
+
+
 # --- our side or our dependencies --------------------------------------------
 
 

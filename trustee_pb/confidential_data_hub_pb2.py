@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&trustee_pb/confidential_data_hub.proto\x12\x03\x61pi\"#\n\x11UnsealSecretInput\x12\x0e\n\x06secret\x18\x01 \x01(\x0c\"\'\n\x12UnsealSecretOutput\x12\x11\n\tplaintext\x18\x01 \x01(\x0c\"*\n\x12GetResourceRequest\x12\x14\n\x0cResourcePath\x18\x01 \x01(\t\"\'\n\x13GetResourceResponse\x12\x10\n\x08Resource\x18\x01 \x01(\x0c\x32V\n\x13SealedSecretService\x12?\n\x0cUnsealSecret\x12\x16.api.UnsealSecretInput\x1a\x17.api.UnsealSecretOutput2V\n\x12GetResourceService\x12@\n\x0bGetResource\x12\x17.api.GetResourceRequest\x1a\x18.api.GetResourceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&trustee_pb/confidential_data_hub.proto\x12\x03\x61pi\"#\n\x11UnsealSecretInput\x12\x0e\n\x06secret\x18\x01 \x01(\x0c\"\'\n\x12UnsealSecretOutput\x12\x11\n\tplaintext\x18\x01 \x01(\x0c\"*\n\x12GetResourceRequest\x12\x14\n\x0cResourcePath\x18\x01 \x01(\t\"\'\n\x13GetResourceResponse\x12\x10\n\x08Resource\x18\x01 \x01(\x0c\":\n\x10ImagePullRequest\x12\x11\n\timage_url\x18\x01 \x01(\t\x12\x13\n\x0b\x62undle_path\x18\x02 \x01(\t\",\n\x11ImagePullResponse\x12\x17\n\x0fmanifest_digest\x18\x01 \x01(\t2V\n\x13SealedSecretService\x12?\n\x0cUnsealSecret\x12\x16.api.UnsealSecretInput\x1a\x17.api.UnsealSecretOutput2V\n\x12GetResourceService\x12@\n\x0bGetResource\x12\x17.api.GetResourceRequest\x1a\x18.api.GetResourceResponse2N\n\x10ImagePullService\x12:\n\tPullImage\x12\x15.api.ImagePullRequest\x1a\x16.api.ImagePullResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,8 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRESOURCEREQUEST']._serialized_end=167
   _globals['_GETRESOURCERESPONSE']._serialized_start=169
   _globals['_GETRESOURCERESPONSE']._serialized_end=208
-  _globals['_SEALEDSECRETSERVICE']._serialized_start=210
-  _globals['_SEALEDSECRETSERVICE']._serialized_end=296
-  _globals['_GETRESOURCESERVICE']._serialized_start=298
-  _globals['_GETRESOURCESERVICE']._serialized_end=384
+  _globals['_IMAGEPULLREQUEST']._serialized_start=210
+  _globals['_IMAGEPULLREQUEST']._serialized_end=268
+  _globals['_IMAGEPULLRESPONSE']._serialized_start=270
+  _globals['_IMAGEPULLRESPONSE']._serialized_end=314
+  _globals['_SEALEDSECRETSERVICE']._serialized_start=316
+  _globals['_SEALEDSECRETSERVICE']._serialized_end=402
+  _globals['_GETRESOURCESERVICE']._serialized_start=404
+  _globals['_GETRESOURCESERVICE']._serialized_end=490
+  _globals['_IMAGEPULLSERVICE']._serialized_start=492
+  _globals['_IMAGEPULLSERVICE']._serialized_end=570
 # @@protoc_insertion_point(module_scope)

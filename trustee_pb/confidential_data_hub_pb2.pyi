@@ -4,9 +4,9 @@ isort:skip_file
 Confidential Data Hub gRPC API.
 
 Wire-compatible with guest-components'
-`protos/confidential-data-hub/api.proto` (package `api`). Only the
-GetResource service is served so far; the others are declared so that
-upstream clients get a clean UNIMPLEMENTED.
+`protos/confidential-data-hub/api.proto` (package `api`): message and
+field names are upstream's. SecureMountService is not served (an upstream
+client gets UNIMPLEMENTED).
 """
 
 from google.protobuf import descriptor as _descriptor
@@ -98,3 +98,47 @@ class GetResourceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetResourceResponse: _TypeAlias = GetResourceResponse  # noqa: Y015
+
+@_typing.final
+class ImagePullRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_URL_FIELD_NUMBER: _builtins.int
+    BUNDLE_PATH_FIELD_NUMBER: _builtins.int
+    image_url: _builtins.str
+    """An image reference, e.g. "registry.example:5000/app:v1" or "host/app@sha256:..."."""
+    bundle_path: _builtins.str
+    """The image is unpacked into <bundle_path>/rootfs."""
+    def __init__(
+        self,
+        *,
+        image_url: _builtins.str = ...,
+        bundle_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_path", b"bundle_path", "image_url", b"image_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImagePullRequest: _TypeAlias = ImagePullRequest  # noqa: Y015
+
+@_typing.final
+class ImagePullResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_DIGEST_FIELD_NUMBER: _builtins.int
+    manifest_digest: _builtins.str
+    """Digest of the manifest that was pulled ("sha256:...")."""
+    def __init__(
+        self,
+        *,
+        manifest_digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest_digest", b"manifest_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImagePullResponse: _TypeAlias = ImagePullResponse  # noqa: Y015

@@ -167,3 +167,75 @@ class GetResourceService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ImagePullServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PullImage = channel.unary_unary(
+                '/api.ImagePullService/PullImage',
+                request_serializer=trustee__pb_dot_confidential__data__hub__pb2.ImagePullRequest.SerializeToString,
+                response_deserializer=trustee__pb_dot_confidential__data__hub__pb2.ImagePullResponse.FromString,
+                _registered_method=True)
+
+
+class ImagePullServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def PullImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ImagePullServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PullImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullImage,
+                    request_deserializer=trustee__pb_dot_confidential__data__hub__pb2.ImagePullRequest.FromString,
+                    response_serializer=trustee__pb_dot_confidential__data__hub__pb2.ImagePullResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'api.ImagePullService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('api.ImagePullService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ImagePullService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def PullImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/api.ImagePullService/PullImage',
+            trustee__pb_dot_confidential__data__hub__pb2.ImagePullRequest.SerializeToString,
+            trustee__pb_dot_confidential__data__hub__pb2.ImagePullResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -4,9 +4,9 @@ isort:skip_file
 Confidential Data Hub gRPC API.
 
 Wire-compatible with guest-components'
-`protos/confidential-data-hub/api.proto` (package `api`). Only the
-GetResource service is served so far; the others are declared so that
-upstream clients get a clean UNIMPLEMENTED.
+`protos/confidential-data-hub/api.proto` (package `api`): message and
+field names are upstream's. SecureMountService is not served (an upstream
+client gets UNIMPLEMENTED).
 """
 
 from collections import abc as _abc
@@ -75,3 +75,25 @@ class GetResourceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_confidential_data_hub_pb2.GetResourceResponse, _abc.Awaitable[_confidential_data_hub_pb2.GetResourceResponse]]: ...
 
 def add_GetResourceServiceServicer_to_server(servicer: GetResourceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class ImagePullServiceStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ImagePullServiceAsyncStub: ...
+    PullImage: _grpc.UnaryUnaryMultiCallable[_confidential_data_hub_pb2.ImagePullRequest, _confidential_data_hub_pb2.ImagePullResponse]
+
+@_typing.type_check_only
+class ImagePullServiceAsyncStub(ImagePullServiceStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    PullImage: _aio.UnaryUnaryMultiCallable[_confidential_data_hub_pb2.ImagePullRequest, _confidential_data_hub_pb2.ImagePullResponse]  # type: ignore[assignment]
+
+class ImagePullServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def PullImage(
+        self,
+        request: _confidential_data_hub_pb2.ImagePullRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_confidential_data_hub_pb2.ImagePullResponse, _abc.Awaitable[_confidential_data_hub_pb2.ImagePullResponse]]: ...
+
+def add_ImagePullServiceServicer_to_server(servicer: ImagePullServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
