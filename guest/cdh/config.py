@@ -17,8 +17,9 @@ verification_keys = ["kbs:///default/sealed-secret/pubkey", "/etc/cdh/sealed-sec
 
 Without a config file the KBC comes from `AA_KBC_PARAMS` (`cc_kbc::<url>`)
 or the kernel command line `agent.aa_kbc_params=`. Only `cc_kbc` is
-served; upstream keys this CDH does not implement (`[[credentials]]`,
-`[image]`) are refused by name rather than ignored.
+served; `[[credentials]]`, an upstream key this CDH does not implement, is
+refused by name rather than ignored. `[image]` (image pull, encrypted
+layers) is documented in `guest.cdh.image_config` and docs/encrypted-images.md.
 
 `sealed_secret.verification_keys` lists the keys `UnsealSecret` trusts
 (default none: every sealed secret is refused). An entry is a `kbs:///`
@@ -31,11 +32,12 @@ switch to accept unsigned secrets) is refused. This module only parses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
 from guest.attestation_agent.config import CC_KBC, KERNEL_PARAM, check_cert_pem, http_url, kbc_params_url
+from guest.cdh.image_config import ImageSettings, parse_image_table
 from guest.resource_uri import ResourceUri
 from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.config import ConfigTable
@@ -43,7 +45,7 @@ from trustee_common.errors import ConfigError, TrusteeError
 
 DEFAULT_SOCKET = "127.0.0.1:50000"
 DEFAULT_AA_SOCKET = "127.0.0.1:50002"
-UNIMPLEMENTED_KEYS = ("credentials", "image")
+UNIMPLEMENTED_KEYS = ("credentials",)
 SKIP_VERIFICATION_KEY = "skip_sealed_secret_verification"
 
 
@@ -61,6 +63,8 @@ class CdhConfig:
     log_level: str | None = None
     #: `kbs:///` URIs and absolute file paths, as written.
     verification_keys: tuple[str, ...] = ()
+    #: `[image]`: image pull and encrypted layers (guest.cdh.image_config).
+    image: ImageSettings = field(default_factory=ImageSettings)
 
 
 def _kbc_table(table: ConfigTable) -> KbcConfig:
@@ -93,8 +97,9 @@ def parse_config(data: dict[str, Any]) -> CdhConfig:
         raise ConfigError(f"{SKIP_VERIFICATION_KEY} = true is not supported: sealed secrets must be signed "
                           "(list their keys in sealed_secret.verification_keys)")
     keys = _verification_keys(root.table("sealed_secret"))
+    image = parse_image_table(root.table("image"))
     root.finish()
-    return CdhConfig(socket=socket, kbc=kbc, aa_socket=aa_socket, log_level=level, verification_keys=keys)
+    return CdhConfig(socket=socket, kbc=kbc, aa_socket=aa_socket, log_level=level, verification_keys=keys, image=image)
 
 
 def _verification_keys(table: ConfigTable) -> tuple[str, ...]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import tomllib
 
 import pytest
 
 from guest.attestation_agent import config as aa_config
 from guest.attestation_agent.initdata import parse_init_data
 from guest.cdh import config as cdh_config
+from guest.cdh.image_config import ImageSettings, ProxySettings, RegistryConfig, RegistryMirror, RegistryRule
 from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.canonical import HashAlgorithm
 from trustee_common.errors import ConfigError
@@ -62,8 +64,7 @@ def test_cdh_config() -> None:
     parsed = cdh_config.parse_config({"socket": "[::1]:5000", "kbc": {"name": "cc_kbc", "url": "http://k"},
                                       "aa": {"aa_socket": "unix:///run/aa.sock"}})
     assert parsed == cdh_config.CdhConfig("[::1]:5000", cdh_config.KbcConfig("http://k"), "unix:///run/aa.sock")
-    with pytest.raises(ConfigError, match="'image' is an upstream CDH feature"):
-        cdh_config.parse_config({"image": {}})
+    assert cdh_config.parse_config({"image": {}}).image == ImageSettings()
     with pytest.raises(ConfigError, match="unknown key"):
         cdh_config.parse_config({"kbc": {"name": "cc_kbc", "url": "http://k", "extra": 1}})
 
@@ -112,3 +113,69 @@ def test_listen_address_rejects(text: str) -> None:
 def test_grpc_target() -> None:
     assert grpc_target("[::1]:50002", "f") == "[::1]:50002"
     assert grpc_target("unix:///run/aa.sock", "f") == "unix:///run/aa.sock"
+
+
+UPSTREAM_IMAGE_TABLE = """
+[image]
+work_dir = "/run/image"
+max_concurrent_layer_downloads_per_image = 5
+authenticated_registry_credentials_uri = "kbs:///default/credential/test"
+registry_configuration_uri = "file:///etc/containers/registries.conf"
+extra_root_certificates = []
+anonymous_fallback_on_unauthorized = true
+decryption_keys = ["kbs:///default/image-key/jwe"]
+
+[image.registry_config]
+unqualified-search-registries = ["docker.io", "example1.com"]
+
+[[image.registry_config.registry]]
+prefix = "example.com/banned"
+blocked = true
+
+[[image.registry_config.registry]]
+prefix = "example.com/foo"
+location = "internal-registry-for-example.com/bar"
+
+[[image.registry_config.registry.mirror]]
+location = "example-mirror-1.local/mirrors/foo"
+insecure = true
+
+[image.image_pull_proxy]
+https_proxy = "http://proxy:3128"
+no_proxy = "registry.internal"
+"""
+
+
+def test_cdh_image_table_with_upstream_keys() -> None:
+    image = cdh_config.parse_config(tomllib.loads(UPSTREAM_IMAGE_TABLE)).image
+    assert (image.work_dir, image.max_concurrent_layer_downloads_per_image) == ("/run/image", 5)
+    assert image.authenticated_registry_credentials_uri == "kbs:///default/credential/test"
+    assert image.registry_configuration_uri == "file:///etc/containers/registries.conf"
+    assert image.anonymous_fallback_on_unauthorized and image.decryption_keys == ("kbs:///default/image-key/jwe",)
+    assert image.proxy == ProxySettings(https_proxy="http://proxy:3128", no_proxy="registry.internal")
+    assert image.registry_config == RegistryConfig(
+        ("docker.io", "example1.com"),
+        (RegistryRule("example.com/banned", blocked=True),
+         RegistryRule("example.com/foo", "internal-registry-for-example.com/bar",
+                      mirrors=(RegistryMirror("example-mirror-1.local/mirrors/foo", insecure=True),))))
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"image_security_policy_uri": "kbs:///a/b/c"}, "image.image_security_policy_uri: image signature verification is not implemented"),
+    ({"sigstore_config": "x"}, "image.sigstore_config: image signature verification"),
+    ({"work_dir": "relative"}, "image.work_dir: 'relative' is not an absolute path"),
+    ({"max_concurrent_layer_downloads_per_image": 0}, "must be >= 1"),
+    ({"max_concurrent_layer_downloads_per_image": 1000}, "is over 32"),
+    ({"authenticated_registry_credentials_uri": "http://x/auth.json"}, "neither a kbs:///... resource URI nor a file:///"),
+    ({"decryption_keys": ["http:///a/b/c"]}, "image.decryption_keys: resource URI"),
+    ({"extra_root_certificates": ["not pem"]}, r"extra_root_certificates\[0\]: not a PEM certificate"),
+    ({"image_pull_proxy": {"https_proxy": "socks5://p"}}, "https_proxy: 'socks5://p' is not an http"),
+    ({"registry_config": {"registry": [{"insecure": True}]}}, "needs a prefix or a location"),
+    ({"registry_config": {"registry": [{"prefix": "*.example.com"}]}}, "has a wildcard and no location"),
+    ({"registry_config": {"registry": [{"location": "r", "mirror": [{"insecure": True}]}]}}, r"mirror\[0\]\.location is required"),
+    ({"registry_config": {"registries": []}}, "unknown key"),
+    ({"kbs_uri": "x"}, "unknown key"),
+])
+def test_cdh_image_table_rejects(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        cdh_config.parse_config({"image": table})
