@@ -1,4 +1,4 @@
-"""gRPC client of the CDH's GetResource and UnsealSecret, used by the REST server.
+"""gRPC client of the CDH's GetResource, UnsealSecret and PullImage (the REST server, `trustee guest pull-image`).
 
 Importing `guest.cdh.sealed` registers its error variant, so a refused
 secret comes back as the same `SecretVerificationError` class.
@@ -17,6 +17,8 @@ from trustee_pb import confidential_data_hub_pb2_grpc as pb_grpc
 
 SERVICE = "confidential data hub"
 CALL_TIMEOUT = 50.0
+#: A pull downloads, decrypts and unpacks a whole image.
+PULL_TIMEOUT = 1800.0
 
 
 class CdhClient:
@@ -26,6 +28,7 @@ class CdhClient:
         self._channel = grpc.aio.insecure_channel(self.target, options=CLIENT_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GetResourceServiceStub(self._channel)
         self._secrets = pb_grpc.SealedSecretServiceStub(self._channel)
+        self._images = pb_grpc.ImagePullServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -39,3 +42,9 @@ class CdhClient:
         call = self._secrets.UnsealSecret(pb.UnsealSecretInput(secret=secret), timeout=self.timeout)
         reply = await call_rpc(call, SERVICE, self.target)
         return reply.plaintext
+
+    async def pull_image(self, image_url: str, bundle_path: str) -> str:
+        """Pull and unpack `image_url` into `<bundle_path>/rootfs` (within PULL_TIMEOUT); the manifest digest."""
+        call = self._images.PullImage(pb.ImagePullRequest(image_url=image_url, bundle_path=bundle_path), timeout=PULL_TIMEOUT)
+        reply = await call_rpc(call, SERVICE, self.target)
+        return reply.manifest_digest

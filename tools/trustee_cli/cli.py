@@ -1,4 +1,5 @@
-"""`trustee`: one command for a local Trustee (`run`), a guest stack (`guest`), or storage migration (`migrate`).
+"""`trustee`: one command for a local Trustee (`run`), a guest stack (`guest`; `guest pull-image` asks its CDH
+to pull an image), or storage migration (`migrate`).
 
 This module parses and checks the flags, then hands over to
 `trustee_cli.server.run_server` or `trustee_cli.guest.run_guest`. Exit
@@ -21,7 +22,9 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from trustee_cli.configs import GuestSettings, ServerSettings
+from guest.cdh.client import CdhClient
+from guest.resource_uri import ResourceUri
+from trustee_cli.configs import LOOPBACK, GuestSettings, ServerSettings, socket_address
 from trustee_cli.guest import run_guest
 from trustee_cli.migrate import migrate
 from trustee_cli.server import run_server
@@ -106,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=cmd_migrate)
 
     guest = commands.add_parser("guest", help="start attestation-agent, confidential-data-hub and api-server-rest")
-    guest.add_argument("--kbs-url", type=http_url, default=os.environ.get("TRUSTEE_KBS_URL"), required="TRUSTEE_KBS_URL" not in os.environ,
-                       help="KBS base URL (env TRUSTEE_KBS_URL)")
+    guest.add_argument("--kbs-url", type=http_url, default=os.environ.get("TRUSTEE_KBS_URL"),
+                       help="KBS base URL (env TRUSTEE_KBS_URL; required to start the guest stack)")
     guest.add_argument("--rest-port", type=port, default=8006, help="REST API port (default 8006)")
     guest.add_argument("--aa-port", type=port, default=50002, help="attestation-agent gRPC port (default 50002)")
     guest.add_argument("--cdh-port", type=port, default=50000, help="confidential-data-hub gRPC port (default 50000)")
@@ -115,9 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     guest.add_argument("--sealed-secret-key", action="append", default=[], metavar="KEY", type=sealed_secret_key,
                        help="a key sealed secrets may be signed with: a kbs:///... resource or a PEM/JWK file (repeatable; "
                             "without one, sealed secrets are refused; docs/sealed-secrets.md)")
+    guest.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                       help="a registry the CDH may pull images from over plain HTTP (repeatable)")
+    guest.add_argument("--image-decryption-key", action="append", default=[], metavar="kbs:///...", type=kbs_uri,
+                       help="a KBS resource holding a private key for JWE-encrypted image layers (repeatable; "
+                            "docs/encrypted-images.md)")
     guest.add_argument("--data-dir", default=os.environ.get("TRUSTEE_GUEST_DATA_DIR", DEFAULT_GUEST_DIR),
                        help=f"generated configs and logs (env TRUSTEE_GUEST_DATA_DIR; default {DEFAULT_GUEST_DIR})")
     guest.set_defaults(handler=cmd_guest)
+    guest_commands = guest.add_subparsers(dest="guest_command", metavar="COMMAND")
+    pull = guest_commands.add_parser("pull-image", help="ask the running guest's CDH to pull and unpack an image (ImagePullService)")
+    pull.add_argument("image", help="image reference, e.g. registry.example:5000/app:v1")
+    pull.add_argument("--bundle", required=True, type=Path, help="bundle directory: the image is unpacked into BUNDLE/rootfs")
+    pull.add_argument("--cdh-addr", help="the CDH's gRPC address (default: 127.0.0.1 and trustee guest's --cdh-port)")
+    pull.set_defaults(handler=cmd_pull_image)
     add_verify_parser(commands)
     add_snp_measure_parser(commands)
     return parser
@@ -191,14 +205,40 @@ def sealed_secret_key(text: str) -> str:
     return str(path.resolve())
 
 
+def kbs_uri(text: str) -> str:
+    try:
+        ResourceUri.parse(text)
+    except TrusteeError as exc:
+        raise argparse.ArgumentTypeError(exc.detail) from None
+    return text
+
+
+def cmd_pull_image(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    address = args.cdh_addr or socket_address(LOOPBACK, args.cdh_port)
+
+    async def pull() -> str:
+        client = CdhClient(address)
+        try:
+            return await client.pull_image(args.image, str(args.bundle.resolve()))
+        finally:
+            await client.close()
+
+    print(asyncio.run(pull()), flush=True)
+    return 0
+
+
 def cmd_guest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if not args.kbs_url:
+        parser.error("trustee guest: --kbs-url (or TRUSTEE_KBS_URL) is required")
     _distinct(parser, rest_port=args.rest_port, aa_port=args.aa_port, cdh_port=args.cdh_port)
     cert_pem = None
     if args.kbs_cert:
         cert_pem = _read(args.kbs_cert, "--kbs-cert").decode("utf-8", errors="replace")
         if "-----BEGIN CERTIFICATE-----" not in cert_pem:
             raise ConfigError(f"--kbs-cert {args.kbs_cert} holds no PEM certificate")
-    settings = GuestSettings(args.kbs_url, args.rest_port, args.aa_port, args.cdh_port, cert_pem, tuple(args.sealed_secret_key))
+    settings = GuestSettings(args.kbs_url, args.rest_port, args.aa_port, args.cdh_port, cert_pem, tuple(args.sealed_secret_key),
+                             tuple(args.insecure_registry), tuple(args.image_decryption_key),
+                             str(Path(args.data_dir).resolve() / "image"))
     return run_guest(Path(args.data_dir), settings)
 
 

@@ -219,6 +219,12 @@ class GuestSettings:
     kbs_cert_pem: str | None = None
     #: `--sealed-secret-key`: the CDH's `[sealed_secret] verification_keys` (kbs:/// URIs, absolute paths).
     sealed_secret_keys: tuple[str, ...] = ()
+    #: `--insecure-registry`: registries the CDH pulls from over plain HTTP.
+    insecure_registries: tuple[str, ...] = ()
+    #: `--image-decryption-key`: the CDH's `[image] decryption_keys` (kbs:/// URIs of JWE private keys).
+    image_decryption_keys: tuple[str, ...] = ()
+    #: The CDH's `[image] work_dir` (None: under the guest data directory).
+    image_work_dir: str | None = None
 
 
 def aa_config(settings: GuestSettings) -> dict[str, Any]:
@@ -239,6 +245,15 @@ def cdh_config(settings: GuestSettings) -> dict[str, Any]:
     }
     if settings.sealed_secret_keys:
         config["sealed_secret"] = {"verification_keys": list(settings.sealed_secret_keys)}
+    image: dict[str, Any] = {}
+    if settings.image_work_dir:
+        image["work_dir"] = settings.image_work_dir
+    if settings.image_decryption_keys:
+        image["decryption_keys"] = list(settings.image_decryption_keys)
+    if settings.insecure_registries:
+        image["registry_config"] = {"registry": [{"location": r, "insecure": True} for r in settings.insecure_registries]}
+    if image:
+        config["image"] = image
     return config
 
 
