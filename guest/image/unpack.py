@@ -137,17 +137,17 @@ def remove_tree(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def split_name(name: str) -> list[str]:
+def split_name(name: str, what: str = "layer entry") -> list[str]:
     """The components of a tar member name, or UnsafeImageError for absolute names and `..`."""
     if "\x00" in name or len(name) > MAX_NAME_CHARS:
-        raise UnsafeImageError(f"layer entry {clip_repr(name)}: name too long or with a NUL byte")
+        raise UnsafeImageError(f"{what} {clip_repr(name)}: name too long or with a NUL byte")
     if name.startswith("/"):
-        raise UnsafeImageError(f"layer entry {clip_repr(name)} has an absolute path")
+        raise UnsafeImageError(f"{what} {clip_repr(name)} has an absolute path")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise UnsafeImageError(f"layer entry {clip_repr(name)} has a '..' component")
+        raise UnsafeImageError(f"{what} {clip_repr(name)} has a '..' component")
     if any(len(part) > MAX_COMPONENT_CHARS for part in parts):
-        raise UnsafeImageError(f"layer entry {clip_repr(name)} has a component over {MAX_COMPONENT_CHARS} characters")
+        raise UnsafeImageError(f"{what} {clip_repr(name)} has a component over {MAX_COMPONENT_CHARS} characters")
     return parts
 
 
@@ -245,7 +245,7 @@ class _Layer:
         os.utime(name, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
 
     def _hardlink(self, parent: int, name: str, parts: list[str], member: tarfile.TarInfo) -> None:
-        target = split_name(member.linkname)
+        target = split_name(member.linkname, f"hard link {clip_repr(member.name)} to")
         if not target:
             raise UnsafeImageError(f"layer entry {clip_repr(member.name)} is a hard link to the root")
         if target == parts:
