@@ -32,14 +32,15 @@ kata agent builds the container's spec itself).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
 import tempfile
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from guest.image.config import ImageConfig
 from guest.image.reference import parse_reference
@@ -51,6 +52,7 @@ __all__ = ["ENCRYPTED_SUFFIX", "ImageConfig", "LayerDecrypter", "pull_image"]
 
 ENCRYPTED_SUFFIX = "+encrypted"
 ROOTFS = "rootfs"
+_T = TypeVar("_T")
 
 
 class LayerDecrypter(Protocol):
@@ -112,7 +114,10 @@ async def pull_image(image_url: str, bundle_path: Path, *, config: ImageConfig,
 def _check_bundle(bundle_path: Path, rootfs: Path) -> None:
     if not bundle_path.is_absolute():
         raise MalformedRequestError(f"bundle path {clip_repr(str(bundle_path))} is not absolute")
-    bundle_path.mkdir(mode=0o755, parents=False, exist_ok=True)
+    try:
+        bundle_path.mkdir(mode=0o755, parents=False, exist_ok=True)
+    except OSError as exc:
+        raise MalformedRequestError(f"bundle path {bundle_path} cannot be created: {exc.strerror}") from exc
     if os.path.lexists(rootfs):
         raise MalformedRequestError(f"{rootfs} already exists; an image is never unpacked over it")
 
@@ -124,7 +129,7 @@ def _config_descriptor(manifest: FetchedManifest) -> Descriptor:
 def _layers(manifest: FetchedManifest, config_blob: bytes, config: ImageConfig) -> list[_Layer]:
     """The manifest's layers paired with the config's diff_ids, every bound checked."""
     raw = manifest.document.get("layers")
-    if not isinstance(raw, list) or not raw:
+    if not isinstance(raw, list):
         raise UnsafeImageError("image manifest has no 'layers' list")
     if len(raw) > config.max_layers:
         raise UnsafeImageError(f"image has {len(raw)} layers, over the {config.max_layers} limit")
@@ -184,16 +189,27 @@ async def _apply(layer: _Layer, blob: Path, work: Path, rootfs: Path, config: Im
             raise ImageIntegrityError(f"the decrypt hook wrote no plaintext for layer {layer.index}")
         blob, media_type = plain, media_type.removesuffix(ENCRYPTED_SUFFIX)
     tar = work / f"layer-{layer.index}.tar"
-    diff_id = await asyncio.to_thread(decompress_layer, blob, tar, layer_compression(media_type),
-                                      config.max_layer_uncompressed_bytes)
+    diff_id = await _in_thread(decompress_layer, blob, tar, layer_compression(media_type),
+                               config.max_layer_uncompressed_bytes)
     if diff_id != layer.diff_id:
         raise ImageIntegrityError(f"layer {layer.index} ({layer.descriptor.digest}) unpacks to {diff_id}, "
                                   f"the image config says {layer.diff_id}")
     limits = LayerLimits(config.max_layer_entries, config.max_layer_uncompressed_bytes)
-    await asyncio.to_thread(apply_layer, tar, rootfs, limits)
+    await _in_thread(apply_layer, tar, rootfs, limits)
     tar.unlink()
     if blob.name.startswith("plain-"):
         blob.unlink()
+
+
+async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking file work in a thread; if the pull is cancelled, wait for it to stop before cleanup runs."""
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 def _publish(partial: Path, rootfs: Path) -> None:

@@ -43,7 +43,13 @@ from tests.oci_layouts import (
     tree,
     whiteout,
 )
-from trustee_common.errors import ImageIntegrityError, ImageNotFoundError, UnsafeImageError, UpstreamError
+from trustee_common.errors import (
+    ImageIntegrityError,
+    ImageNotFoundError,
+    MalformedRequestError,
+    UnsafeImageError,
+    UpstreamError,
+)
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 ESCAPE = "pwned-by-image-pull-test"
@@ -142,7 +148,7 @@ async def test_pull_layers_whiteouts_links_modes(registry: Registry, tmp_path: P
     assert (rootfs / "etc/passwd").stat().st_mtime == 1_700_000_000
     assert names(bundle) == ["rootfs"]
     assert names(bundle.parent) == ["bundle"]
-    with pytest.raises(Exception, match="already exists"):
+    with pytest.raises(MalformedRequestError, match="already exists"):
         await pull_image(registry.ref("test/basic"), bundle, config=insecure(registry), decrypt=None)
     assert tree(rootfs) == EXPECTED
 
