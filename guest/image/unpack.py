@@ -306,6 +306,7 @@ class _Layer:
                         yield None
                         return
                     os.mkdir(name, 0o755, dir_fd=fd)
+                    os.chmod(name, 0o755, dir_fd=fd)  # noqa: S103 - a parent the tar does not list: 0755 whatever the umask
                 elif stat.S_ISLNK(st.st_mode):
                     raise UnsafeImageError(f"layer entry {clip_repr('/'.join(parts))} goes through the symlink "
                                            f"{clip_repr('/'.join(parts[:depth + 1]))}")
