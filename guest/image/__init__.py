@@ -1,0 +1,1 @@
+"""Guest image pulling: registry client, safe layer unpacking, and `pull_image` (see guest/image/pull.py)."""
