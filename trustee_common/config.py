@@ -81,6 +81,11 @@ class ConfigTable:
         self._where = where
         self._seen: set[str] = set()
 
+    @property
+    def where(self) -> str:
+        """The dotted name of this table (e.g. `config.image.registry_config`), for messages."""
+        return self._where
+
     def _get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         self._seen.add(key)
         if key not in self._data:

@@ -45,6 +45,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from guest.image.config import RegistryRule
+from guest.image.reference import DOCKER_HUB
 from guest.resource_uri import ResourceUri
 from trustee_common.config import ConfigTable
 from trustee_common.errors import ConfigError, TrusteeError
@@ -66,29 +68,6 @@ class ProxySettings:
 
 
 @dataclass(frozen=True)
-class RegistryMirror:
-    location: str
-    insecure: bool = False
-
-
-@dataclass(frozen=True)
-class RegistryRule:
-    """One `[[registry]]` of containers-registries.conf (the subset image-rs reads)."""
-
-    prefix: str
-    location: str = ""
-    insecure: bool = False
-    blocked: bool = False
-    mirrors: tuple[RegistryMirror, ...] = ()
-
-
-@dataclass(frozen=True)
-class RegistryConfig:
-    unqualified_search_registries: tuple[str, ...] = ("docker.io",)
-    registries: tuple[RegistryRule, ...] = ()
-
-
-@dataclass(frozen=True)
 class ImageSettings:
     """The `[image]` table as written (URIs are fetched when the CDH starts)."""
 
@@ -96,8 +75,8 @@ class ImageSettings:
     max_concurrent_layer_downloads_per_image: int = DEFAULT_MAX_CONCURRENT_DOWNLOADS
     authenticated_registry_credentials_uri: str | None = None
     registry_configuration_uri: str | None = None
-    #: The inline `[image.registry_config]` table, or None.
-    registry_config: RegistryConfig | None = None
+    #: The rules of the inline `[image.registry_config]` table, or None.
+    registry_config: tuple[RegistryRule, ...] | None = None
     extra_root_certificates: tuple[str, ...] = ()
     anonymous_fallback_on_unauthorized: bool = False
     proxy: ProxySettings = field(default_factory=ProxySettings)
@@ -145,35 +124,39 @@ def _uri(table: ConfigTable, key: str) -> str | None:
     return value
 
 
-def _registry_config(table: ConfigTable) -> RegistryConfig | None:
+def _registry_config(table: ConfigTable) -> tuple[RegistryRule, ...] | None:
     if not table.has("registry_config"):
         return None
     return parse_registry_config(table.table("registry_config"))
 
 
-def parse_registry_config(table: ConfigTable) -> RegistryConfig:
-    """A containers-registries.conf document (inline, or fetched from `registry_configuration_uri`)."""
-    search = table.strings("unqualified-search-registries", ["docker.io"])
-    rules = tuple(_registry_rule(rule) for rule in table.tables("registry"))
-    if len(rules) > MAX_REGISTRY_RULES:
-        raise ConfigError(f"registry config: more than {MAX_REGISTRY_RULES} [[registry]] entries")
+def parse_registry_config(table: ConfigTable) -> tuple[RegistryRule, ...]:
+    """The rules of a containers-registries.conf document (inline, or fetched from `registry_configuration_uri`).
+
+    The subset image-rs reads, minus what this puller does not do: mirrors and
+    unqualified search registries other than docker.io are refused.
+    """
+    search = table.strings("unqualified-search-registries", [DOCKER_HUB])
+    if search not in ([DOCKER_HUB], []):
+        raise ConfigError(f"{table.where}.unqualified-search-registries: registries other than {DOCKER_HUB} are not supported")
+    entries = table.tables("registry")
+    if len(entries) > MAX_REGISTRY_RULES:
+        raise ConfigError(f"{table.where}: more than {MAX_REGISTRY_RULES} [[registry]] entries")
+    rules = tuple(_registry_rule(rule) for rule in entries)
     table.finish()
-    return RegistryConfig(tuple(search), rules)
+    return rules
 
 
 def _registry_rule(table: ConfigTable) -> RegistryRule:
     location = table.string("location", "") or ""
     prefix = table.string("prefix", "") or location
     if not prefix:
-        raise ConfigError("registry config: a [[registry]] needs a prefix or a location")
+        raise ConfigError(f"{table.where}: a [[registry]] needs a prefix or a location")
     if prefix.startswith("*.") and not location:
-        raise ConfigError(f"registry config: [[registry]] prefix {prefix!r} has a wildcard and no location")
-    mirrors = []
-    for mirror in table.tables("mirror"):
-        mirror_location = mirror.required_string("location")
-        mirrors.append(RegistryMirror(mirror_location, mirror.boolean("insecure", False)))
-        mirror.finish()
-    rule = RegistryRule(prefix, location, table.boolean("insecure", False), table.boolean("blocked", False), tuple(mirrors))
+        raise ConfigError(f"{table.where}: prefix {prefix!r} has a wildcard and no location")
+    if table.has("mirror"):
+        raise ConfigError(f"{table.where}.mirror: registry mirrors are not supported")
+    rule = RegistryRule(prefix, location, table.boolean("insecure", False), table.boolean("blocked", False))
     table.finish()
     return rule
 

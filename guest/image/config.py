@@ -7,8 +7,8 @@ upstream has one (`work_dir`, `max_concurrent_layer_downloads_per_image`,
 
 Registry rules are the `[[registry]]` tables of containers-registries.conf as
 upstream image-rs reads them (`[image.registry_config]` or the file at
-`registry_configuration_uri`): `prefix`, `location`, `insecure`, `blocked`,
-matched on the longest prefix. `insecure = true` means plain HTTP to that
+`registry_configuration_uri`, parsed by `guest.cdh.image_config`): `prefix`,
+`location`, `insecure`, `blocked`, matched on the longest prefix. `insecure = true` means plain HTTP to that
 registry; nothing is insecure unless a rule says so, loopback included.
 `location` remaps the prefix to another registry or path. Mirrors (`[[registry.mirror]]`)
 and search registries other than `docker.io` are refused as unsupported.
@@ -26,7 +26,6 @@ import json
 import platform as _platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from guest.image.reference import DOCKER_HUB, DOCKER_HUB_ALIASES, ImageReference, parse_reference
 from trustee_common.errors import ConfigError, MalformedRequestError, clip_repr
@@ -115,6 +114,10 @@ class ImageConfig:
     max_layer_uncompressed_bytes: int = 4 * GiB
     #: Tar entries in one layer.
     max_layer_entries: int = 200_000
+    #: `[image.image_pull_proxy]`: proxies for registry requests by URL scheme, and hosts that bypass them.
+    https_proxy: str | None = None
+    http_proxy: str | None = None
+    no_proxy: str | None = None
     connect_timeout: float = 30.0
     #: Seconds a read from the registry may stall (a blob download as a whole is bounded by size, not time).
     read_timeout: float = 60.0
@@ -151,40 +154,6 @@ class ImageConfig:
         return self.credentials.get(registry)
 
 
-def parse_registry_config(table: dict[str, Any]) -> tuple[RegistryRule, ...]:
-    """Rules from a decoded `[image.registry_config]` table or registries.conf document."""
-    search = table.get("unqualified-search-registries", [DOCKER_HUB])
-    if search not in ([DOCKER_HUB], []):
-        raise ConfigError("image.registry_config: unqualified-search-registries other than docker.io is not supported")
-    unknown = set(table) - {"unqualified-search-registries", "registry"}
-    if unknown:
-        raise ConfigError(f"image.registry_config: unsupported keys {sorted(unknown)}")
-    entries = table.get("registry", [])
-    if not isinstance(entries, list) or len(entries) > MAX_RULES:
-        raise ConfigError(f"image.registry_config: [[registry]] must be a list of at most {MAX_RULES} tables")
-    return tuple(_rule(entry) for entry in entries)
-
-
-def _rule(entry: object) -> RegistryRule:
-    if not isinstance(entry, dict):
-        raise ConfigError("image.registry_config: each [[registry]] must be a table")
-    unknown = set(entry) - {"prefix", "location", "insecure", "blocked", "mirror"}
-    if unknown:
-        raise ConfigError(f"image.registry_config: unsupported [[registry]] keys {sorted(unknown)}")
-    if entry.get("mirror"):
-        raise ConfigError("image.registry_config: [[registry.mirror]] is not supported")
-    prefix, location = entry.get("prefix", ""), entry.get("location", "")
-    insecure, blocked = entry.get("insecure", False), entry.get("blocked", False)
-    if not (isinstance(prefix, str) and isinstance(location, str) and isinstance(insecure, bool)
-            and isinstance(blocked, bool)):
-        raise ConfigError("image.registry_config: prefix/location must be strings, insecure/blocked booleans")
-    if not prefix and not location:
-        raise ConfigError("image.registry_config: a [[registry]] has neither prefix nor location")
-    if prefix.startswith("*.") and location:
-        raise ConfigError("image.registry_config: a wildcard prefix cannot be remapped to a location")
-    return RegistryRule(prefix or location, location, insecure, blocked)
-
-
 def parse_credentials(document: bytes) -> dict[str, Credentials]:
     """Credentials from a docker config JSON (`auths` → `auth` = base64 `user:pass`, or `username`/`password`)."""
     if len(document) > MAX_CREDENTIALS_BYTES:
@@ -219,3 +188,22 @@ def _credential(key: str, value: object) -> Credentials:
     if isinstance(name, str) and isinstance(secret, str):
         return Credentials(name, secret)
     raise ConfigError(f"registry credentials: entry {clip_repr(key)} has no 'auth' nor username/password")
+
+
+def proxy_for(config: ImageConfig, scheme: str, host: str) -> str | None:
+    """The proxy URL for a request to `host` by `scheme`, or None (no proxy configured, or `host` is in `no_proxy`).
+
+    `no_proxy` is a comma-separated list as curl reads it: `*` (no proxy at
+    all), a host name or address (`host` or `host:port`), or a domain suffix
+    (`.example.com` or `example.com`, which also covers its subdomains).
+    """
+    proxy = config.https_proxy if scheme == "https" else config.http_proxy
+    if proxy is None:
+        return None
+    name = host.lower()
+    hostname = name.split(":", 1)[0]
+    for entry in (e.strip().lower() for e in (config.no_proxy or "").split(",")):
+        bare = entry.lstrip(".")
+        if entry == "*" or (entry and (name == entry or hostname == bare or hostname.endswith("." + bare))):
+            return None
+    return proxy

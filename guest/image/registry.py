@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from guest.image.config import Credentials, ImageConfig, Platform
+from guest.image.config import Credentials, ImageConfig, Platform, proxy_for
 from guest.image.reference import ImageReference
 from trustee_common.errors import (
     ConfigError,
@@ -266,7 +266,8 @@ class RegistryClient:
             if self._authorization and url.origin() == origin:
                 headers["Authorization"] = self._authorization
             try:
-                response = await self._session.get(url, headers=headers, allow_redirects=False)
+                response = await self._session.get(url, headers=headers, allow_redirects=False,
+                                                   proxy=proxy_for(self._config, url.scheme, url.host or ""))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise self._unreachable(exc) from exc
             if response.status not in (301, 302, 303, 307, 308):
@@ -296,7 +297,8 @@ class RegistryClient:
         query.setdefault("scope", f"repository:{self._ref.repository}:pull")
         headers = {"Authorization": "Basic " + _basic(self._credentials)} if self._credentials else {}
         try:
-            async with self._session.get(realm.update_query(query), headers=headers, allow_redirects=False) as response:
+            async with self._session.get(realm.update_query(query), headers=headers, allow_redirects=False,
+                                         proxy=proxy_for(self._config, realm.scheme, realm.host or "")) as response:
                 if response.status != 200:
                     raise UpstreamError(f"token service {realm.host} of registry {self._host} answered HTTP {response.status}")
                 body = await self._read_bounded(response, MAX_SMALL_BODY, "token answer")

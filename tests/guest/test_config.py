@@ -10,7 +10,8 @@ import pytest
 from guest.attestation_agent import config as aa_config
 from guest.attestation_agent.initdata import parse_init_data
 from guest.cdh import config as cdh_config
-from guest.cdh.image_config import ImageSettings, ProxySettings, RegistryConfig, RegistryMirror, RegistryRule
+from guest.cdh.image_config import ImageSettings, ProxySettings
+from guest.image.config import RegistryRule
 from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.canonical import HashAlgorithm
 from trustee_common.errors import ConfigError
@@ -126,7 +127,7 @@ anonymous_fallback_on_unauthorized = true
 decryption_keys = ["kbs:///default/image-key/jwe"]
 
 [image.registry_config]
-unqualified-search-registries = ["docker.io", "example1.com"]
+unqualified-search-registries = ["docker.io"]
 
 [[image.registry_config.registry]]
 prefix = "example.com/banned"
@@ -136,8 +137,8 @@ blocked = true
 prefix = "example.com/foo"
 location = "internal-registry-for-example.com/bar"
 
-[[image.registry_config.registry.mirror]]
-location = "example-mirror-1.local/mirrors/foo"
+[[image.registry_config.registry]]
+location = "127.0.0.1:5000"
 insecure = true
 
 [image.image_pull_proxy]
@@ -153,11 +154,9 @@ def test_cdh_image_table_with_upstream_keys() -> None:
     assert image.registry_configuration_uri == "file:///etc/containers/registries.conf"
     assert image.anonymous_fallback_on_unauthorized and image.decryption_keys == ("kbs:///default/image-key/jwe",)
     assert image.proxy == ProxySettings(https_proxy="http://proxy:3128", no_proxy="registry.internal")
-    assert image.registry_config == RegistryConfig(
-        ("docker.io", "example1.com"),
-        (RegistryRule("example.com/banned", blocked=True),
-         RegistryRule("example.com/foo", "internal-registry-for-example.com/bar",
-                      mirrors=(RegistryMirror("example-mirror-1.local/mirrors/foo", insecure=True),))))
+    assert image.registry_config == (RegistryRule("example.com/banned", blocked=True),
+                                     RegistryRule("example.com/foo", "internal-registry-for-example.com/bar"),
+                                     RegistryRule("127.0.0.1:5000", "127.0.0.1:5000", insecure=True))
 
 
 @pytest.mark.parametrize(("table", "message"), [
@@ -172,7 +171,8 @@ def test_cdh_image_table_with_upstream_keys() -> None:
     ({"image_pull_proxy": {"https_proxy": "socks5://p"}}, "https_proxy: 'socks5://p' is not an http"),
     ({"registry_config": {"registry": [{"insecure": True}]}}, "needs a prefix or a location"),
     ({"registry_config": {"registry": [{"prefix": "*.example.com"}]}}, "has a wildcard and no location"),
-    ({"registry_config": {"registry": [{"location": "r", "mirror": [{"insecure": True}]}]}}, r"mirror\[0\]\.location is required"),
+    ({"registry_config": {"registry": [{"location": "r", "mirror": [{"location": "m"}]}]}}, "mirrors are not supported"),
+    ({"registry_config": {"unqualified-search-registries": ["quay.io"]}}, "other than docker.io are not supported"),
     ({"registry_config": {"registries": []}}, "unknown key"),
     ({"kbs_uri": "x"}, "unknown key"),
 ])

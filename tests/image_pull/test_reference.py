@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from guest.image.config import ImageConfig, Platform, RegistryRule, parse_credentials, parse_registry_config
+from guest.cdh.image_config import parse_registry_config
+from guest.image.config import ImageConfig, Platform, RegistryRule, parse_credentials
 from guest.image.reference import ImageReference, parse_reference
 from guest.image.registry import choose_platform, parse_challenge
+from trustee_common.config import ConfigTable
 from trustee_common.errors import ConfigError, ImageNotFoundError, MalformedRequestError
 
 DIGEST = "sha256:" + "ab" * 32
@@ -50,11 +52,11 @@ def test_bad_references(text: str) -> None:
 
 
 def test_registry_rules_insecure_block_remap() -> None:
-    rules = parse_registry_config({"registry": [
+    rules = parse_registry_config(ConfigTable({"registry": [
         {"location": "127.0.0.1:5000", "insecure": True},
         {"prefix": "example.com/banned", "blocked": True},
         {"prefix": "example.com/foo", "location": "internal.example/bar"},
-    ]})
+    ]}, "registry_config"))
     config = ImageConfig(registry_rules=rules)
     assert config.resolve(parse_reference("127.0.0.1:5000/app:1")) == (parse_reference("127.0.0.1:5000/app:1"), True)
     assert config.resolve(parse_reference("127.0.0.2:5000/app"))[1] is False
@@ -80,7 +82,7 @@ def test_loopback_is_not_insecure_by_default() -> None:
 ])
 def test_bad_registry_config(table: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
-        parse_registry_config(table)
+        parse_registry_config(ConfigTable(table, "registry_config"))
 
 
 def test_credentials_docker_auths() -> None:
@@ -135,3 +137,17 @@ def test_config_bounds() -> None:
     with pytest.raises(ConfigError):
         ImageConfig(max_concurrent_layer_downloads_per_image=0)
     assert RegistryRule("*.example.com").matches("a.example.com/x") == len("a.example.com")
+
+
+def test_proxy_for_honours_scheme_and_no_proxy() -> None:
+    from guest.image.config import proxy_for
+
+    config = ImageConfig(https_proxy="http://p:3128", http_proxy="http://q:3128", no_proxy="registry.internal, .corp.example,10.0.0.5")
+    assert proxy_for(config, "https", "quay.io") == "http://p:3128"
+    assert proxy_for(config, "http", "quay.io") == "http://q:3128"
+    assert proxy_for(config, "https", "registry.internal") is None
+    assert proxy_for(config, "https", "a.corp.example") is None and proxy_for(config, "https", "corp.example") is None
+    assert proxy_for(config, "https", "10.0.0.5") is None
+    assert proxy_for(config, "https", "notcorp.example") == "http://p:3128"
+    assert proxy_for(ImageConfig(https_proxy="http://p:3128", no_proxy="*"), "https", "quay.io") is None
+    assert proxy_for(ImageConfig(), "https", "quay.io") is None
