@@ -24,7 +24,7 @@ from trustee_common.addresses import grpc_target, parse_listen_address
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.http_serving import ConnectionLimits, runner_options, serve_bounded
 from trustee_common.logsetup import setup_logging
-from trustee_common.serving import wait_for_stop_signal
+from trustee_common.serving import stop_on_signal, wait_for_stop_signal
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(app: web.Application, host: str, port: int, limits: ConnectionLimits = GUEST_LIMITS) -> None:
+    stop = stop_on_signal()  # before the port opens: a SIGTERM right after start-up stops cleanly too
     runner = web.AppRunner(app, access_log=None, **runner_options(limits))
     await runner.setup()
     try:
@@ -51,7 +52,7 @@ async def serve(app: web.Application, host: str, port: int, limits: ConnectionLi
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
             logger.info("api-server-rest listening on http://%s:%d", host, port)
-            await wait_for_stop_signal()
+            await wait_for_stop_signal(stop)
     finally:
         await runner.cleanup()
         logger.info("api-server-rest stopped")
