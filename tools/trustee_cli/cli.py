@@ -1,4 +1,4 @@
-"""`trustee`: one command for a local Trustee (`run`), a guest stack (`guest`), or storage migration (`migrate`).
+"""`trustee`: one command for a local Trustee (`run`), a guest stack (`guest`), storage migration (`migrate`), image encryption (`image`).
 
 This module parses and checks the flags, then hands over to
 `trustee_cli.server.run_server` or `trustee_cli.guest.run_guest`. Exit
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from trustee_cli.configs import GuestSettings, ServerSettings
 from trustee_cli.guest import run_guest
+from trustee_cli.image import add_image_parser
 from trustee_cli.migrate import migrate
 from trustee_cli.server import run_server
 from trustee_cli.snp_measure import add_snp_measure_parser
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     guest.set_defaults(handler=cmd_guest)
     add_verify_parser(commands)
     add_snp_measure_parser(commands)
+    add_image_parser(commands)
     return parser
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import BinaryIO
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
@@ -30,11 +30,23 @@ from trustee_common.ocicrypt.options import NONCE_BYTES, SYMKEY_BYTES, PrivateLa
 CHUNK_BYTES = 1024 * 1024
 
 
+class Reader(Protocol):
+    """What the functions read from: a binary file object (`BinaryIO`) or anything with `read(n)`."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class Writer(Protocol):
+    """What the functions write to: a binary file object or anything with `write(data)`."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 def _ctr(symkey: bytes, nonce: bytes) -> CipherContext:
     return Cipher(algorithms.AES(symkey), modes.CTR(nonce)).encryptor()  # CTR: encryption and decryption are the same
 
 
-def encrypt_layer(src: BinaryIO, dst: BinaryIO, *, digest_algorithm: str = "sha256", symkey: bytes | None = None,
+def encrypt_layer(src: Reader, dst: Writer, *, digest_algorithm: str = "sha256", symkey: bytes | None = None,
                   nonce: bytes | None = None) -> tuple[PrivateLayerOptions, PublicLayerOptions]:
     """Encrypt `src` into `dst`; the options that open it (with the plaintext digest) and that check it.
 
@@ -55,7 +67,7 @@ def encrypt_layer(src: BinaryIO, dst: BinaryIO, *, digest_algorithm: str = "sha2
     return private, PublicLayerOptions(mac.digest())
 
 
-def decrypt_layer(src: BinaryIO, dst: BinaryIO, private: PrivateLayerOptions, public: PublicLayerOptions) -> None:
+def decrypt_layer(src: Reader, dst: Writer, private: PrivateLayerOptions, public: PublicLayerOptions) -> None:
     """Decrypt `src` into `dst`; `ImageIntegrityError` (discard `dst`) when the HMAC or the plaintext digest differs."""
     algorithm = private.digest.split(":", 1)[0]
     cipher, mac, plain_digest = _ctr(private.symkey, private.nonce), hmac.new(private.symkey, digestmod="sha256"), hashlib.new(algorithm)
