@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kbs_client.admin import AdminClient, KbsRefusedError
 from kbs_client.auth import read_input_file, resolve_admin_token
@@ -72,6 +73,13 @@ def layout_ref(text: str) -> LayoutRef:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def kbs_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text.rstrip("/")
+
+
 def recipient(text: str) -> str:
     if not text.startswith("jwe:") or len(text) == len("jwe:"):
         raise argparse.ArgumentTypeError(f"{text!r} is not jwe:PUBLIC-KEY.pem")
@@ -96,7 +104,7 @@ def add_image_parser(commands: Any) -> None:
     enc.add_argument("--input", required=True, type=layout_ref, metavar="oci:DIR[:TAG]", help="image to encrypt (read only)")
     enc.add_argument("--output", required=True, type=layout_ref, metavar="oci:DIR[:TAG]",
                      help="new layout to write (DIR must not exist; TAG defaults to the input's)")
-    enc.add_argument("--kbs-url", help="KBS that stores the key-encryption key (needed unless every key goes to --recipient)")
+    enc.add_argument("--kbs-url", type=kbs_url, help="KBS that stores the key-encryption key (needed unless every key goes to --recipient)")
     enc.add_argument("--key-id", type=key_id, help=f"KBS resource of the KEK (default {KEY_ID_PREFIX}<random uuid>)")
     token = enc.add_mutually_exclusive_group()
     token.add_argument("--admin-token-file", help="file holding a KBS admin token (default: found as kbs-client finds it)")
@@ -105,16 +113,17 @@ def add_image_parser(commands: Any) -> None:
     enc.add_argument("--recipient", action="append", default=[], type=recipient, metavar="jwe:PUB.pem",
                      help="also wrap the layer keys for this EC or RSA public key (repeatable)")
     enc.add_argument("--keep-kek", metavar="FILE", help="also write the 32-byte KEK to FILE (created with mode 0600)")
-    enc.set_defaults(handler=cmd_image_encrypt)
+    enc.set_defaults(handler=cmd_image_encrypt, image_parser=enc)
 
 
 def cmd_image_encrypt(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if not args.kbs_url and not args.recipient:
-        parser.error("image encrypt: give --kbs-url (key held by the KBS), --recipient jwe:PUB.pem, or both")
+    parser = args.image_parser  # usage errors show `trustee image encrypt`'s usage
     if not args.kbs_url:
         for flag in ("key_id", "keep_kek", "admin_token_file", "auth_private_key", "kbs_cert"):
             if getattr(args, flag):
-                parser.error(f"image encrypt: --{flag.replace('_', '-')} needs --kbs-url")
+                parser.error(f"--{flag.replace('_', '-')} needs --kbs-url")
+        if not args.recipient:
+            parser.error("give --kbs-url (key held by the KBS), --recipient jwe:PUB.pem, or both")
     plan = _plan(args)
     if plan.output.path.resolve() == plan.source.path.resolve():
         raise ConfigError("--output must be a new directory, not the --input layout")
