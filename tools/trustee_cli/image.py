@@ -37,7 +37,7 @@ from kbs_client.auth import read_input_file, resolve_admin_token
 from guest.resource_uri import ResourceUri
 from trustee_cli.oci_layout import HashingWriter, LayoutRef, LayoutWriter, SourceImage, read_image
 from trustee_common.b64 import std_encode
-from trustee_common.errors import ConfigError, ImageIntegrityError, MalformedRequestError, TrusteeError
+from trustee_common.errors import ConfigError, ImageIntegrityError, MalformedRequestError, UpstreamError
 from trustee_common.ocicrypt import (
     JWE_ANNOTATION,
     PROVIDER_ANNOTATION,
@@ -132,7 +132,10 @@ def cmd_image_encrypt(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if args.keep_kek and os.path.lexists(args.keep_kek):
         raise ConfigError(f"--keep-kek {args.keep_kek} exists; refusing to overwrite a key file")
     source = read_image(plan.source)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{plan.output.path.name}.", suffix=".partial", dir=plan.output.path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{plan.output.path.name}.", suffix=".partial", dir=plan.output.path.parent))
+    except OSError as exc:
+        raise ConfigError(f"cannot create --output {plan.output.path}: {exc.strerror or exc}") from None
     try:
         manifest_digest = _write_encrypted(source, plan, LayoutWriter(tmp / "layout"))
         if plan.kek is not None and plan.kid is not None:
@@ -141,7 +144,8 @@ def cmd_image_encrypt(parser: argparse.ArgumentParser, args: argparse.Namespace)
                 _keep_kek(Path(args.keep_kek), plan.kek)
         os.rename(tmp / "layout", plan.output.path)
     except OSError as exc:
-        raise ConfigError(f"cannot write --output {plan.output.path}: {exc.strerror or exc}") from None
+        where = exc.filename or plan.output.path
+        raise ConfigError(f"image encrypt stopped at {where}: {exc.strerror or exc}; no output was written") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("wrote %s (manifest %s)", plan.output.path, manifest_digest)
@@ -206,7 +210,7 @@ async def _store_kek(args: argparse.Namespace, kid: str, kek: bytes) -> None:
         try:
             await admin.set_resource(path, kek)
         except KbsRefusedError as exc:
-            raise TrusteeError(f"the KBS at {args.kbs_url} refused to store the KEK at {path}: {exc.kbs_variant}: {exc.detail} "
+            raise UpstreamError(f"the KBS at {args.kbs_url} refused to store the KEK at {path}: {exc.kbs_variant}: {exc.detail} "
                                f"{token.refusal_hint()}; no output was written") from None
 
 
