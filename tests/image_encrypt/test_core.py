@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +35,7 @@ from trustee_common.ocicrypt import (
     encrypt_layer,
     encrypted_descriptor,
     is_encrypted,
+    public_options_of,
     unwrap_private_options,
     unwrap_with_private_keys,
     wrap_for_recipients,
@@ -387,6 +389,10 @@ def test_descriptor_round_trip() -> None:
     assert enc["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip+encrypted" and is_encrypted(enc)
     assert wrapped_values(enc, PROVIDER_ANNOTATION) == ["a", "b"] and wrapped_values(plain, JWE_ANNOTATION) == []
     assert decrypted_descriptor(enc, plain["digest"], 10) == plain
+    with pytest.raises(MalformedRequestError, match=re.escape(f"no {PUBOPTS_ANNOTATION} annotation")):
+        public_options_of(plain)
+    mac = PublicLayerOptions(bytes(32))
+    assert public_options_of({**enc, "annotations": {PUBOPTS_ANNOTATION: mac.to_annotation()}}) == mac
     assert not is_encrypted(plain)
 
 

@@ -24,6 +24,7 @@ from trustee_common.ocicrypt.descriptor import (
     decrypted_descriptor,
     encrypted_descriptor,
     is_encrypted,
+    public_options_of,
     wrapped_values,
 )
 from trustee_common.ocicrypt.keyprovider import parse_unwrap_request, parse_unwrap_response, unwrap_request, unwrap_response
@@ -35,6 +36,6 @@ from trustee_common.ocicrypt.recipients import unwrap_with_private_keys, wrap_fo
 __all__ = [
     "JWE_ANNOTATION", "PROVIDER_ANNOTATION", "PUBOPTS_ANNOTATION", "AnnotationPacket", "PrivateLayerOptions", "PublicLayerOptions",
     "check_unwrappable", "decrypt_layer", "decrypted_descriptor", "encrypt_layer", "encrypted_descriptor", "is_encrypted",
-    "parse_unwrap_request", "parse_unwrap_response", "unwrap_private_options", "unwrap_request", "unwrap_response",
+    "parse_unwrap_request", "parse_unwrap_response", "public_options_of", "unwrap_private_options", "unwrap_request", "unwrap_response",
     "unwrap_with_private_keys", "wrap_for_recipients", "wrap_private_options", "wrapped_values",
 ]

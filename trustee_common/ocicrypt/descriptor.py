@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from trustee_common.errors import MalformedRequestError
+from trustee_common.ocicrypt.options import PublicLayerOptions
 
 ENCRYPTED_SUFFIX = "+encrypted"
 ANNOTATION_PREFIX = "org.opencontainers.image.enc."
@@ -60,6 +61,14 @@ def wrapped_values(desc: dict[str, Any], annotation: str) -> list[str]:
     if len(values) > MAX_WRAPPED_VALUES:
         raise MalformedRequestError(f"layer annotation {annotation}: more than {MAX_WRAPPED_VALUES} values")
     return values
+
+
+def public_options_of(desc: dict[str, Any]) -> PublicLayerOptions:
+    """The public options (HMAC) an encrypted layer descriptor carries in its pubopts annotation."""
+    value = annotations_of(desc).get(PUBOPTS_ANNOTATION)
+    if not value:
+        raise MalformedRequestError(f"encrypted layer {str(desc.get('digest'))[:80]}: no {PUBOPTS_ANNOTATION} annotation")
+    return PublicLayerOptions.from_annotation(value)
 
 
 def encrypted_descriptor(desc: dict[str, Any], digest: str, size: int, annotations: dict[str, str]) -> dict[str, Any]:
