@@ -18,6 +18,7 @@ CORE_MODULES = sorted(
         *ROOT.glob("kbs/core/**/*.py"),
         *ROOT.glob("as/attestation_service/core/**/*.py"),
         *ROOT.glob("rvps/core/**/*.py"),
+        *ROOT.glob("trustee_common/ocicrypt/*.py"),
         *(ROOT / "trustee_common" / name for name in (
             "addresses.py", "admin_token.py", "audit_events.py", "b64.py", "canonical.py", "config.py", "errors.py", "requestid.py",
             "jose.py", "messages.py", "pki.py", "rego.py", "tee.py", "storage/base.py",

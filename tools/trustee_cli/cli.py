@@ -1,5 +1,5 @@
 """`trustee`: one command for a local Trustee (`run`), a guest stack (`guest`; `guest pull-image` asks its CDH
-to pull an image), or storage migration (`migrate`).
+to pull an image), storage migration (`migrate`), or image encryption (`image encrypt`).
 
 This module parses and checks the flags, then hands over to
 `trustee_cli.server.run_server` or `trustee_cli.guest.run_guest`. Exit
@@ -26,6 +26,7 @@ from guest.cdh.client import CdhClient
 from guest.resource_uri import ResourceUri
 from trustee_cli.configs import LOOPBACK, GuestSettings, ServerSettings, socket_address
 from trustee_cli.guest import run_guest
+from trustee_cli.image import add_image_parser
 from trustee_cli.migrate import migrate
 from trustee_cli.server import run_server
 from trustee_cli.snp_measure import add_snp_measure_parser
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.set_defaults(handler=cmd_pull_image)
     add_verify_parser(commands)
     add_snp_measure_parser(commands)
+    add_image_parser(commands)
     return parser
 
 
