@@ -20,6 +20,8 @@ from guest.attestation_agent.client import AaClient
 from guest.attestation_agent.serving import apply_log_level, read_kbc_params
 from guest.cdh.config import CdhConfig, config_from_kbc_params, parse_config
 from guest.cdh.hub import ResourceHub
+from guest.cdh.image_keys import LayerKeys
+from guest.cdh.images import ImagePuller
 from guest.cdh.kbs import AaTokenSource, PassportKbs
 from guest.cdh.sealed import MAX_KEY_BYTES
 from guest.cdh.service import SERVICE_NAME, make_server
@@ -70,8 +72,10 @@ async def serve(config: CdhConfig) -> None:
         logger.info("KBS at %s, tokens from the attestation agent at %s", config.kbc.url, aa.target)
     hub = ResourceHub(AaTokenSource(aa), kbs)
     unsealer = Unsealer(load_key_ring(config.verification_keys), hub)
+    keys = LayerKeys(hub, config.image.decryption_keys)
+    puller = ImagePuller(config.image, hub, keys, aa)
     try:
-        await serve_grpc(make_server(hub, unsealer), config.socket, "confidential-data-hub", [SERVICE_NAME])
+        await serve_grpc(make_server(hub, unsealer, keys, puller), config.socket, "confidential-data-hub", [SERVICE_NAME])
     finally:
         await aa.close()
 
