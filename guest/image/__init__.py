@@ -1,1 +1,4 @@
-"""Guest image pulling: registry client, safe layer unpacking, and `pull_image` (see guest/image/pull.py)."""
+"""Guest image pulling: registry client, safe layer unpacking, the runtime `config.json`, and `pull_image`.
+
+See guest/image/pull.py for the pull, guest/image/bundle.py for the image config → OCI runtime spec conversion.
+"""

@@ -5,8 +5,9 @@
 1. parses the reference and applies the registry rules (remapping, blocking,
    plain HTTP for insecure registries);
 2. fetches the manifest (an index is resolved to `config.platform`) and the
-   config blob, and checks the bounds: layer count, each layer's size, the
-   sum of them, one `diff_id` per layer;
+   config blob, converts the config to the OCI runtime spec
+   (guest/image/bundle.py), and checks the bounds: layer count, each layer's
+   size, the sum of them, one `diff_id` per layer;
 3. downloads the layers into a private work directory under
    `config.work_dir` (default: the bundle's parent), at most
    `max_concurrent_layer_downloads_per_image` at a time, each checked against
@@ -17,16 +18,18 @@
 5. decompresses each layer, checks the tar's sha256 against the config's
    `rootfs.diff_ids` (ImageIntegrityError), and applies it to
    `<bundle>/rootfs.partial-XXXX`; after the last layer that directory is
-   renamed to `<bundle>/rootfs`.
+   renamed to `<bundle>/rootfs`, then the runtime spec, written to a
+   temporary file, is linked to `<bundle>/config.json` (mode 0644), as
+   image-rs writes it.
 
-On any failure the partial tree and the downloaded blobs are removed: there is
-either a complete verified rootfs or none. An existing `<bundle>/rootfs` is
-never overwritten. The return value is the digest of the image manifest (the
-platform manifest when the reference names an index).
-
-Upstream image-rs also writes `<bundle>/config.json`, an OCI runtime spec
-converted from the image config; this module writes only the rootfs (the
-kata agent builds the container's spec itself).
+On any failure the partial tree, the downloaded blobs and the temporary spec
+are removed, and a rootfs already renamed into place is removed again if
+`config.json` cannot be published: there is either a complete verified
+rootfs with its `config.json` or neither. An existing `<bundle>/rootfs` or
+`<bundle>/config.json` is never overwritten: either one present before the
+pull is an error before anything is downloaded. The return value is the
+digest of the image manifest (the platform manifest when the reference
+names an index).
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from guest.image.bundle import BUNDLE_CONFIG, config_json, parse_image_config, runtime_config
 from guest.image.config import ImageConfig
 from guest.image.reference import parse_reference
 from guest.image.registry import Descriptor, FetchedManifest, RegistryClient, open_session, parse_descriptor
@@ -82,7 +85,7 @@ class _Layer:
 
 async def pull_image(image_url: str, bundle_path: Path, *, config: ImageConfig,
                      decrypt: LayerDecrypter | None) -> str:
-    """Pull `image_url` into `bundle_path/rootfs` and return the manifest digest (see the module docstring)."""
+    """Pull `image_url` into `bundle_path/rootfs` plus `bundle_path/config.json`; return the manifest digest."""
     reference, insecure = config.resolve(parse_reference(image_url))
     rootfs = bundle_path / ROOTFS
     _check_bundle(bundle_path, rootfs)
@@ -94,7 +97,9 @@ async def pull_image(image_url: str, bundle_path: Path, *, config: ImageConfig,
         async with open_session(config) as session:
             client = RegistryClient(session, reference, config, insecure=insecure)
             manifest = await client.fetch_manifest()
-            layers = _layers(manifest, await client.fetch_config(_config_descriptor(manifest)), config)
+            image_config = parse_image_config(await client.fetch_config(_config_descriptor(manifest)))
+            spec = config_json(runtime_config(image_config))
+            layers = _layers(manifest, image_config, config)
             if decrypt is None and any(layer.encrypted for layer in layers):
                 raise UnsafeImageError(f"image {reference} is encrypted and no key provider is configured")
             blobs = await _download(client, layers, work, config.max_concurrent_layer_downloads_per_image)
@@ -102,7 +107,7 @@ async def pull_image(image_url: str, bundle_path: Path, *, config: ImageConfig,
         os.chmod(partial, 0o755)  # noqa: S103 - a rootfs root is world-readable, layers may change it
         for layer in layers:
             await _apply(layer, blobs[layer.descriptor.digest], work, partial, config, decrypt)
-        _publish(partial, rootfs)
+        _publish(partial, rootfs, spec)
         partial = None
         return manifest.digest
     finally:
@@ -118,15 +123,16 @@ def _check_bundle(bundle_path: Path, rootfs: Path) -> None:
         bundle_path.mkdir(mode=0o755, parents=False, exist_ok=True)
     except OSError as exc:
         raise MalformedRequestError(f"bundle path {bundle_path} cannot be created: {exc.strerror}") from exc
-    if os.path.lexists(rootfs):
-        raise MalformedRequestError(f"{rootfs} already exists; an image is never unpacked over it")
+    for existing in (rootfs, bundle_path / BUNDLE_CONFIG):
+        if os.path.lexists(existing):
+            raise MalformedRequestError(f"{existing} already exists; an image is never unpacked over it")
 
 
 def _config_descriptor(manifest: FetchedManifest) -> Descriptor:
     return parse_descriptor(manifest.document.get("config"), "manifest config")
 
 
-def _layers(manifest: FetchedManifest, config_blob: bytes, config: ImageConfig) -> list[_Layer]:
+def _layers(manifest: FetchedManifest, image_config: dict[str, Any], config: ImageConfig) -> list[_Layer]:
     """The manifest's layers paired with the config's diff_ids, every bound checked."""
     raw = manifest.document.get("layers")
     if not isinstance(raw, list):
@@ -134,7 +140,7 @@ def _layers(manifest: FetchedManifest, config_blob: bytes, config: ImageConfig) 
     if len(raw) > config.max_layers:
         raise UnsafeImageError(f"image has {len(raw)} layers, over the {config.max_layers} limit")
     descriptors = [parse_descriptor(value, f"layer {number}") for number, value in enumerate(raw)]
-    diff_ids = _diff_ids(config_blob)
+    diff_ids = _diff_ids(image_config)
     if len(diff_ids) != len(descriptors):
         raise ImageIntegrityError(f"image has {len(descriptors)} layers but its config lists {len(diff_ids)} diff_ids")
     total = 0
@@ -148,10 +154,10 @@ def _layers(manifest: FetchedManifest, config_blob: bytes, config: ImageConfig) 
     return [_Layer(number, descriptor, diff_id) for number, (descriptor, diff_id) in enumerate(zip(descriptors, diff_ids, strict=True))]
 
 
-def _diff_ids(config_blob: bytes) -> list[str]:
+def _diff_ids(image_config: dict[str, Any]) -> list[str]:
     try:
-        diff_ids = json.loads(config_blob)["rootfs"]["diff_ids"]
-    except (ValueError, KeyError, TypeError) as exc:
+        diff_ids = image_config["rootfs"]["diff_ids"]
+    except (KeyError, TypeError) as exc:
         raise UnsafeImageError("image config has no rootfs.diff_ids") from exc
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) and d.startswith("sha256:") for d in diff_ids):
         raise UnsafeImageError("image config rootfs.diff_ids must be a list of sha256 digests")
@@ -212,7 +218,28 @@ async def _in_thread(function: Callable[..., _T], *args: Any) -> _T:
         raise
 
 
-def _publish(partial: Path, rootfs: Path) -> None:
+def _publish(partial: Path, rootfs: Path, spec: bytes) -> None:
+    """Put the finished tree, then its config.json, into place; neither over an existing one; both or neither."""
+    fd, name = tempfile.mkstemp(prefix=f"{BUNDLE_CONFIG}.partial-", dir=rootfs.parent)
+    staged = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o644)
+            out.write(spec)
+        _rename_rootfs(partial, rootfs)
+        try:
+            os.link(staged, rootfs.parent / BUNDLE_CONFIG)
+        except OSError as exc:
+            remove_tree(rootfs)
+            if exc.errno == errno.EEXIST:
+                raise MalformedRequestError(f"{rootfs.parent / BUNDLE_CONFIG} appeared during the pull; "
+                                            "it is not overwritten") from exc
+            raise
+    finally:
+        staged.unlink()
+
+
+def _rename_rootfs(partial: Path, rootfs: Path) -> None:
     """Rename the finished tree into place; never over an existing rootfs (even an empty directory)."""
     if os.path.lexists(rootfs):
         raise MalformedRequestError(f"{rootfs} appeared during the pull; it is not overwritten")

@@ -1,10 +1,11 @@
 """`pull_image` against a real registry (Debian's docker-registry), images pushed with skopeo.
 
-Good images are compared entry by entry with the tree they must unpack to.
+Good images are compared entry by entry with the tree they must unpack to,
+and their `config.json` with the runtime spec converted from their config.
 Bad ones (missing tag, registry down, tampered blob, malicious tar entries,
 oversized manifest, encrypted layers without a key provider) must fail with
-their error class and leave no rootfs, no partial tree, no downloaded blob
-and nothing outside the bundle.
+their error class and leave no rootfs, no config.json, no partial tree, no
+downloaded blob and nothing outside the bundle.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import io
 import json
 import shutil
+import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from guest.image.bundle import runtime_config
 from guest.image.config import ImageConfig, Platform, RegistryRule
 from guest.image.pull import pull_image
 from tests.oci_layouts import (
@@ -36,6 +39,7 @@ from tests.oci_layouts import (
     file,
     hardlink,
     opaque,
+    read_manifest,
     sha256_digest,
     skopeo,
     skopeo_push,
@@ -146,8 +150,9 @@ async def test_pull_layers_whiteouts_links_modes(registry: Registry, tmp_path: P
     assert tree(rootfs) == EXPECTED
     assert (rootfs / "bin/su").stat().st_ino == (rootfs / "bin/su-link").stat().st_ino
     assert (rootfs / "etc/passwd").stat().st_mtime == 1_700_000_000
-    assert names(bundle) == ["rootfs"]
+    assert names(bundle) == ["config.json", "rootfs"]
     assert names(bundle.parent) == ["bundle"]
+    assert json.loads((bundle / "config.json").read_bytes())["process"]["args"] == ["/bin/true"]
     with pytest.raises(MalformedRequestError, match="already exists"):
         await pull_image(registry.ref("test/basic"), bundle, config=insecure(registry), decrypt=None)
     assert tree(rootfs) == EXPECTED
@@ -400,3 +405,86 @@ async def test_wrong_decryption_is_caught_by_diff_id(registry: Registry, tmp_pat
     with pytest.raises(ImageIntegrityError, match="config says"):
         await pull_image(registry.ref("test/encrypted-bad"), bundle, config=insecure(registry), decrypt=wrong)
     assert_nothing_left(bundle)
+
+
+# --- config.json: the runtime spec next to the rootfs ---------------------------
+
+
+IMAGE_CONFIG = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hello"], "Env": ["PATH=/bin", "GREETING=hi"],
+                "WorkingDir": "/srv", "Labels": {"app": "demo"}, "Volumes": {"/data": {}}, "StopSignal": "SIGINT"}
+
+
+async def test_config_json_is_the_converted_image_config(registry: Registry, tmp_path: Path, bundle: Path) -> None:
+    layout = build_layout(tmp_path / "layout", LAYERS[:1], config_extra={"config": IMAGE_CONFIG})
+    push(registry, layout.path, "test/spec")
+    await pull_image(registry.ref("test/spec"), bundle, config=insecure(registry), decrypt=None)
+    written = bundle / "config.json"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o644
+    spec = json.loads(written.read_bytes())
+    assert spec["process"]["args"] == ["/bin/sh", "-c", "echo hello"]
+    assert spec["process"]["env"] == ["PATH=/bin", "GREETING=hi"]
+    assert spec["process"]["cwd"] == "/srv"
+    assert spec["root"] == {"path": "rootfs", "readonly": True}
+    assert spec["mounts"][0] == {"destination": "/data", "type": "tmpfs",
+                                 "options": ["nosuid", "noexec", "nodev", "relatime", "rw"]}
+    assert spec["annotations"]["app"] == "demo"
+    assert spec["annotations"]["org.opencontainers.image.stopSignal"] == "SIGINT"
+    config_blob = json.loads((layout.path / "blobs" / "sha256" / _config_digest(layout.path)).read_bytes())
+    assert spec == runtime_config(config_blob)
+    assert names(bundle) == ["config.json", "rootfs"]
+
+
+def _config_digest(layout_dir: Path) -> str:
+    config = read_manifest(layout_dir)["config"]
+    assert isinstance(config, dict)
+    return str(config["digest"]).removeprefix("sha256:")
+
+
+def _claim(bundle: Path) -> None:
+    """Another party's config.json in the bundle."""
+    bundle.mkdir(exist_ok=True)
+    (bundle / "config.json").write_bytes(b"theirs")
+
+
+async def test_existing_config_json_is_refused_before_any_download(tmp_path: Path, bundle: Path) -> None:
+    """The bundle is checked before the registry is contacted: an unreachable one does not matter."""
+    _claim(bundle)
+    unreachable = ImageConfig(registry_rules=(RegistryRule("127.0.0.1:9", insecure=True),))
+    with pytest.raises(MalformedRequestError, match=r"config\.json already exists"):
+        await pull_image("127.0.0.1:9/test/app", bundle, config=unreachable, decrypt=None)
+    assert names(bundle) == ["config.json"]
+    assert (bundle / "config.json").read_bytes() == b"theirs"
+    assert names(bundle.parent) == ["bundle"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"config": {"Cmd": "/bin/sh -c true"}}, "config.Cmd is not a list"),
+    ({"os": "windows"}, "'windows' is not supported"),
+    ({"config": {"Volumes": {"../escape": {}}}}, "not an absolute path"),
+])
+async def test_bad_image_config_leaves_nothing(registry: Registry, tmp_path: Path, bundle: Path,
+                                               extra: dict[str, object], message: str) -> None:
+    layout = build_layout(tmp_path / "layout", LAYERS[:1], config_extra=extra)
+    name = f"test/bad-config-{sha256_digest(json.dumps(extra).encode())[7:19]}"
+    push(registry, layout.path, name)
+    with pytest.raises(UnsafeImageError, match=message):
+        await pull_image(registry.ref(name), bundle, config=insecure(registry), decrypt=None)
+    assert_nothing_left(bundle)
+
+
+async def test_config_json_appearing_during_the_pull(registry: Registry, tmp_path: Path, bundle: Path) -> None:
+    """Someone else's config.json wins: it is kept, and the freshly unpacked rootfs is removed again."""
+    plain_tar = raw_tar((info("secret.txt"), b"top secret\n"))
+    write_layout(tmp_path / "layout", [plain_tar], media_types=[MEDIA_LAYER_GZIP + "+encrypted"],
+                 blobs=[_scramble(gzip.compress(plain_tar, mtime=0))])
+    push(registry, tmp_path / "layout", "test/race")
+
+    async def racing(descriptor: dict[str, Any], encrypted: Path, plain: Path) -> None:
+        _claim(bundle)
+        await asyncio.to_thread(lambda: plain.write_bytes(_scramble(encrypted.read_bytes())))
+
+    with pytest.raises(MalformedRequestError, match=r"config\.json appeared during the pull"):
+        await pull_image(registry.ref("test/race"), bundle, config=insecure(registry), decrypt=racing)
+    assert names(bundle) == ["config.json"]
+    assert (bundle / "config.json").read_bytes() == b"theirs"
+    assert names(bundle.parent) == ["bundle"]
