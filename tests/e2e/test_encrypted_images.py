@@ -154,6 +154,8 @@ def test_encrypted_image_pulls_to_the_same_rootfs(images: Images, encrypted: tup
     assert code == 0, err
     assert digest.startswith("sha256:") and digest != images.plain.manifest_digest
     assert tree(bundle / "rootfs") == expected_rootfs
+    spec = json.loads((bundle / "config.json").read_text())  # the OCI runtime config, as image-rs writes it
+    assert spec["process"]["args"] == ["/bin/true"] and spec["root"]["path"] == "rootfs"
 
 
 def test_deny_policy_fails_the_pull_and_leaves_no_rootfs(images: Images, encrypted: tuple[str, Path]) -> None:
@@ -165,7 +167,8 @@ def test_deny_policy_fails_the_pull_and_leaves_no_rootfs(images: Images, encrypt
         code, _, err = images.pull(images.registry.ref("secret-app", "v1"), bundle)
         assert code != 0
         assert "denied" in err.lower() or "policy" in err.lower(), err
-        assert not (bundle / "rootfs").exists()
+        assert not (bundle / "rootfs").exists() and not (bundle / "config.json").exists()
+        assert not any((images.workdir / "trustee-guest" / "image").iterdir())  # no downloaded or decrypted blob left
         assert not any(p.name.startswith("rootfs") for p in bundle.glob("*")) if bundle.exists() else True
     finally:
         images.admin("set-resource-policy", "--allow-all")
