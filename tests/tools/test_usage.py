@@ -63,6 +63,8 @@ def test_rvps_tool_usage_errors_exit_2(args: list[str]) -> None:
         (["run", "--host", "not-an-ip"], "is not an IP address"),
         (["guest"], "--kbs-url"),
         (["guest", "--kbs-url", "kbs.example:8080"], "is not an http:// or https:// URL"),
+        (["guest", "pull-image", "registry.example/app:v1"], "--bundle"),
+        (["guest", "--kbs-url", "http://k:8080", "--image-decryption-key", "file:///k.pem"], "scheme must be kbs"),
     ],
 )
 def test_trustee_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
@@ -129,3 +131,11 @@ def test_trustee_run_rejects_unreadable_tls_files(tmp_path: Path) -> None:
                       "--tls-key", str(tmp_path / "k.pem"), "--kbs-port", ports[0], "--as-port", ports[1], "--rvps-port", ports[2])
     assert result.returncode == 1
     assert f"cannot read --tls-cert {tmp_path / 'c.pem'}" in result.stderr
+
+
+def test_trustee_guest_pull_image_without_a_cdh_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_tool("trustee", "guest", "pull-image", "registry.example/app:v1", "--bundle", str(tmp_path / "b"),
+                      "--cdh-addr", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "confidential data hub" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "b").exists()
