@@ -22,13 +22,13 @@ import logging
 from typing import Any
 
 import grpc
-from trustee_common.ocicrypt.keyprovider import parse_unwrap_request, unwrap_response
 
 from guest.cdh.hub import ResourceHub
 from guest.cdh.image_keys import LayerKeys
 from guest.cdh.images import ImagePuller
 from guest.cdh.unseal import Unsealer
 from trustee_common.grpc_errors import rpc_errors
+from trustee_common.ocicrypt.keyprovider import parse_unwrap_request, unwrap_response
 from trustee_common.serving import new_grpc_server
 from trustee_pb import confidential_data_hub_pb2 as pb
 from trustee_pb import confidential_data_hub_pb2_grpc as pb_grpc
