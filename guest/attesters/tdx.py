@@ -15,12 +15,18 @@ or all-0x00 terminator, followed by the attestation agent's AAEL file
 header first when there is no CCEL), then 8 bytes 0xFF. Evidence is
 `{"cc_eventlog": <standard base64 or null>, "quote": <standard base64>}`.
 
+Init-data (guest-components.md 3.9): at AA start-up `bind_init_data` takes a
+quote (zero report data), reads MRCONFIGID from its TD report body and
+refuses to go on unless it equals the init-data digest zero-padded or
+truncated to 48 bytes, the rule the AS's TDX verifier applies.
+
 Every path can be moved by a constructor argument or environment variable
 (`TdxPaths.from_env`), which is how tests point it at a fake configfs.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import secrets
@@ -37,6 +43,12 @@ logger = logging.getLogger(__name__)
 
 TDX_PROVIDER = "tdx_guest"
 REPORT_DATA_SIZE = 64
+#: MRCONFIGID in a quote: the TD report body follows the 48-byte header (v4) or the header plus the v5 body
+#: descriptor (type u16, size u32); MRCONFIGID is 184 bytes into the body in TDX 1.0 and 1.5 bodies alike.
+QUOTE_HEADER_SIZE = 48
+V5_BODY_DESCRIPTOR_SIZE = 6
+MR_CONFIG_ID_OFFSET = 184
+MR_CONFIG_ID_SIZE = 48
 #: Environment variables that move the attester's paths (tests, unusual guests).
 ENV_TSM_REPORT = "TSM_REPORT_PATH"
 ENV_CCEL = "CCEL_PATH"
@@ -130,6 +142,19 @@ def tsm_provider_is(root: Path, provider: str = TDX_PROVIDER) -> bool:
         _remove_entry(entry)
 
 
+def quote_mr_config_id(quote: bytes) -> bytes:
+    """MRCONFIGID of a TD quote v4 or v5."""
+    if len(quote) < 2:
+        raise AttestationError("TDX quote: shorter than its version field")
+    (version,) = struct.unpack_from("<H", quote, 0)
+    if version not in (4, 5):
+        raise AttestationError(f"TDX quote version {version}: MRCONFIGID cannot be located (4 or 5 expected)")
+    start = QUOTE_HEADER_SIZE + (V5_BODY_DESCRIPTOR_SIZE if version == 5 else 0) + MR_CONFIG_ID_OFFSET
+    if len(quote) < start + MR_CONFIG_ID_SIZE:
+        raise AttestationError(f"TDX quote: {len(quote)} bytes, too short to hold MRCONFIGID")
+    return quote[start : start + MR_CONFIG_ID_SIZE]
+
+
 def trim_event_log(data: bytes) -> bytes:
     """`data` up to its first terminator after whole events (upstream's CCEL trimming)."""
     if len(data) < 32:
@@ -196,6 +221,14 @@ class TdxAttester:
         quote = tsm_quote(self.paths.tsm_report, report_data.ljust(REPORT_DATA_SIZE, b"\x00"))
         eventlog = build_cc_eventlog(_read_optional(self.paths.ccel), _read_optional(self.paths.aael))
         return {"cc_eventlog": None if eventlog is None else std_encode(eventlog), "quote": std_encode(quote)}
+
+    def bind_init_data(self, digest: bytes) -> None:
+        """Refuse to run unless this TD was launched with the init-data: MRCONFIGID == digest padded/truncated to 48 bytes."""
+        actual = quote_mr_config_id(tsm_quote(self.paths.tsm_report, bytes(REPORT_DATA_SIZE)))
+        expected = digest[:MR_CONFIG_ID_SIZE].ljust(MR_CONFIG_ID_SIZE, b"\x00")
+        if not hmac.compare_digest(actual, expected):
+            raise AttestationError(f"init-data does not match this TD: MRCONFIGID is {actual.hex()}, the init-data digest "
+                                   f"padded/truncated to 48 bytes is {expected.hex()} (the host launched it with other init-data)")
 
 
 def detect_tdx(paths: TdxPaths) -> str | None:

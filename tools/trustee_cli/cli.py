@@ -1,5 +1,6 @@
 """`trustee`: one command for a local Trustee (`run`), a guest stack (`guest`; `guest pull-image` asks its CDH
-to pull an image), storage migration (`migrate`), or image encryption (`image encrypt`).
+to pull an image), storage migration (`migrate`), image encryption (`image encrypt`), or the init-data
+digest a host binds to a guest (`initdata digest`).
 
 This module parses and checks the flags, then hands over to
 `trustee_cli.server.run_server` or `trustee_cli.guest.run_guest`. Exit
@@ -27,6 +28,7 @@ from guest.resource_uri import ResourceUri
 from trustee_cli.configs import LOOPBACK, GuestSettings, ServerSettings, socket_address
 from trustee_cli.guest import run_guest
 from trustee_cli.image import add_image_parser
+from trustee_cli.initdata import add_initdata_parser, guest_init_data
 from trustee_cli.migrate import migrate
 from trustee_cli.server import run_server
 from trustee_cli.snp_measure import add_snp_measure_parser
@@ -124,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     guest.add_argument("--image-decryption-key", action="append", default=[], metavar="kbs:///...", type=kbs_uri,
                        help="a KBS resource holding a private key for JWE-encrypted image layers (repeatable; "
                             "docs/encrypted-images.md)")
+    guest.add_argument("--initdata-toml", type=Path, metavar="FILE",
+                       help="init-data TOML the attestation-agent binds and sends to the KBS; its aa.toml KBS url and cert "
+                            "stand in for --kbs-url/--kbs-cert and must equal them when both are given (docs/kubevirt-tdx.md)")
     guest.add_argument("--data-dir", default=os.environ.get("TRUSTEE_GUEST_DATA_DIR", DEFAULT_GUEST_DIR),
                        help=f"generated configs and logs (env TRUSTEE_GUEST_DATA_DIR; default {DEFAULT_GUEST_DIR})")
     guest.set_defaults(handler=cmd_guest)
@@ -136,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_verify_parser(commands)
     add_snp_measure_parser(commands)
     add_image_parser(commands)
+    add_initdata_parser(commands)
     return parser
 
 
@@ -230,7 +236,7 @@ def cmd_pull_image(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def cmd_guest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if not args.kbs_url:
+    if not args.kbs_url and args.initdata_toml is None:
         parser.error("trustee guest: --kbs-url (or TRUSTEE_KBS_URL) is required")
     _distinct(parser, rest_port=args.rest_port, aa_port=args.aa_port, cdh_port=args.cdh_port)
     cert_pem = None
@@ -238,9 +244,19 @@ def cmd_guest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         cert_pem = _read(args.kbs_cert, "--kbs-cert").decode("utf-8", errors="replace")
         if "-----BEGIN CERTIFICATE-----" not in cert_pem:
             raise ConfigError(f"--kbs-cert {args.kbs_cert} holds no PEM certificate")
-    settings = GuestSettings(args.kbs_url, args.rest_port, args.aa_port, args.cdh_port, cert_pem, tuple(args.sealed_secret_key),
+    kbs_url, init_data = args.kbs_url, None
+    if args.initdata_toml is not None:
+        bound = guest_init_data(args.initdata_toml, kbs_url, cert_pem)
+        kbs_url, cert_pem, init_data = bound.kbs_url, bound.kbs_cert_pem, str(bound.path)
+        if not kbs_url:
+            parser.error("trustee guest: give --kbs-url, or an --initdata-toml whose aa.toml has [token_configs.kbs] url")
+        try:
+            kbs_url = http_url(kbs_url)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"--initdata-toml {args.initdata_toml}: aa.toml [token_configs.kbs] url: {exc}") from None
+    settings = GuestSettings(kbs_url, args.rest_port, args.aa_port, args.cdh_port, cert_pem, tuple(args.sealed_secret_key),
                              tuple(args.insecure_registry), tuple(args.image_decryption_key),
-                             str(Path(args.data_dir).resolve() / "image"))
+                             str(Path(args.data_dir).resolve() / "image"), init_data)
     return run_guest(Path(args.data_dir), settings)
 
 

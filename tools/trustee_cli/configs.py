@@ -225,6 +225,8 @@ class GuestSettings:
     image_decryption_keys: tuple[str, ...] = ()
     #: The CDH's `[image] work_dir` (None: under the guest data directory).
     image_work_dir: str | None = None
+    #: `--initdata-toml`: absolute path of the init-data TOML given to the attestation-agent (`-t`).
+    init_data_toml: str | None = None
 
 
 def aa_config(settings: GuestSettings) -> dict[str, Any]:

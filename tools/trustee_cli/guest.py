@@ -20,9 +20,11 @@ def _children(root: Path, settings: GuestSettings) -> list[ChildSpec]:
     cdh_addr = socket_address(LOOPBACK, settings.cdh_port)
     rest_argv = [program("api-server-rest"), "--bind", socket_address(LOOPBACK, settings.rest_port), "--features", "all",
                  "--aa_addr", aa_addr, "--cdh_addr", cdh_addr]
+    aa_argv = [program("attestation-agent"), "-a", aa_addr, "-c", str(root / "aa.toml")]
+    if settings.init_data_toml:
+        aa_argv += ["-t", settings.init_data_toml]
     return [
-        ChildSpec("attestation-agent", [program("attestation-agent"), "-a", aa_addr, "-c", str(root / "aa.toml")], settings.aa_port,
-                  port_flag="--aa-port"),
+        ChildSpec("attestation-agent", aa_argv, settings.aa_port, port_flag="--aa-port"),
         ChildSpec("confidential-data-hub", [program("confidential-data-hub"), "-c", str(root / "cdh.toml")], settings.cdh_port,
                   port_flag="--cdh-port"),
         ChildSpec("api-server-rest", rest_argv, settings.rest_port, port_flag="--rest-port"),
