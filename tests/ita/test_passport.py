@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from tests.ita.conftest import SECRET, StandIn, control, start
-from tests.kbs.helpers import Kbs, Material, ear_claims, load_signing, make_material, mint_token
+from tests.kbs.helpers import Kbs, Material, ear_claims, load_signing, make_material, mint_token, run_kbs_expect_exit
 from tests.procs import free_port
 from trustee_common.jose import TeeKeyPair
 
@@ -134,3 +134,11 @@ async def test_debug_td_contraindicated(reset: StandIn, passport_kbs: Kbs) -> No
     claims["tdx"]["tdx_is_debuggable"] = True
     status, reply = await get(passport_kbs, await mint(reset, claims))
     assert status == 403, reply
+
+
+def test_unreadable_jwk_set_stops_start(tmp_path: Path, standin: StandIn, material: Material) -> None:
+    text = passport_config(free_port(), tmp_path / "repo", standin, material).replace(
+        f'trusted_jwk_sets = ["{standin.url}"]', f'trusted_jwk_sets = ["{tmp_path / "missing.json"}"]')
+    code, output = run_kbs_expect_exit(tmp_path, text)
+    assert code == 2, output
+    assert "attestation_token.trusted_jwk_sets" in output and "cannot read" in output and "Traceback" not in output
