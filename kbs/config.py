@@ -5,8 +5,7 @@ type or an invalid value is a `ConfigError` naming it. Keys upstream's
 files carry that we accept without using them (or map onto ours:
 `[http_server] worker_count`, the pre-v0.17 `[admin]` forms) are accepted
 with one warning each, collected in `KbsConfig.warnings` (logged once at
-start); upstream features not built here (`intel_ta`, `trusted_jwk_sets`,
-the `nebula-ca`/`pkcs11`/`external`/`provisioner` plugins, the Vault and
+start); upstream features not built here (the `nebula-ca`/`pkcs11`/`external`/`provisioner` plugins, the Vault and
 cloud-KMS resource backends) are refused with a line saying so. This module only
 parses and validates values: it reads no key or certificate file (the
 wiring in `kbs.server` does), so a parsed config is plain data.
@@ -24,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 from attestation_service.config import OBSOLETE_ROOT_KEYS, AsConfig, parse_sections
 
 from kbs.core.admin import AdminMode, compile_acl
+from kbs.core.jwk_set import check_source
 from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.audit import AuditConfig, audit_config
@@ -53,9 +53,12 @@ DEFAULT_EPOCH_TTL_SECONDS = 1.0
 MAX_EPOCH_TTL_SECONDS = 60.0
 #: `[attestation_service] type` values and upstream's aliases (serde variant names), by the type each stands for.
 AS_TYPES = {"coco_as_grpc": "coco_as_grpc", "CoCoASGrpc": "coco_as_grpc",
-            "coco_as_builtin": "coco_as_builtin", "CoCoASBuiltIn": "coco_as_builtin"}
-#: Upstream types refused with a pointer to where they are tracked.
-UNSUPPORTED_AS_TYPES = {"intel_ta": "issue 13", "IntelTA": "issue 13"}
+            "coco_as_builtin": "coco_as_builtin", "CoCoASBuiltIn": "coco_as_builtin",
+            "intel_ta": "intel_ta", "IntelTA": "intel_ta"}
+#: `jwks_refresh_interval_seconds` (ours): the least time between two fetches of a JWK set for an unknown kid.
+DEFAULT_JWKS_REFRESH_SECONDS = 60.0
+#: `[attestation_service] request_timeout_seconds` (ours, intel_ta): one call to Intel Trust Authority.
+DEFAULT_ITA_TIMEOUT_SECONDS = 60.0
 RESOURCE_BACKENDS = ("LocalFs", "KvStorage")
 #: Upstream's `storage_backend_type` values and the `type` each stands for.
 UPSTREAM_RESOURCE_BACKENDS = {"kvstorage": "KvStorage"}
@@ -142,6 +145,23 @@ class AttestationTokenConfig:
     trusted_certs_paths: tuple[Path, ...]
     insecure_header_jwk: bool
     extra_teekey_paths: tuple[str, ...]
+    #: JWK sets (paths, `file://`, `https://`) whose keys verify tokens by `kid` (passport mode, ITA tokens).
+    trusted_jwk_sets: tuple[str, ...] = ()
+    jwks_refresh_interval_seconds: float = DEFAULT_JWKS_REFRESH_SECONDS
+
+
+@dataclass(frozen=True)
+class IntelTaConfig:
+    """`type = "intel_ta"`: Intel Trust Authority appraises the evidence (`kbs.intel_ta`, docs/intel-trust-authority.md)."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    #: ITA's JWK set: `https://` URL (or the portal, found by OpenID discovery), `file://` or a path.
+    certs_file: str
+    policy_ids: tuple[str, ...] = ()
+    allow_unmatched_policy: bool = False
+    jwks_refresh_interval_seconds: float = DEFAULT_JWKS_REFRESH_SECONDS
+    request_timeout_seconds: float = DEFAULT_ITA_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,8 @@ class AttestationServiceConfig:
     tls: ClientTls | None = None
     #: `coco_as_builtin`: the embedded AS's settings; None: `coco_as_grpc` (the AS at `as_addr`).
     builtin: BuiltinAsConfig | None = None
+    #: `intel_ta`: Intel Trust Authority instead of a CoCo AS.
+    intel_ta: IntelTaConfig | None = None
 
     @property
     def session_lifetime_seconds(self) -> float:
@@ -268,11 +290,14 @@ def _parse(data: dict[str, Any], default_dir: Path) -> KbsConfig:
     root.finish()
     if session_type is not None:
         config = replace(config, session_storage=config.storage.for_sessions(session_type))
-    builtin = config.attestation_service.builtin is not None  # the KBS trusts its embedded AS's key (kbs.builtin_as)
-    if not builtin and not config.attestation_token.trusted_certs_paths and not config.attestation_token.insecure_header_jwk:
+    # The KBS trusts its embedded AS's key (kbs.builtin_as) and ITA's certs_file (kbs.intel_ta).
+    service = config.attestation_service
+    own = service.builtin is not None or service.intel_ta is not None
+    token = config.attestation_token
+    if not own and not token.trusted_certs_paths and not token.trusted_jwk_sets and not token.insecure_header_jwk:
         raise ConfigError(
             "attestation_token: cannot verify attestation tokens since no trusted verification material is provided "
-            "(set trusted_certs_paths, or insecure_header_jwk = true for development)"
+            "(set trusted_certs_paths or trusted_jwk_sets, or insecure_header_jwk = true for development)"
         )
     return config
 
@@ -435,28 +460,32 @@ def _attestation_token(table: _Table) -> AttestationTokenConfig:
     paths = tuple(Path(p) for p in table.strings("trusted_certs_paths"))
     insecure = table.boolean("insecure_header_jwk", False)
     pointers = tuple(table.strings("extra_teekey_paths"))
-    if table.strings("trusted_jwk_sets"):
-        raise ConfigError(
-            "attestation_token.trusted_jwk_sets is not supported: tokens are verified with the header jwk and its x5c "
-            "chain to trusted_certs_paths (key lookup by kid is for Intel Trust Authority, which is not supported)"
-        )
+    jwk_sets = tuple(check_source(s, "attestation_token.trusted_jwk_sets") for s in table.strings("trusted_jwk_sets"))
+    refresh = table.number("jwks_refresh_interval_seconds", DEFAULT_JWKS_REFRESH_SECONDS, minimum_exclusive=-math.inf)
     table.finish()
     for pointer in pointers:
         if pointer and not pointer.startswith("/"):
             raise ConfigError(f"attestation_token.extra_teekey_paths: {pointer!r} is not a JSON pointer (must start with '/')")
-    return AttestationTokenConfig(paths, insecure, pointers)
+    return AttestationTokenConfig(paths, insecure, pointers, jwk_sets, _refresh_interval(refresh, "attestation_token"))
+
+
+def _refresh_interval(value: float, where: str) -> float:
+    if not 0.0 <= value <= 86400.0:
+        raise ConfigError(f"{where}.jwks_refresh_interval_seconds must be 0..86400 seconds, got {value:g}")
+    return value
 
 
 def _attestation_service(table: _Table, storage: StorageConfig, base: Path) -> AttestationServiceConfig:
     """`coco_as_grpc` (default; `as_addr`, `pool_size`, TLS keys) or `coco_as_builtin` (the AS's own sections)."""
     name = table.string("type", "coco_as_grpc") or "coco_as_grpc"
-    if name in UNSUPPORTED_AS_TYPES:
-        raise ConfigError(f"attestation_service.type {name!r} (Intel Trust Authority) is not supported yet; "
-                          f"it is tracked separately ({UNSUPPORTED_AS_TYPES[name]}); use coco_as_grpc or coco_as_builtin")
     kind = AS_TYPES.get(name)
     if kind is None:
-        raise ConfigError(f"attestation_service.type {name!r} is not supported (coco_as_grpc or coco_as_builtin)")
+        raise ConfigError(f"attestation_service.type {name!r} is not supported (coco_as_grpc, coco_as_builtin or intel_ta)")
     timeout = table.number("timeout", DEFAULT_SESSION_MINUTES, minimum_exclusive=0.0)
+    if kind == "intel_ta":
+        ita = _intel_ta(table)
+        table.finish()
+        return AttestationServiceConfig("", timeout, intel_ta=ita)
     epoch_ttl = table.number("appraisal_epoch_ttl_seconds", DEFAULT_EPOCH_TTL_SECONDS, minimum_exclusive=-math.inf)
     if not 0.0 <= epoch_ttl <= MAX_EPOCH_TTL_SECONDS:
         limit = f"0..{MAX_EPOCH_TTL_SECONDS:g}"
@@ -473,6 +502,29 @@ def _attestation_service(table: _Table, storage: StorageConfig, base: Path) -> A
     tls = parse_client_tls(table, "attestation_service", tls=endpoint.tls)
     table.finish()
     return AttestationServiceConfig(addr, timeout, appraisal_epoch_ttl_seconds=epoch_ttl, tls=tls)
+
+
+def _intel_ta(table: _Table) -> IntelTaConfig:
+    """upstream's `base_url`, `api_key`, `certs_file`, `policy_ids`, `allow_unmatched_policy`; ours: the two bounds."""
+    base_url = table.required_string("base_url")
+    parts = urlsplit(base_url)
+    if parts.scheme != "https" or not parts.netloc:
+        raise ConfigError(f"attestation_service.base_url {base_url!r} must be an https:// URL (the API key travels with each call)")
+    api_key = table.required_string("api_key")
+    if not api_key.strip():
+        raise ConfigError("attestation_service.api_key is empty")
+    certs = check_source(table.required_string("certs_file"), "attestation_service.certs_file")
+    policy_ids = tuple(table.strings("policy_ids"))
+    allow = table.boolean("allow_unmatched_policy", False)
+    refresh = table.number("jwks_refresh_interval_seconds", DEFAULT_JWKS_REFRESH_SECONDS, minimum_exclusive=-math.inf)
+    request_timeout = table.number("request_timeout_seconds", DEFAULT_ITA_TIMEOUT_SECONDS, minimum_exclusive=0.0)
+    if request_timeout > 600.0:
+        raise ConfigError(f"attestation_service.request_timeout_seconds must be at most 600, got {request_timeout:g}")
+    for key in ("as_addr", "pool_size"):
+        if table.has(key):
+            raise ConfigError(f"attestation_service.{key} is for type = \"coco_as_grpc\"; intel_ta calls base_url")
+    return IntelTaConfig(base_url, api_key, certs, policy_ids, allow, _refresh_interval(refresh, "attestation_service"),
+                         request_timeout)
 
 
 def _builtin_as(table: _Table, storage: StorageConfig, base: Path) -> BuiltinAsConfig:

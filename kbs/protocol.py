@@ -62,7 +62,10 @@ class RcarService:
         audit: KbsAudit | None = None,
         verifier: AttestationTokenVerifier | None = None,
         reports: ReportRecorder | None = None,
+        challenge_params: Callable[[str, Any], Any] | None = None,
     ) -> None:
+        #: The challenge's extra-params from the tee and the request's (Intel Trust Authority); None: `""`.
+        self._challenge_params = challenge_params
         self._reports = reports
         self._audit = audit or KbsAudit()
         self._verifier = verifier
@@ -78,7 +81,9 @@ class RcarService:
         self._metrics.auth_requests.inc()
         try:
             request = Request.from_json(body)
-            session = new_session(request, now=self._clock(), lifetime=self._lifetime, random_bytes=self._random)
+            extra = "" if self._challenge_params is None else self._challenge_params(request.tee, request.extra_params)
+            session = new_session(request, now=self._clock(), lifetime=self._lifetime, random_bytes=self._random,
+                                  extra_params=extra)
             await self._store.put(SESSION_NAMESPACE, session.id, encode_session(session), expires_at=session.expires_at)
         except TrusteeError:
             self._metrics.auth_errors.inc()
@@ -114,7 +119,7 @@ class RcarService:
             logger.debug("attestation of session %s (%s) rejected: %s", session.id[:8], tee, exc.detail)
             self._report("rejected", tee, init_data, error=exc)
             raise
-        claims = self._verified_claims(token)
+        claims = await self._verified_claims(token)
         done = attested(session, token, claims)
         await self._store.put(SESSION_NAMESPACE, done.id, encode_session(done), expires_at=done.expires_at)
         self._report("attested", tee, init_data, token=token, claims=claims)
@@ -130,12 +135,12 @@ class RcarService:
         if self._reports is not None:
             self._reports.record(AttestationFacts(self._clock(), outcome, tee, token, claims, error, init_data))
 
-    def _verified_claims(self, token: str) -> dict[str, Any] | None:
+    async def _verified_claims(self, token: str) -> dict[str, Any] | None:
         """The token's claims if the KBS's own verification accepts it; None leaves it to each request."""
         if self._verifier is None:
             return None
         try:
-            return self._verifier.verify(token, self._clock())
+            return await self._verifier.verify_fresh(token, self._clock())
         except TokenVerifierError:
             return None  # every resource request will verify (and refuse) the token itself
 

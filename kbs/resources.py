@@ -181,7 +181,7 @@ class ResourceService:
         elif token is None:
             raise TokenNotFoundError("Attestation Token not found")
         else:
-            claims = self._verifier.verify(token, self._clock())
+            claims = await self._verifier.verify_fresh(token, self._clock())
         facts.update(ear_summary(claims))
         tee_key = self._verifier.tee_pubkey(claims)
         await self._freshness.check(claims, received)

@@ -13,7 +13,7 @@ import contextlib
 import importlib.resources
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +35,8 @@ from kbs.http.app import make_app
 from kbs.http.errors import malformed_http_response
 from kbs.http.state import KbsState
 from kbs.https import server_context
+from kbs.intel_ta import IntelTrustAuthority
+from kbs.jwks import JwkSetSource
 from kbs.metrics import KbsMetrics
 from kbs.protocol import RcarService
 from kbs.reports import ReportSink, load_report_signer, running
@@ -156,7 +158,11 @@ async def build_state(
     trust = load_trust(config)
     if isinstance(attestation, BuiltinAttestationService):  # the embedded AS's tokens: trusted by key, in process
         trust = replace(trust, trusted_keys=(*trust.trusted_keys, attestation.signing_key))
+    sources = await jwk_set_sources(config, attestation)
+    trust = replace(trust, jwk_sets=tuple(s.ring for s in sources))
     verifier = AttestationTokenVerifier(trust)
+    if sources:
+        verifier.refresh = refresher(sources)
     policies = PolicyStore(store, engine)
     await policies.install_default(default_policy_text())
     repository = resource_store(config, store)
@@ -164,8 +170,9 @@ async def build_state(
     resources = None if repository is None else ResourceService(repository, policies, verifier, freshness, metrics, audit=audit)
     lifetime = config.attestation_service.session_lifetime_seconds
     reports = report_sink(config, store, attestation, metrics)
+    challenge = attestation.challenge_params if isinstance(attestation, IntelTrustAuthority) else None
     rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime, audit=audit,
-                       verifier=verifier if resources is not None else None, reports=reports)
+                       verifier=verifier if resources is not None else None, reports=reports, challenge_params=challenge)
     return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size,
                     audit=audit, metrics_on_main=config.observability.metrics_address is None,
                     max_in_flight_requests=config.http_server.max_in_flight_requests,
@@ -173,6 +180,28 @@ async def build_state(
                     target_latency_seconds=config.http_server.admission_target_latency_ms / 1000,
                     sample_plugin=config.sample_plugin is not None, reports=reports,
                     report_store=None if reports is None else store)
+
+
+async def jwk_set_sources(config: KbsConfig, attestation: AttestationServicePort) -> list[JwkSetSource]:
+    """`trusted_jwk_sets` (loaded here; `ConfigError` if unreadable) and ITA's `certs_file` (loaded by its backend)."""
+    token = config.attestation_token
+    sources: list[JwkSetSource] = []
+    if token.trusted_jwk_sets:
+        source = JwkSetSource(token.trusted_jwk_sets, "attestation_token.trusted_jwk_sets",
+                              min_refresh_seconds=token.jwks_refresh_interval_seconds)
+        await source.load()
+        sources.append(source)
+    if isinstance(attestation, IntelTrustAuthority):
+        sources.append(attestation.jwks)
+    return sources
+
+
+def refresher(sources: list[JwkSetSource]) -> Callable[[], Awaitable[None]]:
+    """One bounded refresh of every source (each keeps its own bound)."""
+    async def refresh() -> None:
+        for source in sources:
+            await source.refresh()
+    return refresh
 
 
 def report_sink(config: KbsConfig, store: KeyValueStore, attestation: AttestationServicePort, metrics: KbsMetrics) -> ReportSink | None:
@@ -187,8 +216,18 @@ def report_sink(config: KbsConfig, store: KeyValueStore, attestation: Attestatio
 
 
 async def open_attestation(config: KbsConfig, store: KeyValueStore, engine: RegoPool, metrics: KbsMetrics) -> AttestationServicePort:
-    """The AS at `as_addr` (gRPC), or the one embedded in this process (`coco_as_builtin`, its metrics on the KBS's)."""
+    """The AS at `as_addr` (gRPC), the one embedded in this process (`coco_as_builtin`, its metrics on the KBS's), or
+    Intel Trust Authority (`intel_ta`, its JWK set loaded before the KBS serves)."""
     builtin = config.attestation_service.builtin
+    ita = config.attestation_service.intel_ta
+    if ita is not None:
+        backend = IntelTrustAuthority(ita)
+        try:
+            await backend.start()
+        except BaseException:
+            await backend.close()
+            raise
+        return backend
     if builtin is None:
         return GrpcAttestationService(config.attestation_service.as_addr, tls=config.attestation_service.tls)
     return await open_builtin(builtin, config.storage, store, engine, AsMetrics(metrics.registry))

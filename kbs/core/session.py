@@ -54,10 +54,11 @@ class AttestedSession:
 Session = AuthedSession | AttestedSession
 
 
-def new_session(request: Request, *, now: float, lifetime: float, random_bytes: RandomBytes) -> AuthedSession:
-    """A fresh session: UUIDv4 id in simple form and a 32-byte standard-base64 nonce."""
+def new_session(request: Request, *, now: float, lifetime: float, random_bytes: RandomBytes, extra_params: Any = "") -> AuthedSession:
+    """A fresh session: UUIDv4 id in simple form and a 32-byte standard-base64 nonce; the challenge's
+    `extra_params` are upstream's `""` unless the attestation backend chose otherwise (ITA's hash algorithm)."""
     session_id = uuid.UUID(bytes=random_bytes(16), version=4).hex
-    challenge = Challenge(nonce=std_encode(random_bytes(NONCE_BYTES)), extra_params="")
+    challenge = Challenge(nonce=std_encode(random_bytes(NONCE_BYTES)), extra_params=extra_params)
     # Keep only what the handshake needs: the version and tee are short validated
     # values; the client's extra-params (unused) are not stored for the session's lifetime.
     stored = Request(request.version, request.tee, "")

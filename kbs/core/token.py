@@ -7,9 +7,14 @@ process), that JWK must carry `x5c` whose first
 certificate holds the same public key, and the chain must reach one of the
 trusted certificates at `now` (cryptography's X.509 path validation).
 `exp` is required; `exp`, `nbf` and `iat` are checked as `kbs.core.jws`
-does (finite numbers in range, 60 s leeway). Tokens without a header
-`jwk` (key looked up by `kid` in a JWK set, Intel Trust Authority) are
-not supported.
+does (finite numbers in range, 60 s leeway). A token without a header
+`jwk` is verified with the key its `kid` names in the trusted JWK sets
+(`TokenTrust.jwk_sets`: `trusted_jwk_sets`, Intel Trust Authority's
+`certs_file`; `kbs.core.jwk_set`), with that JWK's algorithm; its claims
+get the EAR-shaped `submods.cpu0` view when they are ITA claims
+(`kbs.core.ita_claims`). An unknown `kid` can make the caller refresh the
+sets once (`verify_fresh`, with the `refresh` the composition root sets;
+the refresh itself is bounded there, `kbs.jwks`).
 
 A successful chain validation is remembered (bounded LRU, `CHAIN_CACHE_SIZE`)
 under a digest of the anchor set and the x5c DER certificates, with the
@@ -32,6 +37,7 @@ import binascii
 import datetime
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +46,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
-from kbs.core.jws import CompactJws, check_time_claims, parse_compact, verify_es256
+from kbs.core.ita_claims import with_ear_view
+from kbs.core.jwk_set import KeyRing, TrustedJwk, header_kid, window_text
+from kbs.core.jws import CompactJws, check_time_claims, parse_compact, verify_es256, verify_signature
 from trustee_common.b64 import url_decode
-from trustee_common.errors import MalformedRequestError, TokenVerifierError
+from trustee_common.errors import MalformedRequestError, TokenVerifierError, clip_repr
 from trustee_common.jose import TeePubKey
 from trustee_common.lru import BoundedLru
 
@@ -71,6 +79,8 @@ class TokenTrust:
     extra_teekey_paths: tuple[str, ...] = ()
     #: Signing keys trusted outright (uncompressed P-256 points): the AS embedded in this KBS (`coco_as_builtin`).
     trusted_keys: tuple[bytes, ...] = ()
+    #: Keys looked up by `kid` for tokens without a header `jwk` (`trusted_jwk_sets`, ITA's `certs_file`).
+    jwk_sets: tuple[KeyRing, ...] = ()
 
 
 def _check_ca(_policy: object, _cert: x509.Certificate, ext: x509.BasicConstraints | None) -> None:
@@ -126,6 +136,8 @@ class AttestationTokenVerifier:
         self._keys: BoundedLru[bytes, ec.EllipticCurvePublicKey] = BoundedLru(KEY_CACHE_SIZE)
         self._signers: BoundedLru[str, _Signer] = BoundedLru(HEADER_CACHE_SIZE)
         self._trusted_keys = frozenset(trust.trusted_keys)
+        #: Fetches the JWK sets again (bounded by its owner); called once for a token with an unknown `kid`.
+        self.refresh: Callable[[], Awaitable[None]] | None = None
 
     def verify(self, token: str, now: float) -> dict[str, Any]:
         """The verified claims; `TokenVerifierError` for anything else."""
@@ -134,6 +146,35 @@ class AttestationTokenVerifier:
         except TokenVerifierError as exc:
             logger.info("attestation token rejected: %s", exc.detail)
             raise TokenVerifierError("Token Verifier error: attestation token verification failed") from None
+
+    def verify_detailed(self, token: str, now: float) -> dict[str, Any]:
+        """`verify` with the reason in the `TokenVerifierError` (for tokens the KBS fetched itself, not a client's)."""
+        return self._verify(token, now)
+
+    async def verify_fresh(self, token: str, now: float) -> dict[str, Any]:
+        """`verify`, after one refresh of the JWK sets when the token names a `kid` none of them holds."""
+        if self.refresh is not None and self.unknown_kid(token) is not None:
+            await self.refresh()
+        return self.verify(token, now)
+
+    def unknown_kid(self, token: str) -> str | None:
+        """The header `kid` of a JWK-set token that no trusted set holds (None otherwise, or if unreadable)."""
+        if not self.trust.jwk_sets:
+            return None
+        try:
+            kid = header_kid(parse_compact(token, TokenVerifierError).header)
+        except TokenVerifierError:
+            return None
+        if kid is None or any(ring.has_kid(kid) for ring in self.trust.jwk_sets):
+            return None
+        return kid
+
+    def _jwk(self, kid: str, alg: object) -> TrustedJwk | None:
+        for ring in self.trust.jwk_sets:
+            key = ring.get(kid, alg)
+            if key is not None:
+                return key
+        return None
 
     def check_times(self, claims: dict[str, Any], now: float) -> None:
         """Claims verified earlier (a cookie session's) are still within `exp`/`nbf`/`iat` at `now`."""
@@ -150,19 +191,41 @@ class AttestationTokenVerifier:
         return parsed.header, parsed.claims
 
     def _verify(self, token: str, now: float) -> dict[str, Any]:
-        claims = self._verify_signature(token, now).claims
+        parsed = self._verify_signature(token, now)
+        claims = parsed.claims
         check_time_claims(claims, now, TokenVerifierError)
+        if "jwk" not in parsed.header:  # a JWK-set token: an ITA one gets the EAR-shaped view
+            claims = with_ear_view(claims)
         return claims
 
     def _verify_signature(self, token: str, now: float) -> CompactJws:
         segment = token.partition(".")[0]
         cached = self._signers.get(segment)
         parsed = parse_compact(token, TokenVerifierError, None if cached is None else cached.header)
+        if cached is None and "jwk" not in parsed.header:
+            self._verify_by_kid(parsed, now)
+            return parsed
         signer = cached if cached is not None else self._signer(segment, parsed.header)
         if not self.trust.insecure_header_jwk and signer.point not in self._trusted_keys:
             self._check_endorsement(signer, now)
         verify_es256(parsed, signer.key, TokenVerifierError)
         return parsed
+
+    def _verify_by_kid(self, parsed: CompactJws, now: float) -> None:
+        """The signature under the trusted JWK the header `kid` names, with that JWK's algorithm."""
+        kid = header_kid(parsed.header)
+        if kid is None:
+            raise TokenVerifierError("token header has neither jwk nor kid")
+        if not self.trust.jwk_sets:
+            raise TokenVerifierError("token header has no jwk and no trusted JWK set is configured (trusted_jwk_sets)")
+        key = self._jwk(kid, parsed.header.get("alg"))
+        if key is None:
+            if any(ring.has_kid(kid) for ring in self.trust.jwk_sets):
+                raise TokenVerifierError(f"the trusted JWK {kid[:24]!r} is not for alg {clip_repr(parsed.header.get('alg'))}")
+            raise TokenVerifierError(f"no trusted JWK has kid {kid[:24]!r}")
+        if not key.current_at(now):
+            raise TokenVerifierError(f"the x5c chain of JWK {kid[:24]!r} is not valid now ({window_text(key)})")
+        verify_signature(parsed, key.key, key.alg, TokenVerifierError)
 
     def _signer(self, segment: str, header: dict[str, Any]) -> _Signer:
         """The key and chain digest of `header`, remembered under its base64url text `segment`."""

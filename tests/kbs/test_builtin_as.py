@@ -308,11 +308,11 @@ def test_bad_builtin_keys_are_named(tmp_path: Path, material: Material, extra: s
         parsed(tmp_path, material, extra=extra)
 
 
-def test_intel_ta_is_refused_with_a_pointer(tmp_path: Path, material: Material) -> None:
+def test_intel_ta_without_its_keys_is_refused(tmp_path: Path, material: Material) -> None:
     text = builtin_toml(free_port(), material, tmp_path).replace('type = "coco_as_builtin"', 'type = "intel_ta"')
     code, output = run_kbs_expect_exit(tmp_path, text)
     assert code == 2, output
-    assert "intel_ta" in output and "issue 13" in output and "Traceback" not in output
+    assert "attestation_service.base_url" in output and "Traceback" not in output
 
 
 def test_upstream_alias(tmp_path: Path, material: Material) -> None:
