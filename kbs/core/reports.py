@@ -167,8 +167,17 @@ def appraisals(claims: Mapping[str, Any], tee: str | None) -> tuple[list[dict[st
     return entries, identity, init_digest
 
 
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _micros(when: float) -> int:
+    """`when` in whole microseconds: the one rounding both the listing key and the report's `time` use,
+    so that `since=<a report's time>` always includes that report."""
+    return max(0, round(when * 1_000_000))
+
+
 def _rfc3339(when: float) -> str:
-    moment = datetime.datetime.fromtimestamp(when, datetime.UTC)
+    moment = EPOCH + datetime.timedelta(microseconds=_micros(when))  # integer arithmetic: no second rounding
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -206,8 +215,7 @@ def instance_component(instance: str | None) -> str:
 
 
 def report_key(instance: str | None, when: float, report_id: str) -> str:
-    micros = max(0, int(when * 1_000_000))
-    return f"{instance_component(instance)}/{micros:0{TIME_DIGITS}d}-{report_id}"
+    return f"{instance_component(instance)}/{_micros(when):0{TIME_DIGITS}d}-{report_id}"
 
 
 def _key_time(key: str) -> str:
@@ -242,8 +250,8 @@ def _since(text: str | None) -> int:
     if text is None:
         return 0
     try:
-        return max(0, int(float(text) * 1_000_000))
-    except ValueError:
+        return _micros(float(text))
+    except (ValueError, OverflowError):
         pass
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -251,7 +259,7 @@ def _since(text: str | None) -> int:
         raise MalformedRequestError(f"since: {clip(text)!r} is neither seconds since the epoch nor an RFC 3339 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
-    return max(0, int(moment.timestamp() * 1_000_000))
+    return max(0, (moment - EPOCH) // datetime.timedelta(microseconds=1))
 
 
 def _limit(text: str | None) -> int:

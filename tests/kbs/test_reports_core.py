@@ -96,3 +96,20 @@ def test_the_table_enables_reports_and_checks_its_keys(tmp_path: Path) -> None:
                        ({"queue_size": 0}, "queue_size"), ({"enable": True}, "enable"), ({"signing_key": 1}, "signing_key")):
         with pytest.raises(ConfigError, match=key):
             parse_kbs_config({**BASE, "attestation_reports": table}, default_dir=tmp_path)
+
+
+def test_since_a_reports_own_time_includes_that_report() -> None:
+    """The key and the printed `time` round the same way, so listing `since=<time>` never skips the report itself."""
+    import random
+
+    from kbs.core.reports import _key_time, _rfc3339
+
+    rng = random.Random(7)
+    for _ in range(20_000):
+        when = 1_764_820_000 + rng.random() * 10_000_000
+        key_micros = int(_key_time(report_key("c", when, "id"))[:16])
+        assert ReportQuery.parse({"since": _rfc3339(when)}).since_micros == key_micros
+    assert ReportQuery.parse({"since": "1764820000.5"}).since_micros == 1_764_820_000_500_000
+    for bad in ("nan", "inf", "yesterday"):
+        with pytest.raises(MalformedRequestError, match="since"):
+            ReportQuery.parse({"since": bad})
