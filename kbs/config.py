@@ -27,7 +27,7 @@ from kbs.core.admin import AdminMode, compile_acl
 from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import ConfigTable, collecting_warnings, load_config_file
+from trustee_common.config import ConfigTable, collecting_warnings, config_warning, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import ConnectionLimits
 from trustee_common.logsetup import FORMATS
@@ -623,7 +623,8 @@ def _external_backend(table: ConfigTable) -> ExternalBackendConfig:
     if tls_mode is not None and tls_mode.lower() != ("tls" if parsed.tls else "insecure"):
         raise ConfigError(f"{where}.tls_mode {tls_mode!r} contradicts the endpoint's scheme {scheme}://")
     if not parsed.tls and ca is not None:
-        raise ConfigError(f"{where}.ca_cert_path is only for an https:// endpoint")
+        config_warning(f"{where}.ca_cert_path: ignored for the plaintext endpoint {endpoint} (as upstream)")
+        ca = None
     return ExternalBackendConfig(name, endpoint, parsed.target, parsed.tls, timeout, None if ca is None else Path(ca))
 
 
