@@ -164,7 +164,7 @@ async def test_a_plugin_down_at_request_time_is_503_naming_it(tmp_path: Path, ma
         async with aiohttp.ClientSession() as http, http.get(f"{kbs.url}/metrics") as response:
             assert 'kbs_plugin_errors_total{plugin_name="flaky"} 1.0' in await response.text()
     finally:
-        kbs.proc.stop()
+        assert kbs.proc.stop() == 0, kbs.proc.output()
         plugin.stop()
 
 
