@@ -175,6 +175,18 @@ async def open_plugins(config: KbsConfig, metrics: KbsMetrics) -> dict[str, Clie
     return plugins
 
 
+def check_plugins(config: KbsConfig) -> None:
+    """Before starting workers: open every plugin once and close it, so a wrong PIN is tried once (not once per
+    worker: an HSM locks its user PIN after a few wrong tries) and an unreachable backend is reported once."""
+    if not config.plugins:
+        return
+
+    async def check() -> None:
+        await close_plugins(await open_plugins(config, KbsMetrics()))
+
+    asyncio.run(check())
+
+
 async def close_plugins(plugins: dict[str, ClientPlugin]) -> None:
     for plugin in plugins.values():
         try:
