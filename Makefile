@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PROTOS := attestation reference attestation_agent confidential_data_hub keyprovider
+PROTOS := attestation reference attestation_agent confidential_data_hub keyprovider plugin
 LINT_PATHS := trustee_common kbs as/attestation_service rvps guest tools tests setup.py bench
 TYPED_PATHS := trustee_common kbs as/attestation_service rvps guest tools/kbs_client tools/rvps_tool tools/trustee_cli tools/clevis_trustee bench
 

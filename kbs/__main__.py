@@ -20,7 +20,7 @@ import sys
 from attestation_service.__main__ import load_signer
 
 from kbs.config import KbsConfig, load_kbs_config
-from kbs.server import check_binds, load_admin, load_trust, serve, tls_context
+from kbs.server import check_binds, check_plugins, load_admin, load_trust, serve, tls_context
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
 from trustee_common.workers import WORKERS_ENV, in_worker, requested_workers, resolve_workers, run_workers
@@ -77,6 +77,7 @@ def run(config: KbsConfig, args: argparse.Namespace, argv: list[str]) -> int:
     builtin = config.attestation_service.builtin
     if builtin is not None and builtin.service.signer is not None:
         load_signer(builtin.service.signer)  # the embedded AS's signing key: refused here rather than by every worker
+    check_plugins(config)
     addresses = [(s.host, s.port) for s in config.http_server.sockets]
     if config.observability.metrics_address is not None:
         addresses.append((config.observability.metrics_address.host, config.observability.metrics_address.port))

@@ -5,7 +5,7 @@ type or an invalid value is a `ConfigError` naming it. Keys upstream's
 files carry that we accept without using them (or map onto ours:
 `[http_server] worker_count`, the pre-v0.17 `[admin]` forms) are accepted
 with one warning each, collected in `KbsConfig.warnings` (logged once at
-start); upstream features not built here (the `nebula-ca`/`pkcs11`/`external`/`provisioner` plugins, the Vault and
+start); upstream features not built here (the `nebula-ca`/`provisioner` plugins, the Vault and
 cloud-KMS resource backends) are refused with a line saying so. This module only
 parses and validates values: it reads no key or certificate file (the
 wiring in `kbs.server` does), so a parsed config is plain data.
@@ -27,7 +27,7 @@ from kbs.core.jwk_set import check_source
 from kbs.https import TlsSettings, parse_tls_settings
 from trustee_common.addresses import grpc_endpoint
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import ConfigTable, collecting_warnings, load_config_file
+from trustee_common.config import ConfigTable, collecting_warnings, config_warning, load_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import ConnectionLimits
 from trustee_common.logsetup import FORMATS
@@ -67,8 +67,6 @@ UNSUPPORTED_RESOURCE_BACKENDS = {"vault": "vault", "aliyun": "aliyun", "aws": "a
 #: Upstream plugins not built here -> why (most need a non-default cargo feature upstream too).
 UNSUPPORTED_PLUGINS = {
     "nebula-ca": "upstream builds it only with the non-default cargo feature nebula-ca-plugin",
-    "pkcs11": "upstream builds it only with the non-default cargo feature pkcs11",
-    "external": "upstream builds it only with the non-default cargo feature external-plugin",
     "provisioner": "it is in upstream's default build but not implemented here",
 }
 
@@ -208,6 +206,50 @@ class SamplePluginConfig:
     item: str
 
 
+#: `[[plugins]] name = "pkcs11"` `rsa_mechanism` values (upstream's): OAEP with SHA-256, or with SHA-1 (what SoftHSM offers).
+RSA_MECHANISMS = ("RsaPkcsOaep", "RsaPkcsTest")
+#: `external` backends: the per-call and start-up connection bound when `timeout_ms` is not set.
+DEFAULT_PLUGIN_TIMEOUT_MS = 10_000
+
+
+@dataclass(frozen=True)
+class Pkcs11PluginConfig:
+    """Upstream's `pkcs11` plugin: resources kept as secret-key objects in an HSM token (`kbs.plugins.pkcs11`).
+
+    The PIN comes from exactly one of `pin` (upstream's key), `pin_file` or
+    `pin_env` (ours); the files and the environment are read at start, not here.
+    """
+
+    module: Path
+    slot_index: int = 0
+    pin: str | None = field(default=None, repr=False)
+    pin_file: Path | None = None
+    pin_env: str | None = None
+    rsa_mechanism: str = "RsaPkcsOaep"
+    lookup_label: str = ""
+
+
+@dataclass(frozen=True)
+class ExternalBackendConfig:
+    """One `backends` entry of the `external` plugin, served at `/kbs/v0/external/<name>/...`."""
+
+    name: str
+    endpoint: str
+    #: `host:port` for grpc.
+    target: str
+    tls: bool
+    timeout_ms: int | None = None
+    ca_cert_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ExternalPluginConfig:
+    backends: tuple[ExternalBackendConfig, ...]
+
+
+PluginConfig = Pkcs11PluginConfig | ExternalPluginConfig
+
+
 @dataclass(frozen=True)
 class ObservabilityConfig:
     """`[audit]`, `[metrics]` and `[logging]` (ours; upstream has none of them)."""
@@ -253,6 +295,8 @@ class KbsConfig:
     #: `[[plugins]] name = "sample"`: served at `/kbs/v0/sample/...`.
     sample_plugin: SamplePluginConfig | None = None
     attestation_reports: AttestationReportsConfig = AttestationReportsConfig()
+    #: The plugins served through the generic gateway (`kbs.plugins`): `pkcs11`, `external`.
+    plugins: tuple[PluginConfig, ...] = ()
     #: One line per key accepted but unused or mapped (`ConfigTable.deprecated`); the KBS logs them once at start.
     warnings: tuple[str, ...] = ()
 
@@ -283,6 +327,7 @@ def _parse(data: dict[str, Any], default_dir: Path) -> KbsConfig:
         storage=storage,
         resource_plugin=plugins.resource,
         sample_plugin=plugins.sample,
+        plugins=plugins.others,
         policy_engine=PolicyEngineConfig.from_table(_policy_engine_table(root)),
         observability=_observability(root, default_dir),
         attestation_reports=_attestation_reports(root),
@@ -550,25 +595,89 @@ def _builtin_as(table: _Table, storage: StorageConfig, base: Path) -> BuiltinAsC
 class _Plugins:
     resource: ResourcePluginConfig | None = None
     sample: SamplePluginConfig | None = None
+    others: tuple[PluginConfig, ...] = ()
+
+
+SUPPORTED_PLUGINS = ("resource", "sample", "pkcs11", "external")
 
 
 def _plugins(tables: list[ConfigTable]) -> _Plugins:
     resource: ResourcePluginConfig | None = None
     sample: SamplePluginConfig | None = None
+    others: list[PluginConfig] = []
+    seen: set[str] = set()
+    supported = ", ".join(SUPPORTED_PLUGINS)
     for table in tables:
         name = table.required_string("name")
         if name in UNSUPPORTED_PLUGINS:
-            raise ConfigError(f"plugins: plugin {name!r} is not supported here ({UNSUPPORTED_PLUGINS[name]}); supported: resource, sample")
-        if name not in ("resource", "sample"):
-            raise ConfigError(f"plugins: plugin {name!r} is not supported (only resource and sample)")
-        if (resource if name == "resource" else sample) is not None:
+            raise ConfigError(f"plugins: plugin {name!r} is not supported here ({UNSUPPORTED_PLUGINS[name]}); supported: {supported}")
+        if name not in SUPPORTED_PLUGINS:
+            raise ConfigError(f"plugins: plugin {name!r} is not supported (only {supported})")
+        if name in seen:
             raise ConfigError(f"plugins: the {name} plugin is configured twice")
+        seen.add(name)
         if name == "resource":
             resource = _resource_backend(table)
-        else:
+        elif name == "sample":
             sample = SamplePluginConfig(table.required_string("item"))
+        elif name == "pkcs11":
+            others.append(_pkcs11(table))
+        else:
+            others.append(_external(table))
         table.finish()
-    return _Plugins(resource, sample)
+    return _Plugins(resource, sample, tuple(others))
+
+
+def _pkcs11(table: ConfigTable) -> Pkcs11PluginConfig:
+    module = table.required_string("module")
+    slot = table.integer("slot_index", 0, minimum=0)
+    if slot > 255:
+        raise ConfigError(f"plugins.pkcs11.slot_index must be 0..255, got {slot}")
+    pin, pin_file, pin_env = table.string("pin"), table.string("pin_file"), table.string("pin_env")
+    if sum(v is not None for v in (pin, pin_file, pin_env)) != 1:
+        raise ConfigError("plugins.pkcs11: set exactly one of pin, pin_file and pin_env (the token's user PIN)")
+    mechanism = table.string("rsa_mechanism", "RsaPkcsOaep") or "RsaPkcsOaep"
+    if mechanism not in RSA_MECHANISMS:
+        raise ConfigError(f"plugins.pkcs11.rsa_mechanism {mechanism!r} is not one of {', '.join(RSA_MECHANISMS)}")
+    if pin_env is not None and not pin_env:
+        raise ConfigError("plugins.pkcs11.pin_env must name an environment variable")
+    return Pkcs11PluginConfig(Path(module), slot, pin, None if pin_file is None else Path(pin_file), pin_env, mechanism,
+                              table.string("lookup_label", "") or "")
+
+
+def _external(table: ConfigTable) -> ExternalPluginConfig:
+    backends = tuple(_external_backend(t) for t in table.tables("backends"))
+    if not backends:
+        raise ConfigError("plugins.external.backends: at least one backend is required")
+    names = [b.name for b in backends]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"plugins.external.backends: backend name {name!r} is used twice")
+    return ExternalPluginConfig(backends)
+
+
+def _external_backend(table: ConfigTable) -> ExternalBackendConfig:
+    where = table.where.removeprefix("config.")
+    name = table.required_string("name")
+    endpoint = table.required_string("endpoint")
+    timeout = table.integer("timeout_ms", 0, minimum=1) if table.has("timeout_ms") else None
+    ca = table.string("ca_cert_path")
+    tls_mode = table.string("tls_mode")
+    table.finish()
+    if not name or "/" in name or name in (".", ".."):
+        raise ConfigError(f"{where}.name {name!r} must be a non-empty URL path segment")
+    scheme = urlsplit(endpoint).scheme
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{where}.endpoint {endpoint!r} must start with http:// or https://")
+    parsed = grpc_endpoint(endpoint, f"{where}.endpoint")
+    if parsed.tls and ca is None:
+        raise ConfigError(f"{where}: an https:// endpoint requires ca_cert_path (the PEM CA that signed the plugin's certificate)")
+    if tls_mode is not None and tls_mode.lower() != ("tls" if parsed.tls else "insecure"):
+        raise ConfigError(f"{where}.tls_mode {tls_mode!r} contradicts the endpoint's scheme {scheme}://")
+    if not parsed.tls and ca is not None:
+        config_warning(f"{where}.ca_cert_path: ignored for the plaintext endpoint {endpoint} (as upstream)")
+        ca = None
+    return ExternalBackendConfig(name, endpoint, parsed.target, parsed.tls, timeout, None if ca is None else Path(ca))
 
 
 def _resource_backend(table: ConfigTable) -> ResourcePluginConfig:

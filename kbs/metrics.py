@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from trustee_common.metrics_http import exposition
@@ -65,6 +65,11 @@ class KbsMetrics:
         self.admission_limit = Gauge("kbs_http_admission_limit",
                                      "requests the KBS admits at once now (adapts below max_in_flight_requests to the latency target)",
                                      registry=reg, multiprocess_mode="livesum")
+        # Upstream's per-plugin metrics (the `external` plugin's backends, by backend name).
+        self.plugin_requests = Counter("kbs_plugin_requests", "external plugin Handle calls", ["plugin_name"], registry=reg)
+        self.plugin_duration = Histogram("kbs_plugin_request_duration_seconds", "external plugin Handle call duration",
+                                         ["plugin_name"], registry=reg)
+        self.plugin_errors = Counter("kbs_plugin_errors", "external plugin gRPC calls that failed", ["plugin_name"], registry=reg)
 
     def watch_policy_engine(self, engine: PolicyEngineCounts) -> None:
         """Ours: policies compiled by the Rego workers, and workers killed (time limit) or lost."""

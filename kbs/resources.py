@@ -37,6 +37,7 @@ from trustee_common.errors import (
     TokenNotFoundError,
     TrusteeError,
 )
+from trustee_common.jose import TeePubKey
 from trustee_common.rego import PolicySpec
 from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, ResourceStore
@@ -122,6 +123,80 @@ def describe(form: PathForm) -> str:
     return f'data["resource-path"] is {shape}: {form.reason}'
 
 
+class AccessGate:
+    """What a token-gated request passes before anything is read: the token, its appraisal epoch, the resource policy.
+
+    Shared by the resource plugin and every other plugin's token-gated
+    requests (`kbs.http.plugin_handlers`); `data.plugin` is the plugin name.
+    """
+
+    def __init__(
+        self,
+        policies: PolicyStore,
+        verifier: AttestationTokenVerifier,
+        freshness: AppraisalEpochGuard,
+        metrics: KbsMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policies = policies
+        self.verifier = verifier
+        self._freshness = freshness
+        self._metrics = metrics
+        self._clock = clock
+
+    async def admit(
+        self,
+        token: str | None,
+        verified: dict[str, Any] | None,
+        plugin: str,
+        path: str,
+        query: dict[str, str],
+        facts: dict[str, Any],
+        *,
+        key_first: bool = False,
+    ) -> tuple[dict[str, Any], TeePubKey | None]:
+        """The verified claims (and, with `key_first`, the TEE key, found before the policy runs), or the refusal.
+
+        `verified`: the claims of `token` as the KBS verified them at `/attest`
+        (from its own session store, never from the client): only their times
+        are checked again, and the appraisal epoch as for any token.
+        """
+        received = self._freshness.now()
+        if verified is not None:
+            self.verifier.check_times(verified, self._clock())
+            claims = verified
+        elif token is None:
+            raise TokenNotFoundError("Attestation Token not found")
+        else:
+            claims = await self.verifier.verify_fresh(token, self._clock())
+        facts.update(ear_summary(claims))
+        tee_key = self.verifier.tee_pubkey(claims) if key_first else None
+        await self._freshness.check(claims, received)
+        await self._enforce(claims, plugin, path, query, facts)
+        return claims, tee_key
+
+    async def _enforce(self, claims: dict[str, Any], plugin: str, path: str, query: dict[str, str], facts: dict[str, Any]) -> None:
+        self._metrics.policy_evaluations.inc()
+        try:
+            text = await self._policies.current()
+            spec = self._policies.spec(text)
+            facts["policy"] = {"id": POLICY_KEY, "sha256": self._policies.text_sha256}
+            data = policy_data(plugin, path, query, self._policies.path_form)
+            allowed = allows(await self._policies.engine.evaluate(spec, policy_input(claims, text), data))
+        except PolicyEngineUnavailableError:
+            self._metrics.policy_errors.inc()
+            raise
+        except TrusteeError as exc:
+            self._metrics.policy_errors.inc()
+            logger.warning("resource policy evaluation failed, denying: %s", exc.detail)
+            allowed = False
+        if not allowed:
+            self._metrics.policy_violations.inc()
+            raise PolicyDenyError("Access denied by policy")
+        self._metrics.policy_approvals.inc()
+
+
 class ResourceService:
     def __init__(
         self,
@@ -135,12 +210,9 @@ class ResourceService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._repository = repository
-        self._policies = policies
-        self._verifier = verifier
-        self._freshness = freshness
+        self.gate = AccessGate(policies, verifier, freshness, metrics, clock=clock)
         self._metrics = metrics
         self._audit = audit or KbsAudit()
-        self._clock = clock
 
     async def release(
         self,
@@ -153,12 +225,9 @@ class ResourceService:
     ) -> dict[str, str]:
         """The resource at `path` as a JWE to the token's TEE key; every outcome is audited.
 
-        `verified`: the claims of `token` as the KBS verified them at `/attest`
-        (from its own session store, never from the client): only their times
-        are checked again, and the appraisal epoch as for any token.
-
-        A release is audited before the envelope is returned and fails closed
-        (`StorageError`, no envelope) when the audit log cannot be written.
+        `verified`: as for `AccessGate.admit`. A release is audited before the
+        envelope is returned and fails closed (`StorageError`, no envelope)
+        when the audit log cannot be written.
         """
         facts: dict[str, Any] = {"resource": path}
         try:
@@ -173,43 +242,13 @@ class ResourceService:
     async def _release(
         self, token: str | None, path: str, query: dict[str, str], facts: dict[str, Any], verified: dict[str, Any] | None
     ) -> dict[str, str]:
-        received = self._freshness.now()
         parse_resource_path(path)
-        if verified is not None:
-            self._verifier.check_times(verified, self._clock())
-            claims = verified
-        elif token is None:
-            raise TokenNotFoundError("Attestation Token not found")
-        else:
-            claims = await self._verifier.verify_fresh(token, self._clock())
-        facts.update(ear_summary(claims))
-        tee_key = self._verifier.tee_pubkey(claims)
-        await self._freshness.check(claims, received)
-        await self._enforce(claims, path, query, facts)
+        _claims, tee_key = await self.gate.admit(token, verified, RESOURCE_PLUGIN, path, query, facts, key_first=True)
+        assert tee_key is not None
         data = await self._repository.read(path)
         if data is None:
             raise ResourceNotFoundError(f"resource {path} not found")
         return tee_key.encrypt(data)
-
-    async def _enforce(self, claims: dict[str, Any], path: str, query: dict[str, str], facts: dict[str, Any]) -> None:
-        self._metrics.policy_evaluations.inc()
-        try:
-            text = await self._policies.current()
-            spec = self._policies.spec(text)
-            facts["policy"] = {"id": POLICY_KEY, "sha256": self._policies.text_sha256}
-            data = policy_data(RESOURCE_PLUGIN, path, query, self._policies.path_form)
-            allowed = allows(await self._policies.engine.evaluate(spec, policy_input(claims, text), data))
-        except PolicyEngineUnavailableError:
-            self._metrics.policy_errors.inc()
-            raise
-        except TrusteeError as exc:
-            self._metrics.policy_errors.inc()
-            logger.warning("resource policy evaluation failed, denying: %s", exc.detail)
-            allowed = False
-        if not allowed:
-            self._metrics.policy_violations.inc()
-            raise PolicyDenyError("Access denied by policy")
-        self._metrics.policy_approvals.inc()
 
     async def write(self, path: str, data: bytes) -> None:
         parse_resource_path(path)

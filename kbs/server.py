@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -25,7 +26,15 @@ from cryptography import x509
 from kbs.as_client import GrpcAttestationService
 from kbs.audit import KbsAudit
 from kbs.builtin_as import BuiltinAttestationService, open_builtin
-from kbs.config import AdminConfig, HttpServerConfig, IdentityProviderConfig, KbsConfig, SocketAddress
+from kbs.config import (
+    AdminConfig,
+    ExternalPluginConfig,
+    HttpServerConfig,
+    IdentityProviderConfig,
+    KbsConfig,
+    Pkcs11PluginConfig,
+    SocketAddress,
+)
 from kbs.core.admin import AdminAuthorizer, AdminMode, IdentityProvider, compile_acl
 from kbs.core.admin_keys import VerificationKey, key_from_pem, keys_from_jwks
 from kbs.core.ports import AttestationServicePort
@@ -38,9 +47,10 @@ from kbs.https import server_context
 from kbs.intel_ta import IntelTrustAuthority
 from kbs.jwks import JwkSetSource
 from kbs.metrics import KbsMetrics
+from kbs.plugins.base import ClientPlugin
 from kbs.protocol import RcarService
 from kbs.reports import ReportSink, load_report_signer, running
-from kbs.resources import PolicyStore, ResourceService
+from kbs.resources import AccessGate, PolicyStore, ResourceService
 from trustee_common.audit import AuditLog
 from trustee_common.errors import ConfigError
 from trustee_common.http_serving import runner_options, serve_bounded
@@ -135,6 +145,58 @@ def resource_store(config: KbsConfig, store: KeyValueStore) -> ResourceStore | N
     return DirectoryResourceStore(plugin.dir_path)
 
 
+def pkcs11_pin(config: Pkcs11PluginConfig) -> str:
+    """The user PIN from `pin`, `pin_file` (one trailing newline dropped) or the variable `pin_env`; never logged."""
+    if config.pin is not None:
+        return config.pin
+    if config.pin_file is not None:
+        text = _read(config.pin_file, "plugins.pkcs11.pin_file").decode("utf-8", "replace")
+        return text[:-1] if text.endswith("\n") else text
+    assert config.pin_env is not None
+    pin = os.environ.get(config.pin_env)
+    if not pin:
+        raise ConfigError(f"plugins.pkcs11.pin_env: the environment variable {config.pin_env} is not set or empty")
+    return pin
+
+
+async def open_plugins(config: KbsConfig, metrics: KbsMetrics) -> dict[str, ClientPlugin]:
+    """The `kbs.plugins` plugins, each opened (HSM logged in, backends connected); a failure is a `ConfigError` naming it."""
+    from kbs.plugins.external import ExternalPlugin  # imported only when configured: grpc stubs, the PKCS#11 binding
+    from kbs.plugins.pkcs11 import Pkcs11Plugin
+
+    plugins: dict[str, ClientPlugin] = {}
+    try:
+        for plugin_config in config.plugins:
+            if isinstance(plugin_config, Pkcs11PluginConfig):
+                plugins["pkcs11"] = Pkcs11Plugin.open(plugin_config, pkcs11_pin(plugin_config))
+            elif isinstance(plugin_config, ExternalPluginConfig):
+                plugins["external"] = await ExternalPlugin.open(plugin_config, metrics)
+    except BaseException:
+        await close_plugins(plugins)
+        raise
+    return plugins
+
+
+def check_plugins(config: KbsConfig) -> None:
+    """Before starting workers: open every plugin once and close it, so a wrong PIN is tried once (not once per
+    worker: an HSM locks its user PIN after a few wrong tries) and an unreachable backend is reported once."""
+    if not config.plugins:
+        return
+
+    async def check() -> None:
+        await close_plugins(await open_plugins(config, KbsMetrics()))
+
+    asyncio.run(check())
+
+
+async def close_plugins(plugins: dict[str, ClientPlugin]) -> None:
+    for plugin in plugins.values():
+        try:
+            await plugin.close()
+        except Exception:
+            logger.exception("closing the %s plugin failed", plugin.name)
+
+
 def open_audit(config: KbsConfig, metrics: KbsMetrics) -> KbsAudit:
     settings = config.observability.audit
     if settings is None:
@@ -151,6 +213,7 @@ async def build_state(
     sessions: KeyValueStore | None = None,
     audit: KbsAudit | None = None,
     metrics: KbsMetrics | None = None,
+    plugins: dict[str, ClientPlugin] | None = None,
 ) -> KbsState:
     metrics = metrics or KbsMetrics()
     metrics.watch_policy_engine(engine)
@@ -170,16 +233,18 @@ async def build_state(
     resources = None if repository is None else ResourceService(repository, policies, verifier, freshness, metrics, audit=audit)
     lifetime = config.attestation_service.session_lifetime_seconds
     reports = report_sink(config, store, attestation, metrics)
+    plugins = plugins or {}
+    gate = AccessGate(policies, verifier, freshness, metrics) if plugins else None
     challenge = attestation.challenge_params if isinstance(attestation, IntelTrustAuthority) else None
     rcar = RcarService(store if sessions is None else sessions, attestation, metrics, lifetime=lifetime, audit=audit,
-                       verifier=verifier if resources is not None else None, reports=reports, challenge_params=challenge)
+                       verifier=verifier if resources is not None or plugins else None, reports=reports, challenge_params=challenge)
     return KbsState(rcar, resources, policies, load_admin(config.admin), attestation, metrics, config.http_server.payload_request_size,
                     audit=audit, metrics_on_main=config.observability.metrics_address is None,
                     max_in_flight_requests=config.http_server.max_in_flight_requests,
                     retry_after_seconds=config.http_server.retry_after_seconds,
                     target_latency_seconds=config.http_server.admission_target_latency_ms / 1000,
                     sample_plugin=config.sample_plugin is not None, reports=reports,
-                    report_store=None if reports is None else store)
+                    report_store=None if reports is None else store, plugins=plugins, plugin_gate=gate)
 
 
 async def jwk_set_sources(config: KbsConfig, attestation: AttestationServicePort) -> list[JwkSetSource]:
@@ -285,11 +350,13 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
     engine = RegoPool.from_config(config.policy_engine)
     metrics = KbsMetrics()
     attestation: AttestationServicePort | None = None
+    plugins: dict[str, ClientPlugin] = {}
     stop = stop_on_signal()
     try:
         await engine.start()
         attestation = await open_attestation(config, store, engine, metrics)
-        state = await build_state(config, store, attestation, engine, sessions, metrics=metrics)
+        plugins = await open_plugins(config, metrics)
+        state = await build_state(config, store, attestation, engine, sessions, metrics=metrics, plugins=plugins)
         await state.rcar.purge_expired()  # also fails start-up early when a session server does not answer
         if sessions is not None:
             await store.purge_expired()  # sessions an earlier version (or `trustee migrate`) left in the main store
@@ -312,6 +379,7 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
             if state.audit.log is not None:
                 state.audit.log.close()
     finally:
+        await close_plugins(plugins)
         if attestation is not None:
             await attestation.close()
         await engine.close()

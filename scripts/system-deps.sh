@@ -3,7 +3,8 @@
 # tests start private instances of them), curl (the end-to-end tests),
 # clevis (the `trustee` pin tests drive Debian's `clevis encrypt`/`clevis decrypt`), skopeo and
 # docker-registry (the encrypted-image tests push to a real OCI distribution registry and check
-# layer encryption against skopeo's ocicrypt), and for
+# layer encryption against skopeo's ocicrypt), softhsm2 (the KBS `pkcs11` plugin tests keep
+# resources in a SoftHSM 2 token), and for
 # the TPM tests swtpm (a software TPM 2.0) plus what building tpm2-pytss needs
 # (the tss2 libraries and headers, pkg-config, a C compiler).
 # Installs only what is missing; uses sudo when not run as root.
@@ -16,6 +17,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v clevis >/dev/null 2>&1 || missing+=(clevis)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
 command -v swtpm >/dev/null 2>&1 || missing+=(swtpm)
 command -v swtpm_setup >/dev/null 2>&1 || missing+=(swtpm-tools)
 pkg-config --exists tss2-esys 2>/dev/null || missing+=(libtss2-dev)

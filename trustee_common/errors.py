@@ -141,6 +141,13 @@ class PluginNotFoundError(TrusteeError):
     variant = "PluginNotFound"
 
 
+class PluginInternalError(TrusteeError):
+    """A KBS plugin refused or failed a request (an HSM operation failed, an external plugin answered a non-2xx
+    `status_code`); upstream's name and status (401)."""
+
+    variant = "PluginInternalError"
+
+
 class ResourceNotFoundError(TrusteeError):
     variant = "ResourceNotFound"
 

@@ -38,6 +38,7 @@ STATUS_BY_ERROR: dict[type[e.TrusteeError], grpc.StatusCode] = {
     e.AdminForbiddenError: grpc.StatusCode.PERMISSION_DENIED,
     e.PolicyDenyError: grpc.StatusCode.PERMISSION_DENIED,
     e.PluginNotFoundError: grpc.StatusCode.NOT_FOUND,
+    e.PluginInternalError: grpc.StatusCode.FAILED_PRECONDITION,
     e.ResourceNotFoundError: grpc.StatusCode.NOT_FOUND,
     e.PolicyNotFoundError: grpc.StatusCode.NOT_FOUND,
     e.ReferenceValueNotFoundError: grpc.StatusCode.NOT_FOUND,

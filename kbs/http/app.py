@@ -9,7 +9,9 @@ further segments (`/kbs/v0/auth/x` is 404 `InvalidRequestPath`), those in
 path does not serve is 405 `MethodNotAllowed`, whose `Allow` header lists
 the methods it does serve. The resource endpoints exist only when the
 resource plugin is configured, `/kbs/v0/sample/...` only when the sample
-plugin is.
+plugin is. The other configured plugins (`kbs.plugins`) take every routed
+method and any sub-path; the gateway (`kbs.http.plugin_handlers`) asks
+them what each request needs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from kbs.errors import InvalidRequestPathError, MethodNotAllowedError
 from kbs.http import admin_handlers as admin
 from kbs.http import handlers
 from kbs.http.errors import Handler, error_middleware
+from kbs.http.plugin_handlers import plugin_endpoints
 from kbs.http.shed import LoadShedder
 from kbs.http.state import STATE, KbsState
 from kbs.metrics import CONTENT_TYPE
@@ -65,6 +68,8 @@ def endpoint_table(state: KbsState) -> dict[str, dict[str, Endpoint]]:
         table["sample"] = SAMPLE_ENDPOINTS
     if state.report_store is not None:
         table["attestation-reports"] = {"GET": admin.get_attestation_reports}
+    for name, plugin in state.plugins.items():
+        table[name] = plugin_endpoints(plugin)
     return table
 
 
@@ -79,7 +84,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     methods = endpoint_table(state).get(plugin)
     if methods is None:
         raise PluginNotFoundError(f"Plugin {clip(plugin)} not found")
-    served = served_methods(plugin, methods, rest)
+    served = served_methods(plugin, methods, rest, subpaths=plugin in state.plugins)
     if request.method in served:
         return await methods[request.method](request, state, rest)
     if not served:
@@ -88,9 +93,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     raise MethodNotAllowedError(f"method {clip(request.method)} is not allowed on {where} (allowed: {', '.join(served)})", served)
 
 
-def served_methods(plugin: str, methods: dict[str, Endpoint], rest: list[str]) -> tuple[str, ...]:
-    """The methods that serve `/kbs/v0/<plugin>/<rest...>`, sorted."""
-    return tuple(sorted(m for m in methods if not rest or (plugin, m) in SUBPATH_METHODS))
+def served_methods(plugin: str, methods: dict[str, Endpoint], rest: list[str], *, subpaths: bool = False) -> tuple[str, ...]:
+    """The methods that serve `/kbs/v0/<plugin>/<rest...>`, sorted; `subpaths`: every method takes sub-paths."""
+    return tuple(sorted(m for m in methods if not rest or subpaths or (plugin, m) in SUBPATH_METHODS))
 
 
 async def healthz(_request: web.Request) -> web.StreamResponse:

@@ -36,6 +36,7 @@ STATUS_BY_ERROR: dict[type[e.TrusteeError], int] = {
     e.AdminAuthError: 401,
     e.AdminForbiddenError: 403,
     e.PolicyDenyError: 403,
+    e.PluginInternalError: 401,
     e.PluginNotFoundError: 404,
     InvalidRequestPathError: 404,
     e.ResourceNotFoundError: 404,

@@ -78,11 +78,9 @@ async def attest(request: web.Request, state: KbsState, rest: list[str]) -> web.
     return _with_cookie(web.json_response({"token": session.token}), session.id, session.expires_at)
 
 
-async def get_resource(request: web.Request, state: KbsState, rest: list[str]) -> web.StreamResponse:
-    if state.resources is None:
-        raise PluginNotFoundError("Plugin resource not found")
-    path = "/".join(rest)
-    parse_resource_path(path)
+async def request_token(request: web.Request, state: KbsState) -> tuple[str | None, dict[str, Any] | None, dict[str, Any]]:
+    """The attestation token of a request: a live attested session's (with the claims the KBS verified), else the
+    `Authorization: Bearer` one; with the audit origin."""
     session_id = request.cookies.get(COOKIE_NAME)
     session = await state.rcar.attested_session(session_id)
     origin = audit_origin(request, session_id if session is not None else None)
@@ -90,8 +88,15 @@ async def get_resource(request: web.Request, state: KbsState, rest: list[str]) -
         token = bearer_token(request.headers.get("Authorization"))
         if token is not None:
             origin["token_ref"] = reference(token)
-    else:
-        token = session.token
+        return token, None, origin
+    return session.token, session.claims, origin
+
+
+async def get_resource(request: web.Request, state: KbsState, rest: list[str]) -> web.StreamResponse:
+    if state.resources is None:
+        raise PluginNotFoundError("Plugin resource not found")
+    path = "/".join(rest)
+    parse_resource_path(path)
+    token, verified, origin = await request_token(request, state)
     query = {key: value for key, value in request.query.items()}
-    verified = None if session is None else session.claims
     return web.json_response(await state.resources.release(token, path, query, origin, verified=verified))

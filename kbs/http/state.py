@@ -12,9 +12,10 @@ from kbs.audit import KbsAudit
 from kbs.core.admin import AdminAuthorizer
 from kbs.core.ports import AttestationServicePort
 from kbs.metrics import KbsMetrics
+from kbs.plugins.base import ClientPlugin
 from kbs.protocol import RcarService
 from kbs.reports import ReportSink
-from kbs.resources import PolicyStore, ResourceService
+from kbs.resources import AccessGate, PolicyStore, ResourceService
 from trustee_common.storage import KeyValueStore
 
 
@@ -41,6 +42,9 @@ class KbsState:
     #: `[attestation_reports]` enabled: the writer, and the store the admin API lists them from.
     reports: ReportSink | None = None
     report_store: KeyValueStore | None = None
+    #: The plugins of `kbs.plugins` by name (`/kbs/v0/<name>/...`), and the gate their token-gated requests pass.
+    plugins: dict[str, ClientPlugin] = field(default_factory=dict)
+    plugin_gate: AccessGate | None = None
 
 
 STATE = web.AppKey("kbs_state", KbsState)

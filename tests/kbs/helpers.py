@@ -160,12 +160,13 @@ def start_backend(root: Path, material: Material) -> Backend:
     return backend
 
 
-def run_kbs_expect_exit(directory: Path, config_text: str, *, args: tuple[str, ...] = (), timeout: float = 20.0) -> tuple[int, str]:
+def run_kbs_expect_exit(directory: Path, config_text: str, *, args: tuple[str, ...] = (), timeout: float = 20.0,
+                        env: dict[str, str] | None = None) -> tuple[int, str]:
     """Start kbs with a config that must be refused; returns (exit code, output)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "kbs.toml"
     config.write_text(config_text)
-    proc = Proc([script("kbs"), "--config-file", str(config), *args], directory / "kbs.log")
+    proc = Proc([script("kbs"), "--config-file", str(config), *args], directory / "kbs.log", env=env)
     deadline = time.monotonic() + timeout
     while proc.popen.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
