@@ -160,6 +160,8 @@ class IntelTaConfig:
     allow_unmatched_policy: bool = False
     jwks_refresh_interval_seconds: float = DEFAULT_JWKS_REFRESH_SECONDS
     request_timeout_seconds: float = DEFAULT_ITA_TIMEOUT_SECONDS
+    #: ours: `"v2"` (upstream's `/appraisal/v2/attest`) or `"v1"` (`/appraisal/v1/attest`, flat body).
+    api_version: str = "v2"
 
 
 @dataclass(frozen=True)
@@ -550,7 +552,8 @@ def _attestation_service(table: _Table, storage: StorageConfig, base: Path) -> A
 
 
 def _intel_ta(table: _Table) -> IntelTaConfig:
-    """upstream's `base_url`, `api_key`, `certs_file`, `policy_ids`, `allow_unmatched_policy`; ours: the two bounds."""
+    """upstream's `base_url`, `api_key`, `certs_file`, `policy_ids`, `allow_unmatched_policy`; ours: the two bounds
+    and `api_version`."""
     base_url = table.required_string("base_url")
     parts = urlsplit(base_url)
     if parts.scheme != "https" or not parts.netloc:
@@ -565,11 +568,14 @@ def _intel_ta(table: _Table) -> IntelTaConfig:
     request_timeout = table.number("request_timeout_seconds", DEFAULT_ITA_TIMEOUT_SECONDS, minimum_exclusive=0.0)
     if request_timeout > 600.0:
         raise ConfigError(f"attestation_service.request_timeout_seconds must be at most 600, got {request_timeout:g}")
+    api_version = str(table.string("api_version", "v2"))
+    if api_version not in ("v1", "v2"):
+        raise ConfigError(f"attestation_service.api_version must be \"v1\" or \"v2\", got {api_version!r}")
     for key in ("as_addr", "pool_size"):
         if table.has(key):
             raise ConfigError(f"attestation_service.{key} is for type = \"coco_as_grpc\"; intel_ta calls base_url")
     return IntelTaConfig(base_url, api_key, certs, policy_ids, allow, _refresh_interval(refresh, "attestation_service"),
-                         request_timeout)
+                         request_timeout, api_version)
 
 
 def _builtin_as(table: _Table, storage: StorageConfig, base: Path) -> BuiltinAsConfig:

@@ -1,7 +1,7 @@
 """`AttestationServicePort` over Intel Trust Authority (`[attestation_service] type = "intel_ta"`).
 
-The HTTP side of `kbs.core.ita`: `evaluate` POSTs the v2 attest body to
-`<base_url>/appraisal/v2/attest` with the `x-api-key` header, verifies the
+The HTTP side of `kbs.core.ita`: `evaluate` POSTs the attest body to
+`<base_url>/appraisal/v2/attest` (or `v1`, per `api_version`) with the `x-api-key` header, verifies the
 JWT ITA answers against ITA's JWK set (`certs_file`, kept in
 `jwks.ring`, refreshed once for an unknown `kid` within the bound of
 `kbs.jwks`), checks the matched/unmatched policies, and returns the token.
@@ -29,7 +29,7 @@ import aiohttp
 
 from kbs.config import IntelTaConfig
 from kbs.core.evidence import EvidenceItem
-from kbs.core.ita import ATTEST_PATH, ITA, attest_request, challenge_extra_params, check_policies, error_for_status
+from kbs.core.ita import ATTEST_PATHS, ITA, attest_request, challenge_extra_params, check_policies, error_for_status
 from kbs.core.jws import strict_json_loads
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.jwks import JwkSetSource
@@ -49,7 +49,7 @@ class IntelTrustAuthority:
 
     def __init__(self, config: IntelTaConfig, *, clock: Callable[[], float] = time.time) -> None:
         self._config = config
-        self._url = config.base_url.rstrip("/") + ATTEST_PATH
+        self._url = config.base_url.rstrip("/") + ATTEST_PATHS[config.api_version]
         self._clock = clock
         self.jwks = JwkSetSource((config.certs_file,), "attestation_service.certs_file",
                                  min_refresh_seconds=config.jwks_refresh_interval_seconds)
@@ -59,8 +59,8 @@ class IntelTrustAuthority:
 
     async def start(self) -> None:
         await self.jwks.load()
-        logger.info("attestation service: %s at %s (policy_ids %s, allow_unmatched_policy %s)", ITA,
-                    self._config.base_url, list(self._config.policy_ids), self._config.allow_unmatched_policy)
+        logger.info("attestation service: %s at %s (api %s, policy_ids %s, allow_unmatched_policy %s)", ITA,
+                    self._config.base_url, self._config.api_version, list(self._config.policy_ids), self._config.allow_unmatched_policy)
 
     @staticmethod
     def challenge_params(tee: str, extra_params: Any) -> Any:
@@ -70,7 +70,7 @@ class IntelTrustAuthority:
         """ITA's token for the evidence (the KBS's own policy ids do not apply: ITA's come from the config)."""
         del policy_ids
         allow = self._config.allow_unmatched_policy
-        body = attest_request(items, self._config.policy_ids, allow)
+        body = attest_request(items, self._config.policy_ids, allow, self._config.api_version)
         token = await self._post(body)
         if self._verifier.unknown_kid(token) is not None:
             await self.jwks.refresh()

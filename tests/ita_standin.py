@@ -14,6 +14,10 @@
   corpus quote cannot bind a fresh key, so the stand-in checks it only when
   `enforce_binding` is set (it is, by default) and the tests turn it off for
   the release flow (saying so), and check the binding bytes separately.
+* `POST /appraisal/v1/attest`: the same for ITA's v1 body (`quote`,
+  `runtime_data`, `event_log`, `policy_ids`, ... flat at the top level),
+  answered with a v1 token (`ver` 1.0.0, the `tdx_*` and `attester_*`
+  claims flat, seed-systems.md 4.4).
 * `GET /certs`: the JWK set, the key once per algorithm (PS384, RS256) as
   ITA lists it (`kid`, `alg`, `n`, `e`, `x5c` leaf -> CA);
   `GET /.well-known/openid-configuration`: `{"jwks_uri": <base>/certs}`.
@@ -150,17 +154,21 @@ class StandIn:
             claims["attester_held_data"] = part.get("runtime_data", "")
         return claims
 
-    def token(self, tdx: dict[str, Any], policy_ids: list[str]) -> str:
+    def token(self, tdx: dict[str, Any], policy_ids: list[str], version: str = "v2") -> str:
         now = int(time.time()) + int(self.settings["issued_offset"])
         unmatched = set(self.settings["unmatched"])
         listed = [{"id": p, "version": "v1", "hash": "00"} for p in policy_ids]
-        claims = {
-            "ver": "2.0.0", "iss": "Intel Trust Authority", "iat": now, "nbf": now, "exp": now + int(self.settings["lifetime"]),
+        claims: dict[str, Any] = {
+            "ver": "2.0.0" if version == "v2" else "1.0.0", "iss": "Intel Trust Authority",
+            "iat": now, "nbf": now, "exp": now + int(self.settings["lifetime"]),
             "jti": hashlib.sha256(str(time.time_ns()).encode()).hexdigest(),
             "eat_profile": "https://portal.trustauthority.intel.com/eat_profile.html", "intuse": "generic",
             "verifier_instance_ids": ["00000000-0000-0000-0000-000000000001"],
-            "tdx": tdx,
         }
+        if version == "v2":
+            claims["tdx"] = tdx
+        else:
+            claims.update(tdx)
         matched = [p for p in listed if p["id"] not in unmatched]
         missing = [p for p in listed if p["id"] in unmatched]
         if matched:
@@ -174,14 +182,22 @@ STANDIN = web.AppKey("standin", StandIn)
 
 
 async def attest(request: web.Request) -> web.Response:
+    return await _attest(request, "v2")
+
+
+async def attest_v1(request: web.Request) -> web.Response:
+    return await _attest(request, "v1")
+
+
+async def _attest(request: web.Request, version: str) -> web.Response:
     standin = request.app[STANDIN]
     if request.headers.get("x-api-key") != standin.api_key:
         return web.json_response({"error": "Invalid API key"}, status=401)
     body = await request.json()
     standin.last = body
-    tdx = body.get("tdx") if isinstance(body, dict) else None
+    tdx = (body.get("tdx") if version == "v2" else body) if isinstance(body, dict) else None
     if not isinstance(tdx, dict) or not isinstance(tdx.get("quote"), str):
-        return web.json_response({"error": "tdx.quote is required"}, status=400)
+        return web.json_response({"error": "quote is required"}, status=400)
     try:
         claims = standin.appraise(tdx)
     except (TrusteeError, ValueError) as exc:
@@ -189,7 +205,7 @@ async def attest(request: web.Request) -> web.Response:
     policy_ids = [str(p) for p in body.get("policy_ids", [])]
     if body.get("policy_must_match") and not standin.settings["ignore_must_match"] and set(policy_ids) & set(standin.settings["unmatched"]):
         return web.json_response({"error": "policy mismatch"}, status=400)
-    return web.json_response({"token": standin.token(claims, policy_ids)})
+    return web.json_response({"token": standin.token(claims, policy_ids, version)})
 
 
 async def certs(request: web.Request) -> web.Response:
@@ -227,6 +243,7 @@ def make_app(standin: StandIn) -> web.Application:
     app = web.Application()
     app[STANDIN] = standin
     app.router.add_post("/appraisal/v2/attest", attest)
+    app.router.add_post("/appraisal/v1/attest", attest_v1)
     app.router.add_get("/certs", certs)
     app.router.add_get("/.well-known/openid-configuration", openid)
     app.router.add_post("/test/config", configure)

@@ -9,7 +9,11 @@ As upstream's `intel_ta` backend does:
   the list they stay `""` (the guest then uses its default).
 * `/attest`: one `POST <base_url>/appraisal/v2/attest` with the v2
   composite body `{"policy_ids", "policy_must_match", "tdx"|"sgx": {"quote",
-  "runtime_data", "event_log"?}}` (`attest_request`). `runtime_data` is the
+  "runtime_data", "event_log"?}}` (`attest_request`); with `api_version =
+  "v1"` (ours) `POST <base_url>/appraisal/v1/attest` with the same fields
+  flat: `{"quote", "runtime_data", "event_log"?, "policy_ids",
+  "policy_must_match"}` (ITA answers a v1 token, its claims flat; the
+  claims view reads both layouts). `runtime_data` is the
   base64 of the RFC 8785 canonical JSON of the runtime data the KBS binds
   (`{"additional-evidence", "nonce", "tee-pubkey"}`): exactly the bytes the
   guest hashed into REPORTDATA, so ITA's check SHA-512(runtime_data) ==
@@ -38,7 +42,9 @@ from trustee_common.canonical import canonical_json
 from trustee_common.errors import AttestationError, MalformedRequestError, TrusteeError, UpstreamError, clip
 
 ITA = "Intel Trust Authority"
-ATTEST_PATH = "/appraisal/v2/attest"
+#: `api_version` -> the attest endpoint under base_url (v2: upstream's; v1: ours, for older ITA deployments).
+ATTEST_PATHS = {"v1": "/appraisal/v1/attest", "v2": "/appraisal/v2/attest"}
+DEFAULT_API_VERSION = "v2"
 #: The hash algorithm ITA binds the runtime data with, per tee (upstream's `generate_challenge`).
 BINDING_HASH = {"tdx": "sha512", "sgx": "sha256", "az-tdx-vtpm": "sha256"}
 SUPPORTED_TEES = ("tdx", "sgx")
@@ -76,8 +82,10 @@ def runtime_data_bytes(item: EvidenceItem) -> bytes:
     return canonical_json(json.loads(item.structured_runtime_data))
 
 
-def attest_request(items: list[EvidenceItem], policy_ids: tuple[str, ...], allow_unmatched_policy: bool) -> dict[str, Any]:
-    """The `/appraisal/v2/attest` body for the primary evidence (additional evidence is refused)."""
+def attest_request(items: list[EvidenceItem], policy_ids: tuple[str, ...], allow_unmatched_policy: bool,
+                   api_version: str = DEFAULT_API_VERSION) -> dict[str, Any]:
+    """The attest body (`api_version` "v2": nested under the tee; "v1": flat) for the primary evidence
+    (additional evidence is refused)."""
     primary = items[0]
     if primary.tee not in SUPPORTED_TEES:
         raise AttestationError(f"{ITA}: tee {primary.tee!r} is not supported (only {', '.join(SUPPORTED_TEES)})")
@@ -89,11 +97,10 @@ def attest_request(items: list[EvidenceItem], policy_ids: tuple[str, ...], allow
     event_log = evidence.get("cc_eventlog")
     if isinstance(event_log, str) and event_log:
         part["event_log"] = event_log
-    return {
-        "policy_ids": list(policy_ids),
-        "policy_must_match": bool(policy_ids) and not allow_unmatched_policy,
-        primary.tee: part,
-    }
+    policies = {"policy_ids": list(policy_ids), "policy_must_match": bool(policy_ids) and not allow_unmatched_policy}
+    if api_version == "v1":
+        return {**part, **policies}
+    return {**policies, primary.tee: part}
 
 
 def check_policies(claims: dict[str, Any], allow_unmatched_policy: bool) -> None:

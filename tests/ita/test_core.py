@@ -94,6 +94,13 @@ def test_attest_request() -> None:
         attest_request([item(evidence={"td_quote": "x"})], (), False)
 
 
+def test_attest_request_v1() -> None:
+    """v1: the v2 body's fields flat, the tee not named."""
+    v2 = attest_request([item()], ("p1",), False)
+    v1 = attest_request([item()], ("p1",), False, "v1")
+    assert v1 == {**v2["tdx"], "policy_ids": ["p1"], "policy_must_match": True}
+
+
 def test_policies_and_errors() -> None:
     claims = {"policy_ids_unmatched": [{"id": "p2", "version": "v1"}]}
     with pytest.raises(AttestationError, match="p2"):
@@ -193,6 +200,9 @@ def test_config_keys(tmp_path: Path) -> None:
     assert ita is not None and ita.policy_ids == ("p1",) and ita.allow_unmatched_policy is False
     assert config.attestation_service.session_timeout_minutes == 3
     assert "secret-key-1" not in repr(config)
+    assert ita.api_version == "v2"
+    ita = parse_kbs_config(ita_table(api_version="v1"), default_dir=tmp_path).attestation_service.intel_ta
+    assert ita is not None and ita.api_version == "v1"
 
 
 @pytest.mark.parametrize(("extra", "words"), [
@@ -202,6 +212,8 @@ def test_config_keys(tmp_path: Path) -> None:
     ({"as_addr": "http://127.0.0.1:1"}, "as_addr"),
     ({"jwks_refresh_interval_seconds": -1}, "jwks_refresh_interval_seconds"),
     ({"unknown_key": 1}, "unknown_key"),
+    ({"api_version": "v3"}, "api_version must be"),
+    ({"api_version": 2}, "api_version"),
 ])
 def test_bad_config_keys_are_named(tmp_path: Path, extra: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
