@@ -113,8 +113,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
     registry.stop()
 
 
-def encrypt(images: Images, out: Path, *extra: str) -> str:
-    result = run_tool("trustee", "image", "encrypt", "--input", images.plain.ref, "--output", f"oci:{out}:v1",
+def encrypt(images: Images, out: Path, *extra: str, source: str | None = None) -> str:
+    result = run_tool("trustee", "image", "encrypt", "--input", source or images.plain.ref, "--output", f"oci:{out}:v1",
                       "--kbs-url", images.server.url, "--admin-token-file", str(images.server.admin_token), *extra, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -156,6 +156,23 @@ def test_encrypted_image_pulls_to_the_same_rootfs(images: Images, encrypted: tup
     assert tree(bundle / "rootfs") == expected_rootfs
     spec = json.loads((bundle / "config.json").read_text())  # the OCI runtime config, as image-rs writes it
     assert spec["process"]["args"] == ["/bin/true"] and spec["root"]["path"] == "rootfs"
+
+
+def test_encrypted_zstd_layers_pull_to_the_same_rootfs(images: Images, expected_rootfs: dict[str, tuple[str, int, str]]) -> None:
+    """skopeo recompresses the layers with zstd; they are encrypted (`tar+zstd+encrypted`), pulled and unpacked alike."""
+    zstd = images.workdir / "zstd"
+    result = skopeo("copy", "--dest-compress-format", "zstd", "--dest-compress", images.plain.ref, f"oci:{zstd}:v1")
+    assert result.returncode == 0, result.stderr
+    out = images.workdir / "zstd-encrypted"
+    encrypt(images, out, source=f"oci:{zstd}:v1")
+    layers = read_manifest(out, "v1")["layers"]
+    assert isinstance(layers, list)
+    assert {layer["mediaType"] for layer in layers} == {"application/vnd.oci.image.layer.v1.tar+zstd+encrypted"}
+    skopeo_push(f"oci:{out}:v1", images.registry, "zstd-app", "v1")
+    bundle = images.workdir / "bundle-zstd"
+    code, _, err = images.pull(images.registry.ref("zstd-app", "v1"), bundle)
+    assert code == 0, err
+    assert tree(bundle / "rootfs") == expected_rootfs
 
 
 def test_deny_policy_fails_the_pull_and_leaves_no_rootfs(images: Images, encrypted: tuple[str, Path]) -> None:

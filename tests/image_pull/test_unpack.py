@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import tarfile
 from pathlib import Path
@@ -98,11 +97,18 @@ def test_decompress_checks(tmp_path: Path) -> None:
     assert layer_compression("application/vnd.oci.image.layer.v1.tar+zstd+encrypted") == "zstd"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("zstandard") is not None, reason="zstandard is installed")
-def test_zstd_without_module(tmp_path: Path) -> None:
-    (tmp_path / "l.zst").write_bytes(b"\x28\xb5\x2f\xfd")
-    with pytest.raises(UnsafeImageError, match="zstd-compressed layers are not supported"):
-        decompress_layer(tmp_path / "l.zst", tmp_path / "l.tar", "zstd", 1 << 20)
+def test_zstd_layers_decompress_and_bad_zstd_is_refused(tmp_path: Path) -> None:
+    import zstandard
+
+    tar = b"".join(bytes([i % 251]) for i in range(300_000))
+    (tmp_path / "l.zst").write_bytes(zstandard.ZstdCompressor(level=3).compress(tar))
+    digest = decompress_layer(tmp_path / "l.zst", tmp_path / "l.tar", "zstd", 1 << 20)
+    assert (tmp_path / "l.tar").read_bytes() == tar and digest == sha256_digest(tar)
+    with pytest.raises(UnsafeImageError, match="more than the 1000 byte limit"):
+        decompress_layer(tmp_path / "l.zst", tmp_path / "small.tar", "zstd", 1000)
+    (tmp_path / "bad.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"garbage" * 10)
+    with pytest.raises(UnsafeImageError, match="not valid zstd data"):
+        decompress_layer(tmp_path / "bad.zst", tmp_path / "bad.tar", "zstd", 1 << 20)
 
 
 def test_not_a_tar(tmp_path: Path) -> None:
