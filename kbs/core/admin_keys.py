@@ -79,8 +79,8 @@ def key_from_pem(pem: bytes, where: str) -> VerificationKey:
     return VerificationKey(jwk.JWK.from_pyca(key), algs)
 
 
-def keys_from_jwks(data: bytes, where: str) -> tuple[VerificationKey, ...]:
-    """Every key of a JWK set `{"keys": [...]}`; each needs `kid` and an `alg` its type allows."""
+def jwk_set_entries(data: bytes, where: str) -> list[Any]:
+    """The entries of a JWK set document `{"keys": [...]}`: non-empty, at most MAX_JWKS_KEYS; `ConfigError` naming `where`."""
     try:
         document = strict_json_loads(data)
     except (ValueError, RecursionError):
@@ -90,6 +90,12 @@ def keys_from_jwks(data: bytes, where: str) -> tuple[VerificationKey, ...]:
         raise ConfigError(f'{where}: a JWK set needs a non-empty "keys" array')
     if len(entries) > MAX_JWKS_KEYS:
         raise ConfigError(f"{where}: more than {MAX_JWKS_KEYS} keys")
+    return entries
+
+
+def keys_from_jwks(data: bytes, where: str) -> tuple[VerificationKey, ...]:
+    """Every key of a JWK set `{"keys": [...]}`; each needs `kid` and an `alg` its type allows."""
+    entries = jwk_set_entries(data, where)
     keys = tuple(_jwk_entry(entry, f"{where} keys[{i}]") for i, entry in enumerate(entries))
     kids = [k.kid for k in keys]
     if len(set(kids)) != len(kids):

@@ -41,10 +41,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwcrypto import jwk
 from jwcrypto.common import JWException
 
-from kbs.core.jws import strict_json_loads
+from kbs.core.admin_keys import jwk_set_entries
 from trustee_common.errors import ConfigError
 
-MAX_KEYS = 256
 MAX_CHAIN = 8
 MIN_RSA_BITS = 2048
 ALLOWED_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"})
@@ -91,15 +90,7 @@ class KeyRing:
 
 def parse_jwk_set(data: bytes, where: str) -> JwkSet:
     """The usable keys of a JWK set `{"keys": [...]}`; `ConfigError` naming `where` if there are none."""
-    try:
-        document = strict_json_loads(data)
-    except (ValueError, RecursionError):
-        raise ConfigError(f"{where}: not a JSON JWK set") from None
-    entries = document.get("keys") if isinstance(document, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f'{where}: a JWK set needs a non-empty "keys" array')
-    if len(entries) > MAX_KEYS:
-        raise ConfigError(f"{where}: more than {MAX_KEYS} keys")
+    entries = jwk_set_entries(data, where)
     keys: dict[KeyId, TrustedJwk] = {}
     skipped: list[str] = []
     for index, entry in enumerate(entries):
