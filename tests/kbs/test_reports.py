@@ -202,6 +202,27 @@ async def test_reports_policy_on_init_data_listing_and_offline_verification(stac
     assert "kbs_attestation_reports_lost_total 0.0" in text
 
 
+async def test_a_burst_of_attestations_leaves_one_verified_report_each(stack: TrusteeRun) -> None:
+    """Reports queued together are written in one transaction: none is lost or merged."""
+    token = stack.admin_token.read_text().strip()
+
+    async def attest_once() -> str:
+        async with guest(stack.url, "burst") as pod:
+            await pod.attest()
+            assert pod.token is not None
+            return pod.token
+
+    tokens = await asyncio.gather(*(attest_once() for _ in range(40)))
+    ca = anchors(stack.data_dir / "as" / "ca.pem")
+    reports = [verify_report(r, ca, time.time()) for r in await wait_reports(stack.url, token, 40, instance_id="burst")]
+    assert len(reports) == 40 and len({r["report_id"] for r in reports}) == 40
+    assert {r["token_sha256"] for r in reports} == {hashlib.sha256(t.encode()).hexdigest() for t in tokens}
+    async with aiohttp.ClientSession() as http, http.get(f"{stack.url}/metrics") as response:
+        text = await response.text()
+    assert "kbs_attestation_reports_written_total 46.0" in text  # 6 from the test above
+    assert "kbs_attestation_reports_lost_total 0.0" in text
+
+
 def postgres_kbs_toml(port: int, material: Material, root: Path, as_port: int, url: str) -> str:
     return f"""
 session_storage_type = "Memory"

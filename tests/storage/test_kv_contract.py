@@ -116,6 +116,19 @@ async def test_entries_expire(any_backend: Backend) -> None:
     assert await store.put(SESSIONS, "gone", b"again", overwrite=False)
 
 
+async def test_put_many_writes_every_entry_or_none(any_backend: Backend) -> None:
+    store, other = any_backend.open(), any_backend.open()
+    await store.put("kbs", "old", b"before")
+    later = time.time() + 60
+    await store.put_many("kbs", [("a", b"1", None), ("old", b"after", later), ("gone", b"x", time.time() - 1), ("b/c", b"2", later)])
+    assert [await other.get("kbs", k) for k in ("a", "old", "gone", "b/c")] == [b"1", b"after", None, b"2"]
+    assert await other.list_keys("kbs") == ["a", "b/c", "old"]
+    await store.put_many("kbs", [])
+    with pytest.raises(MalformedRequestError, match="invalid storage key"):
+        await store.put_many("kbs", [("fresh", b"1", None), ("../escape", b"2", None)])
+    assert await other.get("kbs", "fresh") is None  # the bad key refused the whole batch
+
+
 async def test_pop_hands_a_value_to_exactly_one_caller_across_handles(any_backend: Backend) -> None:
     first, second = any_backend.open(), any_backend.open()
     for round_ in range(10):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +35,10 @@ class KeyValueStore(Protocol):
 
     async def put(self, namespace: str, key: str, value: bytes, *, overwrite: bool = True, expires_at: float | None = None) -> bool:
         """Store `value`; with `overwrite=False` an existing live key is kept and False returned."""
+
+    async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+        """Store every `(key, value, expires_at)`, overwriting, all or none (one transaction where the
+        backend has them): for writers that batch, e.g. attestation reports, one commit for many entries."""
 
     async def delete(self, namespace: str, key: str) -> bool:
         """Remove the key; True if it existed."""

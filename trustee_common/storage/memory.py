@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from trustee_common.storage.base import Entry, validate_key, validate_namespace
 
@@ -31,6 +32,12 @@ class MemoryStore:
             return False
         self._data[(namespace, key)] = (bytes(value), expires_at)
         return True
+
+    async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+        for key, _, _ in items:
+            validate_key(namespace, key)
+        for key, value, expires_at in items:
+            self._data[(namespace, key)] = (bytes(value), expires_at)
 
     async def delete(self, namespace: str, key: str) -> bool:
         validate_key(namespace, key)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import psycopg
@@ -183,6 +183,19 @@ class PostgresStore:
             return await (await conn.execute(query, params)).fetchone() is not None
 
         return await self._run(namespace, op)
+
+    async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+        for key, _, _ in items:
+            validate_key(namespace, key)
+        query = _UPSERT.format(t=_table(namespace))
+        rows = [(key, bytes(value), expires_at) for key, value, expires_at in items]
+
+        async def op(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+            async with conn.transaction(), conn.cursor() as cursor:
+                await cursor.executemany(query, rows)
+
+        if rows:
+            await self._run(namespace, op)
 
     async def delete(self, namespace: str, key: str) -> bool:
         validate_key(namespace, key)

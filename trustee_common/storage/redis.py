@@ -12,6 +12,7 @@ more than sessions. Errors become `StorageError`s that never show the password.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
@@ -68,6 +69,23 @@ class RedisStore:
         except RedisError as exc:
             raise self._error(exc) from None
         return bool(done)
+
+    async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+        """One MULTI/EXEC: all entries or none; an entry already expired removes its key (as `put`)."""
+        for key, _, _ in items:
+            validate_key(namespace, key)
+        now = time.time()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for key, value, expires_at in items:
+                    name = f"{namespace}:{key}"
+                    if expires_at is not None and expires_at <= now:
+                        pipe.delete(name)
+                    else:
+                        pipe.set(name, bytes(value), pxat=None if expires_at is None else int(expires_at * 1000))
+                await pipe.execute()
+        except RedisError as exc:
+            raise self._error(exc) from None
 
     async def delete(self, namespace: str, key: str) -> bool:
         validate_key(namespace, key)

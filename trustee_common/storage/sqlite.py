@@ -33,7 +33,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -208,6 +208,12 @@ class SqliteStore:
             return True
 
         return await self._run(op)
+
+    async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+        for key, _, _ in items:
+            validate_key(namespace, key)
+        rows = [(namespace, key, bytes(value), expires_at) for key, value, expires_at in items]
+        await self._run(lambda c: c.executemany("INSERT OR REPLACE INTO kv(namespace, key, value, expires_at) VALUES (?,?,?,?)", rows))
 
     async def delete(self, namespace: str, key: str) -> bool:
         validate_key(namespace, key)
