@@ -4,7 +4,8 @@ One flow needs at least: the sample evidence check (RFC 8785 JCS + sha384
 of the runtime data, compared with the report data), one attestation-policy
 evaluation (the default AS policy `default_cpu`, a compiled regopy bundle),
 one ES256 EAR signature, one ES256 verification of that EAR at the KBS, one
-resource-policy evaluation (allow-all) and one ECDH-ES+A256KW/A256GCM JWE
+resource-policy evaluation (allow-all, with the input the KBS gives it:
+`policy_input` trims it for the text, and allow-all reads none) and one ECDH-ES+A256KW/A256GCM JWE
 encryption of the resource to the TEE key. Each piece is run here, in
 process, with the same code the servers use (no HTTP, gRPC or storage), and
 timed as CPU seconds per operation (the least mean of 5 batches of
@@ -85,7 +86,8 @@ def pieces() -> dict[str, Callable[[], object]]:
     signer, public = TokenSigner(signing_key), signing_key.public_key()
     token = signer.sign(ear)
     resource_policy = RegoPolicy.from_spec(resource_policy_spec(ALLOW_ALL))
-    resource_input = policy_input(json.loads(url_decode(token.split(".")[1], "token payload")))
+    # The input the KBS gives this policy: trimmed for its text (allow-all reads no `input`, so it gets `{}`).
+    resource_input = policy_input(json.loads(url_decode(token.split(".")[1], "token payload")), ALLOW_ALL)
     jwk = tee_key.public_jwk()
     tee_public = ec.EllipticCurvePublicNumbers(
         int.from_bytes(url_decode(jwk["x"], "x"), "big"), int.from_bytes(url_decode(jwk["y"], "y"), "big"), ec.SECP256R1()).public_key()
