@@ -67,27 +67,41 @@ MAX_WORKERS = 64
 DATA_INPUT_KEY = "__trustee_data"
 #: Built-ins that reach the process environment or the network; a policy that uses one is refused.
 DENIED_BUILTINS = frozenset({"opa.runtime", "http.send", "net.lookup_ip_addr", "providers.aws.sign_req"})
+#: Built-ins whose value depends on more than their arguments (the clock, randomness, signing with a
+#: random nonce): a policy that uses one is never served from the pool's result cache.
+NONDETERMINISTIC_BUILTINS = frozenset({
+    "time.now_ns", "rand.intn", "uuid.rfc4122", "io.jwt.decode_verify", "io.jwt.encode_sign", "io.jwt.encode_sign_raw",
+    "crypto.x509.parse_and_verify_certificates", "crypto.x509.parse_and_verify_certificates_with_options",
+    "trace", "print", *DENIED_BUILTINS,
+})
+DEFAULT_RESULT_CACHE_ENTRIES = 4096
+MAX_RESULT_CACHE_ENTRIES = 1 << 20
 
 
 @dataclass(frozen=True)
 class PolicyEngineConfig:
-    """`[policy_engine]`: time and memory limits per Rego compile/evaluation, and worker processes."""
+    """`[policy_engine]`: time and memory limits per Rego compile/evaluation, worker processes, result cache."""
 
     evaluation_timeout: float = DEFAULT_EVALUATION_TIMEOUT
     workers: int = DEFAULT_WORKERS
     max_worker_memory_mib: int = DEFAULT_MAX_WORKER_MEMORY_MIB
+    #: Results of deterministic policies kept per process (0: no cache); see `trustee_common.rego_pool`.
+    result_cache_entries: int = DEFAULT_RESULT_CACHE_ENTRIES
 
     @classmethod
     def from_table(cls, table: ConfigTable, where: str = "policy_engine") -> PolicyEngineConfig:
         timeout = table.number("evaluation_timeout", DEFAULT_EVALUATION_TIMEOUT, minimum_exclusive=0.0)
         workers = table.integer("workers", DEFAULT_WORKERS, minimum=1)
         memory = table.integer("max_worker_memory_mib", DEFAULT_MAX_WORKER_MEMORY_MIB, minimum=MIN_WORKER_MEMORY_MIB)
+        cache = table.integer("result_cache_entries", DEFAULT_RESULT_CACHE_ENTRIES, minimum=0)
         table.finish()
         if timeout > MAX_EVALUATION_TIMEOUT:
             raise ConfigError(f"{where}.evaluation_timeout must be <= {MAX_EVALUATION_TIMEOUT:g} seconds, got {timeout:g}")
         if workers > MAX_WORKERS:
             raise ConfigError(f"{where}.workers must be <= {MAX_WORKERS}, got {workers}")
-        return cls(timeout, workers, memory)
+        if cache > MAX_RESULT_CACHE_ENTRIES:
+            raise ConfigError(f"{where}.result_cache_entries must be <= {MAX_RESULT_CACHE_ENTRIES}, got {cache}")
+        return cls(timeout, workers, memory, cache)
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,8 @@ class RegoPolicy:
         self.spec = PolicySpec(text, package, rules, helpers, data_keys)
         check_text(text, package)
         self._interpreter, self._bundle = _build(self.spec)
+        #: No built-in in `NONDETERMINISTIC_BUILTINS`: the result depends on the input and data alone.
+        self.deterministic = not used_builtins(self._interpreter, self._bundle) & NONDETERMINISTIC_BUILTINS
 
     @classmethod
     def from_spec(cls, spec: PolicySpec) -> RegoPolicy:

@@ -14,6 +14,16 @@ meanwhile: this module awaits pipes and never blocks the event loop.
 The hot path sends only the policy digest, the input and the per-request
 data (JSON); a worker is sent a policy's text once, when it answers that it
 has not compiled that digest. Workers run with an empty environment.
+
+The input is first trimmed to what the policy's text can read
+(`trustee_common.rego_reads`). Results of deterministic policies (no
+built-in in `NONDETERMINISTIC_BUILTINS`, as the worker reports when it
+compiles them) are kept in an LRU of `result_cache_entries`, keyed by the
+SHA-256 of the policy digest, the trimmed input and the data (canonical
+JSON, at most `MAX_CACHE_KEY_BYTES`): a pure function of its key, so an
+entry is never stale and needs no invalidation across processes or
+replicas. A changed policy has another digest; changed reference values,
+resource paths or claims are other data or input.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +47,9 @@ from trustee_common.errors import (
     TrusteeError,
     error_from_variant,
 )
+from trustee_common.lru import BoundedLru
 from trustee_common.rego import PolicyEngineConfig, PolicySpec
+from trustee_common.rego_reads import InputPaths, input_paths, trim_input
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +62,10 @@ WORKER_WAIT_GRACE_SECONDS = 10.0
 #: How often a running call checks its worker's resident memory.
 MEMORY_POLL_SECONDS = 0.05
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+#: Larger inputs + data are evaluated every time (they rarely repeat; hashing them costs).
+MAX_CACHE_KEY_BYTES = 64 * 1024
+#: Policies whose input paths and determinism the pool remembers.
+PLAN_CACHE_SIZE = 256
 _HEADER = struct.Struct(">I")
 
 
@@ -217,9 +234,15 @@ class RegoPool:
         workers: int = PolicyEngineConfig.workers,
         timeout: float = PolicyEngineConfig.evaluation_timeout,
         max_memory_mib: int = PolicyEngineConfig.max_worker_memory_mib,
+        result_cache_entries: int = PolicyEngineConfig.result_cache_entries,
     ) -> None:
         self.timeout = timeout
         self.max_memory_mib = max_memory_mib
+        self._paths: BoundedLru[str, tuple[InputPaths | None]] = BoundedLru(PLAN_CACHE_SIZE)
+        self._deterministic: BoundedLru[str, bool] = BoundedLru(PLAN_CACHE_SIZE)
+        self._results: BoundedLru[bytes, str] | None = BoundedLru(result_cache_entries) if result_cache_entries else None
+        #: Evaluations answered from the result cache, since start.
+        self.result_hits = 0
         self._size = workers
         self._idle = _IdleWorkers()
         self._all: set[_Worker] = set()
@@ -238,7 +261,8 @@ class RegoPool:
 
     @classmethod
     def from_config(cls, config: PolicyEngineConfig) -> RegoPool:
-        return cls(workers=config.workers, timeout=config.evaluation_timeout, max_memory_mib=config.max_worker_memory_mib)
+        return cls(workers=config.workers, timeout=config.evaluation_timeout, max_memory_mib=config.max_worker_memory_mib,
+                   result_cache_entries=config.result_cache_entries)
 
     async def start(self) -> None:
         workers = await asyncio.gather(*(_Worker.start() for _ in range(self._size)))
@@ -278,7 +302,14 @@ class RegoPool:
 
     async def evaluate(self, spec: PolicySpec, input_: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
         """The rules' values (an undefined rule is absent); raises what `RegoPolicy.evaluate` raises."""
-        request = {"op": "eval", "digest": spec.digest, "input": input_, "data": data or {}}
+        input_ = trim_input(input_, self._input_paths(spec))
+        data = data or {}
+        key = self._result_key(spec, input_, data)
+        if key is not None and self._results is not None and (cached := self._results.get(key)) is not None:
+            self.result_hits += 1
+            hit: dict[str, Any] = json.loads(cached)
+            return hit
+        request = {"op": "eval", "digest": spec.digest, "input": input_, "data": data}
 
         async def run(worker: _Worker) -> dict[str, Any]:
             reply = await self._call(worker, request, self.timeout, "evaluation")
@@ -291,7 +322,29 @@ class RegoPool:
             return result
 
         result: dict[str, Any] = await self._run(run)
+        key = key or self._result_key(spec, input_, data)  # the first evaluation learns whether the policy is deterministic
+        if key is not None and self._results is not None:
+            self._results.put(key, json.dumps(result))
         return result
+
+    def _input_paths(self, spec: PolicySpec) -> InputPaths | None:
+        found = self._paths.get(spec.digest)
+        if found is None:
+            found = (input_paths((spec.text, *spec.helpers)),)
+            self._paths.put(spec.digest, found)
+        return found[0]
+
+    def _result_key(self, spec: PolicySpec, input_: Any, data: dict[str, Any]) -> bytes | None:
+        """The cache key, or None: no cache, a policy not (yet) known deterministic, or too large a key."""
+        if self._results is None or self._deterministic.get(spec.digest) is not True:
+            return None
+        try:
+            material = json.dumps([spec.digest, input_, data], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError):
+            return None  # not JSON (the worker request would fail the same way)
+        if len(material) > MAX_CACHE_KEY_BYTES:
+            return None
+        return hashlib.sha256(material.encode("utf-8", "surrogatepass")).digest()
 
     async def stats(self) -> list[dict[str, Any]]:
         """Per idle worker: how many policies it holds compiled (`compiled`) and their size (`bytes`)."""
@@ -302,6 +355,7 @@ class RegoPool:
 
     async def _load(self, worker: _Worker, spec: PolicySpec) -> None:
         reply = _unwrap(await self._call(worker, {"op": "load", "spec": spec.to_json()}, self.compile_timeout, "compilation"))
+        self._deterministic.put(spec.digest, reply.get("deterministic") is True)
         if reply.get("compiled"):
             self.compilations += 1
             self.on_count()

@@ -12,7 +12,8 @@ and by total policy size; an `eval` for a digest this worker no longer (or
 never) compiled answers `missing`, and the pool sends a `load` first.
 
 Requests: `{"op": "load", "spec": {...}}`, `{"op": "eval", "digest", "input"}`,
-`{"op": "stats"}`. Replies: `{"ok": true, ...}` or
+`{"op": "stats"}`. Replies: `{"ok": true, ...}` (a `load` says whether the policy is
+`deterministic`: it uses no built-in of `NONDETERMINISTIC_BUILTINS`) or
 `{"ok": false, "variant", "detail"}` (`"variant": "missing"` for an unknown digest).
 """
 
@@ -75,8 +76,7 @@ def handle(cache: PolicyCache, request: dict[str, Any]) -> dict[str, Any]:
         if op == "load":
             spec = PolicySpec.from_json(request["spec"])
             fresh = cache.get(spec.digest) is None
-            cache.load(spec)
-            return {"ok": True, "compiled": fresh}
+            return {"ok": True, "compiled": fresh, "deterministic": cache.load(spec).deterministic}
         if op == "eval":
             policy = cache.get(str(request["digest"]))
             if policy is None:

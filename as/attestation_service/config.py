@@ -84,6 +84,7 @@ type = "Local"                      # NVIDIA evidence (tee nvidia, nvidia-dpu) i
 evaluation_timeout = 2.0            # seconds per compile or evaluation; over it: PolicyEngineUnavailable (UNAVAILABLE)
 workers = 2                         # policy worker processes (each evaluates one policy at a time)
 max_worker_memory_mib = 1024        # resident memory per worker; over it: killed, PolicyEngineUnavailable
+result_cache_entries = 4096         # appraisals of deterministic policies reused per process (0: off; docs/kbs-config.md)
 [metrics]                           # optional: Prometheus /metrics over plain HTTP (off without it)
 address = "127.0.0.1:9464"          # loopback or a monitoring network: the endpoint is not authenticated
 [audit]                             # optional: append-only audit log of policy (and BuiltIn reference value) writes

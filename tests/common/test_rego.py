@@ -127,9 +127,10 @@ def test_policy_engine_config_defaults_and_bounds() -> None:
     from trustee_common.rego import PolicyEngineConfig
 
     assert PolicyEngineConfig.from_table(ConfigTable({}, "policy_engine")) == PolicyEngineConfig(2.0, 2)
-    table = ConfigTable({"evaluation_timeout": 0.5, "workers": 4, "max_worker_memory_mib": 512}, "pe")
-    assert PolicyEngineConfig.from_table(table) == PolicyEngineConfig(0.5, 4, 512)
-    bad_tables = ({"evaluation_timeout": -1}, {"evaluation_timeout": True}, {"workers": 65}, {"max_worker_memory_mib": 64}, {"bogus": 1})
+    table = ConfigTable({"evaluation_timeout": 0.5, "workers": 4, "max_worker_memory_mib": 512, "result_cache_entries": 0}, "pe")
+    assert PolicyEngineConfig.from_table(table) == PolicyEngineConfig(0.5, 4, 512, 0)
+    bad_tables = ({"evaluation_timeout": -1}, {"evaluation_timeout": True}, {"workers": 65}, {"max_worker_memory_mib": 64}, {"bogus": 1},
+                  {"result_cache_entries": -1}, {"result_cache_entries": 1 << 21}, {"result_cache_entries": "many"})
     for bad in bad_tables:
         with pytest.raises(ConfigError):
             PolicyEngineConfig.from_table(ConfigTable(bad, "policy_engine"))

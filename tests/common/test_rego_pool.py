@@ -110,3 +110,44 @@ async def test_workers_do_not_inherit_the_environment(monkeypatch: pytest.Monkey
         environ = initial_environment(worker.pid)
         assert b"canary-0b4e" not in environ
         assert await pool.evaluate(ALLOW, {"x": 1}, {"plugin": "resource"}) == {"allow": True}
+
+
+#: Reads `input.claims.svn` only: the nonce beside it does not change the result.
+SVN = PolicySpec('package policy\nimport rego.v1\ndefault allow := false\nallow if { input.claims.svn >= data.plugin }\n',
+                 data_keys=("plugin",))
+CLOCK = PolicySpec("package policy\nimport rego.v1\nallow := time.now_ns()\n")
+
+
+async def test_results_of_a_deterministic_policy_are_reused_for_what_it_reads() -> None:
+    async with RegoPool(workers=1, timeout=30) as pool:
+        first = await pool.evaluate(SVN, {"claims": {"svn": 3}, "nonce": "a"}, {"plugin": 2})
+        assert first == {"allow": True} and pool.result_hits == 0
+        first["allow"] = "changed by the caller"  # a later hit is not affected
+        assert await pool.evaluate(SVN, {"claims": {"svn": 3}, "nonce": "b"}, {"plugin": 2}) == {"allow": True}
+        assert pool.result_hits == 1  # the nonce is not read: same result, no evaluation
+        assert await pool.evaluate(SVN, {"claims": {"svn": 1}, "nonce": "b"}, {"plugin": 2}) == {"allow": False}
+        assert await pool.evaluate(SVN, {"claims": {"svn": 3}, "nonce": "b"}, {"plugin": 4}) == {"allow": False}
+        assert pool.result_hits == 1  # other claims or other data: evaluated
+        changed = PolicySpec(SVN.text.replace(">=", "=="), data_keys=("plugin",))
+        assert await pool.evaluate(changed, {"claims": {"svn": 3}, "nonce": "b"}, {"plugin": 2}) == {"allow": False}
+        assert pool.result_hits == 1  # another policy text: another digest
+
+
+async def test_clock_dependent_policies_and_a_disabled_cache_always_evaluate() -> None:
+    async with RegoPool(workers=1, timeout=30) as pool:
+        readings = [(await pool.evaluate(CLOCK, {}))["allow"] for _ in range(3)]
+        assert len(set(readings)) == 3 and pool.result_hits == 0
+    async with RegoPool(workers=1, timeout=30, result_cache_entries=0) as pool:
+        for _ in range(3):
+            assert await pool.evaluate(SVN, {"claims": {"svn": 3}}, {"plugin": 2}) == {"allow": True}
+        assert pool.result_hits == 0
+
+
+async def test_failures_are_not_cached() -> None:
+    divide = PolicySpec('package policy\nallow := {"a": 1 / input.x}')
+    async with RegoPool(workers=1, timeout=30) as pool:
+        for _ in range(2):
+            with pytest.raises(InternalError, match="evaluation failed"):
+                await pool.evaluate(divide, {"x": 0})
+        assert pool.result_hits == 0
+        assert await pool.evaluate(divide, {"x": 1}) == {"allow": {"a": 1}}

@@ -122,15 +122,17 @@ tdx_kernel_parameters if {
 }
 
 hardware := 2 if {
-	tdx_quote_platform(input.tdx.quote)
+	tdx_quote_platform(input.tdx.quote.header, input.tdx.quote.body.mr_td)
 	input.tdx.tcb_status == "UpToDate"
 	input.tdx.collateral_expiration_status == "0"
 }
 
-tdx_quote_platform(quote) if {
-	quote.header.tee_type == "81000000"
-	quote.header.vendor_id == "939a7233f79c4ca9940a0db3957f0607"
-	quote.body.mr_td in query_reference_value("mr_td")
+# The header and MRTD only (not the whole quote, whose report data binds each
+# request's nonce): appraisals of TDs with the same claims are reused.
+tdx_quote_platform(header, mr_td) if {
+	header.tee_type == "81000000"
+	header.vendor_id == "939a7233f79c4ca9940a0db3957f0607"
+	mr_td in query_reference_value("mr_td")
 }
 
 configuration := 2 if {
@@ -175,7 +177,7 @@ executables := 3 if {
 }
 
 hardware := 2 if {
-	tdx_quote_platform(input["az-tdx-vtpm"].quote)
+	tdx_quote_platform(input["az-tdx-vtpm"].quote.header, input["az-tdx-vtpm"].quote.body.mr_td)
 	input["az-tdx-vtpm"].tcb_status == "UpToDate"
 }
 
