@@ -70,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
                    help="worker processes per KBS and AS (their --workers; default: the available cores, as `trustee run`)")
     p.add_argument("--kbs-http", type=http_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="extra [http_server] key of the KBS, VALUE in TOML (e.g. max_in_flight_requests=16); repeatable")
+    p.add_argument("--policy-engine", type=http_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra [policy_engine] key of the KBS and the AS, VALUE in TOML (e.g. result_cache_entries=0: "
+                        "every flow's claims evaluated as if new); repeatable")
     p.add_argument("--postgres-url", help="flow-postgres: the database to use (default: a private server, tests/storage/servers.py)")
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help=f"verify-*: evidence corpus (default {DEFAULT_CORPUS})")
     p.add_argument("--rounds", type=int, help="verify-*: timed verifications per evidence (default 200; --quick 5)")
@@ -93,7 +96,8 @@ def http_setting(text: str) -> tuple[str, Any]:
 def settings(args: argparse.Namespace) -> tuple[Settings, ScaleSettings]:
     base = QUICK if args.quick else Settings()
     scale_settings = QUICK_SCALE if args.quick else ScaleSettings()
-    changes: dict[str, Any] = {"workers": args.workers, "poisson": args.arrivals == "poisson", "kbs_http": tuple(args.kbs_http)}
+    changes: dict[str, Any] = {"workers": args.workers, "poisson": args.arrivals == "poisson", "kbs_http": tuple(args.kbs_http),
+                               "policy_engine": tuple(args.policy_engine)}
     for name in ("clients", "flows", "rates", "open_seconds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

@@ -135,6 +135,8 @@ class Cluster:
     workers: int = 1
     #: Extra `[http_server]` keys of every KBS (`python -m bench --kbs-http KEY=VALUE`).
     kbs_http: dict[str, Any] = field(default_factory=dict)
+    #: Extra `[policy_engine]` keys of every KBS and AS (`python -m bench --policy-engine KEY=VALUE`).
+    policy_engine: dict[str, Any] = field(default_factory=dict)
     #: The AS inside each KBS (`coco_as_builtin`, BuiltIn RVPS in the KBS's storage, the same signing key): no AS, no RVPS process.
     builtin_as: bool = False
     services: list[Service] = field(default_factory=list)
@@ -149,6 +151,8 @@ class Cluster:
         self.paths = ServerPaths.under(self.root)
         self.settings = ServerSettings(LOOPBACK, self.kbs_ports[0], self.as_ports[0], self.rvps_port, storage_url=self.storage_url)
         prepare_server_dir(self.paths, self.settings)
+        if self.policy_engine:
+            self.paths.as_config.write_text(dumps(self.as_config()))
         as_configs = [self.as_replica_config(i) for i in range(self.as_replicas)]
         logs = self.paths.logs_dir
         rvps_addr = f"{LOOPBACK}:{self.rvps_port}"
@@ -185,18 +189,26 @@ class Cluster:
         key, cert = issue_leaf(ca_key, ca_cert, f"pytrustee attestation service replica {index}")
         write_private(directory / "token.key", pem_private_key(key))
         (directory / "token-cert-chain.pem").write_bytes(pem_cert(cert) + pem_cert(ca_cert))
-        config: dict[str, Any] = as_config(self.paths, self.settings)
+        config = self.as_config()
         config["attestation_token_broker"]["signer"] = {"key_path": str(directory / "token.key"),
                                                         "cert_path": str(directory / "token-cert-chain.pem")}
         path = directory / "config.toml"
         path.write_text(dumps(config))
         return path
 
+    def as_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = as_config(self.paths, self.settings)
+        if self.policy_engine:
+            config.setdefault("policy_engine", {}).update(self.policy_engine)
+        return config
+
     def kbs_config(self, port: int, as_port: int) -> dict[str, Any]:
         config: dict[str, Any] = kbs_config(self.paths, self.settings)
         config["http_server"]["sockets"] = [f"{LOOPBACK}:{port}"]
         config["attestation_service"]["as_addr"] = f"http://{LOOPBACK}:{as_port}"
         config["http_server"].update(self.kbs_http)
+        if self.policy_engine:
+            config.setdefault("policy_engine", {}).update(self.policy_engine)
         if self.builtin_as:
             config["attestation_service"] = self.builtin_as_table()
         if self.session_timeout_minutes is not None:

@@ -50,6 +50,8 @@ class Settings:
     workers: int = 1
     #: Extra `[http_server]` keys of the KBS, e.g. (("max_in_flight_requests", 16),).
     kbs_http: tuple[tuple[str, Any], ...] = ()
+    #: Extra `[policy_engine]` keys of the KBS and the AS, e.g. (("result_cache_entries", 0),).
+    policy_engine: tuple[tuple[str, Any], ...] = ()
 
 
 QUICK = Settings(clients=(1, 16), flows=24, rates=(50.0,), capacity_multiples=(), open_seconds=1.5, floor_rounds=10, warmup_flows=2)
@@ -189,7 +191,8 @@ def postgres_database(url: str | None) -> Iterator[str]:
 
 
 def cluster(root: Path, settings: Settings, storage_url: str | None = None, *, builtin_as: bool = False) -> Cluster:
-    return Cluster(root, storage_url=storage_url, workers=settings.workers, kbs_http=dict(settings.kbs_http), builtin_as=builtin_as)
+    return Cluster(root, storage_url=storage_url, workers=settings.workers, kbs_http=dict(settings.kbs_http),
+                   policy_engine=dict(settings.policy_engine), builtin_as=builtin_as)
 
 
 def flow(workdir: Path, settings: Settings) -> dict[str, Any]:
