@@ -16,6 +16,7 @@ them what each request needs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -95,6 +96,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 def served_methods(plugin: str, methods: dict[str, Endpoint], rest: list[str], *, subpaths: bool = False) -> tuple[str, ...]:
     """The methods that serve `/kbs/v0/<plugin>/<rest...>`, sorted; `subpaths`: every method takes sub-paths."""
+    return _served(plugin, tuple(methods), bool(rest), subpaths)
+
+
+@functools.lru_cache(maxsize=256)  # keyed by endpoint names and method names: a few dozen entries
+def _served(plugin: str, methods: tuple[str, ...], rest: bool, subpaths: bool) -> tuple[str, ...]:
     return tuple(sorted(m for m in methods if not rest or subpaths or (plugin, m) in SUBPATH_METHODS))
 
 

@@ -33,3 +33,27 @@ async def test_directory_store_serves_dropped_files_and_writes_atomically(tmp_pa
 async def test_directory_store_refuses_bad_paths(tmp_path: Path, path: str) -> None:
     with pytest.raises(MalformedRequestError):
         await DirectoryResourceStore(tmp_path).read(path)
+
+
+async def test_directory_store_reads_small_files_inline_and_large_ones_in_a_thread_alike(tmp_path: Path) -> None:
+    import os
+
+    from trustee_common.storage.directory import INLINE_READ_BYTES
+
+    repo = DirectoryResourceStore(tmp_path)
+    folder = tmp_path / "default" / "key"
+    folder.mkdir(parents=True)
+    for name, size in (("empty", 0), ("edge", INLINE_READ_BYTES), ("large", INLINE_READ_BYTES + 1), ("big", 5 << 20)):
+        content = os.urandom(size)
+        (folder / name).write_bytes(content)
+        assert await repo.read(f"default/key/{name}") == content, name
+    (folder / "dir").mkdir()
+    (folder / "link").symlink_to(folder / "edge")
+    (folder / "dangling").symlink_to(folder / "absent")
+    (folder / "loop").symlink_to(folder / "loop")
+    os.mkfifo(folder / "fifo")  # opening it for reading must not wait for a writer
+    assert await repo.read("default/key/link") == (folder / "edge").read_bytes()
+    for name in ("dir", "dangling", "loop", "fifo", "absent"):
+        assert await repo.read(f"default/key/{name}") is None, name
+    (tmp_path / "default" / "plain").write_bytes(b"x")
+    assert await repo.read("default/plain/below") is None  # a file where a directory should be

@@ -4,13 +4,20 @@ Files an operator drops or mounts there are served as they are. Writes go
 to a temporary file in the same directory, are fsynced and renamed into
 place, so a reader never sees a partial resource, even after a crash.
 A read-only tree serves reads and refuses writes with a clear error.
+
+A resource of at most `INLINE_READ_BYTES` is read on the event loop, as the
+SQLite stores read (a local file in the page cache reads in microseconds,
+where a worker-thread hop costs far more); a larger one, and every write,
+goes to a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -20,6 +27,8 @@ from trustee_common.errors import MalformedRequestError, StorageError, clip_repr
 RESOURCE_SEGMENT = re.compile(r"^[a-zA-Z0-9_\-]+[a-zA-Z0-9_\-.]*$")
 #: A segment is a file or directory name: at most 255 bytes on Linux file systems.
 MAX_SEGMENT_CHARS = 255
+#: Resources up to this size are read on the event loop.
+INLINE_READ_BYTES = 64 * 1024
 
 
 def parse_resource_path(path: str) -> tuple[str, str, str]:
@@ -35,6 +44,35 @@ def parse_resource_path(path: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+#: What `Path.is_file` takes for "not a file" (it answers False for them instead of raising).
+_NOT_A_FILE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR})
+
+
+def _read_small(target: Path, path: str) -> tuple[bool, bytes | None]:
+    """(True, bytes) for a regular file of at most `INLINE_READ_BYTES`, (True, None) for no regular file
+    (absent, a directory, a FIFO), (False, None) for a larger file, to be read in a worker thread."""
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not block
+    except OSError as exc:
+        if exc.errno in _NOT_A_FILE:
+            return True, None
+        raise StorageError(f"cannot read resource {path}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return True, None
+        if info.st_size > INLINE_READ_BYTES:
+            return False, None
+        chunks = []
+        while chunk := os.read(fd, INLINE_READ_BYTES + 1):  # a file growing meanwhile is read to its end
+            chunks.append(chunk)
+        return True, b"".join(chunks)
+    except OSError as exc:
+        raise StorageError(f"cannot read resource {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+
+
 class DirectoryResourceStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -44,6 +82,9 @@ class DirectoryResourceStore:
 
     async def read(self, path: str) -> bytes | None:
         target = self._file(path)
+        inline, value = _read_small(target, path)
+        if inline:
+            return value
 
         def op() -> bytes | None:
             try:
