@@ -6,7 +6,9 @@ into its evidence (trustee-server.md 2.5.4): RFC 7516 flattened JSON,
 deprecated RSA1_5 (accepted with a logged warning). This module validates
 the JWKs; `trustee_common.jwe_encrypt` does the encryption with direct
 `cryptography` calls (`epk` in the protected header, where upstream guests
-read it); the guest side (`TeeKeyPair.decrypt`) uses jwcrypto.
+read it); the guest side (`TeeKeyPair.decrypt`) opens the KBS's EC
+envelopes the same way (`trustee_common.jwe_decrypt`) and anything else
+with jwcrypto.
 
 Every accepted key is usable for the release code path: an EC key is
 parsed by `cryptography` (which checks the point is on the curve: nothing
@@ -32,8 +34,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwcrypto import jwe, jwk
 from jwcrypto.common import JWException
 
-from trustee_common.b64 import url_decode
+from trustee_common.b64 import url_decode, url_encode
 from trustee_common.errors import MalformedRequestError, TrusteeError
+from trustee_common.jwe_decrypt import open_ec
 from trustee_common.jwe_encrypt import CONTENT_ENCRYPTION, EC_ALG, RecipientKey
 from trustee_common.jwe_encrypt import encrypt as jwe_encrypt
 from trustee_common.lru import BoundedLru
@@ -52,6 +55,7 @@ KEY_ALGORITHMS = ("ECDH-ES+A256KW-P256", "ECDH-ES+A256KW-P521", "RSA-OAEP-256")
 KEY_CACHE_SIZE = 256
 _KEY_MEMBERS = ("kty", "crv", "x", "y", "n", "e", "alg")
 _CURVES = {"P-256": ec.SECP256R1(), "P-521": ec.SECP521R1()}
+_CURVE_NAMES = {"secp256r1": "P-256", "secp521r1": "P-521"}
 
 
 class JweError(TrusteeError):
@@ -181,18 +185,32 @@ def _check_usable(key: TeePubKey, field: str) -> None:
 
 
 class TeeKeyPair:
-    """The guest's ephemeral key pair: its JWK goes into runtime data, it opens JWEs."""
+    """The guest's ephemeral key pair: its JWK goes into runtime data, it opens JWEs.
 
-    def __init__(self, key: jwk.JWK, alg: str) -> None:
-        self._key = key
+    An EC pair is a `cryptography` key and opens the KBS's envelopes with
+    `trustee_common.jwe_decrypt`; jwcrypto (an RSA key, or an envelope of
+    another shape) is the general path."""
+
+    def __init__(self, key: jwk.JWK | None, alg: str, *, ec_private: ec.EllipticCurvePrivateKey | None = None) -> None:
+        if key is None and ec_private is None:
+            raise ValueError("a TEE key pair needs a JWK or an EC private key")
+        self._jwk = key
+        self._ec = ec_private
         self.alg = alg
+
+    @property
+    def _key(self) -> jwk.JWK:
+        """The jwcrypto form, made when first needed."""
+        if self._jwk is None:
+            self._jwk = jwk.JWK.from_pyca(self._ec)
+        return self._jwk
 
     @classmethod
     def generate(cls, algorithm: str = "ECDH-ES+A256KW-P256") -> TeeKeyPair:
         if algorithm == "ECDH-ES+A256KW-P256":
-            return cls(jwk.JWK.generate(kty="EC", crv="P-256"), EC_ALG)
+            return cls(None, EC_ALG, ec_private=ec.generate_private_key(ec.SECP256R1()))
         if algorithm == "ECDH-ES+A256KW-P521":
-            return cls(jwk.JWK.generate(kty="EC", crv="P-521"), EC_ALG)
+            return cls(None, EC_ALG, ec_private=ec.generate_private_key(ec.SECP521R1()))
         if algorithm in RSA_ALGS:
             return cls(jwk.JWK.generate(kty="RSA", size=2048), algorithm)
         raise MalformedRequestError(f"unsupported TEE key algorithm {algorithm!r}")
@@ -205,13 +223,18 @@ class TeeKeyPair:
         except (ValueError, TypeError) as exc:
             raise MalformedRequestError(f"TEE key is not a PEM private key: {exc}") from exc
         if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in ("secp256r1", "secp521r1"):
-            return cls(jwk.JWK.from_pyca(key), EC_ALG)
+            return cls(None, EC_ALG, ec_private=key)
         if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
             return cls(jwk.JWK.from_pyca(key), rsa_alg)
         raise MalformedRequestError("TEE key must be EC P-256, EC P-521 or RSA >= 2048")
 
     def public_jwk(self) -> dict[str, Any]:
         """The `tee-pubkey` object, with upstream's key set."""
+        if self._ec is not None:
+            numbers = self._ec.public_key().public_numbers()
+            size = (self._ec.curve.key_size + 7) // 8
+            return {"kty": "EC", "crv": _CURVE_NAMES[self._ec.curve.name], "x": url_encode(numbers.x.to_bytes(size, "big")),
+                    "y": url_encode(numbers.y.to_bytes(size, "big")), "alg": self.alg}
         public: dict[str, Any] = json.loads(self._key.export_public())
         keep = ("kty", "crv", "x", "y") if public["kty"] == "EC" else ("kty", "n", "e")
         result = {k: public[k] for k in keep}
@@ -220,12 +243,21 @@ class TeeKeyPair:
 
     def to_pem(self) -> bytes:
         """PKCS#1 for RSA, PKCS#8 for EC, as upstream AA's `tee_keypair`."""
+        if self._ec is not None:
+            return self._ec.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         key = self._key.get_op_key("decrypt") if self._key["kty"] == "RSA" else self._key.get_op_key("unwrapKey")
         fmt = serialization.PrivateFormat.TraditionalOpenSSL if self._key["kty"] == "RSA" else serialization.PrivateFormat.PKCS8
         return bytes(key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
 
     def decrypt(self, envelope: dict[str, Any]) -> bytes:
         """Open a flattened JWE produced by `TeePubKey.encrypt` (or by upstream Trustee)."""
+        if self._ec is not None:
+            try:
+                opened = open_ec(self._ec, envelope)
+            except ValueError as exc:
+                raise JweError(f"cannot decrypt the resource envelope: {exc}") from None
+            if opened is not None:
+                return opened
         token = jwe.JWE()
         token.allowed_algs = [EC_ALG, *RSA_ALGS, CONTENT_ENCRYPTION]
         try:

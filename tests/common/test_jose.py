@@ -137,3 +137,104 @@ def test_a_key_seen_once_is_not_probed_again_but_still_checked() -> None:
     other = TeeKeyPair.generate().public_jwk()
     TeePubKey.from_json(other)
     assert jose._USABLE_KEYS.hits == before + 2
+
+
+# --- the guest's own EC decryption (trustee_common.jwe_decrypt), checked against jwcrypto and joserfc ---------
+
+
+def _encrypt_with_joserfc(pair: TeeKeyPair, plaintext: bytes, *, aad: bytes | None = None, **header: Any) -> dict[str, Any]:
+    key = ECKey.import_key(pair.public_jwk())
+    registry = rfc_jwe.JWERegistry(algorithms=["ECDH-ES+A256KW", "A256GCM"])
+    obj = rfc_jwe.GeneralJSONEncryption({"alg": "ECDH-ES+A256KW", "enc": "A256GCM", **header}, plaintext, aad=aad)
+    obj.add_recipient(None, key)
+    return dict(rfc_jwe.encrypt_json(obj, None, registry=registry))
+
+
+def _flattened(general: dict[str, Any]) -> dict[str, Any]:
+    [recipient] = general.pop("recipients")
+    return {**general, **recipient}
+
+
+def _encrypt_with_jwcrypto(pair: TeeKeyPair, plaintext: bytes) -> dict[str, Any]:
+    from jwcrypto import jwe, jwk
+
+    token = jwe.JWE(plaintext, json.dumps({"alg": "ECDH-ES+A256KW", "enc": "A256GCM"}))
+    token.add_recipient(jwk.JWK(**pair.public_jwk()))
+    return dict(json.loads(token.serialize()))
+
+
+@pytest.mark.parametrize("algorithm", ["ECDH-ES+A256KW-P256", "ECDH-ES+A256KW-P521"])
+def test_ec_envelopes_of_independent_libraries_open_on_the_direct_path(algorithm: str) -> None:
+    from trustee_common.jwe_decrypt import open_ec
+
+    pair = TeeKeyPair.generate(algorithm)
+    ours = TeePubKey.from_json(pair.public_jwk()).encrypt(SECRET)
+    made = [ours, _encrypt_with_jwcrypto(pair, SECRET), _flattened(_encrypt_with_joserfc(pair, SECRET)),
+            _flattened(_encrypt_with_joserfc(pair, SECRET, aad=b"bound context", kid="k1"))]
+    assert "aad" in made[-1]
+    assert [("epk" in e.get("header", {})) for e in made] == [False, True, True, True]  # epk protected, or per recipient
+    for envelope in made:
+        assert open_ec(pair._ec, envelope) == SECRET  # handled here, not passed to jwcrypto
+        assert pair.decrypt(envelope) == SECRET
+    loaded = TeeKeyPair.from_pem(pair.to_pem())
+    assert loaded.decrypt(ours) == SECRET and loaded.public_jwk() == pair.public_jwk()
+    assert pair.public_jwk() == {**{k: v for k, v in json.loads(pair._key.export_public()).items() if k != "kid"},
+                                 "alg": "ECDH-ES+A256KW"}  # the same JWK as jwcrypto's
+
+
+def _flip(text: str) -> str:
+    raw = bytearray(url_decode(text, "member"))
+    raw[len(raw) // 2] ^= 0x01
+    from trustee_common.b64 import url_encode
+
+    return url_encode(bytes(raw))
+
+
+@pytest.mark.parametrize(("member", "reason"), [
+    ("ciphertext", "does not decrypt"), ("tag", "does not decrypt"), ("iv", "does not decrypt"),
+    ("encrypted_key", "does not unwrap"), ("protected", "does not decrypt|protected|epk"), ("aad", "does not decrypt"),
+])
+def test_a_tampered_ec_envelope_is_refused_naming_the_step(member: str, reason: str) -> None:
+    pair = TeeKeyPair.generate()
+    envelope = _flattened(_encrypt_with_joserfc(pair, SECRET, aad=b"context"))
+    if member == "protected":  # another key id in the header: the AAD no longer matches
+        header = json.loads(url_decode(envelope["protected"], "protected"))
+        from trustee_common.b64 import url_encode
+
+        envelope["protected"] = url_encode(json.dumps({**header, "kid": "other"}).encode())
+    else:
+        envelope[member] = _flip(envelope[member])
+    with pytest.raises(Exception, match=reason):
+        pair.decrypt(envelope)
+
+
+def test_an_envelope_for_another_key_or_curve_or_off_the_curve_is_refused() -> None:
+    from trustee_common.b64 import url_encode
+
+    pair, other = TeeKeyPair.generate(), TeeKeyPair.generate()
+    with pytest.raises(Exception, match="does not unwrap"):
+        pair.decrypt(TeePubKey.from_json(other.public_jwk()).encrypt(SECRET))
+    big = TeeKeyPair.generate("ECDH-ES+A256KW-P521")
+    with pytest.raises(Exception, match="epk is on P-521"):
+        pair.decrypt(TeePubKey.from_json(big.public_jwk()).encrypt(SECRET))
+    envelope = TeePubKey.from_json(pair.public_jwk()).encrypt(SECRET)
+    header = json.loads(url_decode(envelope["protected"], "protected"))
+    header["epk"]["y"] = url_encode(bytes(32))  # (x, 0) is not on P-256
+    envelope["protected"] = url_encode(json.dumps(header).encode())
+    with pytest.raises(Exception, match="decrypt"):
+        pair.decrypt(envelope)
+
+
+def test_other_shapes_go_to_the_general_library() -> None:
+    from trustee_common.jwe_decrypt import open_ec
+
+    pair = TeeKeyPair.generate()
+    with_apu = _flattened(_encrypt_with_joserfc(pair, SECRET, apu="YWxpY2U", apv="Ym9i"))
+    general = _encrypt_with_joserfc(pair, SECRET)
+    padded = TeePubKey.from_json(pair.public_jwk()).encrypt(SECRET)
+    padded["tag"] += "=" * (-len(padded["tag"]) % 4)
+    assert padded["tag"].endswith("==")
+    for envelope in (with_apu, padded):
+        assert open_ec(pair._ec, envelope) is None
+        assert pair.decrypt(envelope) == SECRET  # jwcrypto opens them
+    assert open_ec(pair._ec, general) is None  # several-recipient (general) syntax

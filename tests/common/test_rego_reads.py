@@ -12,9 +12,9 @@ import copy
 import json
 
 import pytest
-
 from attestation_service.core.policy import CompiledPolicy, policy_spec
 from attestation_service.policies import default_policies
+
 from trustee_common.rego import PolicySpec, RegoPolicy
 from trustee_common.rego_reads import input_paths, trim_input
 
