@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -53,6 +54,23 @@ class Outcomes:
     error_samples: list[str] = field(default_factory=list)
     #: Longest time from a flow's start (its arrival) until it was served or refused.
     max_wait: float = 0.0
+    #: Longest time one HTTP request of a flow waited for its answer (status line and headers: served or refused).
+    max_request_wait: float = 0.0
+
+    def request_timer(self) -> aiohttp.TraceConfig:
+        """aiohttp hooks that keep `max_request_wait` (a failed request counts until it failed)."""
+        trace = aiohttp.TraceConfig()
+
+        async def started(_session: object, context: Any, _params: object) -> None:
+            context.started = time.perf_counter()
+
+        async def answered(_session: object, context: Any, _params: object) -> None:
+            self.max_request_wait = max(self.max_request_wait, time.perf_counter() - context.started)
+
+        trace.on_request_start.append(started)
+        trace.on_request_end.append(answered)
+        trace.on_request_exception.append(answered)
+        return trace
 
     @property
     def served(self) -> int:
@@ -72,8 +90,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
 
 
-async def one_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolicy | None) -> None:
-    client = KbsClient(url, evidence=sample_evidence(), timeout=FLOW_TIMEOUT_SECONDS, retry=retry, connector=connector)
+async def one_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolicy | None,
+                   traces: tuple[aiohttp.TraceConfig, ...] = ()) -> None:
+    client = KbsClient(url, evidence=sample_evidence(), timeout=FLOW_TIMEOUT_SECONDS, retry=retry, connector=connector,
+                       trace_configs=traces)
     async with client:
         if await client.get_resource(f"resource/{RESOURCE}") != SECRET:
             raise AssertionError("the resource came back different")
@@ -85,10 +105,10 @@ def dropped_connection(exc: BaseException) -> bool:
 
 
 async def timed_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolicy | None, outcomes: Outcomes,
-                     *, drops_allowed: bool = False) -> None:
+                     *, drops_allowed: bool = False, traces: tuple[aiohttp.TraceConfig, ...] = ()) -> None:
     start = time.perf_counter()
     try:
-        await one_flow(url, connector, retry)
+        await one_flow(url, connector, retry, traces)
     except ServerBusyError:
         outcomes.refused += 1
     except (TrusteeError, AssertionError, aiohttp.ClientError, TimeoutError) as exc:
@@ -128,6 +148,7 @@ async def open_loop(url: str, rate: float, seconds: float, *, poisson: bool = Tr
     """Flows arriving at `rate` per second for `seconds`; each is one attempt (a refusal is counted, not retried)."""
     outcomes = Outcomes()
     gap = arrival_gaps(rate, poisson, random.Random(seed))  # noqa: S311 (arrival times, not secrets)
+    traces = (outcomes.request_timer(),)
     tasks: set[asyncio.Task[None]] = set()
     async with connector() as pool:
         loop = asyncio.get_running_loop()
@@ -135,7 +156,7 @@ async def open_loop(url: str, rate: float, seconds: float, *, poisson: bool = Tr
         due = start
         while due - start < seconds:
             await sleep_until(loop.time, due)
-            task = asyncio.create_task(timed_flow(url, pool, NO_RETRY, outcomes, drops_allowed=True))
+            task = asyncio.create_task(timed_flow(url, pool, NO_RETRY, outcomes, drops_allowed=True, traces=traces))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             due += gap()

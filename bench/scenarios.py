@@ -88,6 +88,7 @@ def level_report(outcomes: load.Outcomes, meter: CpuMeter, floor_us: float) -> d
         "flows_per_s": round(outcomes.served / meter.wall, 2) if meter.wall > 0 else 0.0,
         "latency_ms": {f"p{p}": round(load.percentile(latencies, p / 100) * 1e3, 2) for p in (50, 95, 99)},
         "max_wait_ms": round(outcomes.max_wait * 1e3, 1),
+        "max_request_wait_ms": round(outcomes.max_request_wait * 1e3, 1),
         "cpu_ms_per_flow": cpu_ms,
         "server_cpu_ms_per_flow": round(server_ms, 3),
         "generator_cpu_ms_per_flow": round(meter.generator / served * 1e3, 3),

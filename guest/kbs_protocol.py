@@ -15,6 +15,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,8 @@ class KbsClient:
     """One client per KBS; use as an async context manager.
 
     Its cookie jar (the RCAR session) is its own. `connector` lets many
-    clients share one connection pool (kept open when a client closes).
+    clients share one connection pool (kept open when a client closes);
+    `trace_configs` are aiohttp's request hooks (the benchmark times each request with them).
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class KbsClient:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         connector: aiohttp.BaseConnector | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
     ) -> None:
         if evidence is None and token is None:
             raise MalformedRequestError("a KBS client needs an evidence provider or a token")
@@ -151,6 +154,7 @@ class KbsClient:
             cookie_jar=aiohttp.CookieJar(unsafe=True),
             timeout=aiohttp.ClientTimeout(total=timeout),
             headers={"User-Agent": USER_AGENT},
+            trace_configs=list(trace_configs) or None,
         )
 
     async def __aenter__(self) -> KbsClient:
