@@ -40,6 +40,7 @@ SECRET = b"benchmark secret"
 FLOW_TIMEOUT_SECONDS = 120.0
 #: An open-loop run waits this long past its last arrival for flows still in flight.
 DRAIN_SECONDS = 60.0
+LAG_TICK_SECONDS = 0.01
 
 
 @dataclass
@@ -56,6 +57,17 @@ class Outcomes:
     max_wait: float = 0.0
     #: Longest time one HTTP request of a flow waited for its answer (status line and headers: served or refused).
     max_request_wait: float = 0.0
+    #: Longest lateness of the load generator's own event loop (a 10 ms tick): above ~0.1 s the generator, not the
+    #: servers, is the bottleneck, and every latency it measures includes that lag.
+    max_generator_lag: float = 0.0
+
+    async def watch_lag(self) -> None:
+        """Until cancelled: keep `max_generator_lag`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_TICK_SECONDS
+            await asyncio.sleep(LAG_TICK_SECONDS)
+            self.max_generator_lag = max(self.max_generator_lag, loop.time() - due)
 
     def request_timer(self) -> aiohttp.TraceConfig:
         """aiohttp hooks that keep `max_request_wait` (a failed request counts until it failed)."""
@@ -136,7 +148,11 @@ async def closed_loop(url: str, clients: int, count: int) -> Outcomes:
             while next(counter) < count:
                 await timed_flow(url, pool, None, outcomes)
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    lag = asyncio.create_task(outcomes.watch_lag())
+    try:
+        await asyncio.gather(*(client() for _ in range(clients)))
+    finally:
+        lag.cancel()
     return outcomes
 
 
@@ -150,6 +166,7 @@ async def open_loop(url: str, rate: float, seconds: float, *, poisson: bool = Tr
     gap = arrival_gaps(rate, poisson, random.Random(seed))  # noqa: S311 (arrival times, not secrets)
     traces = (outcomes.request_timer(),)
     tasks: set[asyncio.Task[None]] = set()
+    lag = asyncio.create_task(outcomes.watch_lag())
     async with connector() as pool:
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -165,6 +182,7 @@ async def open_loop(url: str, rate: float, seconds: float, *, poisson: bool = Tr
         for task in list(tasks):
             task.cancel()
             outcomes.record_error(TimeoutError(f"flow still running {DRAIN_SECONDS:g} s after the last arrival"))
+    lag.cancel()
     return outcomes
 
 

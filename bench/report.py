@@ -52,13 +52,13 @@ def flow_table(result: dict[str, Any]) -> str:
             "",
             f"open loop ({result['arrivals']} arrivals, one attempt per flow; refused = 503, dropped = connection closed unanswered):",
             "| rate/s | arrivals | served | refused | dropped | errors | served/s | p50 ms | p95 ms | p99 ms | max wait ms "
-            "(flow / request) | servers ms CPU/served flow |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "(flow / request) | generator lag ms | servers ms CPU/served flow |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in result["open_loop"]:
             counts = " | ".join(str(row[key]) for key in ("arrivals", "served", "refused", "dropped", "errors"))
             lines.append(f"| {row['rate']:g} | {counts} | {row['flows_per_s']:.1f} | {_latency(row)} | {row['max_wait_ms']:.0f} / "
-                         f"{row.get('max_request_wait_ms', 0):.0f} | "
+                         f"{row.get('max_request_wait_ms', 0):.0f} | {row.get('generator_max_lag_ms', 0):.0f} | "
                          f"{row['server_cpu_ms_per_flow']:.2f} |")
     pieces = ", ".join(f"{name} {value:.0f}" for name, value in floor.items() if name != "total")
     lines += ["", f"floor {floor['total']:.0f} us CPU per flow ({pieces}); peak RSS: {_rss(result)}"]

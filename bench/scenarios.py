@@ -89,6 +89,7 @@ def level_report(outcomes: load.Outcomes, meter: CpuMeter, floor_us: float) -> d
         "latency_ms": {f"p{p}": round(load.percentile(latencies, p / 100) * 1e3, 2) for p in (50, 95, 99)},
         "max_wait_ms": round(outcomes.max_wait * 1e3, 1),
         "max_request_wait_ms": round(outcomes.max_request_wait * 1e3, 1),
+        "generator_max_lag_ms": round(outcomes.max_generator_lag * 1e3, 1),
         "cpu_ms_per_flow": cpu_ms,
         "server_cpu_ms_per_flow": round(server_ms, 3),
         "generator_cpu_ms_per_flow": round(meter.generator / served * 1e3, 3),

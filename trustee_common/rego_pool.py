@@ -20,7 +20,9 @@ The input is first trimmed to what the policy's text can read
 built-in in `NONDETERMINISTIC_BUILTINS`, as the worker reports when it
 compiles them) are kept in an LRU of `result_cache_entries`, keyed by the
 SHA-256 of the policy digest, the trimmed input and the data (canonical
-JSON, at most `MAX_CACHE_KEY_BYTES`): a pure function of its key, so an
+JSON, at most `MAX_CACHE_KEY_BYTES`; results up to `MAX_CACHED_RESULT_BYTES`,
+so the cache stays within `result_cache_entries` x 8 KiB whatever clients
+send): a pure function of its key, so an
 entry is never stale and needs no invalidation across processes or
 replicas. A changed policy has another digest; changed reference values,
 resource paths or claims are other data or input.
@@ -64,6 +66,8 @@ MEMORY_POLL_SECONDS = 0.05
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 #: Larger inputs + data are evaluated every time (they rarely repeat; hashing them costs).
 MAX_CACHE_KEY_BYTES = 64 * 1024
+#: Larger results are not kept: the cache holds at most `result_cache_entries` times this.
+MAX_CACHED_RESULT_BYTES = 8 * 1024
 #: Policies whose input paths and determinism the pool remembers.
 PLAN_CACHE_SIZE = 256
 _HEADER = struct.Struct(">I")
@@ -324,7 +328,9 @@ class RegoPool:
         result: dict[str, Any] = await self._run(run)
         key = key or self._result_key(spec, input_, data)  # the first evaluation learns whether the policy is deterministic
         if key is not None and self._results is not None:
-            self._results.put(key, json.dumps(result))
+            text = json.dumps(result)
+            if len(text) <= MAX_CACHED_RESULT_BYTES:
+                self._results.put(key, text)
         return result
 
     def _input_paths(self, spec: PolicySpec) -> InputPaths | None:

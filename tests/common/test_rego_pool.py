@@ -151,3 +151,16 @@ async def test_failures_are_not_cached() -> None:
                 await pool.evaluate(divide, {"x": 0})
         assert pool.result_hits == 0
         assert await pool.evaluate(divide, {"x": 1}) == {"allow": {"a": 1}}
+
+
+async def test_large_results_are_not_kept() -> None:
+    echo = PolicySpec("package policy\nimport rego.v1\nallow := input.claims\n")
+    async with RegoPool(workers=1, timeout=30) as pool:
+        big = {"claims": {"blob": "x" * 20000}}
+        for _ in range(2):
+            assert await pool.evaluate(echo, big) == {"allow": big["claims"]}
+        assert pool.result_hits == 0
+        small = {"claims": {"blob": "x"}}
+        for _ in range(2):
+            assert await pool.evaluate(echo, small) == {"allow": small["claims"]}
+        assert pool.result_hits == 1
