@@ -82,6 +82,8 @@ def _open(key: ec.EllipticCurvePrivateKey, envelope: Mapping[str, Any]) -> bytes
     iv, tag = _decode(envelope["iv"], "iv"), _decode(envelope["tag"], "tag")
     if len(cek) != CEK_BYTES or len(iv) != IV_BYTES or len(tag) != TAG_BYTES:
         raise ValueError(f"content key, iv and tag must be {CEK_BYTES}, {IV_BYTES} and {TAG_BYTES} bytes")
+    if "aad" in envelope:
+        _decode(envelope["aad"], "aad")  # base64url, as RFC 7516 7.2.1 has it
     aad = protected if "aad" not in envelope else f"{protected}.{envelope['aad']}"
     try:
         return AESGCM(cek).decrypt(iv, _decode(envelope["ciphertext"], "ciphertext") + tag, aad.encode("ascii"))

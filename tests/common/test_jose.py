@@ -238,3 +238,14 @@ def test_other_shapes_go_to_the_general_library() -> None:
         assert open_ec(pair._ec, envelope) is None
         assert pair.decrypt(envelope) == SECRET  # jwcrypto opens them
     assert open_ec(pair._ec, general) is None  # several-recipient (general) syntax
+
+
+def test_an_aad_member_that_is_not_base64url_goes_to_the_general_library() -> None:
+    from trustee_common.jwe_decrypt import open_ec
+
+    pair = TeeKeyPair.generate()
+    envelope = _flattened(_encrypt_with_joserfc(pair, SECRET, aad=b"context"))
+    envelope["aad"] = "not base64url: é"
+    assert open_ec(pair._ec, envelope) is None
+    with pytest.raises(Exception, match="decrypt"):
+        pair.decrypt(envelope)

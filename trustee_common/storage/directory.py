@@ -63,9 +63,12 @@ def _read_small(target: Path, path: str) -> tuple[bool, bytes | None]:
             return True, None
         if info.st_size > INLINE_READ_BYTES:
             return False, None
-        chunks = []
-        while chunk := os.read(fd, INLINE_READ_BYTES + 1):  # a file growing meanwhile is read to its end
+        chunks, total = [], 0
+        while chunk := os.read(fd, INLINE_READ_BYTES + 1):
             chunks.append(chunk)
+            total += len(chunk)
+            if total > INLINE_READ_BYTES:  # it grew since fstat: read it whole in a thread
+                return False, None
         return True, b"".join(chunks)
     except OSError as exc:
         raise StorageError(f"cannot read resource {path}: {exc.strerror}") from exc
