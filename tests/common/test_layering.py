@@ -21,7 +21,7 @@ CORE_MODULES = sorted(
         *ROOT.glob("trustee_common/ocicrypt/*.py"),
         *(ROOT / "trustee_common" / name for name in (
             "addresses.py", "admin_token.py", "audit_events.py", "b64.py", "canonical.py", "config.py", "errors.py", "requestid.py",
-            "jose.py", "messages.py", "pki.py", "rego.py", "tee.py", "storage/base.py",
+            "jose.py", "jwe_decrypt.py", "jwe_encrypt.py", "messages.py", "pki.py", "rego.py", "rego_reads.py", "tee.py", "storage/base.py",
         )),
         *(ROOT / "guest" / name for name in (
             "resource_uri.py", "attesters/base.py", "attesters/sample.py", "attestation_agent/agent.py",
