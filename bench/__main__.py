@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=f"{', '.join(SCENARIOS)} or all (default: flow)")
     p.add_argument("--quick", action="store_true", help="a smoke run of under a minute (few flows, 1 and 16 clients, one rate)")
     p.add_argument("--clients", type=numbers(int), help="closed-loop client counts (default 1,16,64,256)")
-    p.add_argument("--flows", type=int, help="flows per closed-loop level (default 400)")
+    p.add_argument("--flows", type=int, help="flows per closed-loop level (default 400, and at least 6 per client)")
     p.add_argument("--rates", type=numbers(float), help="open-loop arrival rates, flows/s (default 100,200,300; plus 2x capacity)")
     p.add_argument("--open-seconds", type=float, help="duration of each open-loop rate (default 10)")
     p.add_argument("--arrivals", choices=("poisson", "fixed"), default="poisson", help="open-loop arrival process (default poisson)")
