@@ -61,6 +61,15 @@ class Proc:
         self._logfh.flush()
         return self.log.read_text(errors="replace")
 
+    def wait_output(self, text: str, timeout: float = 30.0) -> str:
+        """The log once it contains `text`: a server may log its start-up line just after its port opens."""
+        deadline = time.monotonic() + timeout
+        while text not in (out := self.output()):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the output of {self.args[0]}:\n{out}")
+            time.sleep(0.05)
+        return out
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.popen.poll() is None:
             try:

@@ -38,6 +38,9 @@ class GuestProc:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_output(self, text: str) -> str:
+        return self.proc.wait_output(text)
+
     def stop(self) -> int:
         return self.proc.stop()
 

@@ -155,8 +155,7 @@ async def test_coco_as_token_posts_evidence_and_returns_the_body(configured: Gue
 @pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: s.name)
 def test_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
     proc = start_aa(tmp_path)
-    assert f"attestation-agent listening on 127.0.0.1:{proc.port}" in proc.output()
-    assert "attester in use: sample" in proc.output()
+    assert "attester in use: sample" in proc.wait_output(f"attestation-agent listening on 127.0.0.1:{proc.port}")
     assert proc.signal_and_wait(signum) == 0
     assert "attestation-agent stopped" in proc.output()
 

@@ -99,7 +99,7 @@ async def test_sealed_secrets_without_verification_keys_are_refused(cdhs: dict[s
 @pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: s.name)
 def test_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
     proc = start_cdh(tmp_path, "")
-    assert f"confidential-data-hub listening on 127.0.0.1:{proc.port}" in proc.output()
+    proc.wait_output(f"confidential-data-hub listening on 127.0.0.1:{proc.port}")
     assert proc.signal_and_wait(signum) == 0
 
 

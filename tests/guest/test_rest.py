@@ -218,7 +218,7 @@ def test_curl_gets_evidence(rests: dict[str, GuestProc]) -> None:
 @pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: s.name)
 def test_stops_cleanly_on_signal(tmp_path: Path, signum: int) -> None:
     proc = start_rest(tmp_path, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-    assert f"api-server-rest listening on http://127.0.0.1:{proc.port}" in proc.output()
+    proc.wait_output(f"api-server-rest listening on http://127.0.0.1:{proc.port}")
     assert proc.signal_and_wait(signum) == 0
 
 
