@@ -164,6 +164,31 @@ async def test_init_data_digest_and_raw_runtime_data(attestation_stub: Stub, sta
     assert annotated["runtime_data_claims"] is None
 
 
+def bound_sample_request(bound: bytes, **extra: Any) -> pb.IndividualAttestationRequest:
+    """A sample request whose evidence binds the init-data digest `bound` (our sample attester after BindInitData)."""
+    item = sample_request(**extra)
+    evidence = json.loads(base64.urlsafe_b64decode(item.evidence + "=" * (-len(item.evidence) % 4)))
+    evidence["init_data"] = base64.b64encode(bound).decode()
+    item.evidence = b64url_json(evidence)
+    return item
+
+
+async def test_sample_init_data_bound_in_evidence_is_checked(attestation_stub: Stub, stack: Stack) -> None:
+    digest = hashlib.sha256(INIT_DATA.encode()).digest()
+    claims = await evaluate(attestation_stub, attestation(bound_sample_request(digest, init_data_toml=INIT_DATA)), stack)
+    annotated = claims["submods"]["cpu0"]["ear.veraison.annotated-evidence"]
+    assert base64.b64decode(annotated["init_data"]) == digest
+    assert annotated["init_data_claims"]["extra"] == "kept as text"
+    other = INIT_DATA.replace("kept as text", "changed")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await attestation_stub.AttestationEvaluate(attestation(bound_sample_request(digest, init_data_toml=other)))
+    assert rpc_error(caught.value) == (grpc.StatusCode.PERMISSION_DENIED, "AttestationError",
+                                       "init data does not match the digest bound in the sample evidence")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await attestation_stub.AttestationEvaluate(attestation(bound_sample_request(b"\x01" * 31 + b"!", init_data_toml=INIT_DATA)))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 async def test_wrong_report_data_is_permission_denied(attestation_stub: Stub) -> None:
     item = sample_request(nonce="n1")
     item.structured_runtime_data = json.dumps({"additional-evidence": "", "nonce": "n2", "tee-pubkey": TEE_PUBKEY})

@@ -8,6 +8,7 @@ log enabled, the sample device and an init-data file).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -117,11 +118,28 @@ async def test_runtime_measurement_not_enabled_is_checked_first(plain: GuestProc
     assert reply.Result == pb.NOT_SUPPORTED
 
 
-async def test_bind_init_data_is_ok_on_sample(plain: GuestProc, configured: GuestProc, channel_to: list[grpc.aio.Channel]) -> None:
-    await stub(channel_to, plain).BindInitData(pb.BindInitDataRequest(Digest=b"\x01" * 32))  # type: ignore[attr-defined]
-    assert "init-data binding is not supported by the sample attester" in plain.output()
-    # The --initdata-toml file was bound (unsupported, logged) at start-up.
-    assert "init-data binding is not supported" in configured.output()
+async def test_sample_evidence_carries_the_bound_init_data(tmp_path: Path, configured: GuestProc,
+                                                            channel_to: list[grpc.aio.Channel]) -> None:
+    # The --initdata-toml file was bound at start-up: the evidence carries its digest, as MRCONFIGID does on TDX.
+    reply = await stub(channel_to, configured).GetEvidence(pb.GetEvidenceRequest(RuntimeData=b"rd"))  # type: ignore[attr-defined]
+    assert json.loads(reply.Evidence)["init_data"] == base64.b64encode(hashlib.sha256(INIT_DATA.encode()).digest()).decode()
+    assert "init-data digest bound to the sample platform" in configured.output()
+
+    fresh = start_aa(tmp_path, name="fresh")
+    try:
+        aa = stub(channel_to, fresh)
+        await aa.BindInitData(pb.BindInitDataRequest(Digest=b"\x01" * 32))  # type: ignore[attr-defined]
+        await aa.BindInitData(pb.BindInitDataRequest(Digest=b"\x01" * 32))  # type: ignore[attr-defined]  # the same again: fine
+        reply = await aa.GetEvidence(pb.GetEvidenceRequest(RuntimeData=b"rd"))  # type: ignore[attr-defined]
+        assert json.loads(reply.Evidence) == {"svn": "1", "report_data": base64.b64encode(b"rd").decode(),
+                                              "init_data": base64.b64encode(b"\x01" * 32).decode()}
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await aa.BindInitData(pb.BindInitDataRequest(Digest=b"\x02" * 32))  # type: ignore[attr-defined]
+        assert "a different init-data digest is already bound" in (refused.value.details() or "")
+        reply = await aa.GetEvidence(pb.GetEvidenceRequest(RuntimeData=b"rd"))  # type: ignore[attr-defined]
+        assert json.loads(reply.Evidence)["init_data"] == base64.b64encode(b"\x01" * 32).decode()  # unchanged
+    finally:
+        fresh.stop()
 
 
 async def test_coco_as_token_posts_evidence_and_returns_the_body(configured: GuestProc, as_port: int,
@@ -146,7 +164,8 @@ async def test_coco_as_token_posts_evidence_and_returns_the_body(configured: Gue
     finally:
         await runner.cleanup()
     assert reply.Token == b"the.as.token"
-    evidence = base64.urlsafe_b64encode(b'{"svn":"1","report_data":""}').rstrip(b"=").decode()
+    bound = base64.b64encode(hashlib.sha256(INIT_DATA.encode()).digest()).decode()  # its --initdata-toml
+    evidence = base64.urlsafe_b64encode(f'{{"svn":"1","report_data":"","init_data":"{bound}"}}'.encode()).rstrip(b"=").decode()
     assert seen[0] == ("/attestation", {"verification_requests": [{"tee": "sample", "evidence": evidence}], "policy_ids": []})
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "HTTP 500" in (info.value.details() or "")

@@ -2,8 +2,9 @@
 
 `trustee run` (KBS, AS, RVPS over gRPC; the KBS signs reports with the
 AS's token key that `trustee run` wires in) and the guest's `KbsClient`
-with init-data on the sample TEE: the key is released to the pod whose
-init-data says `instance_id = "a"` and refused to `"b"`; every `/attest`
+with init-data bound to the sample TEE's evidence: the key is released to
+the pod whose init-data says `instance_id = "a"` and refused to `"b"`, and a
+pod bound to a's init-data that sends another is refused; every `/attest`
 (affirming, contraindicated by the attestation policy, rejected by the AS)
 leaves a report, listed by instance id and time with a cursor and
 verified offline with `<data-dir>/as/ca.pem` (HTTP and `kbs-client`).
@@ -70,8 +71,11 @@ class WrongReportData(SampleAttester):
         return super().get_evidence(bytes(len(report_data)))
 
 
-def guest(url: str, instance: str, attester: SampleAttester | None = None) -> KbsClient:
-    return KbsClient(url, evidence=AttesterEvidence(attester or SampleAttester()), init_data_toml=init_data(instance))
+def guest(url: str, instance: str, attester: SampleAttester | None = None, bound: str | None = None) -> KbsClient:
+    """A pod sending the init-data of `instance`, its sample TEE bound (as its AA binds at start) to `bound`'s (default: the same)."""
+    attester = attester or SampleAttester()
+    attester.bind_init_data(hashlib.sha384(init_data(bound or instance).encode()).digest())
+    return KbsClient(url, evidence=AttesterEvidence(attester), init_data_toml=init_data(instance))
 
 
 def admin_cli(stack: TrusteeRun, *args: str) -> str:
@@ -134,6 +138,10 @@ async def test_reports_policy_on_init_data_listing_and_offline_verification(stac
     async with guest(stack.url, "b", WrongReportData()) as forged:
         with pytest.raises(TrusteeError):
             await forged.attest()
+    async with guest(stack.url, "m", bound="a") as mismatched:  # a pod bound to a's init-data sending m's
+        with pytest.raises(TrusteeError) as mismatch:
+            await mismatched.attest()
+        assert "init data does not match the digest bound in the sample evidence" in str(mismatch.value)
     assert token_a is not None
 
     ca = anchors(stack.data_dir / "as" / "ca.pem")
@@ -157,6 +165,9 @@ async def test_reports_policy_on_init_data_listing_and_offline_verification(stac
     assert rejected["instance_id_verified"] is False  # read from the init-data sent: nothing bound it
     assert rejected["reason"]["type"] and "token_sha256" not in rejected and "appraisals" not in rejected
     assert rejected["time"] >= contraindicated["time"]
+    [refused_m] = [verify_report(r, ca, time.time()) for r in await wait_reports(stack.url, token, 1, instance_id="m")]
+    assert refused_m["outcome"] == "rejected" and refused_m["instance_id_verified"] is False
+    assert "init data does not match" in json.dumps(refused_m["reason"])
 
     # Pagination and `since`: three more attestations of instance "c".
     for _ in range(3):
@@ -171,7 +182,7 @@ async def test_reports_policy_on_init_data_listing_and_offline_verification(stac
     status, since = await list_reports(stack.url, token, instance_id="c", since=newest["time"])
     assert status == 200 and since["reports"] == page_all[:1]
     status, everyone = await list_reports(stack.url, token, since=str(started - 1))
-    assert status == 200 and len(everyone["reports"]) == 6
+    assert status == 200 and len(everyone["reports"]) == 7
     times = [verify_report(r, ca, time.time())["time"] for r in everyone["reports"]]
     assert times == sorted(times, reverse=True)
 
@@ -198,7 +209,7 @@ async def test_reports_policy_on_init_data_listing_and_offline_verification(stac
 
     async with aiohttp.ClientSession() as http, http.get(f"{stack.url}/metrics") as response:
         text = await response.text()
-    assert "kbs_attestation_reports_written_total 6.0" in text
+    assert "kbs_attestation_reports_written_total 7.0" in text
     assert "kbs_attestation_reports_lost_total 0.0" in text
 
 
@@ -219,7 +230,7 @@ async def test_a_burst_of_attestations_leaves_one_verified_report_each(stack: Tr
     assert {r["token_sha256"] for r in reports} == {hashlib.sha256(t.encode()).hexdigest() for t in tokens}
     async with aiohttp.ClientSession() as http, http.get(f"{stack.url}/metrics") as response:
         text = await response.text()
-    assert "kbs_attestation_reports_written_total 46.0" in text  # 6 from the test above
+    assert "kbs_attestation_reports_written_total 47.0" in text  # 7 from the test above
     assert "kbs_attestation_reports_lost_total 0.0" in text
 
 
