@@ -39,6 +39,7 @@ from trustee_common.errors import (
 )
 from trustee_common.jose import TeePubKey
 from trustee_common.rego import PolicySpec
+from trustee_common.rego_escapes import undecoded_warning
 from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, ResourceStore
 from trustee_common.storage.directory import parse_resource_path
@@ -115,6 +116,8 @@ class PolicyStore:
         if form.mixed:
             logger.warning("the resource policy uses data[\"resource-path\"] both as a list and as a string; "
                            "it is given the list, so its string uses will not match")
+        if (undecoded := undecoded_warning(text)) is not None:
+            logger.warning("resource policy: %s", undecoded)
 
 
 def describe(form: PathForm) -> str:

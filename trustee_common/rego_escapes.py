@@ -23,7 +23,9 @@ decodes the escapes itself: literals in the arguments of a function's head
 (`f("a\\n") := ...`), the value of `with ... as` (literals nested in it too), and the arguments of
 `regex.*` and `glob.*` calls (regopy's regex and glob built-ins decode
 their pattern's escapes themselves). A malformed literal is left for the
-compiler to reject. Pure.
+compiler to reject. `undecoded_literals(text)` names the first two kinds
+(where the escapes keep regopy's meaning), so a service can warn at upload.
+Pure.
 """
 
 from __future__ import annotations
@@ -59,6 +61,28 @@ def rewrite_escapes(text: str) -> str:
     return "".join(parts)
 
 
+def undecoded_literals(text: str) -> list[str]:
+    """`line N: <literal>` for each literal with escapes left as written where regopy does not decode them."""
+    if "\\" not in text and "`" not in text:
+        return []
+    tokens = code_tokens(text)
+    found = []
+    for index, role in _kept_roles(tokens).items():
+        token = tokens[index]
+        if role != "self" and _replacement(token) is not None:
+            found.append(f"line {text.count(chr(10), 0, token.start) + 1}: {token.text[:40]}")
+    return found
+
+
+def undecoded_warning(text: str) -> str | None:
+    """One warning line naming the literals `undecoded_literals` finds, or None."""
+    found = undecoded_literals(text)
+    if not found:
+        return None
+    return ("escapes in a function head or a `with ... as` value keep their written form under regopy "
+            "(a \\n there is two characters, not a newline): " + "; ".join(found[:5]) + ("; ..." if len(found) > 5 else ""))
+
+
 def needs_call(value: str) -> bool:
     """True when regopy can hold `value` only through a call (it has `"`, `\\` or a control character)."""
     return any(c in '"\\' or ord(c) < 0x20 for c in value)
@@ -80,7 +104,12 @@ def _replacement(token: Token) -> str | None:
 
 def _kept_positions(tokens: list[Token]) -> set[int]:
     """Indexes of literals to leave as written: function-head arguments, `with ... as` values, regex/glob arguments."""
-    keep: set[int] = set()
+    return set(_kept_roles(tokens))
+
+
+def _kept_roles(tokens: list[Token]) -> dict[int, str]:
+    """`_kept_positions` with why each is kept: "head", "with" or "self" (a regex/glob argument)."""
+    keep: dict[int, str] = {}
     stack: list[str] = []  # per open bracket: "head", "self", "with", or "" (anything else)
     for index, token in enumerate(tokens):
         if token.kind == PUNCT and token.text in "([{":
@@ -90,8 +119,9 @@ def _kept_positions(tokens: list[Token]) -> set[int]:
                 stack.pop()
         elif token.is_literal:
             after_as = index > 0 and tokens[index - 1].kind == IDENT and tokens[index - 1].text == "as"
-            if after_as or any(stack):
-                keep.add(index)
+            roles = [role for role in stack if role]
+            if after_as or roles:
+                keep[index] = "with" if after_as else roles[-1]
     return keep
 
 

@@ -42,6 +42,7 @@ from trustee_common.errors import (
     PolicyNotFoundError,
     TrusteeError,
 )
+from trustee_common.rego_escapes import undecoded_warning
 from trustee_common.rego_pool import RegoPool
 from trustee_common.tee import TEE_CLASSES, parse_tee
 
@@ -187,6 +188,8 @@ class AttestationService:
             self.inputs.invalidate()
         self.metrics.policy_changes.labels("set").inc()
         logger.info("attestation policy %s set (sha384 %s)", policy_id, policy_digest(text)[:16])
+        if (undecoded := undecoded_warning(text)) is not None:
+            logger.warning("attestation policy %s: %s", policy_id, undecoded)
 
     async def get_policy(self, policy_id: str) -> str:
         text = await self._policies.get(policy_id)

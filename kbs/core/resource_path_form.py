@@ -10,11 +10,15 @@ form the text uses:
 * `LIST` when some use needs a list: the path indexed or iterated
   (`data["resource-path"][i]`, `x in data["resource-path"]`), passed to
   `count`, `concat` (as the array), `is_array` or an `array.*` function,
-  or compared with an array literal;
+  compared or unified with an array literal (`==`, `!=`, `=`), or
+  destructured (`[repo, kind, tag] := data["resource-path"]`);
 * otherwise `STRING` ("repo/type/tag"): for a text that splits it, passes it
   to another string function, compares it with a string, or does not use it.
 
-A name bound to the path (`p := data["resource-path"]`) counts as the path.
+A name bound to the path (`p := data["resource-path"]`) counts as the path,
+and so does a parameter of a function of the text that the path is passed
+to (`f(data["resource-path"])` with `f(p) if p[0] == "a"`): its uses in
+that function's rules decide, followed through up to 4 such calls.
 A text with uses of both kinds gets `LIST` (what upstream's KBS gives) and
 `mixed` is set so the KBS can warn at upload. Pure.
 """
@@ -38,6 +42,10 @@ _STRING_CALLS = frozenset({
 })
 
 
+#: Keywords after which `[` opens an array literal rather than indexing a name.
+_KEYWORDS = frozenset({"if", "in", "some", "every", "not", "else", "return", "with", "as", "contains", "default"})
+
+
 @dataclass(frozen=True)
 class PathForm:
     form: str
@@ -54,12 +62,12 @@ def path_form(text: str) -> PathForm:
     """The form `text` expects, as described in the module docstring."""
     tokens = code_tokens(text)
     sites = _path_sites(tokens)
+    functions = _functions(tokens)
     list_uses: list[str] = []
     string_uses: list[str] = []
     for start, end in sites:
-        verdict = _classify(tokens, start, end)
-        if verdict is not None:
-            (list_uses if verdict[0] == LIST else string_uses).append(verdict[1])
+        for form, what in _classify(tokens, start, end, functions, MAX_CALL_DEPTH):
+            (list_uses if form == LIST else string_uses).append(what)
     if list_uses:
         reason = "the text uses it as a list (" + ", ".join(sorted(set(list_uses))) + ")"
         if string_uses:
@@ -102,27 +110,106 @@ def _is_binding(tokens: list[Token], i: int) -> bool:
     return i + 1 < len(tokens) and tokens[i + 1].text in (":=", "=") and (i + 2 < len(tokens) and tokens[i + 2].text == "data")
 
 
-def _classify(tokens: list[Token], start: int, end: int) -> tuple[str, str] | None:
-    """(form, what shows it) for one use of the path, or None when the use says nothing."""
+#: How many calls of the text's own functions a use of the path is followed through.
+MAX_CALL_DEPTH = 4
+
+#: A function of the text: its name -> (parameter names by position, token spans of its rules).
+Functions = dict[str, list[tuple[list[str | None], tuple[int, int]]]]
+
+
+def _classify(tokens: list[Token], start: int, end: int, functions: Functions, depth: int) -> list[tuple[str, str]]:
+    """(form, what shows it) for one use of the path; empty when the use says nothing."""
     after = tokens[end] if end < len(tokens) else None
     before = tokens[start - 1] if start > 0 else None
     if after is not None and after.text == "[" and not after.line_start:
-        return LIST, "indexed"
+        return [(LIST, "indexed")]
     if before is not None and before.kind == IDENT and before.text == "in":
-        return LIST, "iterated with `in`"
+        return [(LIST, "iterated with `in`")]
     call = _enclosing_call(tokens, start, end)
     if call is not None:
         name, position = call
         if name in _LIST_CALLS or name.startswith("array.") or (name == "concat" and position == 1):
-            return LIST, f"passed to {name}"
+            return [(LIST, f"passed to {name}")]
         if name in _STRING_CALLS or name.startswith(("strings.", "regex.", "glob.")):
-            return STRING, f"passed to {name}"
+            return [(STRING, f"passed to {name}")]
+        if name in functions and depth > 0:
+            return _classify_parameter(tokens, functions, name, position, depth - 1)
+    if _destructured(tokens, start):
+        return [(LIST, "destructured as an array")]
     compared = _compared_with(tokens, start, end)
     if compared == "[":
-        return LIST, "compared with an array"
+        return [(LIST, "compared with an array")]
     if compared == '"':
-        return STRING, "compared with a string"
+        return [(STRING, "compared with a string")]
+    return []
+
+
+def _classify_parameter(tokens: list[Token], functions: Functions, name: str, position: int, depth: int) -> list[tuple[str, str]]:
+    """The uses of parameter `position` of the text's function `name`, in each of its rules."""
+    found: list[tuple[str, str]] = []
+    for params, (first, last) in functions[name]:
+        param = params[position] if position < len(params) else None
+        if param is None:
+            continue
+        for i in range(first, last):
+            if tokens[i].kind == IDENT and tokens[i].text == param and tokens[i - 1].text != ".":
+                found += [(form, f"{what} in function {name}") for form, what in _classify(tokens, i, i + 1, functions, depth)]
+    return found
+
+
+def _functions(tokens: list[Token]) -> Functions:
+    """The text's functions: rules whose head is `name(params)` at the start of a line, outside braces."""
+    functions: Functions = {}
+    heads = _rule_starts(tokens)
+    for n, head in enumerate(heads):
+        close = _function_head(tokens, head)
+        if close is None:
+            continue
+        params: list[str | None] = []
+        current: list[Token] = []
+        for token in tokens[head + 2 : close + 1]:
+            if token.text in (",", ")"):
+                params.append(current[0].text if len(current) == 1 and current[0].kind == IDENT else None)
+                current = []
+            else:
+                current.append(token)
+        span_end = heads[n + 1] if n + 1 < len(heads) else len(tokens)
+        functions.setdefault(tokens[head].text, []).append((params, (close + 1, span_end)))
+    return functions
+
+
+def _rule_starts(tokens: list[Token]) -> list[int]:
+    """Indexes of the tokens that begin a line outside any bracket: where rules (and imports) start."""
+    starts: list[int] = []
+    depth = 0
+    for i, token in enumerate(tokens):
+        if token.line_start and depth == 0:
+            starts.append(i)
+        if token.kind == PUNCT and token.text in ("(", "[", "{"):
+            depth += 1
+        elif token.kind == PUNCT and token.text in (")", "]", "}"):
+            depth = max(depth - 1, 0)
+    return starts
+
+
+def _function_head(tokens: list[Token], head: int) -> int | None:
+    """The index of the `)` closing `name(` at `head`, when the rule there is a function; else None."""
+    if tokens[head].kind != IDENT or head + 1 >= len(tokens) or tokens[head + 1].text != "(":
+        return None
+    depth = 0
+    for i in range(head + 1, len(tokens)):
+        if tokens[i].text in ("(", "[", "{"):
+            depth += 1
+        elif tokens[i].text in (")", "]", "}"):
+            depth -= 1
+            if depth == 0:
+                return i
     return None
+
+
+def _destructured(tokens: list[Token], start: int) -> bool:
+    """`[a, b, c] := <site>` or `[a, b, c] = <site>`."""
+    return start >= 2 and tokens[start - 1].text in (":=", "=") and _array_literal_ends_at(tokens, start - 2)
 
 
 def _enclosing_call(tokens: list[Token], start: int, end: int) -> tuple[str, int] | None:
@@ -158,14 +245,36 @@ def _callee(tokens: list[Token], paren: int) -> str:
 
 
 def _compared_with(tokens: list[Token], start: int, end: int) -> str | None:
-    """`"` or `[` when the site is compared (`==`, `!=`) with a string literal or an array literal."""
-    if end + 1 < len(tokens) and tokens[end].text in ("==", "!="):
+    """`"` or `[` when the site is compared or unified (`==`, `!=`, `=`) with a string or an array literal."""
+    if end + 1 < len(tokens) and tokens[end].text in ("==", "!=", "="):
         other = tokens[end + 1]
         return '"' if other.is_literal else ("[" if other.text == "[" else None)
-    if start >= 2 and tokens[start - 1].text in ("==", "!="):
+    if start >= 2 and tokens[start - 1].text in ("==", "!=", "="):
         other = tokens[start - 2]
         if other.is_literal:
             return '"'
-        if other.text == "]":
+        if _array_literal_ends_at(tokens, start - 2):
             return "["
     return None
+
+
+def _opens_a_value(previous: Token) -> bool:
+    """Whether a `[` right after `previous` starts an array literal: after an operator or a keyword, not after a term."""
+    if previous.kind == PUNCT:
+        return previous.text not in (")", "]", "}", ".")
+    return previous.kind == IDENT and previous.text in _KEYWORDS
+
+
+def _array_literal_ends_at(tokens: list[Token], close: int) -> bool:
+    """Whether `tokens[close]` is the `]` of an array literal (not of an index such as `x[0]`)."""
+    if tokens[close].text != "]":
+        return False
+    depth = 0
+    for i in range(close, -1, -1):
+        if tokens[i].text in (")", "]", "}"):
+            depth += 1
+        elif tokens[i].text in ("(", "[", "{"):
+            depth -= 1
+            if depth == 0:
+                return i == 0 or tokens[i].line_start or _opens_a_value(tokens[i - 1])
+    return False

@@ -12,7 +12,7 @@ import pytest
 
 # regopy itself, through the one module allowed to import it (tests/common/test_cxx_allocator.py).
 from trustee_common.rego import Input, Interpreter, RegoPolicy
-from trustee_common.rego_escapes import rewrite_escapes
+from trustee_common.rego_escapes import rewrite_escapes, undecoded_literals, undecoded_warning
 from trustee_common.rego_lexer import decode_escapes
 
 TWO_LINES = "a\nb"
@@ -135,3 +135,11 @@ def test_rules_return_real_characters() -> None:
         "echoed": echoed,
         "keyed": {'k"': [1, 2.5, True, None], "7": ["x"]},
     }
+
+
+def test_literals_left_undecoded_are_named_for_the_upload_warning() -> None:
+    text = 'package p\nf("a\\nb") := 1\nallow if regex.match("a\\\\d", "a1")\nx := y with input.s as "c\\td"\nok := "e\\nf"\n'
+    assert undecoded_literals(text) == ['line 2: "a\\nb"', 'line 4: "c\\td"']
+    warning = undecoded_warning(text)
+    assert warning is not None and 'line 2: "a\\nb"; line 4: "c\\td"' in warning
+    assert undecoded_warning('package p\nok := "e\\nf"\nallow if regex.match("a\\\\d", "a1")\n') is None

@@ -48,6 +48,21 @@ allow if {
 }
 """
 
+#: List form through destructuring and a function of the policy's own.
+DESTRUCTURED_IN_A_FUNCTION = """package policy
+import rego.v1
+
+default allow := false
+
+names_product(p) if {
+    [repo, kind, _] := p
+    repo == "myrepo"
+    input["submods"]["cpu0"]["ear.veraison.annotated-evidence"]["tdx"]["productId"] == kind
+}
+
+allow if names_product(data["resource-path"])
+"""
+
 STRING_EQUALITY = """package policy
 import rego.v1
 
@@ -107,8 +122,9 @@ def upload_line(kbs: Kbs) -> str:
         (UPSTREAM_E2E_LIST, "a list of segments", {"myrepo/secret/one", "elsewhere/secret/one"}),
         (DOCUMENTED_SPLIT, "the string", {"myrepo/secret/one"}),
         (STRING_EQUALITY, "the string", {"myrepo/secret/one"}),
+        (DESTRUCTURED_IN_A_FUNCTION, "a list of segments", {"myrepo/secret/one"}),
     ],
-    ids=["upstream-e2e-list", "documented-split", "string-equality"],
+    ids=["upstream-e2e-list", "documented-split", "string-equality", "destructured-in-a-function"],
 )
 async def test_each_form_of_policy_allows_and_denies_as_written(
     http: aiohttp.ClientSession, kbs: Kbs, material: Material, resources: list[str], policy: str, form: str, allowed: set[str]
@@ -158,6 +174,17 @@ HEAD = "package policy\nimport rego.v1\n"
         ("allow if input.x", STRING, False),
         ('# data["resource-path"][0]\nallow if data["resource-path"] == "a/b/c"', STRING, False),
         ('allow if { startswith(data["resource-path"], "a"); data["resource-path"][0] == "a" }', LIST, True),
+        ('allow if {\n    [repo, _, _] := data["resource-path"]\n    repo == "a"\n}', LIST, False),
+        ('allow if { [repo, kind, tag] = data["resource-path"]; repo == "a" }', LIST, False),
+        ('allow if data["resource-path"] = ["a", "b", "c"]', LIST, False),
+        ('allow if ["a", "b", "c"] = data["resource-path"]', LIST, False),
+        ('allow if data["resource-path"] = "a/b/c"', STRING, False),
+        ('allow if input.parts[0] == data["resource-path"]', STRING, False),
+        ('first_is_a(p) if p[0] == "a"\nallow if first_is_a(data["resource-path"])', LIST, False),
+        ('has_prefix(p, x) if startswith(p, x)\nallow if has_prefix(data["resource-path"], "a/")', STRING, False),
+        ('ok(x, p) if {\n    p[0] == x\n}\nallow if ok("a", data["resource-path"])', LIST, False),
+        ('inner(p) := count(p)\nouter(q) := inner(q)\nallow if outer(data["resource-path"]) == 3', LIST, False),
+        ('unused(p) := true\nallow if unused(data["resource-path"])', STRING, False),
     ],
 )
 def test_the_form_is_read_from_the_text(body: str, form: str, mixed: bool) -> None:
@@ -174,3 +201,11 @@ async def test_a_policy_using_both_forms_gets_the_list_and_a_warning(
     assert "WARNING kbs.resources: the resource policy uses data[\"resource-path\"] both as a list and as a string" in kbs.proc.output()
     # As under upstream's KBS: the string use is undefined on a list, so nothing is released.
     assert set((await outcomes(http, kbs, resources, token(material, TeeKeyPair.generate()))).values()) == {403}
+
+
+async def test_escapes_regopy_keeps_as_written_are_named_at_upload(http: aiohttp.ClientSession, kbs: Kbs, material: Material) -> None:
+    policy = HEAD + 'names("a\\nb") := true\nallow if names(input.x)\n'
+    await set_policy(http, kbs, material, policy)
+    assert 'WARNING kbs.resources: resource policy: escapes in a function head or a `with ... as` value keep their written form' \
+        in kbs.proc.output()
+    assert 'line 3: "a\\nb"' in kbs.proc.output()
