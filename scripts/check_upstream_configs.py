@@ -12,7 +12,8 @@ confidential-containers/trustee:
   with the chart's defaults (`render_helm`: a few substitutions, not a Go
   template engine; a template it cannot render is reported as skipped);
 * ```toml blocks of Markdown files that hold `[http_server]` (a complete
-  KBS config; partial snippets are not configs on their own).
+  KBS config; partial snippets are not configs on their own), and ```json
+  blocks that parse as a JSON object with AS or RVPS keys at the top.
 
 Each is rewritten (`rewrite`): file paths (strings starting with `/`,
 `./` or `file://`, outside `extra_teekey_paths` and `allowed_endpoints`)
@@ -61,12 +62,15 @@ HELM_INCLUDES = {
     "coco-trustee.storage.asLocalDir": "/opt/confidential-containers/attestation-service",
     "coco-trustee.storage.rvpsLocalDir": "/opt/confidential-containers/attestation-service/reference_values",
     "coco-trustee.storage.localJsonDir": "/opt/confidential-containers/trustee/local-json",
+    # The AS verifier fragment under values.yaml's defaults (as.verifier.nvidia and as.verifier.dcap set, no SNP sources).
+    "coco-trustee.as.verifier": '"nvidia_verifier": {"type": "Local"}, "dcap_verifier": {"collateral_service": '
+                                '"https://api.trustedservices.intel.com/sgx/certification/v4/", "tcb_update_type": "early"}',
 }
 #: Template variables and conditions under the defaults (storage LocalFs, no TLS, no session storage).
 HELM_TRUE = {"$needLocalFs"}
 HELM_VARS = {"$st": "LocalFs", "$sst": ""}
 _ACTION = re.compile(r"{{-?\s*(.*?)\s*-?}}")
-_INCLUDE = re.compile(r'^include\s+"([^"]+)"\s+\.(\s*\|\s*trim)?$')
+_INCLUDE = re.compile(r'^include\s+"([^"]+)"\s+\.(\s*\|\s*(?:trim|nindent\s+\d+))?$')
 _DEFAULT = re.compile(r"^default\s+(\S+)\s+\$\S+$")
 
 
@@ -144,10 +148,16 @@ def _value(action: str) -> str:
     raise ValueError(f"expression {action!r}")
 
 
-def _markdown_blocks(text: str) -> Iterator[str]:
-    for match in re.finditer(r"^```toml\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
-        if re.search(r"^\[http_server\]", match.group(1), flags=re.MULTILINE):
-            yield match.group(1)
+def _markdown_blocks(text: str) -> Iterator[tuple[str, str, str]]:
+    """(kind, text, suffix) of each Markdown block that is a whole config."""
+    for match in re.finditer(r"^```(toml|json)\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
+        language, block = match.groups()
+        if language == "toml" and re.search(r"^\[http_server\]", block, flags=re.MULTILINE):
+            yield "kbs", block, ".toml"
+        elif language == "json":
+            kind = _parsed_kind(block, json.loads, _json_kind)
+            if kind:
+                yield kind, block, ".json"
 
 
 def find_configs(root: Path) -> tuple[list[Found], list[tuple[str, str]]]:
@@ -169,7 +179,8 @@ def find_configs(root: Path) -> tuple[list[Found], list[tuple[str, str]]]:
                 continue
             name = name.removesuffix(".template")
         if name.endswith(".md"):
-            found.extend(Found(f"{rel}#block{i}", "kbs", block, ".toml") for i, block in enumerate(_markdown_blocks(text), 1))
+            found.extend(Found(f"{rel}#block{i}", kind, block, suffix)
+                         for i, (kind, block, suffix) in enumerate(_markdown_blocks(text), 1))
         elif name.endswith(".toml") and name not in ("Cargo.toml", "rust-toolchain.toml"):
             kind = _parsed_kind(text, tomllib.loads, _toml_kind)
             if kind:

@@ -309,6 +309,15 @@ def fake_checkout(root: Path) -> None:
     markdown = "# Config\n\n```toml\n[storage_backend]\n```\n\n" + "".join(f"```toml\n{b}```\n\n" for b in blocks)
     (root / "kbs" / "docs" / "config.md").write_text(markdown)
     (root / "rvps.json").write_text(json.dumps({"storage": {"type": "LocalJson"}}))
+    as_block = (FIXTURES.parent / "as" / "docs-dcap.json").read_text().replace("@RVPS_HOSTPORT@", "rvps.example:50003")
+    (root / "attestation-service" / "docs").mkdir(parents=True)
+    (root / "attestation-service" / "docs" / "config.md").write_text(
+        f"# AS\n\n```json\n{{\"not\": \"a config\"}}\n```\n\n```json\n{as_block}\n```\n")
+    helm = root / "deployment" / "helm-chart" / "files"
+    helm.mkdir(parents=True, exist_ok=True)
+    (helm / "as-config.json.template").write_text(
+        '{\n    "rvps_config": {"type": "GrpcRemote", "address": "http://{{ include "coco-trustee.svc.rvps" . }}:50003"},\n'
+        '    "verifier_config": {\n        {{- include "coco-trustee.as.verifier" . | nindent 8 }}\n    }\n}\n')
     (root / "Cargo.toml").write_text("[package]\nname = 'x'\n")
 
 
@@ -318,7 +327,11 @@ def test_checker_reports_every_config_of_a_checkout(tmp_path: Path) -> None:
                             capture_output=True, text=True, check=True, timeout=120).stdout
     lines = {line.split()[0]: line for line in output.splitlines()}
     files = [n.replace("__", "/") for n in INDEX if ".md." not in n and ".template." not in n]
-    assert set(lines) == {*files, "kbs/docs/config.md#block1", "kbs/docs/config.md#block2", "rvps.json"}, output
+    assert set(lines) == {*files, "kbs/docs/config.md#block1", "kbs/docs/config.md#block2", "rvps.json",
+                          "attestation-service/docs/config.md#block1", "deployment/helm-chart/files/as-config.json.template"}, output
+    assert lines["attestation-service/docs/config.md#block1"].split()[1:3] == ["as", "OK"], output
+    helm_as = lines["deployment/helm-chart/files/as-config.json.template"]
+    assert helm_as.split()[1:3] == ["as", "OK"], output  # rendered with the verifier fragment, not skipped
     assert "refused" not in lines["kbs/test/config/external-plugin.toml"]
     assert NO_TRUST in lines["kbs/docs/config.md#block2"]
     assert "rvps" in lines["rvps.json"].split()[1]
