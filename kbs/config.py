@@ -5,7 +5,7 @@ type or an invalid value is a `ConfigError` naming it. Keys upstream's
 files carry that we accept without using them (or map onto ours:
 `[http_server] worker_count`, the pre-v0.17 `[admin]` forms) are accepted
 with one warning each, collected in `KbsConfig.warnings` (logged once at
-start); upstream features not built here (the `nebula-ca`/`provisioner` plugins, the Vault and
+start); upstream features not built here (the `nebula-ca` plugin, the Vault and
 cloud-KMS resource backends) are refused with a line saying so. This module only
 parses and validates values: it reads no key or certificate file (the
 wiring in `kbs.server` does), so a parsed config is plain data.
@@ -67,7 +67,6 @@ UNSUPPORTED_RESOURCE_BACKENDS = {"vault": "vault", "aliyun": "aliyun", "aws": "a
 #: Upstream plugins not built here -> why (most need a non-default cargo feature upstream too).
 UNSUPPORTED_PLUGINS = {
     "nebula-ca": "upstream builds it only with the non-default cargo feature nebula-ca-plugin",
-    "provisioner": "it is in upstream's default build but not implemented here",
 }
 
 
@@ -249,7 +248,18 @@ class ExternalPluginConfig:
     backends: tuple[ExternalBackendConfig, ...]
 
 
-PluginConfig = Pkcs11PluginConfig | ExternalPluginConfig
+#: `[[plugins]] name = "provisioner"` `key_length` bounds (ours; upstream takes any length).
+MAX_PROVISIONER_KEY_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class ProvisionerPluginConfig:
+    """Upstream's `provisioner` plugin: per-VM disk keys in namespace `provisioner` (`kbs.plugins.provisioner`)."""
+
+    key_length: int = 32
+
+
+PluginConfig = Pkcs11PluginConfig | ExternalPluginConfig | ProvisionerPluginConfig
 
 
 @dataclass(frozen=True)
@@ -604,7 +614,7 @@ class _Plugins:
     others: tuple[PluginConfig, ...] = ()
 
 
-SUPPORTED_PLUGINS = ("resource", "sample", "pkcs11", "external")
+SUPPORTED_PLUGINS = ("resource", "sample", "pkcs11", "external", "provisioner")
 
 
 def _plugins(tables: list[ConfigTable]) -> _Plugins:
@@ -628,10 +638,19 @@ def _plugins(tables: list[ConfigTable]) -> _Plugins:
             sample = SamplePluginConfig(table.required_string("item"))
         elif name == "pkcs11":
             others.append(_pkcs11(table))
+        elif name == "provisioner":
+            others.append(_provisioner(table))
         else:
             others.append(_external(table))
         table.finish()
     return _Plugins(resource, sample, tuple(others))
+
+
+def _provisioner(table: ConfigTable) -> ProvisionerPluginConfig:
+    length = table.integer("key_length", 32, minimum=16)
+    if length > MAX_PROVISIONER_KEY_LENGTH:
+        raise ConfigError(f"plugins.provisioner.key_length must be <= {MAX_PROVISIONER_KEY_LENGTH}, got {length}")
+    return ProvisionerPluginConfig(length)
 
 
 def _pkcs11(table: ConfigTable) -> Pkcs11PluginConfig:

@@ -159,10 +159,13 @@ def pkcs11_pin(config: Pkcs11PluginConfig) -> str:
     return pin
 
 
-async def open_plugins(config: KbsConfig, metrics: KbsMetrics) -> dict[str, ClientPlugin]:
-    """The `kbs.plugins` plugins, each opened (HSM logged in, backends connected); a failure is a `ConfigError` naming it."""
+async def open_plugins(config: KbsConfig, metrics: KbsMetrics, store: KeyValueStore | None = None) -> dict[str, ClientPlugin]:
+    """The `kbs.plugins` plugins, each opened (HSM logged in, backends connected); a failure is a `ConfigError` naming it.
+
+    `store`: the KBS's storage, for the plugins that keep data there (`provisioner`); None only for the start-up check."""
     from kbs.plugins.external import ExternalPlugin  # imported only when configured: grpc stubs, the PKCS#11 binding
     from kbs.plugins.pkcs11 import Pkcs11Plugin
+    from kbs.plugins.provisioner import ProvisionerPlugin
 
     plugins: dict[str, ClientPlugin] = {}
     try:
@@ -171,6 +174,8 @@ async def open_plugins(config: KbsConfig, metrics: KbsMetrics) -> dict[str, Clie
                 plugins["pkcs11"] = Pkcs11Plugin.open(plugin_config, pkcs11_pin(plugin_config))
             elif isinstance(plugin_config, ExternalPluginConfig):
                 plugins["external"] = await ExternalPlugin.open(plugin_config, metrics)
+            elif store is not None:
+                plugins["provisioner"] = ProvisionerPlugin(store, plugin_config.key_length)
     except BaseException:
         await close_plugins(plugins)
         raise
@@ -355,7 +360,7 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
     try:
         await engine.start()
         attestation = await open_attestation(config, store, engine, metrics)
-        plugins = await open_plugins(config, metrics)
+        plugins = await open_plugins(config, metrics, store)
         state = await build_state(config, store, attestation, engine, sessions, metrics=metrics, plugins=plugins)
         await state.rcar.purge_expired()  # also fails start-up early when a session server does not answer
         if sessions is not None:

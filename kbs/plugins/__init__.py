@@ -7,6 +7,6 @@ JWE-encrypted to the TEE key of the caller's attestation token
 (`kbs.http.plugin_handlers`) enforces both: admin requests go through the
 admin authorizer, the others need an attestation token and the resource
 policy's `allow` with `data.plugin` = the plugin name. The `resource` and
-`sample` plugins keep their own handlers; `pkcs11` and `external` are
-plugins here.
+`sample` plugins keep their own handlers; `pkcs11`, `external` and
+`provisioner` are plugins here.
 """

@@ -232,6 +232,16 @@ def tls_files(directory: Path) -> tuple[Path, Path, bytes]:
     return cert_path, key_path, pem_cert(ca)
 
 
+async def admin_call(kbs: Kbs, material: Material, method: str, path: str, role: str | None = "admin",
+                     **kwargs: Any) -> tuple[int, bytes]:
+    """(status, body) of `method /kbs/v0/<path>` with an admin token of `role` (none when None)."""
+    import aiohttp
+
+    headers = {} if role is None else {"Authorization": f"Bearer {material.admin_token(role)}"}
+    async with aiohttp.ClientSession() as http, http.request(method, kbs.api(path), headers=headers, **kwargs) as response:
+        return response.status, await response.read()
+
+
 def policy_body(text: str) -> dict[str, str]:
     return {"policy": url_encode(text.encode())}
 

@@ -25,7 +25,7 @@ import pytest
 
 from guest.attesters.sample import SampleAttester
 from guest.kbs_protocol import AttesterEvidence, KbsClient
-from tests.kbs.helpers import Kbs, Material, kbs_toml, policy_body, run_kbs_expect_exit, start_backend, start_kbs, variant
+from tests.kbs.helpers import Kbs, Material, admin_call, kbs_toml, policy_body, run_kbs_expect_exit, start_backend, start_kbs, variant
 from tests.procs import free_port
 from trustee_common.errors import PolicyDenyError, ResourceNotFoundError
 
@@ -111,9 +111,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Itera
 
 
 async def admin(stack: Stack, method: str, path: str, role: str | None = "admin", **kwargs: Any) -> tuple[int, bytes]:
-    headers = {} if role is None else {"Authorization": f"Bearer {stack.material.admin_token(role)}"}
-    async with aiohttp.ClientSession() as http, http.request(method, stack.kbs.api(path), headers=headers, **kwargs) as response:
-        return response.status, await response.read()
+    return await admin_call(stack.kbs, stack.material, method, path, role, **kwargs)
 
 
 def guest(stack: Stack) -> KbsClient:
