@@ -118,7 +118,9 @@ def tls_context(http: HttpServerConfig) -> ssl.SSLContext | None:
         return None
     assert http.certificate is not None and http.private_key is not None
     context = server_context(http.tls, http.certificate, http.private_key)
-    logger.info("HTTPS: tls_profile %s, TLS %s to %s", http.tls.profile, http.tls.min_version, http.tls.max_version)
+    only13 = "; TLS 1.2 clients are refused (upstream's default profile is intermediate: set tls_profile = \"intermediate\" " \
+        "for them)" if http.tls.min_version == "1.3" else ""
+    logger.info("HTTPS: tls_profile %s, TLS %s to %s%s", http.tls.profile, http.tls.min_version, http.tls.max_version, only13)
     return context
 
 

@@ -51,6 +51,8 @@ def test_default_profile_is_tls_13_only(started: list[Kbs], material: Material, 
     assert handshake(port, ca, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
     with pytest.raises(ssl.SSLError):
         handshake(port, ca, ssl.TLSVersion.TLSv1_2)
+    assert 'TLS 1.2 clients are refused (upstream\'s default profile is intermediate: set tls_profile = "intermediate"' \
+        in started[-1].proc.output()
 
 
 @pytest.mark.parametrize("extra", ['tls_min_version = "1.2"', 'tls_profile = "intermediate"', 'tls_profile = "old"'])
@@ -58,6 +60,7 @@ def test_tls_12_can_be_enabled(started: list[Kbs], material: Material, tmp_path:
     port, ca = start(started, material, tmp_path / "tls12", extra)
     assert handshake(port, ca, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     assert handshake(port, ca, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    assert "TLS 1.2 clients are refused" not in started[-1].proc.output()
 
 
 def test_max_version_12_and_ciphers_and_one_group(started: list[Kbs], material: Material, tmp_path: Path) -> None:
