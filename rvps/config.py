@@ -84,10 +84,14 @@ class RvpsConfig:
         """The config in the file at `path` (defaults without one)."""
         if path is None:
             return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH))
-        return cls.parse(load_config_file(path), path.parent, f"config {path}")
+        data = load_config_file(path)
+        try:
+            return cls.parse(data, path.parent, source=str(path))
+        except ConfigError as exc:
+            raise ConfigError(f"config {path}: {exc.detail}") from None
 
     @classmethod
-    def parse(cls, data: dict[str, Any], base: Path, where: str = "config") -> RvpsConfig:
+    def parse(cls, data: dict[str, Any], base: Path, where: str = "config", *, source: str | None = None) -> RvpsConfig:
         """The config in `data` (a parsed file); `base` is the config file's folder, `where` names it in errors."""
         with collecting_warnings() as lines:
             root = ConfigTable(data, where)
@@ -106,7 +110,7 @@ class RvpsConfig:
             root.finish()
         if address is not None:
             parse_listen_address(address, "metrics.address")
-        log_warnings(lines, where, logger)
+        log_warnings(lines, where if source is None else f"config {source}", logger)
         return cls(storage, None if values is None else Path(values), tls, limits, address, audit)
 
 

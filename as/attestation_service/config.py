@@ -108,7 +108,7 @@ from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint, parse_listen_address
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import ConfigTable, collecting_warnings, load_config_file, log_warnings
+from trustee_common.config import ConfigTable, collecting_warnings, config_warning, load_config_file, log_warnings
 from trustee_common.errors import ConfigError
 from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
@@ -227,10 +227,14 @@ class AsConfig:
         """The config in the file at `path` (defaults without one)."""
         if path is None:
             return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH), RvpsSettings(), TokenSettings())
-        return cls.parse(load_config_file(path), path.parent, f"config {path}")
+        data = load_config_file(path)
+        try:
+            return cls.parse(data, path.parent, source=str(path))
+        except ConfigError as exc:
+            raise ConfigError(f"config {path}: {exc.detail}") from None
 
     @classmethod
-    def parse(cls, data: dict[str, Any], base: Path, where: str = "config") -> AsConfig:
+    def parse(cls, data: dict[str, Any], base: Path, where: str = "config", *, source: str | None = None) -> AsConfig:
         """The config in `data` (a parsed file); `base` is the config file's folder, `where` names it in errors."""
         with collecting_warnings() as lines:
             root = ConfigTable(data, where)
@@ -245,7 +249,7 @@ class AsConfig:
             cache_ttl = _cache_ttl(root)
             workers = check_count(root.integer("workers", 1), "workers") if root.has("workers") else None
             root.finish()
-        log_warnings(lines, where, logger)
+        log_warnings(lines, where if source is None else f"config {source}", logger)
         return replace(
             sections, tls=tls, policy_engine=engine, metrics_address=metrics, audit=audit, appraisal_cache_ttl_seconds=cache_ttl,
             workers=workers,
@@ -283,8 +287,8 @@ def _verifiers(table: ConfigTable, base: Path) -> tuple[DcapSettings | None, Tpm
     for key in NVIDIA_VERIFIERS:
         if table.has(key):
             _check_nvidia(table.table(key), key)
-            logger.warning("verifier_config.%s accepted but not used: NVIDIA evidence is not verified by this attestation "
-                           "service (such evidence is refused)", key)
+            config_warning(f"verifier_config.{key} accepted but not used: NVIDIA evidence is not verified by this attestation "
+                           "service (such evidence is refused)")
     table.finish()
     return dcap, tpm, snp
 

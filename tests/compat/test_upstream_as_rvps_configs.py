@@ -314,3 +314,17 @@ def test_parse_sections_for_an_embedding_kbs(tmp_path: Path) -> None:
         ConfigTable({"rvps_config": {"surprise": 1}}, "x").table("rvps_config").finish()
     with pytest.raises(ConfigError, match=r"unknown key\(s\) in x.rvps_config: surprise"):
         parse_sections(ConfigTable({"rvps_config": {"surprise": 1}}, "x"), StorageConfig(), tmp_path)
+
+
+def test_a_file_gets_one_warning_line_and_errors_name_the_file_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "as-config.json"
+    path.write_text(json.dumps({"work_dir": "/var/lib/as", "verifier_config": {"nvidia_verifier": {"type": "Local"}}}))
+    with caplog.at_level(logging.WARNING):
+        AsConfig.load(path)
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith(f"config {path}: accepted with differences from upstream: config.work_dir: ")
+    assert "verifier_config.nvidia_verifier accepted but not used" in line and line.count(str(path)) == 1
+    path.write_text(json.dumps({"rvps_config": {"type": "GrpcRemote", "address": "nowhere"}}))
+    with pytest.raises(ConfigError) as refused:
+        AsConfig.load(path)
+    assert str(refused.value.detail) == f"config {path}: rvps_config.address: 'nowhere' is not host:port"
