@@ -42,8 +42,6 @@ class Expect:
     #: None: the KBS starts; else a piece of the one-line refusal.
     refused: str | None = None
     why: str = ""
-    #: The other helpers' work it waits for (xfail until then).
-    needs: tuple[str, ...] = ()
     #: False: parsed, but not started by the tests (it needs a service the test does not run).
     starts: bool = True
 
@@ -118,8 +116,7 @@ CHECKER = _checker()
 
 
 def params() -> list[Any]:
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=False, reason=" and ".join(e.needs)) if e.needs else ())
-            for name, e in INDEX.items()]
+    return list(INDEX)
 
 
 def load(name: str, base: Path) -> dict[str, Any]:
@@ -226,7 +223,7 @@ def http_status(port: int, path: str, *, ca_pem: bytes | None = None, version: s
     return int(head.split()[1]), body
 
 
-@pytest.mark.parametrize("name", [p for p in params() if INDEX[p.values[0]].refused is None and INDEX[p.values[0]].starts])
+@pytest.mark.parametrize("name", [n for n in params() if INDEX[n].refused is None and INDEX[n].starts])
 def test_fixture_that_should_start_starts(name: str, tmp_path: Path, run: Any) -> None:
     data = load(name, tmp_path / "files")
     started = run(data)
@@ -261,9 +258,8 @@ def test_pqc_groups_fixture_starts_with_the_first_group_it_knows(tmp_path: Path,
 
 
 def test_insecure_http_on_all_addresses_starts_with_one_warning(tmp_path: Path, run: Any) -> None:
-    """docker-compose's KBS (0.0.0.0, plain HTTP, admin key, kvstorage resources) with the default storage meanwhile."""
+    """docker-compose's KBS (0.0.0.0, plain HTTP, admin key, kvstorage resources on its LocalFs storage)."""
     data = load("kbs__config__docker-compose__kbs-config.toml", tmp_path)
-    del data["storage_backend"]  # LocalFs: the storage helper's; until then the default store
     started = run(data)
     assert http_status(started.port, "/healthz")[0] == 200
     assert http_status(started.port, "/kbs/v0/resource/one/two/three")[0] == 401  # the resource plugin answers: no token
@@ -271,9 +267,8 @@ def test_insecure_http_on_all_addresses_starts_with_one_warning(tmp_path: Path, 
 
 
 def test_https_kvstorage_and_sample_plugin_fixture(tmp_path: Path, run: Any) -> None:
-    """coco-as-grpc-1: HTTPS, DenyAll, sample + kvstorage resource plugins (its local_json storage left to the storage helper)."""
+    """coco-as-grpc-1: HTTPS, DenyAll, sample + kvstorage resource plugins, on its own storage type."""
     data = load("kbs__test_data__configs__coco-as-grpc-1.toml", tmp_path)
-    del data["storage_backend"]
     started = run(data)
     assert http_status(started.port, "/kbs/v0/sample/anything", ca_pem=started.ca_pem)[0] == 403  # DenyAll: admin only
     assert http_status(started.port, "/kbs/v0/resource/a/b/c", ca_pem=started.ca_pem)[0] == 401
