@@ -22,7 +22,8 @@ The supervisor:
 - gives each copy PR_SET_PDEATHSIG (Linux), so the copies get SIGTERM even
   when the supervisor is SIGKILLed;
 - with metrics, points every copy at one fresh private directory
-  (`PROMETHEUS_MULTIPROC_DIR`, mode 0700, removed at exit) so that a scrape
+  (`PROMETHEUS_MULTIPROC_DIR`, mode 0700, removed at exit, and by the next
+  start when a killed supervisor left it: its name holds the supervisor's pid) so that a scrape
   at any copy reports the totals of all (`trustee_common.metrics_http`).
 
 The number of workers is `--workers`, else `$TRUSTEE_WORKERS`, else the
@@ -45,6 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import cast
 
@@ -175,6 +177,29 @@ class _Worker:
     restart_at: float | None = None
 
 
+def remove_stale_metrics_dirs(name: str, tmp: str | None = None) -> list[str]:
+    """Remove the metrics folders an earlier `name` supervisor left when it was killed (its pid gone); their paths."""
+    removed = []
+    base = Path(tmp or tempfile.gettempdir())
+    for path in base.glob(f"{name}-metrics-*-*"):
+        pid = path.name.removeprefix(f"{name}-metrics-").split("-", 1)[0]
+        if not pid.isdigit() or not path.is_dir() or path.stat().st_uid != os.getuid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class Supervisor:
     """N copies of `command`; `run` returns the exit status."""
@@ -188,7 +213,8 @@ class Supervisor:
 
     def run(self) -> int:
         self._install_signals()
-        self.metrics_dir = tempfile.mkdtemp(prefix=f"{self.name}-metrics-")  # mode 0700
+        remove_stale_metrics_dirs(self.name)
+        self.metrics_dir = tempfile.mkdtemp(prefix=f"{self.name}-metrics-{os.getpid()}-")  # mode 0700
         try:
             self.workers = [_Worker(i) for i in range(self.count)]
             for worker in self.workers:

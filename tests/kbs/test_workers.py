@@ -85,6 +85,13 @@ def test_children_exit_when_the_supervisor_is_killed(tmp_path: Path, material: M
         os.kill(kbs.proc.popen.pid, signal.SIGKILL)
         kbs.proc.popen.wait(WAIT_SECONDS)
         wait_for(lambda: gone(pids), "the orphaned workers to exit")
+        assert metrics_dir.is_dir() and str(kbs.proc.popen.pid) in metrics_dir.name
+        # The next start removes the folder the killed supervisor left (its pid is gone).
+        again = start_workers(tmp_path / "again", material)
+        try:
+            assert not metrics_dir.exists()
+        finally:
+            assert again.proc.stop() == 0
     finally:
         kbs.proc.stop()
         for pid in pids:
