@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROTOS := attestation reference attestation_agent confidential_data_hub keyprovider plugin
-LINT_PATHS := trustee_common kbs as/attestation_service rvps guest tools tests setup.py bench
-TYPED_PATHS := trustee_common kbs as/attestation_service rvps guest tools/kbs_client tools/rvps_tool tools/trustee_cli tools/clevis_trustee bench
+LINT_PATHS := trustee_common kbs as/attestation_service rvps guest tools tests setup.py bench scripts
+TYPED_PATHS := trustee_common kbs as/attestation_service rvps guest tools/kbs_client tools/rvps_tool tools/trustee_cli tools/clevis_trustee bench scripts
 
 .PHONY: install install-test run test lint typecheck proto proto-check pytest bench-quick clean
 
