@@ -13,6 +13,7 @@ text is read from the key-value store (namespace `kbs`, key
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -111,12 +112,12 @@ class PolicyStore:
             raise MalformedRequestError("policy: not UTF-8 text") from None
         await self.engine.compile(resource_policy_spec(text))
         await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode())
-        form = path_form(text)
+        form, undecoded = await asyncio.to_thread(lambda: (path_form(text), undecoded_warning(text)))  # a big text: not on the loop
         logger.info("resource policy replaced (%d bytes); %s", len(text), describe(form))
         if form.mixed:
             logger.warning("the resource policy uses data[\"resource-path\"] both as a list and as a string; "
                            "it is given the list, so its string uses will not match")
-        if (undecoded := undecoded_warning(text)) is not None:
+        if undecoded is not None:
             logger.warning("resource policy: %s", undecoded)
 
 

@@ -61,16 +61,22 @@ def rewrite_escapes(text: str) -> str:
     return "".join(parts)
 
 
-def undecoded_literals(text: str) -> list[str]:
-    """`line N: <literal>` for each literal with escapes left as written where regopy does not decode them."""
+def undecoded_literals(text: str, limit: int = 6) -> list[str]:
+    """`line N: <literal>` for the first `limit` literals with escapes left as written where regopy does not decode them."""
     if "\\" not in text and "`" not in text:
         return []
     tokens = code_tokens(text)
-    found = []
-    for index, role in _kept_roles(tokens).items():
+    found: list[str] = []
+    line, counted = 1, 0
+    for index, role in sorted(_kept_roles(tokens).items()):
         token = tokens[index]
-        if role != "self" and _replacement(token) is not None:
-            found.append(f"line {text.count(chr(10), 0, token.start) + 1}: {token.text[:40]}")
+        if role == "self" or _replacement(token) is None:
+            continue
+        line += text.count("\n", counted, token.start)
+        counted = token.start
+        found.append(f"line {line}: {token.text[:40]}")
+        if len(found) >= limit:
+            break
     return found
 
 

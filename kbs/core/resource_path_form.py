@@ -59,14 +59,13 @@ class PathForm:
 
 
 def path_form(text: str) -> PathForm:
-    """The form `text` expects, as described in the module docstring."""
-    tokens = code_tokens(text)
-    sites = _path_sites(tokens)
-    functions = _functions(tokens)
+    """The form `text` expects, as described in the module docstring. Linear in the text's size (bounded follow-through)."""
+    text_ = _Text(code_tokens(text))
+    sites = _path_sites(text_.tokens)
     list_uses: list[str] = []
     string_uses: list[str] = []
     for start, end in sites:
-        for form, what in _classify(tokens, start, end, functions, MAX_CALL_DEPTH):
+        for form, what in text_.classify(start, end, MAX_CALL_DEPTH):
             (list_uses if form == LIST else string_uses).append(what)
     if list_uses:
         reason = "the text uses it as a list (" + ", ".join(sorted(set(list_uses))) + ")"
@@ -112,127 +111,138 @@ def _is_binding(tokens: list[Token], i: int) -> bool:
 
 #: How many calls of the text's own functions a use of the path is followed through.
 MAX_CALL_DEPTH = 4
+#: How many parameter uses all that following may look at, in total: a text of many functions stays cheap to read.
+MAX_FOLLOWED_USES = 20_000
 
-#: A function of the text: its name -> (parameter names by position, token spans of its rules).
-Functions = dict[str, list[tuple[list[str | None], tuple[int, int]]]]
-
-
-def _classify(tokens: list[Token], start: int, end: int, functions: Functions, depth: int) -> list[tuple[str, str]]:
-    """(form, what shows it) for one use of the path; empty when the use says nothing."""
-    after = tokens[end] if end < len(tokens) else None
-    before = tokens[start - 1] if start > 0 else None
-    if after is not None and after.text == "[" and not after.line_start:
-        return [(LIST, "indexed")]
-    if before is not None and before.kind == IDENT and before.text == "in":
-        return [(LIST, "iterated with `in`")]
-    call = _enclosing_call(tokens, start, end)
-    if call is not None:
-        name, position = call
-        if name in _LIST_CALLS or name.startswith("array.") or (name == "concat" and position == 1):
-            return [(LIST, f"passed to {name}")]
-        if name in _STRING_CALLS or name.startswith(("strings.", "regex.", "glob.")):
-            return [(STRING, f"passed to {name}")]
-        if name in functions and depth > 0:
-            return _classify_parameter(tokens, functions, name, position, depth - 1)
-    if _destructured(tokens, start):
-        return [(LIST, "destructured as an array")]
-    compared = _compared_with(tokens, start, end)
-    if compared == "[":
-        return [(LIST, "compared with an array")]
-    if compared == '"':
-        return [(STRING, "compared with a string")]
-    return []
+Verdicts = list[tuple[str, str]]
+_OPEN, _CLOSE = "([{", ")]}"
 
 
-def _classify_parameter(tokens: list[Token], functions: Functions, name: str, position: int, depth: int) -> list[tuple[str, str]]:
-    """The uses of parameter `position` of the text's function `name`, in each of its rules."""
-    found: list[tuple[str, str]] = []
-    for params, (first, last) in functions[name]:
-        param = params[position] if position < len(params) else None
-        if param is None:
-            continue
-        for i in range(first, last):
-            if tokens[i].kind == IDENT and tokens[i].text == param and tokens[i - 1].text != ".":
-                found += [(form, f"{what} in function {name}") for form, what in _classify(tokens, i, i + 1, functions, depth)]
-    return found
+class _Text:
+    """A policy's tokens with its bracket structure, computed once: what each bracket matches, what encloses each token."""
 
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+        n = len(tokens)
+        #: For a closing bracket, its opening one; for an opening one, its closing one (-1: unmatched).
+        self.partner = [-1] * n
+        #: The innermost open bracket around each token (-1: none) and the token's argument index inside it.
+        self.parent = [-1] * n
+        self.position = [0] * n
+        self.rule_starts: list[int] = []
+        stack: list[list[int]] = []  # [open index, commas seen]
+        for i, token in enumerate(tokens):
+            if token.line_start and not stack:
+                self.rule_starts.append(i)
+            if stack:
+                self.parent[i], self.position[i] = stack[-1]
+            if token.kind != PUNCT:
+                continue
+            if token.text in _OPEN:
+                stack.append([i, 0])
+            elif token.text in _CLOSE and stack:
+                opened = stack.pop()[0]
+                self.partner[opened], self.partner[i] = i, opened
+            elif token.text == "," and stack:
+                stack[-1][1] += 1
+        self.functions = self._functions()
+        self._followed: dict[tuple[str, int, int], Verdicts] = {}
+        self._budget = MAX_FOLLOWED_USES
 
-def _functions(tokens: list[Token]) -> Functions:
-    """The text's functions: rules whose head is `name(params)` at the start of a line, outside braces."""
-    functions: Functions = {}
-    heads = _rule_starts(tokens)
-    for n, head in enumerate(heads):
-        close = _function_head(tokens, head)
-        if close is None:
-            continue
-        params: list[str | None] = []
-        current: list[Token] = []
-        for token in tokens[head + 2 : close + 1]:
-            if token.text in (",", ")"):
-                params.append(current[0].text if len(current) == 1 and current[0].kind == IDENT else None)
-                current = []
-            else:
-                current.append(token)
-        span_end = heads[n + 1] if n + 1 < len(heads) else len(tokens)
-        functions.setdefault(tokens[head].text, []).append((params, (close + 1, span_end)))
-    return functions
+    def classify(self, start: int, end: int, depth: int) -> Verdicts:
+        """(form, what shows it) for one use of the path; empty when the use says nothing."""
+        tokens = self.tokens
+        after = tokens[end] if end < len(tokens) else None
+        before = tokens[start - 1] if start > 0 else None
+        if after is not None and after.text == "[" and not after.line_start:
+            return [(LIST, "indexed")]
+        if before is not None and before.kind == IDENT and before.text == "in":
+            return [(LIST, "iterated with `in`")]
+        call = self._enclosing_call(start, end)
+        if call is not None:
+            name, position = call
+            if name in _LIST_CALLS or name.startswith("array.") or (name == "concat" and position == 1):
+                return [(LIST, f"passed to {name}")]
+            if name in _STRING_CALLS or name.startswith(("strings.", "regex.", "glob.")):
+                return [(STRING, f"passed to {name}")]
+            if name in self.functions and depth > 0:
+                return self._follow(name, position, depth - 1)
+        if start >= 2 and tokens[start - 1].text in (":=", "=") and self._array_literal_ends_at(start - 2):
+            return [(LIST, "destructured as an array")]
+        compared = self._compared_with(start, end)
+        if compared == "[":
+            return [(LIST, "compared with an array")]
+        if compared == '"':
+            return [(STRING, "compared with a string")]
+        return []
 
+    def _follow(self, name: str, position: int, depth: int) -> Verdicts:
+        """The uses of parameter `position` of the text's function `name`, in each of its rules (memoised, within budget)."""
+        key = (name, position, depth)
+        if key in self._followed:
+            return self._followed[key]
+        self._followed[key] = []  # a recursive function adds nothing new through itself
+        found: Verdicts = []
+        for params, (first, last) in self.functions[name]:
+            param = params[position] if position < len(params) else None
+            for i in range(first, last) if param is not None else ():
+                if self.tokens[i].kind == IDENT and self.tokens[i].text == param and self.tokens[i - 1].text != ".":
+                    self._budget -= 1
+                    if self._budget < 0:
+                        return found
+                    found += [(form, f"{what} in function {name}") for form, what in self.classify(i, i + 1, depth)]
+        self._followed[key] = found
+        return found
 
-def _rule_starts(tokens: list[Token]) -> list[int]:
-    """Indexes of the tokens that begin a line outside any bracket: where rules (and imports) start."""
-    starts: list[int] = []
-    depth = 0
-    for i, token in enumerate(tokens):
-        if token.line_start and depth == 0:
-            starts.append(i)
-        if token.kind == PUNCT and token.text in ("(", "[", "{"):
-            depth += 1
-        elif token.kind == PUNCT and token.text in (")", "]", "}"):
-            depth = max(depth - 1, 0)
-    return starts
+    def _functions(self) -> dict[str, list[tuple[list[str | None], tuple[int, int]]]]:
+        """The text's functions: rules whose head is `name(params)`; name -> (parameter names, token span of the rule)."""
+        tokens = self.tokens
+        functions: dict[str, list[tuple[list[str | None], tuple[int, int]]]] = {}
+        for n, head in enumerate(self.rule_starts):
+            if tokens[head].kind != IDENT or head + 1 >= len(tokens) or tokens[head + 1].text != "(" or self.partner[head + 1] < 0:
+                continue
+            close = self.partner[head + 1]
+            params: list[str | None] = []
+            current: list[Token] = []
+            for i in range(head + 2, close + 1):
+                if i == close or (tokens[i].text == "," and self.parent[i] == head + 1):
+                    params.append(current[0].text if len(current) == 1 and current[0].kind == IDENT else None)
+                    current = []
+                else:
+                    current.append(tokens[i])
+            span_end = self.rule_starts[n + 1] if n + 1 < len(self.rule_starts) else len(tokens)
+            functions.setdefault(tokens[head].text, []).append((params, (close + 1, span_end)))
+        return functions
 
+    def _enclosing_call(self, start: int, end: int) -> tuple[str, int] | None:
+        """(callee, argument index) when the site is a whole argument of a call."""
+        tokens = self.tokens
+        if start == 0 or end >= len(tokens) or tokens[start - 1].text not in ("(", ",") or tokens[end].text not in (")", ","):
+            return None
+        opened = self.parent[start]
+        if opened < 0 or tokens[opened].text != "(":
+            return None
+        return _callee(tokens, opened), self.position[start]
 
-def _function_head(tokens: list[Token], head: int) -> int | None:
-    """The index of the `)` closing `name(` at `head`, when the rule there is a function; else None."""
-    if tokens[head].kind != IDENT or head + 1 >= len(tokens) or tokens[head + 1].text != "(":
+    def _compared_with(self, start: int, end: int) -> str | None:
+        """`"` or `[` when the site is compared or unified (`==`, `!=`, `=`) with a string or an array literal."""
+        tokens = self.tokens
+        if end + 1 < len(tokens) and tokens[end].text in ("==", "!=", "="):
+            other = tokens[end + 1]
+            return '"' if other.is_literal else ("[" if other.text == "[" else None)
+        if start >= 2 and tokens[start - 1].text in ("==", "!=", "="):
+            if tokens[start - 2].is_literal:
+                return '"'
+            if self._array_literal_ends_at(start - 2):
+                return "["
         return None
-    depth = 0
-    for i in range(head + 1, len(tokens)):
-        if tokens[i].text in ("(", "[", "{"):
-            depth += 1
-        elif tokens[i].text in (")", "]", "}"):
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
 
-
-def _destructured(tokens: list[Token], start: int) -> bool:
-    """`[a, b, c] := <site>` or `[a, b, c] = <site>`."""
-    return start >= 2 and tokens[start - 1].text in (":=", "=") and _array_literal_ends_at(tokens, start - 2)
-
-
-def _enclosing_call(tokens: list[Token], start: int, end: int) -> tuple[str, int] | None:
-    """(callee, argument index) when the site is a whole argument of a call."""
-    if start == 0 or end >= len(tokens) or tokens[start - 1].text not in ("(", ",") or tokens[end].text not in (")", ","):
-        return None
-    depth = 0
-    position = 0
-    i = start - 1
-    while i >= 0:
-        text = tokens[i].text if tokens[i].kind == PUNCT else ""
-        if text in (")", "]", "}"):
-            depth += 1
-        elif text in ("[", "{") or (text == "(" and depth > 0):
-            if depth == 0:
-                return None
-            depth -= 1
-        elif text == "(":
-            return _callee(tokens, i), position
-        elif text == "," and depth == 0:
-            position += 1
-        i -= 1
-    return None
+    def _array_literal_ends_at(self, close: int) -> bool:
+        """Whether `tokens[close]` is the `]` of an array literal (not of an index such as `x[0]`)."""
+        opened = self.partner[close] if self.tokens[close].text == "]" else -1
+        if opened < 0:
+            return False
+        return opened == 0 or self.tokens[opened].line_start or _opens_a_value(self.tokens[opened - 1])
 
 
 def _callee(tokens: list[Token], paren: int) -> str:
@@ -244,37 +254,8 @@ def _callee(tokens: list[Token], paren: int) -> str:
     return "".join(t.text for t in tokens[start - 1 : paren])
 
 
-def _compared_with(tokens: list[Token], start: int, end: int) -> str | None:
-    """`"` or `[` when the site is compared or unified (`==`, `!=`, `=`) with a string or an array literal."""
-    if end + 1 < len(tokens) and tokens[end].text in ("==", "!=", "="):
-        other = tokens[end + 1]
-        return '"' if other.is_literal else ("[" if other.text == "[" else None)
-    if start >= 2 and tokens[start - 1].text in ("==", "!=", "="):
-        other = tokens[start - 2]
-        if other.is_literal:
-            return '"'
-        if _array_literal_ends_at(tokens, start - 2):
-            return "["
-    return None
-
-
 def _opens_a_value(previous: Token) -> bool:
     """Whether a `[` right after `previous` starts an array literal: after an operator or a keyword, not after a term."""
     if previous.kind == PUNCT:
         return previous.text not in (")", "]", "}", ".")
     return previous.kind == IDENT and previous.text in _KEYWORDS
-
-
-def _array_literal_ends_at(tokens: list[Token], close: int) -> bool:
-    """Whether `tokens[close]` is the `]` of an array literal (not of an index such as `x[0]`)."""
-    if tokens[close].text != "]":
-        return False
-    depth = 0
-    for i in range(close, -1, -1):
-        if tokens[i].text in (")", "]", "}"):
-            depth += 1
-        elif tokens[i].text in ("(", "[", "{"):
-            depth -= 1
-            if depth == 0:
-                return i == 0 or tokens[i].line_start or _opens_a_value(tokens[i - 1])
-    return False

@@ -209,3 +209,19 @@ async def test_escapes_regopy_keeps_as_written_are_named_at_upload(http: aiohttp
     assert 'WARNING kbs.resources: resource policy: escapes in a function head or a `with ... as` value keep their written form' \
         in kbs.proc.output()
     assert 'line 3: "a\\nb"' in kbs.proc.output()
+
+
+@pytest.mark.parametrize(
+    ("text", "form"),
+    [
+        # Each of these took minutes (quadratic or exponential reading) before the reading became linear and bounded.
+        ("x := f(" + ",".join('data["resource-path"]' for _ in range(20000)) + ")\n", STRING),
+        ("".join("f(p) if { " + "; ".join("f(p)" for _ in range(50)) + " }\n" for _ in range(200))
+         + 'allow if f(data["resource-path"])\n', STRING),
+        ("".join("f(p) if g(p, p, p)\n" for _ in range(2000)) + "".join("g(a, b, c) if f(a)\n" for _ in range(2000))
+         + 'allow if f(data["resource-path"])\nh(p) if p[0] == "a"\nallow if h(data["resource-path"])\n', LIST),
+    ],
+    ids=["long-argument-list", "fan-out", "mutual-recursion"],
+)
+def test_big_hostile_texts_are_read_in_bounded_work(text: str, form: str) -> None:
+    assert path_form(HEAD + text).form == form
