@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import ssl
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+
+from aiohttp import web
 
 from attestation_service.appraisal_cache import InvalidatingProvider
 from attestation_service.collateral import build_tdx_verifier
@@ -39,6 +44,7 @@ from attestation_service.core.verifier import Verifier, default_verifiers
 from attestation_service.grpc_server import SERVICE_NAME, AttestationServicer
 from attestation_service.metrics import AsMetrics
 from attestation_service.policy_store import PolicyStore
+from attestation_service.restful import make_app as make_restful_app
 from attestation_service.service import AttestationService
 from attestation_service.snp_vcek import build_snp_verifier
 from attestation_service.tpm_config import build_az_tdx_verifier, build_tpm_verifier
@@ -51,10 +57,11 @@ from trustee_common.addresses import parse_listen_address
 from trustee_common.audit import AuditSink, running_audit_log
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
+from trustee_common.http_serving import ConnectionLimits, runner_options, serve_bounded
 from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
 from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
-from trustee_common.serving import new_grpc_server, serve_grpc
+from trustee_common.serving import new_grpc_server, serve_grpc, stop_on_signal, wait_for_stop_signal
 from trustee_common.storage import KeyValueStore, open_kv_store
 from trustee_common.tls_config import ServerTls
 from trustee_common.workers import WORKERS_ENV, requested_workers, resolve_workers, run_workers
@@ -135,22 +142,16 @@ async def serve(config: AsConfig, signer: TokenSigner, address: str, *, insecure
         await _serve(config, signer, address, metrics, AuditSink(log, "grpc-as"), insecure_allow_writes)
 
 
-async def _serve(config: AsConfig, signer: TokenSigner, address: str, metrics: AsMetrics, audit: AuditSink,
-                 insecure_allow_writes: bool) -> None:
-    guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "Attestation Service")
+@contextlib.asynccontextmanager
+async def opened_service(config: AsConfig, signer: TokenSigner, metrics: AsMetrics) -> AsyncIterator[tuple[AttestationService,
+                                                                                                          ReferenceValueProvider]]:
+    """The service with its store, RVPS and policy workers, default policies installed; closed when the block exits.
+
+    Shared by `grpc-as` and `restful-as` (the two front ends upstream ships)."""
     store = open_kv_store(config.storage)
     rv_store = store if config.rvps.storage is None else open_kv_store(config.rvps.storage)
     provider = reference_value_provider(config, rv_store)
     engine = RegoPool.from_config(config.policy_engine)
-
-    async def close() -> None:
-        await engine.close()
-        if isinstance(provider, RemoteReferenceValueProvider):
-            await provider.close()
-        if rv_store is not store:
-            await rv_store.close()
-        await store.close()
-
     try:
         verifiers = build_verifiers(config, store)
         await engine.start()
@@ -159,20 +160,28 @@ async def _serve(config: AsConfig, signer: TokenSigner, address: str, metrics: A
             cache_ttl=config.appraisal_cache_ttl_seconds,
         )
         await service.load_default_policies()
+        yield service, provider
+    finally:
+        await engine.close()
+        if isinstance(provider, RemoteReferenceValueProvider):
+            await provider.close()
+        if rv_store is not store:
+            await rv_store.close()
+        await store.close()
+
+
+async def _serve(config: AsConfig, signer: TokenSigner, address: str, metrics: AsMetrics, audit: AuditSink,
+                 insecure_allow_writes: bool) -> None:
+    guard = WriteGuard(write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes), "Attestation Service")
+    async with opened_service(config, signer, metrics) as (service, provider):
         server = new_grpc_server(interceptors=[guard], metrics=metrics.rpc)
         attestation_pb2_grpc.add_AttestationServiceServicer_to_server(AttestationServicer(service, audit), server)
         # A remote RVPS audits its own writes; the built-in provider is audited here.
         rv_audit = audit if isinstance(provider, ReferenceValueService) else None
         proxied = InvalidatingProvider(provider, service.inputs)  # writes through the proxy apply here at once
         reference_pb2_grpc.add_ReferenceValueProviderServiceServicer_to_server(ReferenceValueServicer(proxied, audit=rv_audit), server)
-    except BaseException:
-        await close()
-        raise
-    try:
         async with serving_metrics(config.metrics_address, metrics.registry, "Attestation Service"):
             await serve_grpc(server, address, "Attestation Service", [SERVICE_NAME, RVPS_SERVICE_NAME], tls=config.tls, guard=guard)
-    finally:
-        await close()
 
 
 def _listen_addresses(config: AsConfig, socket: str) -> list[tuple[str, int]]:
@@ -201,16 +210,98 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     setup_logging(fmt=args.log_format, service="grpc-as")
+    return _exit_status("grpc-as", lambda: run(with_cli_tls(AsConfig.load(args.config), args), args, argv))
+
+
+def _exit_status(prog: str, body: Callable[[], int]) -> int:
+    """`body()`'s status; a `TrusteeError` or `OSError` is one line on stderr and status 1; Ctrl-C is 0."""
     try:
-        return run(with_cli_tls(AsConfig.load(args.config), args), args, argv)
+        return body()
     except TrusteeError as exc:
-        print(f"grpc-as: error: {exc.detail}", file=sys.stderr)
+        print(f"{prog}: error: {exc.detail}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"grpc-as: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
+
+
+# --- restful-as: upstream's RESTful front end over the same service -------------------------------------------------
+
+#: `restful-as` serves attesting guests and operators: bounded like the KBS's defaults.
+RESTFUL_LIMITS = ConnectionLimits(header_read_timeout=10.0, keep_alive_timeout=15.0, max_connections=1024)
+
+
+def build_restful_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="restful-as", description="CoCo Attestation Service (RESTful, upstream's restful-as API)")
+    parser.add_argument("-s", "--socket", required=True, help="listen address host:port")
+    parser.add_argument("-c", "--config-file", "--config", dest="config", type=Path, help="config file (TOML, or JSON by .json suffix)")
+    parser.add_argument("-t", "--https-pubkey-cert", type=Path, help="TLS certificate chain (PEM; with -k): serve HTTPS")
+    parser.add_argument("-k", "--https-prikey", type=Path, help="TLS private key (PEM; with -t)")
+    parser.add_argument("-r", "--allowed_origin", "--allowed-origin", dest="allowed_origin", default="",
+                        help="CORS: comma-separated origins allowed to call the API from a browser (* for any)")
+    parser.add_argument("--insecure-allow-writes", action="store_true",
+                        help="allow POST /policy from unauthenticated callers on a non-loopback --socket without mutual TLS")
+    parser.add_argument("--log-format", choices=FORMATS, help=f"log line format (default: ${FORMAT_ENV}, else text)")
+    return parser
+
+
+def https_context(tls: ServerTls) -> ssl.SSLContext:
+    """TLS 1.2+ with the `[tls]` identity; client certificates required when `client_ca` is set."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.certificate, tls.private_key)
+        if tls.client_ca is not None:
+            context.load_verify_locations(tls.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"tls: cannot load the certificate, key or client CA: {exc}") from None
+    return context
+
+
+async def serve_restful(config: AsConfig, signer: TokenSigner, address: str, origins: frozenset[str], *,
+                        insecure_allow_writes: bool = False) -> None:
+    host, port = parse_listen_address(address, "--socket")
+    access = write_access(address, config.tls, insecure_allow_writes=insecure_allow_writes)
+    context = None if config.tls is None else https_context(config.tls)
+    stop = stop_on_signal()
+    metrics = AsMetrics()
+    async with running_audit_log(config.audit, on_failure=metrics.audit_write_failures.inc) as log, \
+            opened_service(config, signer, metrics) as (service, _):
+        runner = web.AppRunner(make_restful_app(service, access, AuditSink(log, "restful-as"), origins), access_log=None,
+                               **runner_options(RESTFUL_LIMITS))
+        await runner.setup()
+        try:
+            try:
+                async with serve_bounded(runner, [(host.strip("[]"), port)], RESTFUL_LIMITS, context), \
+                        serving_metrics(config.metrics_address, metrics.registry, "Attestation Service"):
+                    logger.info("restful-as listening on %s://%s (policy writes: %s)", "https" if context else "http", address,
+                                access.name.lower())
+                    await wait_for_stop_signal(stop)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from exc
+        finally:
+            await runner.cleanup()
+    logger.info("restful-as stopped")
+
+
+def restful_main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_restful_parser().parse_args(argv)
+    setup_logging(fmt=args.log_format, service="restful-as")
+
+    def body() -> int:
+        config = with_cli_tls(AsConfig.load(args.config), args)
+        origins = frozenset(o.strip() for o in args.allowed_origin.split(",") if o.strip())
+        if config.workers not in (None, 1):
+            logger.warning("restful-as runs one process; the config's workers = %d is for grpc-as", config.workers)
+        asyncio.run(serve_restful(config, load_signer(config.signer), args.socket, origins,
+                                  insecure_allow_writes=args.insecure_allow_writes))
+        return 0
+
+    return _exit_status("restful-as", body)
 
 
 if __name__ == "__main__":
