@@ -41,6 +41,7 @@ def as_config(directory: Path) -> Path:
     keys = ensure_token_signing_material(directory / "keys")
     config = directory / "as-config.json"
     config.write_text(json.dumps({
+        "audit": {"path": "audit.jsonl"},
         "work_dir": str(directory / "work"),  # upstream's obsolete key: accepted with a warning
         "storage_backend": {"storage_type": "Sqlite", "backends": {"sqlite": {"path": str(directory / "as.sqlite3")}}},
         "attestation_token_broker": {"signer": {"key_path": str(keys.token_key), "cert_path": str(keys.token_cert_chain)}},
@@ -51,6 +52,7 @@ def as_config(directory: Path) -> Path:
 class RestfulAs:
     def __init__(self, directory: Path, *extra: str, host: str = "127.0.0.1") -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = as_config(directory)
@@ -145,6 +147,10 @@ def test_policy_set_and_listed_and_bad_policies_refused(server: RestfulAs) -> No
         response = server.post("/policy", body)
         assert response.status_code == 400 and detail in response.json()["detail"], response.text
     assert {"policy-id": "x"} not in requests.get(server.url + "/policy", timeout=10).json()
+    events = [json.loads(line) for line in (server.directory / "audit.jsonl").read_text().splitlines()]
+    changes = [(ev["service"], ev["action"], ev["outcome"], ev["target"]["policy_id"]) for ev in events]
+    assert ("restful-as", "attestation_policy.set", "ok", "rest_cpu") in changes
+    assert ("restful-as", "attestation_policy.set", "failed", "x") in changes  # the policy that did not compile
 
 
 def test_challenge_and_unknown_routes(server: RestfulAs) -> None:
