@@ -64,7 +64,7 @@ from trustee_common.rego_pool import RegoPool
 from trustee_common.serving import new_grpc_server, serve_grpc, stop_on_signal, wait_for_stop_signal
 from trustee_common.storage import KeyValueStore, open_kv_store
 from trustee_common.tls_config import ServerTls
-from trustee_common.workers import WORKERS_ENV, requested_workers, resolve_workers, run_workers
+from trustee_common.workers import WORKERS_ENV, in_worker, requested_workers, resolve_workers, run_workers
 from trustee_pb import attestation_pb2_grpc, reference_pb2_grpc
 
 logger = logging.getLogger("attestation_service")
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     setup_logging(fmt=args.log_format, service="grpc-as")
-    return _exit_status("grpc-as", lambda: run(with_cli_tls(AsConfig.load(args.config), args), args, argv))
+    return _exit_status("grpc-as", lambda: run(with_cli_tls(AsConfig.load(args.config, quiet=in_worker()), args), args, argv))
 
 
 def _exit_status(prog: str, body: Callable[[], int]) -> int:

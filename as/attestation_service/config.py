@@ -223,18 +223,19 @@ class AsConfig:
     workers: int | None = None
 
     @classmethod
-    def load(cls, path: Path | None) -> AsConfig:
-        """The config in the file at `path` (defaults without one)."""
+    def load(cls, path: Path | None, *, quiet: bool = False) -> AsConfig:
+        """The config in the file at `path` (defaults without one); `quiet`: no warning line (a worker: its supervisor logged it)."""
         if path is None:
             return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH), RvpsSettings(), TokenSettings())
         data = load_config_file(path)
         try:
-            return cls.parse(data, path.parent, source=str(path))
+            return cls.parse(data, path.parent, source=str(path), quiet=quiet)
         except ConfigError as exc:
             raise ConfigError(f"config {path}: {exc.detail}") from None
 
     @classmethod
-    def parse(cls, data: dict[str, Any], base: Path, where: str = "config", *, source: str | None = None) -> AsConfig:
+    def parse(cls, data: dict[str, Any], base: Path, where: str = "config", *, source: str | None = None,
+              quiet: bool = False) -> AsConfig:
         """The config in `data` (a parsed file); `base` is the config file's folder, `where` names it in errors."""
         with collecting_warnings() as lines:
             root = ConfigTable(data, where)
@@ -249,7 +250,8 @@ class AsConfig:
             cache_ttl = _cache_ttl(root)
             workers = check_count(root.integer("workers", 1), "workers") if root.has("workers") else None
             root.finish()
-        log_warnings(lines, where if source is None else f"config {source}", logger)
+        if not quiet:
+            log_warnings(lines, where if source is None else f"config {source}", logger)
         return replace(
             sections, tls=tls, policy_engine=engine, metrics_address=metrics, audit=audit, appraisal_cache_ttl_seconds=cache_ttl,
             workers=workers,

@@ -67,7 +67,8 @@ def counted_by(worker: psutil.Process, metric: str) -> float:
 def test_two_workers_share_the_grpc_and_metrics_ports(tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     config = tmp_path / "as.toml"
-    config.write_text(f'[storage_backend]\n[storage_backend.backends.sqlite]\npath = "{tmp_path / "as.sqlite3"}"\n'
+    config.write_text('work_dir = "/var/lib/as"\n'  # upstream's obsolete key: one warning line
+                      f'[storage_backend]\n[storage_backend.backends.sqlite]\npath = "{tmp_path / "as.sqlite3"}"\n'
                       f'[metrics]\naddress = "127.0.0.1:{metrics_port}"\n')
     proc = Proc([script("grpc-as"), "--config-file", str(config), "--socket", f"127.0.0.1:{port}", "--workers", "2"],
                 tmp_path / "as.log", port=port)
@@ -84,6 +85,7 @@ def test_two_workers_share_the_grpc_and_metrics_ports(tmp_path: Path) -> None:
         os.kill(proc.popen.pid, signal.SIGTERM)
         assert proc.popen.wait(WAIT_SECONDS) == 0
         assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+        assert proc.output().count("accepted with differences from upstream") == 1  # the supervisor's, not once per worker
     finally:
         proc.stop()
 
