@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import base64
 
-from trustee_common.rego_lexer import IDENT, PUNCT, RAW, STRING, Token, code_tokens, literal_value
+from trustee_common.rego_lexer import IDENT, PUNCT, RAW, STRING, Token, callee_start, code_tokens, literal_value
 
 #: Built-in namespaces whose functions decode the escapes of their string arguments themselves in regopy.
 SELF_DECODING = ("regex.", "glob.")
@@ -137,12 +137,9 @@ def _bracket_role(tokens: list[Token], index: int, depth: int) -> str:
         return "with"
     if tokens[index].text != "(":
         return ""
-    start = index
-    while start >= 2 and tokens[start - 1].kind == IDENT and tokens[start - 2].text == ".":
-        start -= 2
-    if start < 1 or tokens[start - 1].kind != IDENT:
+    start = callee_start(tokens, index)
+    if start is None:
         return ""
-    start -= 1
     callee = "".join(t.text for t in tokens[start:index])
     if callee.startswith(SELF_DECODING):
         return "self"

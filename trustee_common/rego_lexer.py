@@ -75,6 +75,16 @@ def literal_value(token: Token) -> str | None:
     return decode_escapes(token.text[1:-1])
 
 
+def callee_start(tokens: list[Token], paren: int) -> int | None:
+    """The index of the first token of the (dotted) name called by the `(` at `paren`; None when no name precedes it."""
+    start = paren
+    while start >= 2 and tokens[start - 1].kind == IDENT and tokens[start - 2].text == ".":
+        start -= 2
+    if start < 1 or tokens[start - 1].kind != IDENT:
+        return None
+    return start - 1
+
+
 _ESCAPE = re.compile(r'\\(?:u([0-9A-Fa-f]{4})|(["\\/bfnrt]))|\\')
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trustee_common.rego_lexer import IDENT, PUNCT, Token, code_tokens, literal_value
+from trustee_common.rego_lexer import IDENT, PUNCT, Token, callee_start, code_tokens, literal_value
 
 LIST = "list"
 STRING = "string"
@@ -185,7 +185,9 @@ class _Text:
         found: Verdicts = []
         for params, (first, last) in self.functions[name]:
             param = params[position] if position < len(params) else None
-            for i in range(first, last) if param is not None else ():
+            if param is None:
+                continue
+            for i in range(first, last):
                 if self.tokens[i].kind == IDENT and self.tokens[i].text == param and self.tokens[i - 1].text != ".":
                     self._budget -= 1
                     if self._budget < 0:
@@ -246,12 +248,8 @@ class _Text:
 
 
 def _callee(tokens: list[Token], paren: int) -> str:
-    start = paren
-    while start >= 2 and tokens[start - 1].kind == IDENT and tokens[start - 2].text == ".":
-        start -= 2
-    if start < 1 or tokens[start - 1].kind != IDENT:
-        return ""
-    return "".join(t.text for t in tokens[start - 1 : paren])
+    start = callee_start(tokens, paren)
+    return "" if start is None else "".join(t.text for t in tokens[start:paren])
 
 
 def _opens_a_value(previous: Token) -> bool:
