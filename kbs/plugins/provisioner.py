@@ -41,6 +41,7 @@ from typing import Any
 
 from kbs.errors import InvalidRequestPathError, MethodNotAllowedError
 from kbs.plugins.base import PluginRequest
+from trustee_common.bounded import loads_json
 from trustee_common.errors import MalformedRequestError, PluginInternalError, ResourceNotFoundError, clip
 from trustee_common.storage import KeyValueStore
 
@@ -73,8 +74,8 @@ def confdata(key: str) -> bytes:
 def parse_provision(body: bytes) -> tuple[str, str]:
     """(namespace, vm_name) of a provision request; `MalformedRequestError` naming what is wrong."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = loads_json(body, "provisioner request body")
+    except MalformedRequestError:
         raise MalformedRequestError('provisioner: the body must be JSON {"vm_name": "...", "namespace": "..."}') from None
     if not isinstance(data, dict):
         raise MalformedRequestError('provisioner: the body must be a JSON object {"vm_name": "...", "namespace": "..."}')
