@@ -127,6 +127,23 @@ def write_access(address: str, tls: ServerTls | None, *, insecure_allow_writes: 
     return WriteAccess.INSECURE if insecure_allow_writes else WriteAccess.REFUSED
 
 
+def write_refusal(access: WriteAccess, service: str, identity: str | None, what: str = "write calls") -> AdminForbiddenError | None:
+    """Why a write by a caller with client-certificate `identity` (None: none) is refused under `access`; None: allowed.
+
+    The one rule of every transport (the gRPC `WriteGuard`, `restful-as`'s `POST /policy`)."""
+    if access in (WriteAccess.LOOPBACK, WriteAccess.INSECURE):
+        return None
+    if access is WriteAccess.MUTUAL_TLS:
+        if identity is not None:
+            logger.info("write call by client certificate %r", identity)
+            return None
+        return AdminForbiddenError(f"{service}: {what} need a client certificate (mutual TLS)")
+    return AdminForbiddenError(
+        f"{service}: {what} are refused: the service listens on a non-loopback address without mutual TLS "
+        "([tls] client_ca), so callers are not authenticated"
+    )
+
+
 def peer_identity(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
     """The verified client certificate's common name (or first SAN), None without one."""
     for key in ("x509_common_name", "x509_subject_alternative_name", "x509_pem_cert"):
@@ -147,18 +164,8 @@ class WriteGuard(grpc.aio.ServerInterceptor):
         self._service = service
 
     def _refusal(self, context: grpc.aio.ServicerContext[Any, Any]) -> AdminForbiddenError | None:
-        if self.access in (WriteAccess.LOOPBACK, WriteAccess.INSECURE):
-            return None
-        if self.access is WriteAccess.MUTUAL_TLS:
-            identity = peer_identity(context.auth_context())
-            if identity is not None:
-                logger.info("write call by client certificate %r", identity)
-                return None
-            return AdminForbiddenError(f"{self._service}: write calls need a client certificate (mutual TLS)")
-        return AdminForbiddenError(
-            f"{self._service}: write calls are refused: the service listens on a non-loopback address without mutual TLS "
-            "([tls] client_ca), so callers are not authenticated"
-        )
+        identity = peer_identity(context.auth_context()) if self.access is WriteAccess.MUTUAL_TLS else None
+        return write_refusal(self.access, self._service, identity)
 
     def _guarded(self, inner: Handler) -> Handler:
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -40,7 +40,7 @@ from trustee_common.audit import AuditSink
 from trustee_common.audit_events import change_event, digest
 from trustee_common.b64 import url_decode
 from trustee_common.bounded import loads_json
-from trustee_common.grpc_tls import WriteAccess
+from trustee_common.grpc_tls import WriteAccess, write_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -161,12 +161,19 @@ def policy_writer(access: WriteAccess, audit: AuditSink) -> Handler:
 
 
 def _check_write(request: web.Request, access: WriteAccess) -> None:
-    if access in (WriteAccess.LOOPBACK, WriteAccess.INSECURE):
-        return
-    if access is WriteAccess.MUTUAL_TLS and request.transport is not None and request.transport.get_extra_info("peercert"):
-        return
-    raise e.AdminForbiddenError("Attestation Service: policy writes are refused: the service listens on a non-loopback address "
-                                "without mutual TLS ([tls] client_ca), so callers are not authenticated")
+    identity = _peer_identity(request) if access is WriteAccess.MUTUAL_TLS else None
+    refusal = write_refusal(access, "Attestation Service", identity, "policy writes")
+    if refusal is not None:
+        raise refusal
+
+
+def _peer_identity(request: web.Request) -> str | None:
+    """The verified client certificate's common name (the TLS context requires one under mutual TLS)."""
+    cert = request.transport.get_extra_info("peercert") if request.transport is not None else None
+    if not cert:
+        return None
+    names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    return names[0] if names else "(certificate without a common name)"
 
 
 async def list_policies(request: web.Request) -> web.StreamResponse:

@@ -24,7 +24,7 @@ from tests.kbs.helpers import tls_files
 from tests.procs import Proc, free_port, script
 from trustee_common.b64 import url_encode
 from trustee_common.canonical import primary_runtime_data, runtime_data_digest
-from trustee_common.pki import ensure_token_signing_material
+from trustee_common.pki import ensure_token_signing_material, issue_leaf, make_ca, pem_cert, pem_private_key
 from trustee_pb import attestation_agent_pb2 as aa_pb
 
 from .helpers import TEE_PUBKEY, verify_token
@@ -37,10 +37,11 @@ trust_claims := {"instance-identity": 0, "configuration": 2, "executables": 33, 
 """
 
 
-def as_config(directory: Path) -> Path:
+def as_config(directory: Path, **extra: object) -> Path:
     keys = ensure_token_signing_material(directory / "keys")
     config = directory / "as-config.json"
     config.write_text(json.dumps({
+        **extra,
         "audit": {"path": "audit.jsonl"},
         "work_dir": str(directory / "work"),  # upstream's obsolete key: accepted with a warning
         "storage_backend": {"storage_type": "Sqlite", "backends": {"sqlite": {"path": str(directory / "as.sqlite3")}}},
@@ -50,14 +51,14 @@ def as_config(directory: Path) -> Path:
 
 
 class RestfulAs:
-    def __init__(self, directory: Path, *extra: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, directory: Path, *extra: str, host: str = "127.0.0.1", config: dict[str, object] | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = as_config(directory)
+        path = as_config(directory, **(config or {}))
         self.ca = directory / "keys" / "ca.pem"
-        self.proc = Proc([script("restful-as"), "-s", f"{host}:{self.port}", "-c", str(config), *extra], directory / "restful-as.log",
+        self.proc = Proc([script("restful-as"), "-s", f"{host}:{self.port}", "-c", str(path), *extra], directory / "restful-as.log",
                          port=self.port)
 
     def post(self, path: str, body: object, **kwargs: Any) -> requests.Response:
@@ -219,3 +220,25 @@ def test_https_with_upstreams_t_and_k_flags(tmp_path: Path) -> None:
 def test_bad_flags_stop_start_up(args: list[str], message: str) -> None:
     result = subprocess.run([script("restful-as"), *args], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode in (1, 2) and message in result.stderr, result.stderr
+
+
+def test_policy_writes_on_a_non_loopback_address_with_mutual_tls_need_a_client_certificate(tmp_path: Path) -> None:
+    cert, key, ca_pem = tls_files(tmp_path)
+    client_ca_key, client_ca = make_ca("operators")
+    client_key, client_cert = issue_leaf(client_ca_key, client_ca, "operator-1")
+    (tmp_path / "server-ca.pem").write_bytes(ca_pem)
+    (tmp_path / "client-ca.pem").write_bytes(pem_cert(client_ca))
+    (tmp_path / "client.pem").write_bytes(pem_cert(client_cert))
+    (tmp_path / "client.key").write_bytes(pem_private_key(client_key))
+    tls = {"certificate": str(cert), "private_key": str(key), "client_ca": str(tmp_path / "client-ca.pem")}
+    mutual = RestfulAs(tmp_path / "as", host="0.0.0.0", config={"tls": tls})
+    try:
+        url, verify = f"https://127.0.0.1:{mutual.port}", str(tmp_path / "server-ca.pem")
+        body = json.dumps({"policy_id": "p", "policy": url_encode(POLICY.encode())})
+        client = (str(tmp_path / "client.pem"), str(tmp_path / "client.key"))
+        assert requests.post(url + "/policy", data=body, verify=verify, cert=client, timeout=30).status_code == 200
+        with pytest.raises(requests.exceptions.RequestException):  # no client certificate: no TLS session at all
+            requests.post(url + "/policy", data=body, verify=verify, timeout=30)
+        assert "write call by client certificate 'operator-1'" in mutual.proc.output()
+    finally:
+        mutual.proc.stop()
