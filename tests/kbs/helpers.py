@@ -135,6 +135,13 @@ class Backend:
     rvps_port: int
     as_port: int
 
+    def start_kbs(self, root: Path, material: Material, extra: str = "", env: dict[str, str] | None = None) -> Kbs:
+        """A KBS under `root/kbs` on this backend's AS, with `extra` config appended; stopped with the backend."""
+        port = free_port()
+        kbs = start_kbs(root / "kbs", kbs_toml(port, material, root / "kbs" / "repo", as_port=self.as_port) + extra, port, env=env)
+        self.procs.append(kbs.proc)
+        return kbs
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()

@@ -22,7 +22,18 @@ import pytest
 from guest.attesters.sample import SampleAttester
 from guest.kbs_protocol import AttesterEvidence, KbsClient
 from kbs.config import parse_kbs_config
-from tests.kbs.helpers import Kbs, Material, kbs_toml, policy_body, run_kbs_expect_exit, start_backend, start_kbs, tls_files, variant
+from tests.kbs.helpers import (
+    Kbs,
+    Material,
+    admin_call,
+    kbs_toml,
+    policy_body,
+    run_kbs_expect_exit,
+    start_backend,
+    start_kbs,
+    tls_files,
+    variant,
+)
 from tests.procs import Proc, free_port
 from trustee_common.errors import ConfigError, PolicyDenyError
 
@@ -66,13 +77,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Itera
         cert, key, ca_pem = tls_files(root)
         (root / "plugin-ca.pem").write_bytes(ca_pem)
         backend.procs.append(start_plugin(root / "plugin-tls.log", tls_port, (cert, key)))
-        port = free_port()
-        text = kbs_toml(port, material, root / "kbs" / "repo", as_port=backend.as_port) + external_table(
+        kbs = backend.start_kbs(root, material, external_table(
             f'{{ name = "demo", endpoint = "http://127.0.0.1:{plain_port}", timeout_ms = 5000 }}',
             f'{{ name = "secure", endpoint = "https://127.0.0.1:{tls_port}", ca_cert_path = "{root / "plugin-ca.pem"}" }}',
-        )
-        kbs = start_kbs(root / "kbs", text, port)
-        backend.procs.append(kbs.proc)
+        ))
         stack = Stack(kbs, material)
         assert asyncio.run(call(stack, "POST", "resource-policy", role="admin", json=policy_body(POLICY)))[0] == 200
         yield stack
@@ -81,9 +89,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Itera
 
 
 async def call(stack: Stack, method: str, path: str, role: str | None = None, **kwargs: Any) -> tuple[int, bytes]:
-    headers = {} if role is None else {"Authorization": f"Bearer {stack.material.admin_token(role)}"}
-    async with aiohttp.ClientSession() as http, http.request(method, stack.kbs.api(path), headers=headers, **kwargs) as response:
-        return response.status, await response.read()
+    return await admin_call(stack.kbs, stack.material, method, path, role, **kwargs)
 
 
 def guest(stack: Stack) -> KbsClient:

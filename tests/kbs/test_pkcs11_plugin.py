@@ -99,10 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Itera
     hsm = make_token(root / "hsm")
     backend = start_backend(root, material)
     try:
-        port = free_port()
-        text = kbs_toml(port, material, root / "kbs" / "repo", as_port=backend.as_port) + pkcs11_table(pin='pin_env = "KBS_HSM_PIN"')
-        kbs = start_kbs(root / "kbs", text, port, env={**hsm.env, "KBS_HSM_PIN": PIN})
-        backend.procs.append(kbs.proc)
+        kbs = backend.start_kbs(root, material, pkcs11_table(pin='pin_env = "KBS_HSM_PIN"'), env={**hsm.env, "KBS_HSM_PIN": PIN})
         stack = Stack(kbs, material, hsm, root)
         assert asyncio.run(admin(stack, "POST", "resource-policy", json=policy_body(POLICY)))[0] == 200
         yield stack

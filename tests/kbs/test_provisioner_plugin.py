@@ -24,7 +24,7 @@ import pytest
 
 from guest.attesters.sample import SampleAttester
 from guest.kbs_protocol import AttesterEvidence, KbsClient
-from tests.kbs.helpers import Kbs, Material, admin_call, kbs_toml, policy_body, run_kbs_expect_exit, start_backend, start_kbs, variant
+from tests.kbs.helpers import Kbs, Material, admin_call, kbs_toml, policy_body, run_kbs_expect_exit, start_backend, variant
 from tests.procs import free_port
 from trustee_common.errors import PluginInternalError, PolicyDenyError, ResourceNotFoundError
 
@@ -48,9 +48,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Itera
     root = tmp_path_factory.mktemp("provisioner")
     backend = start_backend(root, material)
     try:
-        port = free_port()
-        kbs = start_kbs(root / "kbs", kbs_toml(port, material, root / "kbs" / "repo", as_port=backend.as_port) + PLUGIN, port)
-        backend.procs.append(kbs.proc)
+        kbs = backend.start_kbs(root, material, PLUGIN)
         assert asyncio.run(admin_call(kbs, material, "POST", "resource-policy", json=policy_body(POLICY)))[0] == 200
         yield Stack(kbs, material)
     finally:
