@@ -1,4 +1,7 @@
-"""gRPC adapter: audit one write call of the AS or RVPS API (policy set/delete, reference value register/delete).
+"""Audit one write call of the AS or RVPS API (policy set/delete, reference value register/delete).
+
+`audited_change` takes the gRPC context; `audited` the caller's address, for
+the AS's HTTP front end (`restful-as`).
 
 The event names the caller by its gRPC peer address (`ipv4:127.0.0.1:51234`),
 the request id (`trustee_common.requestid`), the target and a digest of the
@@ -30,7 +33,19 @@ async def audited_change(
     change: Callable[[], Awaitable[T]],
 ) -> T:
     """Run `change` and audit its outcome (`ok`, or `failed` with the reason)."""
-    origin = {"peer": context.peer()}
+    return await audited(audit, context.peer(), action, target, content, change)
+
+
+async def audited(
+    audit: AuditSink,
+    peer: str,
+    action: str,
+    target: Mapping[str, Any],
+    content: Mapping[str, Any] | None,
+    change: Callable[[], Awaitable[T]],
+) -> T:
+    """`audited_change` for a caller named by `peer` (any transport: the HTTP front end of the AS too)."""
+    origin = {"peer": peer}
     try:
         result = await change()
     except TrusteeError as exc:

@@ -14,11 +14,12 @@ from typing import Any
 
 import grpc
 
+from attestation_service.core.policy import decode_policy_text
 from attestation_service.core.request import VerificationRequest
 from attestation_service.service import AttestationService
 from trustee_common.audit import AuditSink
 from trustee_common.audit_events import digest
-from trustee_common.b64 import url_decode, url_encode
+from trustee_common.b64 import url_encode
 from trustee_common.errors import MalformedRequestError
 from trustee_common.grpc_audit import audited_change
 from trustee_common.grpc_errors import rpc_errors
@@ -46,13 +47,6 @@ def verification_request(item: pb.IndividualAttestationRequest, index: int) -> V
         raise MalformedRequestError(f"verification_requests[{index}]: {exc.detail}") from None
 
 
-def _policy_text(encoded: str) -> str:
-    try:
-        return url_decode(encoded, "policy").decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedRequestError("policy: not UTF-8 text") from None
-
-
 class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
     """Policy writes are audited in `audit` (`[audit]` of the AS config; docs/audit.md)."""
 
@@ -68,7 +62,7 @@ class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
 
     @rpc_errors
     async def SetAttestationPolicy(self, request: pb.SetPolicyRequest, context: Ctx) -> pb.SetPolicyResponse:  # noqa: N802 (gRPC name)
-        text = _policy_text(request.policy)
+        text = decode_policy_text(request.policy)
         await audited_change(self._audit, context, "attestation_policy.set", {"policy_id": request.policy_id},
                              digest(text.encode()), lambda: self._service.set_policy(request.policy_id, text))
         return pb.SetPolicyResponse()

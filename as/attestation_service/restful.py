@@ -33,13 +33,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from attestation_service.core.policy import decode_policy_text
 from attestation_service.core.request import VerificationRequest
 from attestation_service.service import AttestationService
 from trustee_common import errors as e
 from trustee_common.audit import AuditSink
-from trustee_common.audit_events import change_event, digest
-from trustee_common.b64 import url_decode
+from trustee_common.audit_events import digest
 from trustee_common.bounded import loads_json
+from trustee_common.grpc_audit import audited
 from trustee_common.grpc_tls import WriteAccess, write_refusal
 
 logger = logging.getLogger(__name__)
@@ -144,17 +145,9 @@ def policy_writer(access: WriteAccess, audit: AuditSink) -> Handler:
         policy_id, encoded = body.get("policy_id"), body.get("policy")
         if not isinstance(policy_id, str) or not isinstance(encoded, str):
             raise e.MalformedRequestError('request body: must be {"policy_id": "...", "policy": "<base64url>"}')
-        try:
-            text = url_decode(encoded, "policy").decode("utf-8")
-        except UnicodeDecodeError:
-            raise e.MalformedRequestError("policy: not UTF-8 text") from None
-        origin, target, content = {"peer": request.remote or ""}, {"policy_id": policy_id}, digest(text.encode())
-        try:
-            await request.app[SERVICE].set_policy(policy_id, text)
-        except e.TrusteeError as exc:
-            audit.best_effort(change_event("attestation_policy.set", "failed", origin, target=target, content=content, error=exc))
-            raise
-        audit.must(change_event("attestation_policy.set", "ok", origin, target=target, content=content))
+        text = decode_policy_text(encoded)
+        await audited(audit, request.remote or "", "attestation_policy.set", {"policy_id": policy_id}, digest(text.encode()),
+                      lambda: request.app[SERVICE].set_policy(policy_id, text))
         return web.Response()
 
     return set_policy
