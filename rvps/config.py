@@ -50,7 +50,7 @@ from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import parse_listen_address
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import ConfigTable, collecting_warnings, load_config_file, log_warnings
+from trustee_common.config import ConfigTable, collecting_warnings, log_warnings, parse_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.storage import StorageConfig
 from trustee_common.tls_config import ServerTls, parse_server_tls
@@ -84,11 +84,7 @@ class RvpsConfig:
         """The config in the file at `path` (defaults without one)."""
         if path is None:
             return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH))
-        data = load_config_file(path)
-        try:
-            return cls.parse(data, path.parent, source=str(path))
-        except ConfigError as exc:
-            raise ConfigError(f"config {path}: {exc.detail}") from None
+        return parse_config_file(path, lambda data, base, source: cls.parse(data, base, source=source))
 
     @classmethod
     def parse(cls, data: dict[str, Any], base: Path, where: str = "config", *, source: str | None = None) -> RvpsConfig:

@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from trustee_common.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The lists of the `collecting_warnings()` blocks in progress (innermost last).
 _collectors: list[list[str]] = []
@@ -69,6 +71,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table")
     return data
+
+
+def parse_config_file(path: Path, parse: Callable[[dict[str, Any], Path, str], T]) -> T:
+    """`parse(data, folder, path)` of the file at `path`; its `ConfigError`s are prefixed with `config <path>: ` once."""
+    data = load_config_file(path)
+    try:
+        return parse(data, path.parent, str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"config {path}: {exc.detail}") from None
 
 
 class ConfigTable:

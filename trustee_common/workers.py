@@ -177,11 +177,10 @@ class _Worker:
     restart_at: float | None = None
 
 
-def remove_stale_metrics_dirs(name: str, tmp: str | None = None) -> list[str]:
+def remove_stale_metrics_dirs(name: str) -> list[str]:
     """Remove the metrics folders an earlier `name` supervisor left when it was killed (its pid gone); their paths."""
     removed = []
-    base = Path(tmp or tempfile.gettempdir())
-    for path in base.glob(f"{name}-metrics-*-*"):
+    for path in Path(tempfile.gettempdir()).glob(f"{name}-metrics-*-*"):
         pid = path.name.removeprefix(f"{name}-metrics-").split("-", 1)[0]
         if not pid.isdigit() or not path.is_dir() or path.stat().st_uid != os.getuid() or _alive(int(pid)):
             continue
@@ -213,7 +212,8 @@ class Supervisor:
 
     def run(self) -> int:
         self._install_signals()
-        remove_stale_metrics_dirs(self.name)
+        for stale in remove_stale_metrics_dirs(self.name):
+            logger.info("%s: removed %s, left by a supervisor that was killed", self.name, stale)
         self.metrics_dir = tempfile.mkdtemp(prefix=f"{self.name}-metrics-{os.getpid()}-")  # mode 0700
         try:
             self.workers = [_Worker(i) for i in range(self.count)]

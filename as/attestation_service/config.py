@@ -108,7 +108,7 @@ from rvps.core.extractors import check_extractors_table
 from rvps.core.limits import ReferenceValueLimits
 from trustee_common.addresses import grpc_endpoint, parse_listen_address
 from trustee_common.audit import AuditConfig, audit_config
-from trustee_common.config import ConfigTable, collecting_warnings, config_warning, load_config_file, log_warnings
+from trustee_common.config import ConfigTable, collecting_warnings, config_warning, log_warnings, parse_config_file
 from trustee_common.errors import ConfigError
 from trustee_common.rego import PolicyEngineConfig
 from trustee_common.storage import StorageConfig
@@ -227,11 +227,7 @@ class AsConfig:
         """The config in the file at `path` (defaults without one); `quiet`: no warning line (a worker: its supervisor logged it)."""
         if path is None:
             return cls(StorageConfig(sqlite_path=NO_CONFIG_SQLITE_PATH), RvpsSettings(), TokenSettings())
-        data = load_config_file(path)
-        try:
-            return cls.parse(data, path.parent, source=str(path), quiet=quiet)
-        except ConfigError as exc:
-            raise ConfigError(f"config {path}: {exc.detail}") from None
+        return parse_config_file(path, lambda data, base, source: cls.parse(data, base, source=source, quiet=quiet))
 
     @classmethod
     def parse(cls, data: dict[str, Any], base: Path, where: str = "config", *, source: str | None = None,
