@@ -26,15 +26,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError
-from trustee_common.jwe_encrypt import CEK_BYTES, CONTENT_ENCRYPTION, EC_ALG, IV_BYTES, TAG_BYTES, other_info
+from trustee_common.jwe_encrypt import CEK_BYTES, CONTENT_ENCRYPTION, EC_ALG, IV_BYTES, TAG_BYTES, ecdh_es_a256kw_kek
 
 _MEMBERS = frozenset({"protected", "encrypted_key", "iv", "ciphertext", "tag"})
 _OPTIONAL_MEMBERS = frozenset({"aad", "header"})
@@ -74,7 +72,7 @@ def _open(key: ec.EllipticCurvePrivateKey, envelope: Mapping[str, Any]) -> bytes
         raise ValueError(f"epk coordinates must be {size} bytes")
     peer = ec.EllipticCurvePublicKey.from_encoded_point(key.curve, b"\x04" + x + y)  # ValueError off the curve
     shared = key.exchange(ec.ECDH(), peer)
-    kek = ConcatKDFHash(hashes.SHA256(), length=CEK_BYTES, otherinfo=other_info(EC_ALG, CEK_BYTES * 8)).derive(shared)
+    kek = ecdh_es_a256kw_kek(shared)
     try:
         cek = aes_key_unwrap(kek, _decode(envelope["encrypted_key"], "encrypted_key"))
     except InvalidUnwrap:

@@ -75,14 +75,19 @@ def _ecdh_es_a256kw(key: ec.EllipticCurvePublicKey, cek: bytes) -> tuple[dict[st
         raise ValueError(f"curve {key.curve.name} is not supported")
     ephemeral = ec.generate_private_key(key.curve)
     shared = ephemeral.exchange(ec.ECDH(), key)
-    kek = ConcatKDFHash(hashes.SHA256(), length=CEK_BYTES, otherinfo=other_info(EC_ALG, CEK_BYTES * 8)).derive(shared)
+    kek = ecdh_es_a256kw_kek(shared)
     size = (key.curve.key_size + 7) // 8
     numbers = ephemeral.public_key().public_numbers()
     epk = {"crv": crv, "kty": "EC", "x": url_encode(numbers.x.to_bytes(size, "big")), "y": url_encode(numbers.y.to_bytes(size, "big"))}
     return epk, aes_key_wrap(kek, cek)
 
 
-def other_info(algorithm_id: str, keydatalen_bits: int) -> bytes:
+def ecdh_es_a256kw_kek(shared: bytes) -> bytes:
+    """The A256KW key-wrapping key from an ECDH shared secret (RFC 7518 4.6: Concat KDF, SHA-256, AlgorithmID = alg)."""
+    return ConcatKDFHash(hashes.SHA256(), length=CEK_BYTES, otherinfo=_other_info(EC_ALG, CEK_BYTES * 8)).derive(shared)
+
+
+def _other_info(algorithm_id: str, keydatalen_bits: int) -> bytes:
     """RFC 7518 4.6.2 OtherInfo with empty PartyUInfo and PartyVInfo."""
     alg = algorithm_id.encode("ascii")
     return struct.pack(">I", len(alg)) + alg + struct.pack(">I", 0) + struct.pack(">I", 0) + struct.pack(">I", keydatalen_bits)
