@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwcrypto import jwe, jwk
 from jwcrypto.common import JWException
 
-from trustee_common.b64 import url_decode, url_encode
+from trustee_common.b64 import url_decode
 from trustee_common.errors import MalformedRequestError, TrusteeError
 from trustee_common.jwe_decrypt import open_ec
-from trustee_common.jwe_encrypt import CONTENT_ENCRYPTION, EC_ALG, RecipientKey
+from trustee_common.jwe_encrypt import CONTENT_ENCRYPTION, EC_ALG, RecipientKey, ec_point
 from trustee_common.jwe_encrypt import encrypt as jwe_encrypt
 from trustee_common.lru import BoundedLru
 
@@ -55,7 +55,6 @@ KEY_ALGORITHMS = ("ECDH-ES+A256KW-P256", "ECDH-ES+A256KW-P521", "RSA-OAEP-256")
 KEY_CACHE_SIZE = 256
 _KEY_MEMBERS = ("kty", "crv", "x", "y", "n", "e", "alg")
 _CURVES = {"P-256": ec.SECP256R1(), "P-521": ec.SECP521R1()}
-_CURVE_NAMES = {"secp256r1": "P-256", "secp521r1": "P-521"}
 
 
 class JweError(TrusteeError):
@@ -231,10 +230,8 @@ class TeeKeyPair:
     def public_jwk(self) -> dict[str, Any]:
         """The `tee-pubkey` object, with upstream's key set."""
         if self._ec is not None:
-            numbers = self._ec.public_key().public_numbers()
-            size = (self._ec.curve.key_size + 7) // 8
-            return {"kty": "EC", "crv": _CURVE_NAMES[self._ec.curve.name], "x": url_encode(numbers.x.to_bytes(size, "big")),
-                    "y": url_encode(numbers.y.to_bytes(size, "big")), "alg": self.alg}
+            crv, x, y = ec_point(self._ec.public_key())
+            return {"kty": "EC", "crv": crv, "x": x, "y": y, "alg": self.alg}
         public: dict[str, Any] = json.loads(self._key.export_public())
         keep = ("kty", "crv", "x", "y") if public["kty"] == "EC" else ("kty", "n", "e")
         result = {k: public[k] for k in keep}

@@ -70,16 +70,20 @@ def _rsa_padding(alg: str) -> padding.AsymmetricPadding:
 
 
 def _ecdh_es_a256kw(key: ec.EllipticCurvePublicKey, cek: bytes) -> tuple[dict[str, str], bytes]:
-    crv = _CURVE_NAMES.get(key.curve.name)
-    if crv is None:
+    if key.curve.name not in _CURVE_NAMES:
         raise ValueError(f"curve {key.curve.name} is not supported")
     ephemeral = ec.generate_private_key(key.curve)
     shared = ephemeral.exchange(ec.ECDH(), key)
     kek = ecdh_es_a256kw_kek(shared)
+    crv, x, y = ec_point(ephemeral.public_key())
+    return {"crv": crv, "kty": "EC", "x": x, "y": y}, aes_key_wrap(kek, cek)
+
+
+def ec_point(key: ec.EllipticCurvePublicKey) -> tuple[str, str, str]:
+    """(JWK `crv`, `x`, `y`) of an EC public key: base64url coordinates at the curve's full width (RFC 7518 6.2.1)."""
     size = (key.curve.key_size + 7) // 8
-    numbers = ephemeral.public_key().public_numbers()
-    epk = {"crv": crv, "kty": "EC", "x": url_encode(numbers.x.to_bytes(size, "big")), "y": url_encode(numbers.y.to_bytes(size, "big"))}
-    return epk, aes_key_wrap(kek, cek)
+    numbers = key.public_numbers()
+    return _CURVE_NAMES[key.curve.name], url_encode(numbers.x.to_bytes(size, "big")), url_encode(numbers.y.to_bytes(size, "big"))
 
 
 def ecdh_es_a256kw_kek(shared: bytes) -> bytes:
