@@ -27,6 +27,12 @@ def validate_key(namespace: str, key: str) -> None:
         raise MalformedRequestError(f"invalid storage key {key!r}")
 
 
+def validate_items(namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+    """`validate_key` for every key of a `put_many`, before anything is written."""
+    for key, _, _ in items:
+        validate_key(namespace, key)
+
+
 class KeyValueStore(Protocol):
     """Namespaced bytes store. Every write is atomic: a reader sees the old or the new value."""
 

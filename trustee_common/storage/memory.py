@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from trustee_common.storage.base import Entry, validate_key, validate_namespace
+from trustee_common.storage.base import Entry, validate_items, validate_key, validate_namespace
 
 
 class MemoryStore:
@@ -34,8 +34,7 @@ class MemoryStore:
         return True
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
-        for key, _, _ in items:
-            validate_key(namespace, key)
+        validate_items(namespace, items)
         for key, value, expires_at in items:
             self._data[(namespace, key)] = (bytes(value), expires_at)
 

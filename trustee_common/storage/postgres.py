@@ -29,7 +29,7 @@ from psycopg import conninfo, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from trustee_common.errors import MalformedRequestError, StorageError
-from trustee_common.storage.base import Entry, validate_key, validate_namespace
+from trustee_common.storage.base import Entry, validate_items, validate_key, validate_namespace
 from trustee_common.storage.urls import redact_url
 
 logger = logging.getLogger(__name__)
@@ -185,8 +185,7 @@ class PostgresStore:
         return await self._run(namespace, op)
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
-        for key, _, _ in items:
-            validate_key(namespace, key)
+        validate_items(namespace, items)
         query = _UPSERT.format(t=_table(namespace))
         rows = [(key, bytes(value), expires_at) for key, value, expires_at in items]
 

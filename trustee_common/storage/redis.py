@@ -18,7 +18,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from trustee_common.errors import StorageError
-from trustee_common.storage.base import Entry, validate_key, validate_namespace
+from trustee_common.storage.base import Entry, validate_items, validate_key, validate_namespace
 from trustee_common.storage.urls import redact_url
 
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -72,8 +72,7 @@ class RedisStore:
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
         """One MULTI/EXEC: all entries or none; an entry already expired removes its key (as `put`)."""
-        for key, _, _ in items:
-            validate_key(namespace, key)
+        validate_items(namespace, items)
         now = time.time()
         try:
             async with self._redis.pipeline(transaction=True) as pipe:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from trustee_common.errors import StorageError
-from trustee_common.storage.base import Entry, validate_key, validate_namespace
+from trustee_common.storage.base import Entry, validate_items, validate_key, validate_namespace
 
 T = TypeVar("T")
 
@@ -124,6 +124,9 @@ def import_once(path: Path, source: str, read: Callable[[], list[ImportRow]]) ->
         conn.close()
 
 
+_UPSERT = "INSERT OR REPLACE INTO kv(namespace, key, value, expires_at) VALUES (?,?,?,?)"
+
+
 class _BusyError(Exception):
     """The inline connection found the database locked by another process."""
 
@@ -202,7 +205,7 @@ class SqliteStore:
             if not overwrite and self._live(conn, namespace, key) is not None:
                 return False
             conn.execute(
-                "INSERT OR REPLACE INTO kv(namespace, key, value, expires_at) VALUES (?,?,?,?)",
+                _UPSERT,
                 (namespace, key, bytes(value), expires_at),
             )
             return True
@@ -210,10 +213,9 @@ class SqliteStore:
         return await self._run(op)
 
     async def put_many(self, namespace: str, items: Sequence[tuple[str, bytes, float | None]]) -> None:
-        for key, _, _ in items:
-            validate_key(namespace, key)
+        validate_items(namespace, items)
         rows = [(namespace, key, bytes(value), expires_at) for key, value, expires_at in items]
-        await self._run(lambda c: c.executemany("INSERT OR REPLACE INTO kv(namespace, key, value, expires_at) VALUES (?,?,?,?)", rows))
+        await self._run(lambda c: c.executemany(_UPSERT, rows))
 
     async def delete(self, namespace: str, key: str) -> bool:
         validate_key(namespace, key)
