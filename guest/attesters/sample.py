@@ -21,7 +21,19 @@ from trustee_common.b64 import std_encode
 from trustee_common.errors import AttestationError
 
 
-class SampleAttester:
+class SampleDeviceAttester:
+    """The device variant: evidence only (a device binds no init-data; the primary TEE does)."""
+
+    tee = "sampledevice"
+    svn = "2"
+
+    def get_evidence(self, report_data: bytes) -> dict[str, Any]:
+        return {"svn": self.svn, "report_data": std_encode(report_data)}
+
+
+class SampleAttester(SampleDeviceAttester):
+    """The primary sample TEE: the device's evidence, plus the bound init-data digest."""
+
     tee = "sample"
     svn = "1"
 
@@ -29,7 +41,7 @@ class SampleAttester:
         self.init_data_digest: bytes | None = None
 
     def get_evidence(self, report_data: bytes) -> dict[str, Any]:
-        evidence = {"svn": self.svn, "report_data": std_encode(report_data)}
+        evidence = super().get_evidence(report_data)
         if self.init_data_digest is not None:
             evidence["init_data"] = std_encode(self.init_data_digest)
         return evidence
@@ -38,16 +50,3 @@ class SampleAttester:
         if self.init_data_digest is not None and self.init_data_digest != digest:
             raise AttestationError("sample attester: a different init-data digest is already bound")
         self.init_data_digest = digest
-
-
-class SampleDeviceAttester(SampleAttester):
-    """A device: binds no init-data (its evidence has no such field)."""
-
-    tee = "sampledevice"
-    svn = "2"
-
-    def get_evidence(self, report_data: bytes) -> dict[str, Any]:
-        return {"svn": self.svn, "report_data": std_encode(report_data)}
-
-    def bind_init_data(self, digest: bytes) -> None:
-        raise AttestationError("sampledevice attester: init-data is bound by the primary TEE, not a device")
