@@ -71,11 +71,16 @@ class PolicyStore:
 
     def spec(self, text: str) -> PolicySpec:
         """The spec of `text`, reusing the last one (its digests, its path form) while the policy is unchanged."""
-        if self._last is None or self._last.text != text:
-            self._last = resource_policy_spec(text)
-            self.text_sha256 = hashlib.sha256(text.encode()).hexdigest()
-            self.path_form = path_form(text)
-        return self._last
+        last = self._last
+        if last is None or last.text != text:
+            last = resource_policy_spec(text)
+            self._remember(last, path_form(text))
+        return last
+
+    def _remember(self, spec: PolicySpec, form: PathForm) -> None:
+        self._last = spec
+        self.text_sha256 = hashlib.sha256(spec.text.encode()).hexdigest()
+        self.path_form = form
 
     async def install_default(self, text: str) -> None:
         """Store the built-in policy unless one is stored; an unchanged superseded default is upgraded."""
@@ -110,9 +115,11 @@ class PolicyStore:
             text = url_decode(body["policy"], "policy").decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedRequestError("policy: not UTF-8 text") from None
-        await self.engine.compile(resource_policy_spec(text))
+        spec = resource_policy_spec(text)
+        await self.engine.compile(spec)
         await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode())
         form, undecoded = await asyncio.to_thread(lambda: (path_form(text), undecoded_warning(text)))  # a big text: not on the loop
+        self._remember(spec, form)  # this worker's next request reads the text it just stored: no second reading
         logger.info("resource policy replaced (%d bytes); %s", len(text), describe(form))
         if form.mixed:
             logger.warning("the resource policy uses data[\"resource-path\"] both as a list and as a string; "
