@@ -12,7 +12,9 @@ Flow scenarios run closed loop at each --clients count and open loop at each
 --rates rate plus 2x the measured capacity, and report flows/s, latency
 p50/p95/p99, CPU per flow of each server process tree and of the load
 generator, peak RSS per server, and efficiency = floor / server CPU per flow
-(the floor, `bench.floor`, timed in this process in the same run). Each
+(the floor, `bench.floor`, timed in this process in the same run), and the
+framework floor (`bench.framework`: bare aiohttp and grpc.aio servers doing a
+flow's requests with empty handlers) with the efficiency ceiling it leaves. Each
 scenario writes <out>/<scenario>.json (and a .png chart for flow scenarios).
 `--quick` (flow, small scale, verify-tdx when no scenario is named) takes
 under a minute. The exit status is 1 when any flow failed (a 503 refusal in

@@ -62,6 +62,11 @@ def flow_table(result: dict[str, Any]) -> str:
                          f"{row['server_cpu_ms_per_flow']:.2f} |")
     pieces = ", ".join(f"{name} {value:.0f}" for name, value in floor.items() if name != "total")
     lines += ["", f"floor {floor['total']:.0f} us CPU per flow ({pieces}); peak RSS: {_rss(result)}"]
+    if "framework_us" in result:
+        bare = result["framework_us"]
+        parts = ", ".join(f"{name} {value:.0f}" for name, value in bare.items() if name != "total")
+        lines.append(f"framework floor {bare['total']:.0f} us CPU per flow ({parts}): efficiency ceiling with these frameworks "
+                     f"{result['efficiency_ceiling']:.2f}")
     return "\n".join(lines)
 
 

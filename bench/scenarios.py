@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import floor, load
+from bench import floor, framework, load
 from bench.client import ALLOW_ALL, admin
 from bench.cluster import Cluster
 from bench.procstat import CpuMeter, RssSampler
@@ -51,6 +51,8 @@ class Settings:
     open_seconds: float = 10.0
     poisson: bool = True
     floor_rounds: int = 300
+    #: Flows through the bare frameworks (`bench.framework`).
+    framework_flows: int = 2000
     warmup_flows: int = 8
     workers: int = 1
     #: Extra `[http_server]` keys of the KBS, e.g. (("max_in_flight_requests", 16),).
@@ -59,7 +61,8 @@ class Settings:
     policy_engine: tuple[tuple[str, Any], ...] = ()
 
 
-QUICK = Settings(clients=(1, 16), flows=24, rates=(50.0,), capacity_multiples=(), open_seconds=1.5, floor_rounds=10, warmup_flows=2)
+QUICK = Settings(clients=(1, 16), flows=24, rates=(50.0,), capacity_multiples=(), open_seconds=1.5, floor_rounds=10,
+                 framework_flows=100, warmup_flows=2)
 
 
 def server_pids(cluster: Cluster) -> dict[str, int]:
@@ -168,6 +171,8 @@ async def flow_run(cluster: Cluster, settings: Settings, *, open_loop: bool = Tr
     pids = server_pids(cluster)
     floor_us = floor.measure(settings.floor_rounds)
     progress(f"floor {floor_us['total']} us per flow")
+    framework_us = await framework.measure(settings.framework_flows, grpc_hop=not cluster.builtin_as)
+    progress(f"framework floor {framework_us['total']} us per flow")
     await load.warm_up(url, settings.warmup_flows)
     with RssSampler(pids) as rss:
         probe = Probe(pids, rss, floor_us["total"])
@@ -179,7 +184,9 @@ async def flow_run(cluster: Cluster, settings: Settings, *, open_loop: bool = Tr
     floor_us = floor.least(*floor_runs)
     for row in (*closed, *opened):
         row["efficiency"] = efficiency(floor_us["total"], row["server_cpu_ms_per_flow"])
-    return {"floor_us": floor_us, "floor_us_runs": floor_runs, "closed_loop": closed, "open_loop": opened, "capacity_flows_per_s": capacity,
+    return {"floor_us": floor_us, "floor_us_runs": floor_runs, "framework_us": framework_us,
+            "efficiency_ceiling": framework.ceiling(floor_us["total"], framework_us["total"]),
+            "closed_loop": closed, "open_loop": opened, "capacity_flows_per_s": capacity,
             "peak_rss_mib": rss.peaks_mib(), "arrivals": "poisson" if settings.poisson else "fixed-interval"}
 
 

@@ -23,3 +23,16 @@ def test_benchmark_runs_every_kind_of_scenario(postgres_server: PostgresServer, 
     rows = json.loads(out.read_text())
     assert [(r["storage"], r["replicas"], r["flows"]) for r in rows] == [("embedded", 1, 3), ("postgres", 2, 3)]
     assert "| embedded | 1 |" in result.stdout and "| postgres | 2 |" in result.stdout
+
+
+async def test_framework_floor_drives_both_bare_servers() -> None:
+    from bench import framework
+
+    with_grpc = await framework.measure(40)
+    http_only = await framework.measure(40, grpc_hop=False)
+    assert set(with_grpc) == {"http_server", "grpc_client", "grpc_server", "total"}
+    assert set(http_only) == {"http_server", "total"}
+    assert all(value > 0 for value in with_grpc.values())
+    assert with_grpc["total"] == pytest.approx(sum(v for k, v in with_grpc.items() if k != "total"), abs=0.2)
+    assert framework.ceiling(800.0, 800.0) == 0.5
+    assert framework.ceiling(0.0, 0.0) == 0.0
