@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import os
 import signal
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import Any
 from bench import report
 from bench.scenarios import QUICK, QUICK_SCALE, Errors, ScaleSettings, Settings, flow, flow_builtin, flow_postgres, progress, scale
 from bench.verify import DEFAULT_CORPUS, TEES, verify
+from trustee_common.workers import available_cores, default_as_workers
 
 FLOWS = ("flow", "flow-builtin", "flow-postgres", "scale")
 SCENARIOS = (*FLOWS, *(f"verify-{tee}" for tee in TEES))
@@ -68,8 +68,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", type=numbers(float), help="open-loop arrival rates, flows/s (default 100,200,300; plus 2x capacity)")
     p.add_argument("--open-seconds", type=float, help="duration of each open-loop rate (default 10)")
     p.add_argument("--arrivals", choices=("poisson", "fixed"), default="poisson", help="open-loop arrival process (default poisson)")
-    p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
-                   help="worker processes per KBS and AS (their --workers; default: the available cores, as `trustee run`)")
+    p.add_argument("--workers", type=int,
+                   help="worker processes per KBS and AS (their --workers; default as `trustee run`: the available cores for "
+                        "the KBS, half of them for the AS)")
     p.add_argument("--kbs-http", type=http_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="extra [http_server] key of the KBS, VALUE in TOML (e.g. max_in_flight_requests=16); repeatable")
     p.add_argument("--policy-engine", type=http_setting, action="append", default=[], metavar="KEY=VALUE",
@@ -98,7 +99,8 @@ def http_setting(text: str) -> tuple[str, Any]:
 def settings(args: argparse.Namespace) -> tuple[Settings, ScaleSettings]:
     base = QUICK if args.quick else Settings()
     scale_settings = QUICK_SCALE if args.quick else ScaleSettings()
-    changes: dict[str, Any] = {"workers": args.workers, "poisson": args.arrivals == "poisson", "kbs_http": tuple(args.kbs_http),
+    workers = {"workers": available_cores(), "as_workers": default_as_workers()} if args.workers is None else {"workers": args.workers}
+    changes: dict[str, Any] = {**workers, "poisson": args.arrivals == "poisson", "kbs_http": tuple(args.kbs_http),
                                "policy_engine": tuple(args.policy_engine)}
     for name in ("clients", "flows", "rates", "open_seconds"):
         if getattr(args, name) is not None:
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, stop)  # unwind, so the started servers are stopped too
-    if args.workers < 1 or (args.flows is not None and args.flows < 1) or (args.open_seconds is not None and args.open_seconds <= 0):
+    too_few_workers = args.workers is not None and args.workers < 1
+    if too_few_workers or (args.flows is not None and args.flows < 1) or (args.open_seconds is not None and args.open_seconds <= 0):
         p.error("--workers and --flows must be at least 1, --open-seconds positive")
     names = chosen(args, p)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -119,6 +119,11 @@ class Service:
             self.kill()
 
 
+def ready_text(workers: int) -> str | None:
+    """What a supervisor of several workers logs once all listen (`trustee_common.workers`)."""
+    return None if workers == 1 else f"{workers} workers ready"
+
+
 @dataclass
 class Cluster:
     """RVPS, AS replicas and KBS replicas under `root`; use as a context manager."""
@@ -131,8 +136,10 @@ class Cluster:
     session_timeout_minutes: float | None = None
     #: Give each AS replica its own token-signing key, issued by the one CA the KBSs trust (instead of one shared key).
     signer_per_as: bool = False
-    #: `--workers` of every AS and KBS (processes sharing each replica's port).
+    #: `--workers` of every KBS (processes sharing each replica's port), and of every AS unless `as_workers` is set.
     workers: int = 1
+    #: `--workers` of every AS (None: `workers`).
+    as_workers: int | None = None
     #: Extra `[http_server]` keys of every KBS (`python -m bench --kbs-http KEY=VALUE`).
     kbs_http: dict[str, Any] = field(default_factory=dict)
     #: Extra `[policy_engine]` keys of every KBS and AS (`python -m bench --policy-engine KEY=VALUE`).
@@ -160,22 +167,21 @@ class Cluster:
                             self.rvps_port, logs / "rvps.log")
         for i, port in enumerate(self.as_ports):
             argv = [str(BIN / "grpc-as"), "--config-file", str(as_configs[i]), "--socket", f"{LOOPBACK}:{port}",
-                    "--workers", str(self.workers)]
-            self.attestation.append(Service(f"as{i}", argv, port, logs / f"as{i}.log", ready_text=self.ready_text))
+                    "--workers", str(self.as_count)]
+            self.attestation.append(Service(f"as{i}", argv, port, logs / f"as{i}.log", ready_text=ready_text(self.as_count)))
         for i, port in enumerate(self.kbs_ports):
             config_path = self.paths.kbs_dir / f"replica-{i}.toml"
             config_path.write_text(dumps(self.kbs_config(port, self.as_ports[i % self.as_replicas])))
             self.kbs.append(Service(f"kbs{i}", [str(BIN / "kbs"), "--config-file", str(config_path),
                                                   "--workers", str(self.workers)], port, logs / f"kbs{i}.log",
-                                    ready_text=self.ready_text))
+                                    ready_text=ready_text(self.workers)))
         self.services = [*self.kbs] if self.builtin_as else [self.rvps, *self.attestation, *self.kbs]
         if self.builtin_as:
             self.attestation = []
 
     @property
-    def ready_text(self) -> str | None:
-        """What a supervisor of several workers logs once all listen (`trustee_common.workers`)."""
-        return None if self.workers == 1 else f"{self.workers} workers ready"
+    def as_count(self) -> int:
+        return self.workers if self.as_workers is None else self.as_workers
 
     def as_replica_config(self, index: int) -> Path:
         """The shared AS config, or with `signer_per_as` one naming a signing key of this replica's own."""

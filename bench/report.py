@@ -61,7 +61,8 @@ def flow_table(result: dict[str, Any]) -> str:
                          f"{row.get('max_request_wait_ms', 0):.0f} | {row.get('generator_max_lag_ms', 0):.0f} | "
                          f"{row['server_cpu_ms_per_flow']:.2f} |")
     pieces = ", ".join(f"{name} {value:.0f}" for name, value in floor.items() if name != "total")
-    lines += ["", f"floor {floor['total']:.0f} us CPU per flow ({pieces}); peak RSS: {_rss(result)}"]
+    workers = ", ".join(f"{name} {count}" for name, count in result.get("workers", {}).items())
+    lines += ["", f"floor {floor['total']:.0f} us CPU per flow ({pieces}); peak RSS: {_rss(result)}; worker processes: {workers}"]
     if "framework_us" in result:
         bare = result["framework_us"]
         parts = ", ".join(f"{name} {value:.0f}" for name, value in bare.items() if name != "total")

@@ -55,6 +55,8 @@ class Settings:
     framework_flows: int = 2000
     warmup_flows: int = 8
     workers: int = 1
+    #: `--workers` of the AS (None: `workers`).
+    as_workers: int | None = None
     #: Extra `[http_server]` keys of the KBS, e.g. (("max_in_flight_requests", 16),).
     kbs_http: tuple[tuple[str, Any], ...] = ()
     #: Extra `[policy_engine]` keys of the KBS and the AS, e.g. (("result_cache_entries", 0),).
@@ -187,7 +189,8 @@ async def flow_run(cluster: Cluster, settings: Settings, *, open_loop: bool = Tr
     return {"floor_us": floor_us, "floor_us_runs": floor_runs, "framework_us": framework_us,
             "efficiency_ceiling": framework.ceiling(floor_us["total"], framework_us["total"]),
             "closed_loop": closed, "open_loop": opened, "capacity_flows_per_s": capacity,
-            "peak_rss_mib": rss.peaks_mib(), "arrivals": "poisson" if settings.poisson else "fixed-interval"}
+            "peak_rss_mib": rss.peaks_mib(), "arrivals": "poisson" if settings.poisson else "fixed-interval",
+            "workers": {"KBS": cluster.workers, **({} if cluster.builtin_as else {"AS": cluster.as_count})}}
 
 
 @contextlib.contextmanager
@@ -205,7 +208,8 @@ def postgres_database(url: str | None) -> Iterator[str]:
 
 
 def cluster(root: Path, settings: Settings, storage_url: str | None = None, *, builtin_as: bool = False) -> Cluster:
-    return Cluster(root, storage_url=storage_url, workers=settings.workers, kbs_http=dict(settings.kbs_http),
+    return Cluster(root, storage_url=storage_url, workers=settings.workers, as_workers=settings.as_workers,
+                   kbs_http=dict(settings.kbs_http),
                    policy_engine=dict(settings.policy_engine), builtin_as=builtin_as)
 
 

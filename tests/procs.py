@@ -42,11 +42,12 @@ class Proc:
     """A started process; `stop()` sends SIGTERM to its group and waits."""
 
     def __init__(self, args: list[str], log: Path, *, port: int | None = None, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, timeout: float = 30.0) -> None:
+                 cwd: Path | None = None, timeout: float = 30.0, unset: tuple[str, ...] = ()) -> None:
+        """`env` is added to this process's environment; `unset` names variables taken out of the result."""
         self.args = args
         self.log = log
         self._logfh = log.open("ab")
-        full_env = {**os.environ, **(env or {})}
+        full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
         self.popen = subprocess.Popen(
             args, stdout=self._logfh, stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True
         )

@@ -90,14 +90,15 @@ def wait_output(proc: Proc, text: str, timeout: float = 10.0) -> str:
 class TrusteeRun:
     """A running `trustee run` with free ports and its own data directory."""
 
-    def __init__(self, data_dir: Path, log: Path, *, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, data_dir: Path, log: Path, *, extra: tuple[str, ...] = (), unset: tuple[str, ...] = ()) -> None:
+        """`unset`: environment variables the stack does not inherit (e.g. the suite's `TRUSTEE_WORKERS`)."""
         self.data_dir = data_dir
         self.kbs_port, self.as_port, self.rvps_port = free_ports(3)
         self.url = f"http://127.0.0.1:{self.kbs_port}"
         self.rvps_addr = f"127.0.0.1:{self.rvps_port}"
         args = [script("trustee"), "run", "--data-dir", str(data_dir), "--kbs-port", str(self.kbs_port),
                 "--as-port", str(self.as_port), "--rvps-port", str(self.rvps_port), *extra]
-        self.proc = Proc(args, log, port=self.kbs_port, env=clean_env(), timeout=START_TIMEOUT)
+        self.proc = Proc(args, log, port=self.kbs_port, env=clean_env(), timeout=START_TIMEOUT, unset=(*TOOL_ENV_VARS, *unset))
         self.banner = wait_output(self.proc, "Stop with Ctrl-C.")
 
     @property

@@ -174,6 +174,19 @@ def test_children_follow_a_killed_trustee(tmp_path: Path) -> None:
         stack.stop()
 
 
+def listening_processes(supervisor: int, port: int, expected: int) -> list[int]:
+    """The pids among `supervisor` and its children that listen on `port`, once there are `expected` of them."""
+    deadline = time.monotonic() + 60
+    while True:
+        root = psutil.Process(supervisor)
+        found = [p.pid for p in (root, *root.children())
+                 if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in p.net_connections("tcp"))]
+        if len(found) == expected:
+            return found
+        assert time.monotonic() < deadline, f"{expected} processes did not listen on {port}: {found}"
+        time.sleep(0.2)
+
+
 def test_workers_flag_runs_several_kbs_and_as_processes(tmp_path: Path) -> None:
     """`--workers 2`: the KBS and the AS each supervise two processes on their port; all follow a killed `trustee`."""
     stack = TrusteeRun(tmp_path / "trustee-data", tmp_path / "workers.log", extra=("--workers", "2"))
@@ -181,15 +194,7 @@ def test_workers_flag_runs_several_kbs_and_as_processes(tmp_path: Path) -> None:
     everything = list(supervisors.values())
     try:
         for name, port in (("kbs", stack.kbs_port), ("grpc-as", stack.as_port)):
-            deadline = time.monotonic() + 60
-            while True:
-                workers = [p for p in psutil.Process(supervisors[name]).children()
-                           if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in p.net_connections("tcp"))]
-                if len(workers) == 2:
-                    break
-                assert time.monotonic() < deadline, f"{name}: two workers did not listen on {port}"
-                time.sleep(0.2)
-            everything += [w.pid for w in workers]
+            everything += [pid for pid in listening_processes(supervisors[name], port, 2) if pid != supervisors[name]]
         os.kill(stack.proc.popen.pid, signal.SIGKILL)
         stack.proc.popen.wait(5)
         assert wait_gone(everything, 20.0) == []
@@ -197,6 +202,20 @@ def test_workers_flag_runs_several_kbs_and_as_processes(tmp_path: Path) -> None:
         for pid in everything:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        stack.stop()
+
+
+def test_default_workers_give_the_kbs_every_core_and_the_as_half(tmp_path: Path) -> None:
+    """No `--workers` and no `TRUSTEE_WORKERS`: a KBS process per core, an AS process per two cores (at least one)."""
+    cores = len(os.sched_getaffinity(0))
+    stack = TrusteeRun(tmp_path / "trustee-data", tmp_path / "default-workers.log", unset=("TRUSTEE_WORKERS",))
+    try:
+        as_config = tomllib.loads((stack.data_dir / "as" / "config.toml").read_text())
+        assert as_config["workers"] == max(1, cores // 2)
+        supervisors = {program_name(p): p for p in child_pids(stack.proc.popen.pid)}
+        assert len(listening_processes(supervisors["kbs"], stack.kbs_port, cores)) == cores
+        assert len(listening_processes(supervisors["grpc-as"], stack.as_port, max(1, cores // 2))) == max(1, cores // 2)
+    finally:
         stack.stop()
 
 

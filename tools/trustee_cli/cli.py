@@ -36,7 +36,7 @@ from trustee_cli.verify import add_verify_parser
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.logsetup import FORMATS
 from trustee_common.storage.factory import check_postgres_url
-from trustee_common.workers import check_count
+from trustee_common.workers import check_count, default_as_workers
 
 DEFAULT_DATA_DIR = "./trustee-data"
 DEFAULT_GUEST_DIR = "./trustee-guest"
@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="'sqlite' (default: embedded, under --data-dir) or a postgresql:// URL used by all three services")
     run.add_argument("--log-format", choices=FORMATS, help="log format of the three services (default: $TRUSTEE_LOG_FORMAT, else text)")
     run.add_argument("--workers", type=int, metavar="N",
-                     help="processes of the KBS and of the AS, each sharing its port (default: $TRUSTEE_WORKERS, else the available cores)")
+                     help="processes of the KBS and of the AS, each sharing its port (default: $TRUSTEE_WORKERS, else the available "
+                          "cores for the KBS and half of them for the AS)")
     run.add_argument("--as", dest="attestation", choices=("grpc", "builtin"), default="grpc",
                      help="grpc (default): AS and RVPS processes; builtin: the AS inside the KBS (coco_as_builtin), no AS or RVPS process")
     run.set_defaults(handler=cmd_run)
@@ -199,7 +200,7 @@ def cmd_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     settings = ServerSettings(args.host, args.kbs_port, args.as_port, args.rvps_port,
                               Path(args.tls_cert).absolute() if tls else None, Path(args.tls_key).absolute() if tls else None,
                               None if args.storage == "sqlite" else args.storage, args.tls, tuple(_san(parser, n) for n in args.tls_san),
-                              args.log_format, args.workers, args.attestation == "builtin")
+                              args.log_format, args.workers, args.attestation == "builtin", default_as_workers())
     return run_server(Path(args.data_dir), settings, insecure_http=args.insecure_http)
 
 

@@ -109,6 +109,9 @@ class ServerSettings:
     workers: int | None = None
     #: `--as builtin`: the AS inside the KBS (`coco_as_builtin`, BuiltIn RVPS in the KBS's storage); no AS or RVPS process.
     builtin_as: bool = False
+    #: The AS config's `workers` key (None: not written): `trustee run` writes half the cores
+    #: (`trustee_common.workers.default_as_workers`); `--workers` and `TRUSTEE_WORKERS` override it.
+    as_workers: int | None = None
 
     @property
     def https(self) -> bool:
@@ -183,6 +186,7 @@ def as_config(paths: ServerPaths, settings: ServerSettings) -> dict[str, Any]:
         "verifier_config": {"dcap_verifier": {"collateral_dir": str(paths.as_dir / "dcap-collateral")}},
         **_server_tls(paths, settings, "as"),
         "audit": {"path": str(paths.audit_log)},
+        **({} if settings.as_workers is None else {"workers": settings.as_workers}),
     }
 
 

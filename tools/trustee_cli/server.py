@@ -6,7 +6,8 @@ one's port is open), prints where everything is and the first
 `kbs-client` command to try, then waits (`trustee_cli.supervisor`).
 RVPS and AS always listen on 127.0.0.1; only the KBS uses `--host`. The
 KBS and the AS each run `--workers` processes (default: the available
-cores, `trustee_common.workers`); the RVPS runs one. With
+cores for the KBS, half of them for the AS, whose config `trustee_cli.configs`
+writes with that `workers` key; `trustee_common.workers`); the RVPS runs one. With
 `--tls` the KBS serves HTTPS and the KBS -> AS -> RVPS links use mutual TLS,
 all with certificates from a local CA (`trustee_cli.tls_material`). With
 `--as builtin` only the KBS runs, the AS inside it (`coco_as_builtin`).
