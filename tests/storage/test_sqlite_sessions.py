@@ -69,3 +69,38 @@ async def test_pop_is_single_use_across_processes(tmp_path: Path) -> None:
         assert await store.list_keys(NS) == []
     finally:
         await store.close()
+
+
+#: Each process opens every file of the list, all starting together on each file (the workers of one server starting).
+_OPENER = """
+import sys, time
+from pathlib import Path
+from trustee_common.storage.sqlite import SqliteStore
+folder, me, count, durable = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "durable"
+failed = 0
+for i in range(count):
+    (folder / f"ready-{i}-{me}").touch()
+    while len(list(folder.glob(f"ready-{i}-*"))) < int(sys.argv[5]):
+        time.sleep(0.001)
+    try:
+        SqliteStore(folder / f"store-{i}.sqlite3", durable=durable)
+    except Exception as exc:
+        failed += 1
+        print(f"{i}: {exc}", file=sys.stderr)
+print(failed)
+"""
+OPENERS = 3
+NEW_FILES = 60
+
+
+def test_processes_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    """Workers starting together on a fresh data directory race for the switch to WAL; SQLite tells the losers
+    `database is locked` at once (one open in ~25 failed before): every one must open the store."""
+    for mode in ("sessions", "durable"):
+        folder = tmp_path / mode
+        folder.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", _OPENER, str(folder), str(n), str(NEW_FILES), mode, str(OPENERS)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(OPENERS)]
+        results = [proc.communicate(timeout=120) for proc in procs]
+        assert [(proc.returncode, out.strip()) for proc, (out, _) in zip(procs, results, strict=True)] == [(0, "0")] * OPENERS, \
+            [err for _, err in results]

@@ -63,6 +63,36 @@ _PURGE = (
 )
 
 
+#: How long opening a store keeps retrying set-up statements that another process opening it holds up.
+OPEN_RETRY_SECONDS = 30.0
+_OPEN_RETRY_DELAY = 0.02
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _set_up(conn: sqlite3.Connection, synchronous: str, *extra: str) -> None:
+    """auto_vacuum, WAL and `synchronous` on `conn`, then the schema (and `extra` scripts).
+
+    Processes opening the same new file at once (the workers of one server) race for the switch to WAL,
+    and SQLite answers the loser `database is locked` at once instead of waiting its busy timeout:
+    the set-up is retried until it passes or `OPEN_RETRY_SECONDS` have gone by. Every step is idempotent.
+    """
+    deadline = time.monotonic() + OPEN_RETRY_SECONDS
+    while True:
+        try:
+            _enable_auto_vacuum(conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.executescript(";\n".join((_SCHEMA, *extra)))
+            return
+        except sqlite3.Error as exc:
+            if not _locked(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(_OPEN_RETRY_DELAY)
+
+
 def _enable_auto_vacuum(conn: sqlite3.Connection) -> None:
     """`auto_vacuum=INCREMENTAL`; takes effect on a new file at once, on an existing one after `VACUUM`."""
     if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
@@ -104,10 +134,7 @@ def import_once(path: Path, source: str, read: Callable[[], list[ImportRow]]) ->
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open SQLite store {path}: {exc}") from exc
     try:
-        _enable_auto_vacuum(conn)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(_SCHEMA + ";\n" + _IMPORT_TABLE)
+        _set_up(conn, "FULL", _IMPORT_TABLE)
         conn.execute("BEGIN IMMEDIATE")
         if conn.execute("SELECT 1 FROM trustee_import UNION ALL SELECT 1 FROM kv LIMIT 1").fetchone() is not None:
             return None
@@ -138,10 +165,7 @@ class SqliteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-            _enable_auto_vacuum(self._conn)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.executescript(_SCHEMA)
+            _set_up(self._conn, synchronous)
             self._inline: sqlite3.Connection | None = None
             if not durable:
                 self._inline = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=0)
