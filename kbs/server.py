@@ -41,7 +41,7 @@ from kbs.core.ports import AttestationServicePort
 from kbs.core.token import AttestationTokenVerifier, TokenTrust
 from kbs.freshness import AppraisalEpochGuard
 from kbs.http.app import make_app
-from kbs.http.errors import malformed_http_response
+from kbs.http.errors import malformed_http_response, raw_response
 from kbs.http.state import KbsState
 from kbs.https import server_context
 from kbs.intel_ta import IntelTrustAuthority
@@ -52,7 +52,7 @@ from kbs.protocol import RcarService
 from kbs.reports import ReportSink, load_report_signer, running
 from kbs.resources import AccessGate, PolicyStore, ResourceService
 from trustee_common.audit import AuditLog
-from trustee_common.errors import ConfigError
+from trustee_common.errors import ConfigError, ServerBusyError
 from trustee_common.http_serving import runner_options, serve_bounded
 from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
@@ -317,6 +317,13 @@ async def purge_sessions(rcar: RcarService, interval: float) -> None:
             logger.debug("purged %d expired entries", purged)
 
 
+def connection_refusal(http: HttpServerConfig) -> bytes:
+    """The 503 `ServerBusy` (with `Retry-After`) a connection above `max_connections` gets before it is closed."""
+    detail = (f"the KBS is at its limit of {http.limits.max_connections} connections; "
+              f"retry after {http.retry_after_seconds} s")
+    return raw_response(ServerBusyError(detail, retry_after=http.retry_after_seconds))
+
+
 @contextlib.asynccontextmanager
 async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSLContext | None) -> AsyncIterator[None]:
     http = config.http_server
@@ -331,7 +338,7 @@ async def running_site(app: web.Application, config: KbsConfig, context: ssl.SSL
     await runner.setup()
     try:
         binds = [(s.host, s.port) for s in http.sockets]
-        async with serve_bounded(runner, binds, http.limits, context, malformed=malformed_http_response):
+        async with serve_bounded(runner, binds, http.limits, context, malformed=malformed_http_response, busy=connection_refusal(http)):
             for socket in http.sockets:
                 logger.info("KBS listening on %s://%s", "http" if context is None else "https", socket)
             yield

@@ -13,8 +13,14 @@ thin protocol in front of aiohttp's request handler that:
 - at `max_connections`, makes room for a new connection by closing the
   oldest one that is still sending its first request headers (a client
   that trickles headers cannot starve clients that send whole requests);
-  only when every connection is past its headers is the new one refused
-  (closed at once);
+  only when every connection is past its headers is the new one refused:
+  given `busy` (a whole HTTP response, e.g. the KBS's 503 `ServerBusy` with
+  `Retry-After` and `Connection: close`), it is answered with that at once
+  and closed once the client has closed its side (at most
+  `REFUSAL_LINGER_SECONDS`; reading what the client sends meanwhile, so the
+  close never resets the answer away), so a client learns to come back later
+  instead of seeing a reset; at most `MAX_REFUSING` such answers are pending
+  at once, beyond them (and without `busy`) the connection is closed at once;
 - logs per-connection trouble as a rate-limited one-liner, never a traceback;
 - when given `malformed` (a function from a short reason to a response),
   answers a request aiohttp's parser refuses (a bad request line, a NUL byte
@@ -55,6 +61,10 @@ LOG_INTERVAL_SECONDS = 10.0
 #: (storage, gRPC, logs) and a burst of accepted sockets not yet refused (asyncio
 #: accepts up to its backlog, 100, in one go).
 FD_HEADROOM = 256
+#: Connections refused with the `busy` answer that may wait at once for their client to close (within FD_HEADROOM).
+MAX_REFUSING = 64
+#: How long a connection refused with the `busy` answer waits for its client to close before it is closed.
+REFUSAL_LINGER_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -123,10 +133,13 @@ def runner_options(limits: ConnectionLimits) -> dict[str, Any]:
 class _Gate:
     """Connection accounting shared by every protocol of one listener set."""
 
-    def __init__(self, limits: ConnectionLimits, cap: int) -> None:
+    def __init__(self, limits: ConnectionLimits, cap: int, busy: bytes | None = None) -> None:
         self.limits = limits
         self.cap = cap
+        self.busy = busy
         self.active = 0
+        #: Connections answered with `busy`, waiting for their client to close.
+        self.refusing = 0
         #: Connections still inside their header deadline, oldest first (eviction candidates at the cap).
         self.pending: dict[_BoundedProtocol, None] = {}
         self.report = _RateLimitedLog()
@@ -182,12 +195,16 @@ class _BoundedProtocol(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._tail = b""
         self._evicted = False
+        self._refusing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         if self._gate.active >= self._gate.cap and not self._gate.make_room():
             self._gate.report(f"refusing connections above max_connections ({self._gate.cap})")
-            self._transport.abort()
+            if self._gate.busy is not None and self._gate.refusing < MAX_REFUSING:
+                self._answer_busy(self._transport, self._gate.busy)
+            else:
+                self._transport.abort()
             return
         self._gate.active += 1
         self._deadline = asyncio.get_running_loop().call_later(self._gate.limits.header_read_timeout, self._expired)
@@ -196,6 +213,15 @@ class _BoundedProtocol(asyncio.Protocol):
         if self._handler_class is not None and type(self._inner) is RequestHandler:
             self._inner.__class__ = self._handler_class
         self._inner.connection_made(transport)
+
+    def _answer_busy(self, transport: asyncio.Transport, answer: bytes) -> None:
+        """Send `answer`, then wait (reading and dropping) for the client to close; abort after the linger time."""
+        self._refusing = True
+        self._gate.refusing += 1
+        transport.write(answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._deadline = asyncio.get_running_loop().call_later(REFUSAL_LINGER_SECONDS, transport.abort)
 
     def evict(self) -> None:
         """Closed to make room for a newer connection; counts as gone at once (the abort completes later)."""
@@ -233,6 +259,11 @@ class _BoundedProtocol(asyncio.Protocol):
         return None if self._inner is None else cast(bool | None, self._inner.eof_received())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refusing:
+            self._refusing = False
+            self._gate.refusing -= 1
+            self._disarm()
+            return
         if self._inner is None:
             return
         self._disarm()
@@ -292,11 +323,14 @@ async def serve_bounded(
     limits: ConnectionLimits,
     ssl_context: ssl.SSLContext | None = None,
     malformed: MalformedResponder | None = None,
+    busy: bytes | None = None,
 ) -> AsyncIterator[list[asyncio.Server]]:
-    """Listen on every `(host, port)` with `limits` until the block exits; `runner` must be set up."""
+    """Listen on every `(host, port)` with `limits` until the block exits; `runner` must be set up.
+
+    `busy`: the whole HTTP response a connection above the cap gets (module docstring); None: it is closed at once."""
     factory = runner.server
     assert factory is not None, "runner.setup() first"
-    gate = _Gate(limits, fit_fd_limit(limits.max_connections))
+    gate = _Gate(limits, fit_fd_limit(limits.max_connections), busy)
     handler_class = None if malformed is None else _handler_class(malformed)
     loop = asyncio.get_running_loop()
     quiet_loop_errors(loop)

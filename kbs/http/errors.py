@@ -15,6 +15,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -73,6 +74,18 @@ def error_response(error: e.TrusteeError) -> web.Response:
     if isinstance(error, e.ServerBusyError) and error.retry_after is not None:
         response.headers["Retry-After"] = str(math.ceil(error.retry_after))
     return response
+
+
+def raw_response(error: e.TrusteeError) -> bytes:
+    """`error_response(error)` as the bytes of a whole HTTP/1.1 response that closes its connection: the answer
+    to a connection refused before aiohttp reads it (`trustee_common.http_serving`, `busy`)."""
+    status = status_for(error)
+    body = json.dumps(error.to_json()).encode()
+    headers = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json; charset=utf-8",
+               f"Content-Length: {len(body)}", "Connection: close"]
+    if isinstance(error, e.ServerBusyError) and error.retry_after is not None:
+        headers.append(f"Retry-After: {math.ceil(error.retry_after)}")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + body
 
 
 def malformed_http_response(reason: str) -> web.Response:

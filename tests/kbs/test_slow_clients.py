@@ -3,13 +3,14 @@
 A connection that never finishes its request headers is closed after
 `header_read_timeout`; at `max_connections` the oldest connection still
 sending headers makes room for a new one, and only when none is slow are
-new connections closed at once; meanwhile `/healthz` answers, and nothing
+new connections refused (a 503 `ServerBusy` answer, then closed); meanwhile `/healthz` answers, and nothing
 logs a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import ssl
@@ -25,6 +26,7 @@ from tests.procs import Proc, free_port, script
 
 HEADER_TIMEOUT = 2.0
 MAX_CONNECTIONS = 40
+BUSY_TYPE = "https://github.com/confidential-containers/kbs/errors/ServerBusy"
 PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
 
 
@@ -104,7 +106,18 @@ def test_at_the_cap_the_oldest_slow_connection_makes_room(slow_kbs: Kbs) -> None
     wait_healthy(slow_kbs)
 
 
-def test_connections_above_the_cap_are_refused_when_none_is_slow(slow_kbs: Kbs) -> None:
+def read_to_eof(conn: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes `conn`."""
+    conn.settimeout(timeout)
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+def test_connections_above_the_cap_are_answered_busy_when_none_is_slow(slow_kbs: Kbs) -> None:
+    """Past the cap with no slow connection to evict, a new connection gets a 503 `ServerBusy` with `Retry-After`
+    (what a guest retries later) and is closed, instead of a reset; `requests` reads it as any answer."""
     time.sleep(0.5)
     idle: list[socket.socket] = []
     try:
@@ -113,14 +126,21 @@ def test_connections_above_the_cap_are_refused_when_none_is_slow(slow_kbs: Kbs) 
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert conn.recv(1024).startswith(b"HTTP/1.1 200")
             idle.append(conn)
-        extra = socket.create_connection(("127.0.0.1", slow_kbs.port), timeout=10)
-        with extra:
-            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            assert closed_by_server(extra, 5.0)
+        with socket.create_connection(("127.0.0.1", slow_kbs.port), timeout=10) as extra:
+            extra.sendall(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n\r\n{}")
+            head, _, body = read_to_eof(extra, 5.0).partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0] == "HTTP/1.1 503 Service Unavailable"
+        assert {"Retry-After: 1", "Connection: close", f"Content-Length: {len(body)}"} <= set(lines)
+        assert json.loads(body) == {"type": BUSY_TYPE,
+                                    "detail": f"the KBS is at its limit of {MAX_CONNECTIONS} connections; retry after 1 s"}
+        answer = requests.get(f"{slow_kbs.url}/kbs/v0/resource/default/key/one", timeout=10)
+        assert (answer.status_code, answer.headers["Retry-After"], answer.json()["type"]) == (503, "1", BUSY_TYPE)
     finally:
         for conn in idle:
             conn.close()
     wait_healthy(slow_kbs)
+    assert healthz(slow_kbs) == 200
 
 
 @pytest.mark.parametrize(
