@@ -43,6 +43,8 @@ RESOURCE_JWE = b"{" + b"j" * 500 + b"}"
 GRPC_REQUEST = b"r" * 1500
 GRPC_ANSWER = b"t" * 1300
 GRPC_METHOD = "/bench.Bare/Call"
+#: How long a bare server may take to listen.
+START_SECONDS = 60
 
 
 def _http_app() -> web.Application:
@@ -124,8 +126,11 @@ async def _with_child(kind: str, use: Callable[[int, int], Awaitable[tuple[float
     process = context.Process(target=_child, args=(kind, sender), daemon=True)
     process.start()
     try:
-        if not await asyncio.to_thread(receiver.poll, 60):
-            raise RuntimeError(f"the bare {kind} server did not start")
+        for _ in range(START_SECONDS * 10):
+            if await asyncio.to_thread(receiver.poll, 0.1) or process.exitcode is not None:
+                break
+        if not receiver.poll():
+            raise RuntimeError(f"the bare {kind} server did not start (exit status {process.exitcode})")
         port = int(receiver.recv())
         assert process.pid is not None
         return await use(process.pid, port)
