@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 
 import pytest
@@ -143,6 +144,27 @@ def test_collateral_verified_once_per_bundle() -> None:
     for _ in range(3):
         verify_tdx_quote(TdxVerificationInput(V4.quote, V4.now, V4.collateral), verifier)
     assert verifier.verifications == 1
+
+
+def test_signed_pck_chain_is_remembered_but_times_are_checked_on_every_quote() -> None:
+    """The PCK chain's signatures are checked once per chain (SIGNED_PCK_CHAINS); a later quote with the same
+    chain still has every certificate's validity checked against its own time, and a changed chain is checked anew."""
+    from attestation_service.core.verifiers.tdx.steps import SIGNED_PCK_CHAINS
+    from cryptography import x509 as x509_module
+
+    SIGNED_PCK_CHAINS.clear()
+    run(V4)
+    hits = SIGNED_PCK_CHAINS.hits
+    run(V4)
+    assert SIGNED_PCK_CHAINS.hits == hits + 1 and len(SIGNED_PCK_CHAINS) == 1
+    leaf = x509_module.load_pem_x509_certificates(V4.quote[V4.quote.index(b"-----BEGIN"):])[0]
+    after = leaf.not_valid_after_utc.replace(microsecond=0) + datetime.timedelta(days=1)
+    with pytest.raises(TdxVerificationError, match=r"^step 4 \(PCK certificate chain\): .* is not valid at "):
+        verify_tdx_quote(TdxVerificationInput(V4.quote, after, None))
+    mutate, step = MUTATIONS["certification data (PCK chain)"]
+    with pytest.raises(EvidenceError) as caught:
+        run(V4, mutate(V4.quote))
+    assert caught.value.detail.startswith(step)
 
 
 def test_report_data_binding() -> None:
