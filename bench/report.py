@@ -110,7 +110,8 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def chart(path: Path, name: str, result: dict[str, Any]) -> None:
-    """flows/s and p99 against clients; stacked CPU per flow by process, with the floor; open-loop outcomes."""
+    """flows/s and p99 against clients; stacked CPU per flow by process, with the floor (and the framework floor
+    on top of it); open-loop outcomes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,6 +138,9 @@ def chart(path: Path, name: str, result: dict[str, Any]) -> None:
         ax.bar(clients, values, bottom=bottom, label=server, hatch="//" if server == "generator" else None)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.axhline(result["floor_us"]["total"] / 1e3, color="black", linestyle=":", label="floor")
+    if "framework_us" in result:
+        ceiling = (result["floor_us"]["total"] + result["framework_us"]["total"]) / 1e3
+        ax.axhline(ceiling, color="black", linestyle="--", label="floor + framework floor")
     ax.set_xlabel("clients")
     ax.set_ylabel("CPU ms per flow")
     ax.legend(fontsize=7)
