@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: real PostgreSQL and Redis servers (the storage
 # tests start private instances of them), curl (the end-to-end tests),
-# clevis (the `trustee` pin tests drive Debian's `clevis encrypt`/`clevis decrypt`), skopeo and
+# clevis (the `trustee` pin tests drive Debian's `clevis encrypt`/`clevis decrypt`; clevis-luks and
+# cryptsetup-bin bind a LUKS2 volume in a file to it), skopeo and
 # docker-registry (the encrypted-image tests push to a real OCI distribution registry and check
 # layer encryption against skopeo's ocicrypt), softhsm2 (the KBS `pkcs11` plugin tests keep
 # resources in a SoftHSM 2 token), and for
@@ -15,6 +16,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v clevis >/dev/null 2>&1 || missing+=(clevis)
+command -v clevis-luks-bind >/dev/null 2>&1 || missing+=(clevis-luks)
+{ command -v cryptsetup || [ -x /usr/sbin/cryptsetup ] || [ -x /sbin/cryptsetup ]; } >/dev/null 2>&1 || missing+=(cryptsetup-bin)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
