@@ -239,6 +239,14 @@ def tls_files(directory: Path) -> tuple[Path, Path, bytes]:
     return cert_path, key_path, pem_cert(ca)
 
 
+@dataclass
+class KbsStack:
+    """A started KBS and the material its config names (the plugin tests' module fixture)."""
+
+    kbs: Kbs
+    material: Material
+
+
 async def admin_call(kbs: Kbs, material: Material, method: str, path: str, role: str | None = "admin",
                      **kwargs: Any) -> tuple[int, bytes]:
     """(status, body) of `method /kbs/v0/<path>` with an admin token of `role` (none when None)."""

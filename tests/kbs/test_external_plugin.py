@@ -12,7 +12,6 @@ import json
 import sys
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from guest.attesters.sample import SampleAttester
 from guest.kbs_protocol import AttesterEvidence, KbsClient
 from kbs.config import parse_kbs_config
 from tests.kbs.helpers import (
-    Kbs,
+    KbsStack,
     Material,
     admin_call,
     kbs_toml,
@@ -61,14 +60,8 @@ def external_table(*backends: str) -> str:
     return '\n[[plugins]]\nname = "external"\nbackends = [\n' + "".join(f"  {b},\n" for b in backends) + "]\n"
 
 
-@dataclass
-class Stack:
-    kbs: Kbs
-    material: Material
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[KbsStack]:
     root = tmp_path_factory.mktemp("external")
     backend = start_backend(root, material)
     try:
@@ -81,22 +74,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Itera
             f'{{ name = "demo", endpoint = "http://127.0.0.1:{plain_port}", timeout_ms = 5000 }}',
             f'{{ name = "secure", endpoint = "https://127.0.0.1:{tls_port}", ca_cert_path = "{root / "plugin-ca.pem"}" }}',
         ))
-        stack = Stack(kbs, material)
+        stack = KbsStack(kbs, material)
         assert asyncio.run(call(stack, "POST", "resource-policy", role="admin", json=policy_body(POLICY)))[0] == 200
         yield stack
     finally:
         backend.stop()
 
 
-async def call(stack: Stack, method: str, path: str, role: str | None = None, **kwargs: Any) -> tuple[int, bytes]:
+async def call(stack: KbsStack, method: str, path: str, role: str | None = None, **kwargs: Any) -> tuple[int, bytes]:
     return await admin_call(stack.kbs, stack.material, method, path, role, **kwargs)
 
 
-def guest(stack: Stack) -> KbsClient:
+def guest(stack: KbsStack) -> KbsClient:
     return KbsClient(stack.kbs.url, evidence=AttesterEvidence(SampleAttester()))
 
 
-async def test_token_gated_get_is_encrypted_to_the_tee_key(stack: Stack) -> None:
+async def test_token_gated_get_is_encrypted_to_the_tee_key(stack: KbsStack) -> None:
     async with guest(stack) as client:
         assert await client.get_resource("external/demo/secret?name=db") == b"secret for db"
         token = client.token
@@ -105,12 +98,12 @@ async def test_token_gated_get_is_encrypted_to_the_tee_key(stack: Stack) -> None
         assert response.status == 200 and await response.read() == b"plain answer"
 
 
-async def test_the_tls_backend_answers_through_its_ca(stack: Stack) -> None:
+async def test_the_tls_backend_answers_through_its_ca(stack: KbsStack) -> None:
     status, body = await call(stack, "GET", "external/secure/echo", role="admin")
     assert status == 200 and json.loads(body)["path"] == ["echo"]
 
 
-async def test_admin_only_post_needs_the_admin_token(stack: Stack) -> None:
+async def test_admin_only_post_needs_the_admin_token(stack: KbsStack) -> None:
     status, body = await call(stack, "POST", "external/demo/store", data=b"12345")
     assert (status, variant(json.loads(body))) == (401, "AdminAuthAccess")
     status, body = await call(stack, "POST", "external/demo/store", role="reader", data=b"12345")
@@ -118,13 +111,13 @@ async def test_admin_only_post_needs_the_admin_token(stack: Stack) -> None:
     assert await call(stack, "POST", "external/demo/store", role="admin", data=b"12345") == (200, b"stored 5 bytes")
 
 
-async def test_the_plugin_gets_the_path_after_the_backend_name(stack: Stack) -> None:
+async def test_the_plugin_gets_the_path_after_the_backend_name(stack: KbsStack) -> None:
     status, body = await call(stack, "PUT", "external/demo/echo/a/b?x=1", role="admin", data=b"hi")
     assert status == 200
     assert json.loads(body) == {"method": "PUT", "path": ["echo", "a", "b"], "query": {"x": "1"}, "body": "hi"}
 
 
-async def test_the_resource_policy_sees_plugin_external_the_backend_name_and_the_query(stack: Stack) -> None:
+async def test_the_resource_policy_sees_plugin_external_the_backend_name_and_the_query(stack: KbsStack) -> None:
     async with guest(stack) as client:
         with pytest.raises(PolicyDenyError):
             await client.get_resource("external/demo/secret?name=forbidden")
@@ -132,19 +125,19 @@ async def test_the_resource_policy_sees_plugin_external_the_backend_name_and_the
             await client.get_resource("external/secure/secret")  # the policy allows only the backend "demo"
 
 
-async def test_a_non_2xx_status_from_the_plugin_is_plugin_internal_error(stack: Stack) -> None:
+async def test_a_non_2xx_status_from_the_plugin_is_plugin_internal_error(stack: KbsStack) -> None:
     status, body = await call(stack, "GET", "external/demo/missing", role="admin")
     error = json.loads(body)
     assert (status, variant(error)) == (401, "PluginInternalError")
     assert error["detail"] == "external plugin backend 'demo' returned HTTP status 404: no such thing"
 
 
-async def test_an_unknown_backend_is_plugin_not_found(stack: Stack) -> None:
+async def test_an_unknown_backend_is_plugin_not_found(stack: KbsStack) -> None:
     status, body = await call(stack, "GET", "external/nobody/x", role="admin")
     assert (status, variant(json.loads(body))) == (404, "PluginNotFound")
 
 
-async def test_per_backend_metrics(stack: Stack) -> None:
+async def test_per_backend_metrics(stack: KbsStack) -> None:
     assert (await call(stack, "POST", "external/demo/store", role="admin", data=b"x"))[0] == 200
     async with aiohttp.ClientSession() as http, http.get(f"{stack.kbs.url}/metrics") as response:
         text = await response.text()
@@ -160,7 +153,7 @@ async def test_a_plugin_down_at_request_time_is_503_naming_it(tmp_path: Path, ma
         f'{{ name = "flaky", endpoint = "http://127.0.0.1:{plugin_port}", timeout_ms = 2000 }}')
     kbs = start_kbs(tmp_path / "kbs", text, port)
     try:
-        stack = Stack(kbs, material)
+        stack = KbsStack(kbs, material)
         assert (await call(stack, "POST", "external/flaky/store", role="admin", data=b"x"))[0] == 200
         plugin.stop()
         status, body = await call(stack, "POST", "external/flaky/store", role="admin", data=b"x")

@@ -15,7 +15,6 @@ import re
 import tomllib
 import uuid
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pytest
 
 from guest.attesters.sample import SampleAttester
 from guest.kbs_protocol import AttesterEvidence, KbsClient
-from tests.kbs.helpers import Kbs, Material, admin_call, kbs_toml, policy_body, run_kbs_expect_exit, start_backend, variant
+from tests.kbs.helpers import KbsStack, Material, admin_call, kbs_toml, policy_body, run_kbs_expect_exit, start_backend, variant
 from tests.procs import free_port
 from trustee_common.errors import PluginInternalError, PolicyDenyError, ResourceNotFoundError
 
@@ -37,25 +36,19 @@ allow if data.plugin == "provisioner"
 PLUGIN = '\n[[plugins]]\nname = "provisioner"\nkey_length = 40\n'
 
 
-@dataclass
-class Stack:
-    kbs: Kbs
-    material: Material
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, material: Material) -> Iterator[KbsStack]:
     root = tmp_path_factory.mktemp("provisioner")
     backend = start_backend(root, material)
     try:
         kbs = backend.start_kbs(root, material, PLUGIN)
         assert asyncio.run(admin_call(kbs, material, "POST", "resource-policy", json=policy_body(POLICY)))[0] == 200
-        yield Stack(kbs, material)
+        yield KbsStack(kbs, material)
     finally:
         backend.stop()
 
 
-def admin(stack: Stack, method: str, path: str, role: str | None = "admin", **kwargs: Any) -> Coroutine[Any, Any, tuple[int, bytes]]:
+def admin(stack: KbsStack, method: str, path: str, role: str | None = "admin", **kwargs: Any) -> Coroutine[Any, Any, tuple[int, bytes]]:
     return admin_call(stack.kbs, stack.material, method, path, role, **kwargs)
 
 
@@ -68,7 +61,7 @@ def uuid5_by_hand(name: str) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def vm_guest(stack: Stack, binding: str | None) -> KbsClient:
+def vm_guest(stack: KbsStack, binding: str | None) -> KbsClient:
     """A guest whose init-data names `binding` as its `trustee.kbs.resource` (none when None), bound to its sample TEE."""
     entry = "" if binding is None else f'"trustee.kbs.resource" = "{binding}"\n'
     init_data = f'version = "0.1.0"\nalgorithm = "sha384"\n[data]\n{entry}'
@@ -77,14 +70,14 @@ def vm_guest(stack: Stack, binding: str | None) -> KbsClient:
     return KbsClient(stack.kbs.url, evidence=AttesterEvidence(attester), init_data_toml=init_data)
 
 
-async def provision(stack: Stack, vm_name: str, **extra: str) -> dict[str, str]:
+async def provision(stack: KbsStack, vm_name: str, **extra: str) -> dict[str, str]:
     status, body = await admin(stack, "POST", "provisioner/provision", json={"vm_name": vm_name, **extra})
     assert status == 200, body
     answer: dict[str, str] = json.loads(body)
     return answer
 
 
-async def test_a_provisioned_vm_gets_its_disk_key_and_no_other(stack: Stack) -> None:
+async def test_a_provisioned_vm_gets_its_disk_key_and_no_other(stack: KbsStack) -> None:
     first = await provision(stack, "vm-1")
     assert first == {"uuid": uuid5_by_hand("default/vm-1"), "resource_path": f"default/{uuid5_by_hand('default/vm-1')}/root"}
     assert await provision(stack, "vm-1", namespace="default") == first  # deterministic, and the key is kept
@@ -106,7 +99,7 @@ async def test_a_provisioned_vm_gets_its_disk_key_and_no_other(stack: Stack) -> 
             await unbound.get_resource(f"provisioner/{first['resource_path']}")
 
 
-async def test_deprovision_removes_the_key(stack: Stack) -> None:
+async def test_deprovision_removes_the_key(stack: KbsStack) -> None:
     vm = await provision(stack, "vm-gone")
     assert await admin(stack, "DELETE", f"provisioner/provision/{vm['uuid']}") == (200, b'{"status":"deleted"}')
     assert await admin(stack, "DELETE", f"provisioner/provision/{vm['uuid']}") == (200, b'{"status":"deleted"}')
@@ -117,7 +110,7 @@ async def test_deprovision_removes_the_key(stack: Stack) -> None:
     assert again == vm
 
 
-async def test_operator_calls_need_the_admin_token(stack: Stack) -> None:
+async def test_operator_calls_need_the_admin_token(stack: KbsStack) -> None:
     status, body = await admin(stack, "POST", "provisioner/provision", role=None, json={"vm_name": "anon"})
     assert (status, variant(json.loads(body))) == (401, "AdminAuthAccess")
     status, body = await admin(stack, "DELETE", f"provisioner/provision/{uuid.uuid4()}", role="reader")
@@ -132,13 +125,13 @@ async def test_operator_calls_need_the_admin_token(stack: Stack) -> None:
      (b'{"vm_name": "a/b"}', "without '/'"), (b'{"vm_name": "a", "namespace": 7}', "namespace must be"),
      (b'{"vm_name": "' + b"x" * 254 + b'"}', "at most 253 bytes")],
 )
-async def test_bad_provision_requests_get_a_clear_400(stack: Stack, body: bytes, message: str) -> None:
+async def test_bad_provision_requests_get_a_clear_400(stack: KbsStack, body: bytes, message: str) -> None:
     status, answer = await admin(stack, "POST", "provisioner/provision", data=body)
     assert (status, variant(json.loads(answer))) == (400, "MalformedRequest")
     assert message in json.loads(answer)["detail"]
 
 
-async def test_other_methods_and_paths_are_refused(stack: Stack) -> None:
+async def test_other_methods_and_paths_are_refused(stack: KbsStack) -> None:
     status, body = await admin(stack, "PUT", "provisioner/provision", json={"vm_name": "x"})
     assert (status, variant(json.loads(body))) == (405, "MethodNotAllowed")
     status, body = await admin(stack, "POST", "provisioner/other", json={"vm_name": "x"})
@@ -147,7 +140,7 @@ async def test_other_methods_and_paths_are_refused(stack: Stack) -> None:
     assert (status, variant(json.loads(body))) == (400, "MalformedRequest")
 
 
-async def test_the_resource_policy_gates_the_release(stack: Stack) -> None:
+async def test_the_resource_policy_gates_the_release(stack: KbsStack) -> None:
     vm = await provision(stack, "vm-policy")
     deny = POLICY.replace('data.plugin == "provisioner"', 'data.plugin == "resource"')
     assert (await admin(stack, "POST", "resource-policy", json=policy_body(deny)))[0] == 200
