@@ -14,7 +14,8 @@ listed in docs/errors.md.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import ClassVar, TypeVar
 
 ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors/"
 #: Characters of one client-supplied value quoted in an error detail.
@@ -226,6 +227,14 @@ class StorageError(TrusteeError):
 class InternalError(TrusteeError):
     variant = "InternalError"
     internal = True
+
+
+_Status = TypeVar("_Status")
+
+
+def mapped_status(table: Mapping[type[TrusteeError], _Status], error: TrusteeError, default: _Status) -> _Status:
+    """A transport's status for `error`: the entry of its most specific class in `table`, else `default`."""
+    return next((table[cls] for cls in type(error).__mro__ if cls in table), default)
 
 
 def _all_subclasses(cls: type[TrusteeError]) -> list[type[TrusteeError]]:

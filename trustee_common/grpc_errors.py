@@ -55,10 +55,7 @@ STATUS_BY_ERROR: dict[type[e.TrusteeError], grpc.StatusCode] = {
 
 
 def status_for(error: e.TrusteeError) -> grpc.StatusCode:
-    for cls in type(error).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return grpc.StatusCode.INTERNAL
+    return e.mapped_status(STATUS_BY_ERROR, error, grpc.StatusCode.INTERNAL)
 
 
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: e.TrusteeError) -> NoReturn:

@@ -64,7 +64,7 @@ _INIT_KINDS = {"init_data_digest": "digest", "init_data_toml": "toml"}
 
 
 def status_for(error: e.TrusteeError) -> int:
-    return next((STATUS_BY_ERROR[cls] for cls in type(error).__mro__ if cls in STATUS_BY_ERROR), 500)
+    return e.mapped_status(STATUS_BY_ERROR, error, 500)
 
 
 def verification_request(item: object, index: int) -> VerificationRequest:

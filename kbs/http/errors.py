@@ -61,10 +61,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def status_for(error: e.TrusteeError) -> int:
-    for cls in type(error).__mro__:
-        if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]
-    return 500
+    return e.mapped_status(STATUS_BY_ERROR, error, 500)
 
 
 def error_response(error: e.TrusteeError) -> web.Response:
