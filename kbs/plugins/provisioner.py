@@ -120,10 +120,9 @@ class ProvisionerPlugin:
         namespace, vm_name = parse_provision(body)
         vm = vm_uuid(namespace, vm_name)
         path = resource_path(vm)
-        if await self._store.get(NAMESPACE, path) is None:
-            key = "".join(secrets.choice(KEY_ALPHABET) for _ in range(self._key_length))
-            if await self._store.put(NAMESPACE, path, confdata(key), overwrite=False):
-                logger.info("provisioner: made the disk key of %s/%s at %s", clip(namespace), clip(vm_name), path)
+        key = "".join(secrets.choice(KEY_ALPHABET) for _ in range(self._key_length))
+        if await self._store.put(NAMESPACE, path, confdata(key), overwrite=False):  # an existing key is kept
+            logger.info("provisioner: made the disk key of %s/%s at %s", clip(namespace), clip(vm_name), path)
         return json.dumps({"uuid": vm, "resource_path": path}, separators=(",", ":")).encode()
 
     async def _deprovision(self, vm: str) -> bytes:
