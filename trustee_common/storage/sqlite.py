@@ -68,7 +68,8 @@ OPEN_RETRY_SECONDS = 30.0
 _OPEN_RETRY_DELAY = 0.02
 
 
-def _locked(exc: sqlite3.Error) -> bool:
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLite reports the file locked or busy (another connection holds it): worth waiting for."""
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
@@ -88,7 +89,7 @@ def _set_up(conn: sqlite3.Connection, synchronous: str, *extra: str) -> None:
             conn.executescript(";\n".join((_SCHEMA, *extra)))
             return
         except sqlite3.Error as exc:
-            if not _locked(exc) or time.monotonic() >= deadline:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(_OPEN_RETRY_DELAY)
 
@@ -202,11 +203,9 @@ class SqliteStore:
         in a worker thread only when SQLite reports the file busy (e.g. WAL recovery by another process)."""
         try:
             return fn(self._reader)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise StorageError(f"SQLite store {self.path}: {exc}") from exc
         except sqlite3.Error as exc:
-            raise StorageError(f"SQLite store {self.path}: {exc}") from exc
+            if not _is_busy(exc):
+                raise StorageError(f"SQLite store {self.path}: {exc}") from exc
 
         return await asyncio.to_thread(self._locked, fn)
 
