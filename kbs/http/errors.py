@@ -15,7 +15,6 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -76,13 +75,11 @@ def error_response(error: e.TrusteeError) -> web.Response:
 def raw_response(error: e.TrusteeError) -> bytes:
     """`error_response(error)` as the bytes of a whole HTTP/1.1 response that closes its connection: the answer
     to a connection refused before aiohttp reads it (`trustee_common.http_serving`, `busy`)."""
-    status = status_for(error)
-    body = json.dumps(error.to_json()).encode()
-    headers = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json; charset=utf-8",
-               f"Content-Length: {len(body)}", "Connection: close"]
-    if isinstance(error, e.ServerBusyError) and error.retry_after is not None:
-        headers.append(f"Retry-After: {math.ceil(error.retry_after)}")
-    return ("\r\n".join(headers) + "\r\n\r\n").encode("ascii") + body
+    response = error_response(error)
+    body = response.body if isinstance(response.body, bytes) else b""
+    lines = [f"HTTP/1.1 {response.status} {response.reason}", *(f"{k}: {v}" for k, v in response.headers.items()),
+             f"Content-Length: {len(body)}", "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
 def malformed_http_response(reason: str) -> web.Response:
