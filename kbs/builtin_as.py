@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from kbs.config import BuiltinAsConfig
 from kbs.core.evidence import EvidenceItem
-from trustee_common.b64 import url_decode
+from trustee_common.b64 import url_decode, url_decode_text
 from trustee_common.errors import ConfigError, MalformedRequestError
 from trustee_common.rego_pool import RegoPool
 from trustee_common.storage import KeyValueStore, StorageConfig, open_kv_store
@@ -68,13 +68,6 @@ def _request(item: EvidenceItem, index: int) -> VerificationRequest:
                                          init_data=init, hash_algorithm=item.runtime_data_hash_algorithm)
     except MalformedRequestError as exc:
         raise MalformedRequestError(f"verification_requests[{index}]: {exc.detail}") from None
-
-
-def _policy_text(encoded: str) -> str:
-    try:
-        return url_decode(encoded, "policy").decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedRequestError("policy: not UTF-8 text") from None
 
 
 def signing_point(signer: TokenSigner) -> bytes:
@@ -99,7 +92,7 @@ class BuiltinAttestationService:
         return await self.service.evaluate([_request(item, i) for i, item in enumerate(items)], policy_ids)
 
     async def set_policy(self, policy_id: str, policy_b64url: str) -> None:
-        await self.service.set_policy(policy_id, _policy_text(policy_b64url))
+        await self.service.set_policy(policy_id, url_decode_text(policy_b64url, "policy"))
 
     async def register_reference_value(self, message: str) -> None:
         await self._reference_values.register(message)

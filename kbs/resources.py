@@ -27,7 +27,7 @@ from kbs.core.resource_policy import POLICY_KEY, POLICY_NAMESPACE, allows, polic
 from kbs.core.token import AttestationTokenVerifier
 from kbs.freshness import AppraisalEpochGuard
 from kbs.metrics import KbsMetrics
-from trustee_common.b64 import url_decode, url_encode
+from trustee_common.b64 import url_decode_text, url_encode
 from trustee_common.errors import (
     InternalError,
     MalformedRequestError,
@@ -111,10 +111,7 @@ class PolicyStore:
         """Accept `{"policy": base64url-no-pad}` only if it compiles; the old one stays otherwise."""
         if not isinstance(body, dict) or set(body) != {"policy"} or not isinstance(body["policy"], str):
             raise MalformedRequestError('resource policy body must be {"policy": "<base64url without padding>"}')
-        try:
-            text = url_decode(body["policy"], "policy").decode("utf-8")
-        except UnicodeDecodeError:
-            raise MalformedRequestError("policy: not UTF-8 text") from None
+        text = url_decode_text(body["policy"], "policy")
         spec = resource_policy_spec(text)
         await self.engine.compile(spec)
         await self._store.put(POLICY_NAMESPACE, POLICY_KEY, text.encode())

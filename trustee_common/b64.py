@@ -35,6 +35,14 @@ def url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def url_decode_text(text: str, field: str) -> str:
+    """`url_decode`, then UTF-8 (a policy as every front end carries it); `MalformedRequestError` naming `field` otherwise."""
+    try:
+        return url_decode(text, field).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequestError(f"{field}: not UTF-8 text") from None
+
+
 def url_decode(text: str, field: str) -> bytes:
     """URL-safe alphabet, padding rejected."""
     if not _URL_NOPAD.fullmatch(text) or len(text) % 4 == 1:

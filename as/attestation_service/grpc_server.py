@@ -14,12 +14,11 @@ from typing import Any
 
 import grpc
 
-from attestation_service.core.policy import decode_policy_text
 from attestation_service.core.request import VerificationRequest
 from attestation_service.service import AttestationService
 from trustee_common.audit import AuditSink
 from trustee_common.audit_events import digest
-from trustee_common.b64 import url_encode
+from trustee_common.b64 import url_decode_text, url_encode
 from trustee_common.errors import MalformedRequestError
 from trustee_common.grpc_audit import audited_change
 from trustee_common.grpc_errors import rpc_errors
@@ -62,7 +61,7 @@ class AttestationServicer(attestation_pb2_grpc.AttestationServiceServicer):
 
     @rpc_errors
     async def SetAttestationPolicy(self, request: pb.SetPolicyRequest, context: Ctx) -> pb.SetPolicyResponse:  # noqa: N802 (gRPC name)
-        text = decode_policy_text(request.policy)
+        text = url_decode_text(request.policy, "policy")
         await audited_change(self._audit, context, "attestation_policy.set", {"policy_id": request.policy_id},
                              digest(text.encode()), lambda: self._service.set_policy(request.policy_id, text))
         return pb.SetPolicyResponse()

@@ -33,12 +33,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from attestation_service.core.policy import decode_policy_text
 from attestation_service.core.request import VerificationRequest
 from attestation_service.service import AttestationService
 from trustee_common import errors as e
 from trustee_common.audit import AuditSink
 from trustee_common.audit_events import digest
+from trustee_common.b64 import url_decode_text
 from trustee_common.bounded import loads_json
 from trustee_common.grpc_audit import audited
 from trustee_common.grpc_tls import WriteAccess, write_refusal
@@ -145,7 +145,7 @@ def policy_writer(access: WriteAccess, audit: AuditSink) -> Handler:
         policy_id, encoded = body.get("policy_id"), body.get("policy")
         if not isinstance(policy_id, str) or not isinstance(encoded, str):
             raise e.MalformedRequestError('request body: must be {"policy_id": "...", "policy": "<base64url>"}')
-        text = decode_policy_text(encoded)
+        text = url_decode_text(encoded, "policy")
         await audited(audit, request.remote or "", "attestation_policy.set", {"policy_id": policy_id}, digest(text.encode()),
                       lambda: request.app[SERVICE].set_policy(policy_id, text))
         return web.Response()

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rvps.core.record import check_name
-from trustee_common.b64 import url_decode
 from trustee_common.errors import InvalidReferenceValueError, MalformedRequestError
 from trustee_common.rego import PolicySpec
 
@@ -72,14 +71,6 @@ def reference_value_names(text: str) -> frozenset[str] | None:
     if _CALL.search(_STRING_OR_COMMENT.sub("", _LITERAL_CALL.sub("", code))):
         return None
     return frozenset(json.loads(lit) if lit.startswith('"') else lit[1:-1] for lit in literals)
-
-
-def decode_policy_text(encoded: str) -> str:
-    """A policy as both front ends carry it (base64url without padding, UTF-8), decoded; `MalformedRequestError` otherwise."""
-    try:
-        return url_decode(encoded, "policy").decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedRequestError("policy: not UTF-8 text") from None
 
 
 def policy_spec(text: str) -> PolicySpec:
