@@ -28,8 +28,10 @@ def test_benchmark_runs_every_kind_of_scenario(postgres_server: PostgresServer, 
 async def test_framework_floor_drives_both_bare_servers() -> None:
     from bench import framework
 
-    with_grpc = await framework.measure(40)
-    http_only = await framework.measure(40, grpc_hop=False)
+    # CPU times come from /proc in 10 ms ticks: enough flows that each part spends several ticks (40 flows of the
+    # gRPC client's ~0.2 ms could read as zero).
+    with_grpc = await framework.measure(400)
+    http_only = await framework.measure(100, grpc_hop=False)
     assert set(with_grpc) == {"http_server", "grpc_client", "grpc_server", "total"}
     assert set(http_only) == {"http_server", "total"}
     assert all(value > 0 for value in with_grpc.values())
