@@ -57,11 +57,16 @@ logger = logging.getLogger(__name__)
 HEADER_END = b"\r\n\r\n"
 #: Seconds between two log lines about refused or timed-out connections.
 LOG_INTERVAL_SECONDS = 10.0
-#: Descriptors kept for everything but counted client connections: the process's own
-#: (storage, gRPC, logs) and a burst of accepted sockets not yet refused (asyncio
-#: accepts up to its backlog, 100, in one go).
-FD_HEADROOM = 256
-#: Connections refused with the `busy` answer that may wait at once for their client to close (within FD_HEADROOM).
+#: Descriptors kept for the process's own use (storage, gRPC, logs), outside client connections.
+OWN_DESCRIPTORS = 160
+#: The listen backlog: connections the kernel completes and holds while the event loop is busy. Above it the
+#: kernel drops new SYNs and the client retries only after a second (then three), so a short stall of the loop
+#: under a burst would turn into seconds of waiting. asyncio accepts up to the backlog in one go, so that many
+#: descriptors are kept spare for a burst of accepted sockets not yet refused (`fit_fd_limit`).
+LISTEN_BACKLOG = 1024
+#: The smallest backlog when descriptors are short (asyncio's default).
+MIN_BACKLOG = 100
+#: Connections refused with the `busy` answer that may wait at once for their client to close (within the burst's descriptors).
 MAX_REFUSING = 64
 #: How long a connection refused with the `busy` answer waits for its client to close before it is closed.
 REFUSAL_LINGER_SECONDS = 2.0
@@ -281,9 +286,9 @@ class _BoundedProtocol(asyncio.Protocol):
             self._inner.resume_writing()
 
 
-def fit_fd_limit(max_connections: int) -> int:
-    """Raise the soft descriptor limit towards the hard one; the connection cap that fits under it."""
-    needed = max_connections + FD_HEADROOM
+def fit_fd_limit(max_connections: int) -> tuple[int, int]:
+    """Raise the soft descriptor limit towards the hard one; (connection cap, listen backlog) that fit under it."""
+    needed = max_connections + LISTEN_BACKLOG + OWN_DESCRIPTORS
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
     if soft != resource.RLIM_INFINITY and soft < target:
@@ -291,12 +296,15 @@ def fit_fd_limit(max_connections: int) -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
     if soft == resource.RLIM_INFINITY or soft >= needed:
-        return max_connections
-    fitted = max(1, soft - FD_HEADROOM)
+        return max_connections, LISTEN_BACKLOG
+    spare = soft - OWN_DESCRIPTORS
+    backlog = min(LISTEN_BACKLOG, max(MIN_BACKLOG, spare - max_connections))
+    fitted = max(1, min(max_connections, spare - backlog))
     logger.warning(
-        "the open-file limit (%d) cannot hold max_connections = %d: serving at most %d connections", soft, max_connections, fitted
+        "the open-file limit (%d) cannot hold max_connections = %d and a listen backlog of %d: serving at most %d "
+        "connections with a backlog of %d", soft, max_connections, LISTEN_BACKLOG, fitted, backlog
     )
-    return fitted
+    return fitted, backlog
 
 
 def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
@@ -330,7 +338,8 @@ async def serve_bounded(
     `busy`: the whole HTTP response a connection above the cap gets (module docstring); None: it is closed at once."""
     factory = runner.server
     assert factory is not None, "runner.setup() first"
-    gate = _Gate(limits, fit_fd_limit(limits.max_connections), busy)
+    cap, backlog = fit_fd_limit(limits.max_connections)
+    gate = _Gate(limits, cap, busy)
     handler_class = None if malformed is None else _handler_class(malformed)
     loop = asyncio.get_running_loop()
     quiet_loop_errors(loop)
@@ -344,6 +353,7 @@ async def serve_bounded(
                     port,
                     ssl=ssl_context,
                     reuse_port=in_worker() or None,
+                    backlog=backlog,
                     # The TLS handshake comes before the protocol sees the connection: bound it the same way.
                     ssl_handshake_timeout=limits.header_read_timeout if ssl_context is not None else None,
                 )

@@ -10,8 +10,12 @@ logs a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import select
 import shutil
+import signal
 import socket
 import ssl
 import time
@@ -194,14 +198,59 @@ def test_cap_fits_the_descriptor_limit_and_service_recovers(tmp_path: Path, mate
             assert time.monotonic() < deadline, "the KBS did not recover"
             time.sleep(0.5)
         log = proc.output()
-        assert "open-file limit (512) cannot hold max_connections = 1024: serving at most 256" in log
-        assert "at max_connections (256): closing the oldest connection still sending its request headers" in log
+        assert ("open-file limit (512) cannot hold max_connections = 1024 and a listen backlog of 1024: serving at most 252 "
+                "connections with a backlog of 100") in log
+        assert "at max_connections (252): closing the oldest connection still sending its request headers" in log
         assert "Traceback" not in log and "out of system resource" not in log
         assert log.count("closing the oldest connection") < 10  # rate-limited
     finally:
         for conn in conns:
             conn.close()
         proc.stop()
+
+
+BURST = 400
+
+
+def test_a_burst_of_connections_waits_in_the_backlog_while_the_kbs_is_stalled(tmp_path: Path, material: Material) -> None:
+    """While every KBS process is stopped (a stand-in for an event loop busy under load), the kernel completes the
+    handshakes of a burst of new connections and holds them for the KBS (asyncio's default backlog of 100 would drop
+    the SYNs of the rest, and their clients would retry only after 1 s, then 3 s); resumed, the KBS answers each."""
+    port = free_port()
+    server = start_kbs(tmp_path, kbs_toml(port, material, tmp_path / "repo", as_port=free_port()), port)
+    conns: list[socket.socket] = []
+    try:
+        os.killpg(server.proc.popen.pid, signal.SIGSTOP)
+        try:
+            for _ in range(BURST):
+                conn = socket.socket()
+                conn.setblocking(False)
+                assert conn.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS)
+                conns.append(conn)
+            poller = select.poll()
+            waiting = {conn.fileno(): conn for conn in conns}
+            for fd in waiting:
+                poller.register(fd, select.POLLOUT)
+            deadline = time.monotonic() + 0.9  # below the 1 s a dropped SYN waits for its first retry
+            while waiting and time.monotonic() < deadline:
+                for fd, _ in poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                    poller.unregister(fd)
+                    del waiting[fd]
+            assert not waiting, f"{len(waiting)} of {BURST} connections were not accepted by the kernel"
+            assert all(c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for c in conns)
+            for conn in conns:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        finally:
+            os.killpg(server.proc.popen.pid, signal.SIGCONT)
+        for conn in conns:
+            conn.setblocking(True)
+            conn.settimeout(20)
+            assert conn.recv(64).startswith(b"HTTP/1.1 200 ")
+        assert "Traceback" not in server.proc.output()
+    finally:
+        for conn in conns:
+            conn.close()
+        server.proc.stop()
 
 
 def test_https_handshake_and_headers_are_bounded(tmp_path: Path, material: Material) -> None:
