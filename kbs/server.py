@@ -53,6 +53,7 @@ from kbs.reports import ReportSink, load_report_signer, running
 from kbs.resources import AccessGate, PolicyStore, ResourceService
 from trustee_common.audit import AuditLog
 from trustee_common.errors import ConfigError, ServerBusyError
+from trustee_common.heap import settle_heap
 from trustee_common.http_serving import runner_options, serve_bounded
 from trustee_common.metrics_http import serving_metrics
 from trustee_common.rego_pool import RegoPool
@@ -381,6 +382,7 @@ async def serve(config: KbsConfig, *, allow_insecure_bind: bool = False) -> None
         try:
             async with running(state.reports), metrics_site(state, config.observability.metrics_address), \
                     running_site(make_app(state), config, context):
+                settle_heap()
                 notify_ready()
                 await stop.wait()
                 logger.info("stopping")

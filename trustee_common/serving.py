@@ -35,6 +35,7 @@ from trustee_common.addresses import join_host_port, parse_listen_address
 from trustee_common.errors import ConfigError
 from trustee_common.grpc_observe import ObservingInterceptor, RpcMetrics
 from trustee_common.grpc_tls import WriteAccess, WriteGuard, server_credentials
+from trustee_common.heap import settle_heap
 from trustee_common.tls_config import ServerTls, is_loopback_host
 from trustee_common.workers import in_worker, notify_ready
 
@@ -128,6 +129,7 @@ async def serve_grpc(
     for service in ("", *services):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
     logger.info("%s listening on %s (gRPC, %s)", name, bind, _describe(tls, guard))
+    settle_heap()
     notify_ready()
     if guard is not None and guard.access is WriteAccess.INSECURE:
         logger.warning("%s: write calls on %s are open to every caller (--insecure-allow-writes)", name, bind)

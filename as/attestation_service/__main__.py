@@ -57,6 +57,7 @@ from trustee_common.addresses import parse_listen_address
 from trustee_common.audit import AuditSink, running_audit_log
 from trustee_common.errors import ConfigError, TrusteeError
 from trustee_common.grpc_tls import WriteGuard, write_access
+from trustee_common.heap import settle_heap
 from trustee_common.http_serving import ConnectionLimits, runner_options, serve_bounded
 from trustee_common.logsetup import FORMAT_ENV, FORMATS, setup_logging
 from trustee_common.metrics_http import serving_metrics
@@ -279,6 +280,7 @@ async def serve_restful(config: AsConfig, signer: TokenSigner, address: str, ori
                         serving_metrics(config.metrics_address, metrics.registry, "Attestation Service"):
                     logger.info("restful-as listening on %s://%s (policy writes: %s)", "https" if context else "http", address,
                                 access.name.lower())
+                    settle_heap()
                     await wait_for_stop_signal(stop)
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {address}: {exc.strerror}") from exc
