@@ -140,6 +140,25 @@ def test_before_the_vcek_is_valid() -> None:
         verify_snp_report(replace(request(MILAN), now=at("2023-01-01T00:00:00Z")))
 
 
+def test_signed_vek_is_remembered_but_times_and_forgeries_are_checked_on_every_report() -> None:
+    """The VEK's signature by its ASK is checked once per VEK (SIGNED_LINKS); a later report signed by the same VEK
+    still has the chain's validity checked against its own time, and a VEK that fails is checked anew each time."""
+    from attestation_service.core.verifiers.snp.certs import SIGNED_LINKS
+
+    SIGNED_LINKS.clear()
+    verify_snp_report(request(MILAN))
+    hits, size = SIGNED_LINKS.hits, len(SIGNED_LINKS)
+    verify_snp_report(request(MILAN))
+    assert SIGNED_LINKS.hits == hits + 1 and len(SIGNED_LINKS) == size == 1
+    with pytest.raises(SnpVerificationError, match=r"^step 5 .*SEV-VCEK is not valid at 2023-01-01"):
+        verify_snp_report(replace(request(MILAN), now=at("2023-01-01T00:00:00Z")))
+    fake = load_certificates((SNP / "trustee-invalid-vcek" / "test-vcek-invalid-new.der").read_bytes(), "fake")
+    for _ in range(2):
+        result = evaluate_snp_report(SnpVerificationInput(MILAN.report, MILAN.now, tuple(fake)))
+        assert "the VCEK is not signed by SEV-Milan" in str(result.error)
+    assert len(SIGNED_LINKS) == 1
+
+
 def test_no_vcek() -> None:
     with pytest.raises(SnpVerificationError, match=r"^step 3 \(endorsement key\): no VCEK certificate"):
         verify_snp_report(SnpVerificationInput(MILAN.report, MILAN.now))

@@ -44,9 +44,9 @@ from attestation_service.core.verifiers.snp.certs import (
     amd_roots,
     common_name,
     fingerprint,
-    issued_by,
     load_crl,
     pss_signed_by,
+    signed_link,
     vek_extensions,
 )
 from attestation_service.core.verifiers.snp.claims import report_claims
@@ -168,9 +168,9 @@ def step_chain(ctx: _Context) -> str:
     name = f"SEV-{roots.product}" if vcek else f"SEV-VLEK-{roots.product}"
     shipped = roots.ask if vcek else roots.asvk  # with the ARK, verified once when the roots were loaded
     intermediate = _supplied(ctx, name) or shipped
-    if intermediate != shipped and not issued_by(intermediate, ark):
+    if intermediate != shipped and not signed_link(intermediate, ark):
         raise _fail(f"{name} is not signed by ARK-{roots.product}")
-    if not issued_by(vek, intermediate):
+    if not signed_link(vek, intermediate):
         raise _fail(f"the {ctx.key_kind} is not signed by {name} (RSA-PSS SHA-384): not issued by the AMD {roots.product} chain")
     now = ctx.request.now
     for cert in (ark, intermediate, vek):
