@@ -68,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", type=numbers(float), help="open-loop arrival rates, flows/s (default 100,200,300; plus 2x capacity)")
     p.add_argument("--open-seconds", type=float, help="duration of each open-loop rate (default 10)")
     p.add_argument("--arrivals", choices=("poisson", "fixed"), default="poisson", help="open-loop arrival process (default poisson)")
+    p.add_argument("--generators", type=int, help="open loop: load-generator processes sharing the arrivals (default 1)")
     p.add_argument("--workers", type=int,
                    help="worker processes per KBS and AS (their --workers; default as `trustee run`: the available cores for "
                         "the KBS, half of them for the AS)")
@@ -102,7 +103,7 @@ def settings(args: argparse.Namespace) -> tuple[Settings, ScaleSettings]:
     workers = {"workers": available_cores(), "as_workers": default_as_workers()} if args.workers is None else {"workers": args.workers}
     changes: dict[str, Any] = {**workers, "poisson": args.arrivals == "poisson", "kbs_http": tuple(args.kbs_http),
                                "policy_engine": tuple(args.policy_engine)}
-    for name in ("clients", "flows", "rates", "open_seconds"):
+    for name in ("clients", "flows", "rates", "open_seconds", "generators"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     return dataclasses.replace(base, **changes), scale_settings

@@ -21,16 +21,20 @@ connections); only other failures are errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import multiprocessing
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
 
 from bench.client import sample_evidence
+from bench.procstat import own_cpu_seconds
 from guest.backoff import NO_RETRY, RetryPolicy
 from guest.kbs_protocol import KbsClient
 from trustee_common.errors import ServerBusyError, TrusteeError, UpstreamError
@@ -83,6 +87,25 @@ class Outcomes:
         trace.on_request_end.append(answered)
         trace.on_request_exception.append(answered)
         return trace
+
+    #: CPU seconds of load-generator processes other than this one (`GeneratorPool`).
+    other_generator_cpu: float = 0.0
+
+    @classmethod
+    def merged(cls, parts: list[Outcomes]) -> Outcomes:
+        """The outcomes of load generators that ran side by side, as if one had run them all."""
+        whole = cls()
+        for part in parts:
+            whole.latencies += part.latencies
+            whole.refused += part.refused
+            whole.dropped += part.dropped
+            whole.errors += part.errors
+            whole.error_samples += part.error_samples[: max(0, 5 - len(whole.error_samples))]
+            whole.max_wait = max(whole.max_wait, part.max_wait)
+            whole.max_request_wait = max(whole.max_request_wait, part.max_request_wait)
+            whole.max_generator_lag = max(whole.max_generator_lag, part.max_generator_lag)
+            whole.other_generator_cpu += part.other_generator_cpu
+        return whole
 
     @property
     def served(self) -> int:
@@ -194,3 +217,46 @@ async def sleep_until(clock: Callable[[], float], due: float) -> None:
 
 async def warm_up(url: str, flows: int) -> None:
     await closed_loop(url, min(4, flows), flows)
+
+
+def _generator(commands: Connection) -> None:
+    """A `GeneratorPool` process: run each open loop it is sent, answer its outcomes and own CPU seconds."""
+    while (command := commands.recv()) is not None:
+        url, rate, seconds, poisson, seed = command
+        started = own_cpu_seconds()
+        outcomes = asyncio.run(open_loop(url, rate, seconds, poisson=poisson, seed=seed))
+        outcomes.other_generator_cpu = own_cpu_seconds() - started
+        commands.send(outcomes)
+
+
+class GeneratorPool:
+    """`processes` load-generator processes that share each open loop's arrivals (each runs a Poisson or fixed
+    stream of rate / processes, with a seed of its own), so that no single generator's event loop falls behind
+    at high rates. Started before the measurement (spawning and importing take a second or so)."""
+
+    def __init__(self, processes: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._links: list[Connection] = []
+        self._processes = []
+        for _ in range(processes):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_generator, args=(theirs,), daemon=True)
+            process.start()
+            self._links.append(ours)
+            self._processes.append(process)
+
+    async def open_loop(self, url: str, rate: float, seconds: float, *, poisson: bool = True, seed: int = 1) -> Outcomes:
+        share = rate / len(self._links)
+        for index, link in enumerate(self._links):
+            link.send((url, share, seconds, poisson, seed + index))
+        return Outcomes.merged(list(await asyncio.gather(*(asyncio.to_thread(link.recv) for link in self._links))))
+
+    def close(self) -> None:
+        for link in self._links:
+            with contextlib.suppress(OSError):
+                link.send(None)
+        for process in self._processes:
+            process.join(10)
+            if process.exitcode is None:
+                process.kill()
+                process.join()

@@ -50,6 +50,8 @@ class Settings:
     capacity_multiples: tuple[float, ...] = (2.0,)
     open_seconds: float = 10.0
     poisson: bool = True
+    #: Open loop: load-generator processes sharing the arrivals (`load.GeneratorPool`; 1: this process alone).
+    generators: int = 1
     floor_rounds: int = 300
     #: Flows through the bare frameworks (`bench.framework`).
     framework_flows: int = 2000
@@ -102,7 +104,7 @@ def level_report(outcomes: load.Outcomes, meter: CpuMeter, floor_us: float) -> d
         "generator_max_lag_ms": round(outcomes.max_generator_lag * 1e3, 1),
         "cpu_ms_per_flow": cpu_ms,
         "server_cpu_ms_per_flow": round(server_ms, 3),
-        "generator_cpu_ms_per_flow": round(meter.generator / served * 1e3, 3),
+        "generator_cpu_ms_per_flow": round((meter.generator + outcomes.other_generator_cpu) / served * 1e3, 3),
         "efficiency": efficiency(floor_us, server_ms),
     }
 
@@ -156,16 +158,27 @@ def open_rates(settings: Settings, capacity: float) -> list[float]:
 
 async def open_levels(url: str, probe: Probe, settings: Settings, capacity: float) -> list[dict[str, Any]]:
     rows = []
-    for rate in open_rates(settings, capacity):
-        def run(rate: float = rate) -> Awaitable[load.Outcomes]:
-            return load.open_loop(url, rate, settings.open_seconds, poisson=settings.poisson)
-
-        row = await measured(probe, run)
-        arrivals = row["served"] + row["refused"] + row["dropped"] + row["errors"]
-        rows.append({"rate": rate, "arrivals": arrivals, "arrivals_per_s": round(arrivals / settings.open_seconds, 1), **row})
-        counts = ", ".join(f"{key} {row[key]}" for key in ("served", "refused", "dropped", "errors"))
-        progress(f"open loop, {rate} flows/s: {counts}")
+    pool = load.GeneratorPool(settings.generators) if settings.generators > 1 else None
+    open_loop = load.open_loop if pool is None else pool.open_loop
+    try:
+        for rate in open_rates(settings, capacity):
+            rows.append(await open_level(url, probe, settings, rate, open_loop))
+    finally:
+        if pool is not None:
+            pool.close()
     return rows
+
+
+async def open_level(url: str, probe: Probe, settings: Settings, rate: float,
+                     open_loop: Callable[..., Awaitable[load.Outcomes]]) -> dict[str, Any]:
+    def run() -> Awaitable[load.Outcomes]:
+        return open_loop(url, rate, settings.open_seconds, poisson=settings.poisson)
+
+    row = await measured(probe, run)
+    arrivals = row["served"] + row["refused"] + row["dropped"] + row["errors"]
+    counts = ", ".join(f"{key} {row[key]}" for key in ("served", "refused", "dropped", "errors"))
+    progress(f"open loop, {rate} flows/s: {counts}")
+    return {"rate": rate, "arrivals": arrivals, "arrivals_per_s": round(arrivals / settings.open_seconds, 1), **row}
 
 
 async def flow_run(cluster: Cluster, settings: Settings, *, open_loop: bool = True) -> dict[str, Any]:
@@ -190,6 +203,7 @@ async def flow_run(cluster: Cluster, settings: Settings, *, open_loop: bool = Tr
             "efficiency_ceiling": framework.ceiling(floor_us["total"], framework_us["total"]),
             "closed_loop": closed, "open_loop": opened, "capacity_flows_per_s": capacity,
             "peak_rss_mib": rss.peaks_mib(), "arrivals": "poisson" if settings.poisson else "fixed-interval",
+            "generators": settings.generators,
             "workers": {"KBS": cluster.workers, **({} if cluster.builtin_as else {"AS": cluster.as_count})}}
 
 

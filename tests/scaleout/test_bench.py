@@ -38,3 +38,17 @@ async def test_framework_floor_drives_both_bare_servers() -> None:
     assert with_grpc["total"] == pytest.approx(sum(v for k, v in with_grpc.items() if k != "total"), abs=0.2)
     assert framework.ceiling(800.0, 800.0) == 0.5
     assert framework.ceiling(0.0, 0.0) == 0.0
+
+
+def test_open_loop_shared_by_two_generator_processes(tmp_path: Path) -> None:
+    """`--generators 2`: the open loop's arrivals come from two processes, and their outcomes and CPU add up."""
+    args = [sys.executable, "-m", "bench", "flow", "--quick", "--clients", "1", "--flows", "4", "--rates", "40",
+            "--open-seconds", "2", "--generators", "2", "--no-chart", "--out", str(tmp_path)]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False, cwd=Path(__file__).parents[2])
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = json.loads((tmp_path / "flow.json").read_text())["result"]
+    assert run["generators"] == 2
+    [level] = run["open_loop"]
+    assert level["errors"] == 0 and level["served"] + level["refused"] == level["arrivals"]
+    assert 40 <= level["arrivals"] <= 130  # two Poisson streams of 20 flows/s for 2 s
+    assert level["generator_cpu_ms_per_flow"] > 0
