@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, stop)  # unwind, so the started servers are stopped too
-    too_few_workers = args.workers is not None and args.workers < 1
-    if too_few_workers or (args.flows is not None and args.flows < 1) or (args.open_seconds is not None and args.open_seconds <= 0):
-        p.error("--workers and --flows must be at least 1, --open-seconds positive")
+    too_few = any(value is not None and value < 1 for value in (args.workers, args.flows, args.generators))
+    if too_few or (args.open_seconds is not None and args.open_seconds <= 0):
+        p.error("--workers, --flows and --generators must be at least 1, --open-seconds positive")
     names = chosen(args, p)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0

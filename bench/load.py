@@ -224,7 +224,11 @@ def _generator(commands: Connection) -> None:
     while (command := commands.recv()) is not None:
         url, rate, seconds, poisson, seed = command
         started = own_cpu_seconds()
-        outcomes = asyncio.run(open_loop(url, rate, seconds, poisson=poisson, seed=seed))
+        try:
+            outcomes = asyncio.run(open_loop(url, rate, seconds, poisson=poisson, seed=seed))
+        except Exception as exc:  # reported to the parent, which stops the run with it
+            commands.send(f"{type(exc).__name__}: {exc}")
+            continue
         outcomes.other_generator_cpu = own_cpu_seconds() - started
         commands.send(outcomes)
 
@@ -249,7 +253,19 @@ class GeneratorPool:
         share = rate / len(self._links)
         for index, link in enumerate(self._links):
             link.send((url, share, seconds, poisson, seed + index))
-        return Outcomes.merged(list(await asyncio.gather(*(asyncio.to_thread(link.recv) for link in self._links))))
+        parts = []
+        for answer in await asyncio.gather(*(asyncio.to_thread(self._answer, link) for link in self._links)):
+            if not isinstance(answer, Outcomes):
+                raise RuntimeError(f"a load-generator process failed: {answer}")
+            parts.append(answer)
+        return Outcomes.merged(parts)
+
+    @staticmethod
+    def _answer(link: Connection) -> object:
+        try:
+            return link.recv()
+        except EOFError:
+            return "it exited"
 
     def close(self) -> None:
         for link in self._links:
