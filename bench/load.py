@@ -16,6 +16,10 @@ or not earlier ones finished, and a refusal is not retried
 (`guest.backoff.NO_RETRY`) but counted. So is a connection the KBS closes
 unanswered (`dropped`: at its `max_connections` cap it refuses new
 connections); only other failures are errors.
+
+`GeneratorPool` spreads an open loop's arrivals over several processes
+(`python -m bench --generators N`), for machines where one generator's
+event loop cannot keep up with the rate.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class Outcomes:
     #: Longest lateness of the load generator's own event loop (a 10 ms tick): above ~0.1 s the generator, not the
     #: servers, is the bottleneck, and every latency it measures includes that lag.
     max_generator_lag: float = 0.0
+    #: CPU seconds of load-generator processes other than this one (`GeneratorPool`).
+    other_generator_cpu: float = 0.0
 
     async def watch_lag(self) -> None:
         """Until cancelled: keep `max_generator_lag`."""
@@ -87,9 +93,6 @@ class Outcomes:
         trace.on_request_end.append(answered)
         trace.on_request_exception.append(answered)
         return trace
-
-    #: CPU seconds of load-generator processes other than this one (`GeneratorPool`).
-    other_generator_cpu: float = 0.0
 
     @classmethod
     def merged(cls, parts: list[Outcomes]) -> Outcomes:
