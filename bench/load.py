@@ -42,6 +42,7 @@ from bench.procstat import own_cpu_seconds
 from guest.backoff import NO_RETRY, RetryPolicy
 from guest.kbs_protocol import KbsClient
 from trustee_common.errors import ServerBusyError, TrusteeError, UpstreamError
+from trustee_common.heap import settle_heap
 
 RESOURCE = "default/bench/key"
 SECRET = b"benchmark secret"
@@ -224,6 +225,7 @@ async def warm_up(url: str, flows: int) -> None:
 
 def _generator(commands: Connection) -> None:
     """A `GeneratorPool` process: run each open loop it is sent, answer its outcomes and own CPU seconds."""
+    settle_heap()
     while (command := commands.recv()) is not None:
         url, rate, seconds, poisson, seed = command
         started = own_cpu_seconds()
