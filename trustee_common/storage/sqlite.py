@@ -185,7 +185,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if conn is self._inline and isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            if conn is self._inline and _is_busy(exc):
                 raise _BusyError from None
             raise StorageError(f"SQLite store {self.path}: {exc}") from exc
 
