@@ -52,3 +52,12 @@ def test_open_loop_shared_by_two_generator_processes(tmp_path: Path) -> None:
     assert level["errors"] == 0 and level["served"] + level["refused"] == level["arrivals"]
     assert 40 <= level["arrivals"] <= 130  # two Poisson streams of 20 flows/s for 2 s
     assert level["generator_cpu_ms_per_flow"] > 0
+
+
+@pytest.mark.parametrize("flag", [("--generators", "0"), ("--workers", "0"), ("--flows", "-1"), ("--open-seconds", "0")])
+def test_bad_counts_are_refused_with_a_usage_error(flag: tuple[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "bench", "flow", *flag], capture_output=True, text=True, timeout=60, check=False,
+                            cwd=Path(__file__).parents[2])
+    assert result.returncode == 2
+    assert "--workers, --flows and --generators must be at least 1, --open-seconds positive" in result.stderr
+    assert "Traceback" not in result.stderr
