@@ -14,9 +14,11 @@ The supervisor:
 - checks first that no other process listens on the addresses (a second
   instance started by mistake would otherwise silently share the port);
 - stops every copy and exits with the copy's status (2: configuration) when
-  one exits before it was ever ready during start-up;
-- restarts a copy that dies later, after 0.5 s doubling to 30 s for a copy
-  that keeps dying within a minute of its start (the others serve meanwhile);
+  one exits by itself before all were ready during start-up;
+- restarts a copy that dies later, or that a signal kills at any time (the
+  signal came from outside: an operator, the OOM killer), after 0.5 s
+  doubling to 30 s for a copy that keeps dying within a minute of its start
+  (the others serve meanwhile);
 - forwards SIGTERM/SIGINT as SIGTERM, SIGKILLs what is left after
   `STOP_GRACE_SECONDS`, exits 0;
 - gives each copy PR_SET_PDEATHSIG (Linux), so the copies get SIGTERM even
@@ -265,7 +267,7 @@ class Supervisor:
                 logger.info("%s: %d workers ready (pids %s)", self.name, self.count, pids)
             for worker in self.workers:
                 status = self._reap(worker)
-                if status is not None and not all_ready:
+                if status is not None and status >= 0 and not all_ready:  # a signal came from outside: restart it
                     if status != 2:
                         logger.error("%s: worker %d exited with status %d while starting; stopping the others",
                                      self.name, worker.index, status)

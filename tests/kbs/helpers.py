@@ -114,11 +114,13 @@ class Kbs:
         return f"{self.url}/kbs/v0/{path}"
 
 
-def start_kbs(directory: Path, config_text: str, port: int, *, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Kbs:
+def start_kbs(directory: Path, config_text: str, port: int, *, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+              wait: bool = True) -> Kbs:
+    """A KBS on `port`, once that port accepts connections (unless `wait` is false)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "kbs.toml"
     config.write_text(config_text)
-    proc = Proc([script("kbs"), "--config-file", str(config), *args], directory / "kbs.log", port=port, env=env)
+    proc = Proc([script("kbs"), "--config-file", str(config), *args], directory / "kbs.log", port=port if wait else None, env=env)
     return Kbs(proc, port, directory / "repo", config)
 
 

@@ -26,12 +26,13 @@ from tests.procs import free_port
 WAIT_SECONDS = 30.0
 
 
-def wait_for(predicate: object, what: str, timeout: float = WAIT_SECONDS) -> None:
+def wait_for(predicate: object, what: str, kbs: Kbs | None = None, timeout: float = WAIT_SECONDS) -> None:
+    """Poll `predicate`; on time-out, fail with `kbs`'s output (the supervisor's view of its workers)."""
     assert callable(predicate)
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f":\n{kbs.proc.output()}" if kbs is not None else ""))
         time.sleep(0.1)
 
 
@@ -54,7 +55,7 @@ def start_workers(tmp_path: Path, material: Material, count: int = 2, *, extra_h
                       extra_http=extra_http)
     args = () if env_workers is not None else ("--workers", str(count))
     kbs = start_kbs(tmp_path, config, port, args=args, env={"TRUSTEE_WORKERS": env_workers} if env_workers is not None else None)
-    wait_for(lambda: len(listening_children(kbs)) == count, f"{count} workers listening on {port}")
+    wait_for(lambda: len(listening_children(kbs)) == count, f"{count} workers listening on {port}", kbs)
     return kbs
 
 
@@ -109,9 +110,34 @@ def test_a_dead_worker_is_restarted(tmp_path: Path, material: Material) -> None:
             pids = [c.pid for c in listening_children(kbs)]  # one snapshot: two could straddle the victim's death
             return len(pids) == 2 and victim not in pids
 
-        wait_for(replaced, "a replacement worker")
+        wait_for(replaced, "a replacement worker", kbs)
         assert kbs.proc.popen.poll() is None
         assert f"(pid {victim}) exited with status -9; restarting it" in kbs.proc.output()
+        assert requests.get(f"{kbs.url}/healthz", timeout=10).status_code == 200
+    finally:
+        kbs.proc.stop()
+
+
+def test_a_worker_killed_while_starting_is_restarted(tmp_path: Path, material: Material) -> None:
+    """A signal during start-up came from outside (an operator, the OOM killer): that worker is restarted, the start goes on.
+
+    (A worker listens a moment before it reports ready; it was once taken for a failed start, which stopped every worker.)
+    """
+    port = free_port()
+    config = kbs_toml(port, material, tmp_path / "repo", as_port=free_port(), storage=sqlite_storage(tmp_path / "kbs.sqlite3"))
+    kbs = start_kbs(tmp_path, config, port, args=("--workers", "2"), wait=False)
+    try:
+        supervisor = psutil.Process(kbs.proc.popen.pid)
+        wait_for(lambda: bool(supervisor.children()), "a first worker", kbs)
+        victim = supervisor.children()[0].pid
+        os.kill(victim, signal.SIGKILL)
+        assert "workers ready" not in kbs.proc.output()  # a worker needs far longer than this to import and listen
+        kbs.proc.wait_output("2 workers ready")
+        pids = [c.pid for c in listening_children(kbs)]
+        assert len(pids) == 2 and victim not in pids
+        output = kbs.proc.output()
+        assert f"(pid {victim}) exited with status -9; restarting it" in output
+        assert "while starting" not in output
         assert requests.get(f"{kbs.url}/healthz", timeout=10).status_code == 200
     finally:
         kbs.proc.stop()
