@@ -13,12 +13,13 @@ The supervisor:
 
 - checks first that no other process listens on the addresses (a second
   instance started by mistake would otherwise silently share the port);
-- stops every copy and exits with the copy's status (2: configuration) when
-  one exits by itself before all were ready during start-up;
-- restarts a copy that dies later, or that a signal kills at any time (the
-  signal came from outside: an operator, the OOM killer), after 0.5 s
-  doubling to 30 s for a copy that keeps dying within a minute of its start
-  (the others serve meanwhile);
+- stops every copy and exits with the copy's status (2: configuration; 1
+  for a crash) when one exits by itself or crashes (`CRASH_SIGNALS`) before
+  all were ready during start-up;
+- restarts a copy that dies later, or that another signal kills at any time
+  (it came from outside: an operator, the OOM killer), after 0.5 s doubling
+  to 30 s for a copy that keeps dying within a minute of its start (the
+  others serve meanwhile);
 - forwards SIGTERM/SIGINT as SIGTERM, SIGKILLs what is left after
   `STOP_GRACE_SECONDS`, exits 0;
 - gives each copy PR_SET_PDEATHSIG (Linux), so the copies get SIGTERM even
@@ -72,6 +73,8 @@ MAX_RESTART_DELAY = 30.0
 #: A copy that lived this long before dying is restarted after the first delay again.
 HEALTHY_SECONDS = 60.0
 PR_SET_PDEATHSIG = 1
+#: Signals a process gets from its own fault: a worker dying of one while starting fails the start (it would again).
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGSYS})
 
 
 def available_cores() -> int:
@@ -187,6 +190,13 @@ class _Worker:
     restart_at: float | None = None
 
 
+def failed_start(status: int) -> bool:
+    """Whether a worker that died with `status` while starting fails the start: it exited by itself or crashed.
+
+    Any other signal (SIGKILL from an operator or the OOM killer, SIGTERM) came from outside: that worker is restarted."""
+    return status >= 0 or -status in CRASH_SIGNALS
+
+
 def remove_stale_metrics_dirs(name: str) -> list[str]:
     """Remove the metrics folders an earlier `name` supervisor left when it was killed (its pid gone); their paths."""
     removed = []
@@ -267,7 +277,7 @@ class Supervisor:
                 logger.info("%s: %d workers ready (pids %s)", self.name, self.count, pids)
             for worker in self.workers:
                 status = self._reap(worker)
-                if status is not None and status >= 0 and not all_ready:  # a signal came from outside: restart it
+                if status is not None and failed_start(status) and not all_ready:
                     if status != 2:
                         logger.error("%s: worker %d exited with status %d while starting; stopping the others",
                                      self.name, worker.index, status)

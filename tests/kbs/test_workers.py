@@ -9,7 +9,9 @@ workers, metrics totals and policy changes: tests/scaleout/test_workers.py.)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -118,18 +120,37 @@ def test_a_dead_worker_is_restarted(tmp_path: Path, material: Material) -> None:
         kbs.proc.stop()
 
 
+def first_worker_spawned(tmp_path: Path, material: Material) -> tuple[Kbs, psutil.Process]:
+    """`kbs --workers 2`, returned as soon as the supervisor has spawned a worker (long before any is ready)."""
+    port = free_port()
+    config = kbs_toml(port, material, tmp_path / "repo", as_port=free_port(), storage=sqlite_storage(tmp_path / "kbs.sqlite3"))
+    kbs = start_kbs(tmp_path, config, port, args=("--workers", "2"), wait=False)
+    supervisor = psutil.Process(kbs.proc.popen.pid)
+
+    def workers() -> list[psutil.Process]:  # not a short-lived helper the supervisor may run (e.g. ldconfig)
+        found = []
+        for child in supervisor.children():
+            with contextlib.suppress(psutil.Error):
+                if child.cmdline()[-2:] == ["--workers", "1"]:
+                    found.append(child)
+        return found
+
+    try:
+        wait_for(lambda: bool(workers()), "a first worker", kbs)
+        return kbs, workers()[0]
+    except BaseException:
+        kbs.proc.stop()
+        raise
+
+
 def test_a_worker_killed_while_starting_is_restarted(tmp_path: Path, material: Material) -> None:
     """A signal during start-up came from outside (an operator, the OOM killer): that worker is restarted, the start goes on.
 
     (A worker listens a moment before it reports ready; it was once taken for a failed start, which stopped every worker.)
     """
-    port = free_port()
-    config = kbs_toml(port, material, tmp_path / "repo", as_port=free_port(), storage=sqlite_storage(tmp_path / "kbs.sqlite3"))
-    kbs = start_kbs(tmp_path, config, port, args=("--workers", "2"), wait=False)
+    kbs, first = first_worker_spawned(tmp_path, material)
     try:
-        supervisor = psutil.Process(kbs.proc.popen.pid)
-        wait_for(lambda: bool(supervisor.children()), "a first worker", kbs)
-        victim = supervisor.children()[0].pid
+        victim = first.pid
         os.kill(victim, signal.SIGKILL)
         assert "workers ready" not in kbs.proc.output()  # a worker needs far longer than this to import and listen
         kbs.proc.wait_output("2 workers ready")
@@ -139,6 +160,20 @@ def test_a_worker_killed_while_starting_is_restarted(tmp_path: Path, material: M
         assert f"(pid {victim}) exited with status -9; restarting it" in output
         assert "while starting" not in output
         assert requests.get(f"{kbs.url}/healthz", timeout=10).status_code == 200
+    finally:
+        kbs.proc.stop()
+
+
+def test_a_worker_crashing_while_starting_stops_the_start(tmp_path: Path, material: Material) -> None:
+    """A crash signal during start-up is the worker's own fault and would repeat: the start fails with status 1."""
+    kbs, victim = first_worker_spawned(tmp_path, material)
+    try:
+        victim.rlimit(psutil.RLIMIT_CORE, (0, 0))  # no core file in the working directory
+        victim.send_signal(signal.SIGSEGV)
+        assert kbs.proc.popen.wait(WAIT_SECONDS) == 1
+        output = kbs.proc.output()
+        assert re.search(rf"worker \d exited with status -{int(signal.SIGSEGV)} while starting; stopping the others", output), output
+        assert "workers ready" not in output
     finally:
         kbs.proc.stop()
 
