@@ -126,21 +126,22 @@ def first_worker_spawned(tmp_path: Path, material: Material) -> tuple[Kbs, psuti
     config = kbs_toml(port, material, tmp_path / "repo", as_port=free_port(), storage=sqlite_storage(tmp_path / "kbs.sqlite3"))
     kbs = start_kbs(tmp_path, config, port, args=("--workers", "2"), wait=False)
     supervisor = psutil.Process(kbs.proc.popen.pid)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while (worker := running_worker(supervisor)) is None:
+        if time.monotonic() > deadline or kbs.proc.popen.poll() is not None:
+            kbs.proc.stop()
+            raise AssertionError(f"no worker was spawned:\n{kbs.proc.output()}")
+        time.sleep(0.02)
+    return kbs, worker
 
-    def workers() -> list[psutil.Process]:  # not a short-lived helper the supervisor may run (e.g. ldconfig)
-        found = []
-        for child in supervisor.children():
-            with contextlib.suppress(psutil.Error):
-                if child.cmdline()[-2:] == ["--workers", "1"]:
-                    found.append(child)
-        return found
 
-    try:
-        wait_for(lambda: bool(workers()), "a first worker", kbs)
-        return kbs, workers()[0]
-    except BaseException:
-        kbs.proc.stop()
-        raise
+def running_worker(supervisor: psutil.Process) -> psutil.Process | None:
+    """A child running a worker's command line (not one forked a moment ago that still runs the supervisor's)."""
+    for child in supervisor.children():
+        with contextlib.suppress(psutil.Error):
+            if child.cmdline()[-2:] == ["--workers", "1"]:
+                return child
+    return None
 
 
 def test_a_worker_killed_while_starting_is_restarted(tmp_path: Path, material: Material) -> None:
