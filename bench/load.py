@@ -40,8 +40,8 @@ import aiohttp
 from bench.client import sample_evidence
 from bench.procstat import own_cpu_seconds
 from guest.backoff import NO_RETRY, RetryPolicy
-from guest.kbs_protocol import KbsClient
-from trustee_common.errors import ServerBusyError, TrusteeError, UpstreamError
+from guest.kbs_protocol import ConnectionDroppedError, KbsClient
+from trustee_common.errors import ServerBusyError, TrusteeError
 from trustee_common.heap import settle_heap
 
 RESOURCE = "default/bench/key"
@@ -140,7 +140,7 @@ async def one_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolic
 
 def dropped_connection(exc: BaseException) -> bool:
     """The KBS closed or reset the connection without answering (not a 503, not a wrong answer)."""
-    return isinstance(exc, UpstreamError) and isinstance(exc.__cause__, aiohttp.ClientConnectionError)
+    return isinstance(exc, ConnectionDroppedError)
 
 
 async def timed_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPolicy | None, outcomes: Outcomes,
@@ -148,13 +148,16 @@ async def timed_flow(url: str, connector: aiohttp.BaseConnector, retry: RetryPol
     start = time.perf_counter()
     try:
         await one_flow(url, connector, retry, traces)
-    except ServerBusyError:
+    except ServerBusyError as exc:
+        if dropped_connection(exc):  # after the retries, if any
+            if drops_allowed:
+                outcomes.dropped += 1
+            else:
+                outcomes.record_error(exc)
+            return
         outcomes.refused += 1
     except (TrusteeError, AssertionError, aiohttp.ClientError, TimeoutError) as exc:
-        if drops_allowed and dropped_connection(exc):
-            outcomes.dropped += 1
-        else:
-            outcomes.record_error(exc)
+        outcomes.record_error(exc)
         return
     else:
         outcomes.latencies.append(time.perf_counter() - start)

@@ -1,4 +1,4 @@
-"""Retry of `503 ServerBusy` answers: jittered exponential backoff honouring `Retry-After` (pure).
+"""Retry of `503 ServerBusy` answers and of dropped connections: jittered exponential backoff honouring `Retry-After`.
 
 A KBS at its in-flight limit refuses a request before doing any work for
 it, so the request can be sent again. `RetryPolicy.delay` is how long to
@@ -86,5 +86,5 @@ async def retry_busy(
             wait = policy.delay(retry, busy.retry_after, jitter())
             if retry >= policy.attempts or monotonic() - started + wait > policy.total_seconds:
                 raise
-            logger.info("%s: the server is busy; retry %d of %d in %.2f s", what, retry, policy.attempts - 1, wait)
+            logger.info("%s: %s; retry %d of %d in %.2f s", what, busy.detail, retry, policy.attempts - 1, wait)
             await sleep(wait)

@@ -7,6 +7,11 @@ mode: built with a token and its TEE key pair, it sends
 `Authorization: Bearer <token>` instead. A KBS at its in-flight limit
 answers 503 `ServerBusy` with `Retry-After`; both modes retry it with
 jittered exponential backoff (`guest.backoff`, bounded attempts and time).
+So is a connection the KBS closed or reset without answering
+(`ConnectionDroppedError`: a KBS at its connection cap closes the oldest
+idle one, a worker stopped): nothing of the request was answered, and the
+handshake starts again from `/auth`. A KBS that cannot be connected to at
+all, or a time-out, still fails at once.
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ from trustee_common.jose import TeeKeyPair
 from trustee_common.messages import PROTOCOL_VERSION, Challenge
 
 logger = logging.getLogger(__name__)
+
+
+class ConnectionDroppedError(ServerBusyError):
+    """The KBS closed or reset the connection before answering: retried like a 503 (never sent by a KBS)."""
+
+
+def unreachable(base: str, exc: aiohttp.ClientError | TimeoutError) -> TrusteeError:
+    """The error for a request that got no answer: `ConnectionDroppedError` if the KBS dropped it after connecting."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError) or (
+            isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)):
+        return ConnectionDroppedError(f"the KBS at {base} closed the connection without answering: {exc}")
+    return UpstreamError(f"cannot reach the KBS at {base}: {exc}")
+
 
 SUPPORTED_HASH_ALGORITHMS = ["sha256", "sha384", "sha512"]
 RESOURCE_ATTEMPTS = 3
@@ -173,7 +191,7 @@ class KbsClient:
                     raise await error_from_response(response)
                 return loads_json(await response.read(), "KBS reply", error=UpstreamError)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
+            raise unreachable(self.base, exc) from exc
 
     async def attest(self) -> str:
         """Run the RCAR handshake; returns (and keeps) the attestation token.
@@ -235,4 +253,4 @@ class KbsClient:
                     raise error
                 return error
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot reach the KBS at {self.base}: {exc}") from exc
+            raise unreachable(self.base, exc) from exc

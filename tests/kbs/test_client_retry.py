@@ -2,12 +2,16 @@
 
 Between the client and a real KBS sits a test-only stand-in for a busy
 network peer: it answers the first N requests of a kind with 503
-`ServerBusy` + `Retry-After: 0`, then forwards the rest to the KBS
-(cookies and headers included). Our code on both ends is the real one.
+`ServerBusy` + `Retry-After: 0`, or closes their connection without an
+answer (as a KBS at its connection cap does to an idle keep-alive
+connection), then forwards the rest to the KBS (cookies and headers
+included). Our code on both ends is the real one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ from kbs_client.admin import AdminClient
 
 from guest.attesters.sample import SampleAttester
 from guest.backoff import RetryPolicy
-from guest.kbs_protocol import AttesterEvidence, KbsClient
+from guest.kbs_protocol import AttesterEvidence, ConnectionDroppedError, KbsClient
 from tests.kbs.helpers import ALLOW_ALL, Kbs, Material, ear_claims, load_signing, mint_token
 from tests.procs import free_port
 from trustee_common.errors import ERROR_TYPE_PREFIX, ServerBusyError, UpstreamError
@@ -34,6 +38,8 @@ class BusyPeer:
 
     target: str
     refuse: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Requests of a kind whose connection is closed unanswered (counted after `refuse`).
+    drop: dict[tuple[str, str], int] = field(default_factory=dict)
     seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     cookies: list[str | None] = field(default_factory=list)
     url: str = ""
@@ -46,6 +52,10 @@ class BusyPeer:
         if self.seen[key] <= self.refuse.get(key, 0):
             body = {"type": ERROR_TYPE_PREFIX + "ServerBusy", "detail": "busy (test peer)"}
             return web.json_response(body, status=503, headers={"Retry-After": "0"})
+        if self.seen[key] <= self.refuse.get(key, 0) + self.drop.get(key, 0):
+            assert request.transport is not None
+            request.transport.abort()  # no status line, no headers: the client sees the connection reset
+            raise asyncio.CancelledError
         headers = {h: request.headers[h] for h in FORWARDED if h in request.headers}
         async with aiohttp.ClientSession() as http, http.request(request.method, self.target + request.path, headers=headers,
                                                                  data=await request.read()) as answer:
@@ -132,3 +142,49 @@ async def test_clients_sharing_a_connector_keep_their_own_sessions(peer: BusyPee
         assert len(peer.cookies) == 2 and all(peer.cookies) and peer.cookies[0] != peer.cookies[1]
     finally:
         await connector.close()
+
+
+async def test_resource_fetch_survives_two_dropped_connections(peer: BusyPeer, kbs: Kbs, material: Material) -> None:
+    """A connection closed unanswered (a KBS at its connection cap, a worker that stopped) is retried like a 503."""
+    await allow_and_store(kbs, material, "shed/key/dropped", b"third time lucky")
+    token, key = passport(material)
+    peer.drop[("GET", "resource")] = 2
+    async with KbsClient(peer.url, token=token, key_pair=key, retry=RetryPolicy(base_backoff=0.01)) as client:
+        assert await client.get_resource("resource/shed/key/dropped") == b"third time lucky"
+    assert peer.seen[("GET", "resource")] >= 3
+
+
+async def test_dropped_connections_are_retried_within_the_bounds(peer: BusyPeer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="guest.backoff")
+    token, key = passport_unsigned()
+    peer.drop[("GET", "resource")] = 100
+    async with KbsClient(peer.url, token=token, key_pair=key, retry=RetryPolicy(attempts=3, base_backoff=0.01)) as client:
+        with pytest.raises(ConnectionDroppedError, match="closed the connection without answering"):
+            await client.get_resource("resource/shed/key/one")
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 2 and all("closed the connection without answering" in m for m in retries), retries
+    # aiohttp itself may send an idempotent GET once more on a new connection when a reused one was closed.
+    assert 3 <= peer.seen[("GET", "resource")] <= 6
+
+
+async def test_a_dropped_attest_starts_the_handshake_again(peer: BusyPeer) -> None:
+    peer.drop[("POST", "attest")] = 1
+    async with KbsClient(peer.url, evidence=AttesterEvidence(SampleAttester()), retry=RetryPolicy(base_backoff=0.01)) as client:
+        with pytest.raises(UpstreamError):  # the second /attest reaches the KBS, whose AS is down: 503 UpstreamUnavailable
+            await client.attest()
+    assert peer.seen[("POST", "auth")] == 2 and peer.seen[("POST", "attest")] == 2
+
+
+async def test_a_kbs_that_cannot_be_reached_fails_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens: no retry (a guest learns at once that its KBS address is wrong or down)."""
+    caplog.set_level(logging.INFO, logger="guest.backoff")
+    async with KbsClient(f"http://127.0.0.1:{free_port()}", evidence=AttesterEvidence(SampleAttester())) as client:
+        with pytest.raises(UpstreamError, match="cannot reach the KBS") as raised:
+            await client.attest()
+    assert not isinstance(raised.value, ConnectionDroppedError)
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+
+
+def passport_unsigned() -> tuple[str, TeeKeyPair]:
+    """A token that never reaches a KBS (the peer drops every request)."""
+    return "e30.e30.sig", TeeKeyPair.generate()
