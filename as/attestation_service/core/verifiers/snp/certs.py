@@ -96,16 +96,16 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return cert.issuer == issuer.subject and pss_signed_by(cert.signature, cert.tbs_certificate_bytes, issuer)
 
 
-#: (certificate, issuer) pairs whose signature verified, by the SHA-256 of both DER encodings. A signature
+#: (certificate, issuer) pairs whose signature verified, by the SHA-256 of both DER encodings (`fingerprint`). A signature
 #: depends only on those bytes, so an entry never goes stale; validity periods and revocation depend on the
 #: report's time and CRLs and are checked on every report. A chip's reports all carry its one VCEK (or its
 #: VLEK): the RSA-PSS check of the VEK by the ASK (or ASVK) is done once per chip. Failures are not kept.
-SIGNED_LINKS: BoundedLru[bytes, bool] = BoundedLru(1024)
+SIGNED_LINKS: BoundedLru[tuple[str, str], bool] = BoundedLru(1024)
 
 
 def signed_link(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """`issued_by`, remembered when true (`SIGNED_LINKS`)."""
-    key = cert.fingerprint(hashes.SHA256()) + issuer.fingerprint(hashes.SHA256())
+    key = (fingerprint(cert), fingerprint(issuer))
     if SIGNED_LINKS.get(key):
         return True
     if not issued_by(cert, issuer):
